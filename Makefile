@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make run` (the demo sandbox) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8080
+HOST ?= 127.0.0.1
+
+.PHONY: install run test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[server,dev]'
+	@touch $(STAMP)
+
+# Seeds the demo organization if needed, prints its credentials and a curl login, then serves.
+run: install
+	DATALAB_DEV_MODE=$${DATALAB_DEV_MODE:-1} $(BIN)/datalab demo --serve --host $(HOST) --port $(PORT)
+
+# Runs on SQLite; with DATALAB_TEST_DATABASE_URL set (a PostgreSQL URL) the same suite runs there.
+# pytest exits 5 when it collected no test: that is a broken suite, never a pass.
+test: install
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: install
+	$(BIN)/python bench/download.py
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

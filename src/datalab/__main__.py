@@ -1,0 +1,5 @@
+"""`python -m datalab` runs the command line."""
+
+from datalab.cli import main
+
+main()

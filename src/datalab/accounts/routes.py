@@ -1,0 +1,82 @@
+"""HTTP handlers for login and token refresh."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+
+from datalab.accounts import service
+from datalab.accounts.schemas import LOGIN_BODY_SCHEMA, LoginOut, TokenOut, parse_login_body, user_out
+from datalab.deps import DbDep, NowDep, SettingsDep
+
+router = APIRouter(tags=["Authorization"])
+
+
+async def raw_body(request: Request) -> bytes:
+    """The request body, read before the handler runs in a worker thread."""
+    return await request.body()
+
+
+@router.post(
+    "/login",
+    operation_id="login",
+    response_model=LoginOut,
+    summary="Authenticates user",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": LOGIN_BODY_SCHEMA},
+                "application/x-www-form-urlencoded": {"schema": LOGIN_BODY_SCHEMA},
+            },
+        }
+    },
+    responses={
+        400: {"description": "Body missing or not valid JSON"},
+        401: {"description": "Unauthorized"},
+        429: {"description": "Too many failed logins"},
+    },
+)
+def login(
+    request: Request,
+    body: Annotated[bytes, Depends(raw_body)],
+    db: DbDep,
+    settings: SettingsDep,
+    now: NowDep,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> LoginOut:
+    """Exchange userName + password (+ x-api-key) for a session token."""
+    form = parse_login_body(body, request.headers.get("content-type", ""))
+    result = service.login(
+        db=db,
+        settings=settings,
+        user_name=form.userName,
+        password=form.password,
+        api_key=x_api_key,
+        client_address=request.client.host if request.client else "unknown",
+        now=now,
+    )
+    return LoginOut(user=user_out(result.user), sessionToken=result.session_token)
+
+
+@router.api_route(
+    "/refresh-token",
+    methods=["GET", "POST"],
+    operation_id="refresh-token",
+    response_model=TokenOut,
+    summary="Refresh session token",
+    responses={401: {"description": "Unauthorized"}},
+)
+def refresh_token(
+    db: DbDep,
+    settings: SettingsDep,
+    now: NowDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> TokenOut:
+    """A new session token for a still-valid one."""
+    token = service.bearer_token(authorization)
+    if x_api_key is not None:
+        service.check_api_key(db=db, plain_key=x_api_key, now=now)
+    return TokenOut(sessionToken=service.refresh_token(db=db, settings=settings, token=token, now=now))

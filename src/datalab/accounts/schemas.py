@@ -1,0 +1,130 @@
+"""Request and response shapes of login and token refresh, as the documentation shows them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from pydantic import BaseModel
+
+from datalab.accounts.models import User
+from datalab.errors import bad_request
+
+LOGIN_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["userName", "password", "acceptedTerms"],
+    "properties": {
+        "userName": {"type": "string", "description": "Service account email (also accepted as 'username')"},
+        "password": {"type": "string"},
+        "acceptedTerms": {
+            "type": "boolean",
+            "description": "Must be true (the strings 'true'/'True' work too)",
+        },
+    },
+}
+
+
+class OrganizationOut(BaseModel):
+    uid: str
+    name: str
+    fice: str
+    stateCode: str
+
+
+class AttributeOut(BaseModel):
+    key: str
+    value: Any
+
+
+class UserOut(BaseModel):
+    uid: str
+    type: str
+    userName: str
+    firstName: str
+    lastName: str
+    email: str
+    status: str
+    organizations: list[OrganizationOut]
+    attributes: list[AttributeOut]
+
+
+class LoginOut(BaseModel):
+    user: UserOut
+    sessionToken: str
+
+
+class TokenOut(BaseModel):
+    sessionToken: str
+
+
+def user_out(user: User) -> UserOut:
+    """The login response's user object."""
+    return UserOut(
+        uid=user.uid,
+        type=user.type,
+        userName=user.user_name,
+        firstName=user.first_name,
+        lastName=user.last_name,
+        email=user.email,
+        status=user.status,
+        organizations=[
+            OrganizationOut(
+                uid=m.organization.uid,
+                name=m.organization.name,
+                fice=m.organization.fice,
+                stateCode=m.organization.state_code,
+            )
+            for m in user.memberships
+        ],
+        attributes=[
+            AttributeOut(key=str(a.get("key", "")), value=a.get("value", {})) for a in user.attributes
+        ],
+    )
+
+
+class LoginForm(BaseModel):
+    userName: str
+    password: str
+
+
+def _accepted(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def parse_login_body(raw: bytes, content_type: str) -> LoginForm:
+    """Read a login body sent as JSON (whatever the Content-Type says) or as a urlencoded form."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    fields: dict[str, Any]
+    if content_type.split(";", maxsplit=1)[
+        0
+    ].strip().lower() == "application/x-www-form-urlencoded" and not text.startswith("{"):
+        fields = {name: values[-1] for name, values in parse_qs(text, keep_blank_values=True).items()}
+    else:
+        if not text:
+            raise bad_request(
+                "The request body is empty: send a JSON object with userName, password and acceptedTerms",
+                code="invalid_body",
+            )
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise bad_request(
+                f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+                code="invalid_json",
+            ) from None
+        if not isinstance(parsed, dict):
+            raise bad_request("The request body must be a JSON object", code="invalid_body")
+        fields = parsed
+    by_name = {str(name).lower(): value for name, value in fields.items()}
+    user_name, password = by_name.get("username"), by_name.get("password")
+    if (
+        not isinstance(user_name, str)
+        or not user_name.strip()
+        or not isinstance(password, str)
+        or not password
+    ):
+        raise bad_request("userName and password are required", code="missing_credentials")
+    if not _accepted(by_name.get("acceptedterms")):
+        raise bad_request("acceptedTerms must be true", code="terms_not_accepted")
+    return LoginForm(userName=user_name, password=password)

@@ -1,0 +1,317 @@
+"""Accounts: organizations, users, API keys, login, session tokens and the organization context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from datalab.accounts.models import USER_STATUSES, ApiKey, LoginThrottle, Membership, Organization, User
+from datalab.accounts.security import (
+    InvalidToken,
+    hash_api_key,
+    hash_password,
+    issue_token,
+    new_api_key,
+    read_token,
+    verify_password,
+)
+from datalab.errors import ApiError, bad_request, forbidden, unauthorized
+from datalab.scoping import OrgContext
+from datalab.settings import Settings
+
+INVALID_CREDENTIALS = "Invalid userName or password"
+INVALID_API_KEY = "Invalid API key"
+# Writing last_used_at on every request would turn every read into a write.
+API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+class AccountError(ValueError):
+    """An admin operation that cannot be done as asked (duplicate name, unknown organization, ...)."""
+
+
+@dataclass(frozen=True)
+class IssuedApiKey:
+    """A newly created API key: the only moment its plain value is known."""
+
+    api_key: ApiKey
+    plain_key: str
+
+
+def create_organization(*, db: Session, name: str, fice: str, state_code: str = "") -> Organization:
+    """Create an organization; FICE codes are text and unique."""
+    fice = fice.strip()
+    if not name.strip() or not fice:
+        raise AccountError("an organization needs a name and a FICE code")
+    if state_code and (len(state_code) != 2 or not state_code.isalpha()):
+        raise AccountError(f"stateCode must be a two-letter code, not {state_code!r}")
+    if db.scalar(select(Organization).where(Organization.fice == fice)) is not None:
+        raise AccountError(f"an organization with FICE {fice} already exists")
+    organization = Organization(name=name.strip(), fice=fice, state_code=state_code.upper())
+    db.add(organization)
+    db.flush()
+    return organization
+
+
+def get_organization(*, db: Session, uid: str) -> Organization | None:
+    """The organization with this uid, if any."""
+    return db.scalar(select(Organization).where(Organization.uid == uid))
+
+
+def get_user(*, db: Session, user_name: str) -> User | None:
+    """The user with this userName (case-insensitive), if any."""
+    return db.scalar(select(User).where(User.user_name_key == user_name.strip().lower()))
+
+
+def create_user(
+    *,
+    db: Session,
+    user_name: str,
+    password: str,
+    organizations: list[Organization],
+    first_name: str = "",
+    last_name: str = "",
+    email: str = "",
+    attributes: list[dict[str, Any]] | None = None,
+) -> User:
+    """Create an active user belonging to the given organizations, in that order."""
+    user_name = user_name.strip()
+    if not user_name:
+        raise AccountError("userName must not be empty")
+    if len(password) < 8:
+        raise AccountError("passwords must be at least 8 characters")
+    if not organizations:
+        raise AccountError("a user must belong to at least one organization")
+    if get_user(db=db, user_name=user_name) is not None:
+        raise AccountError(f"a user named {user_name} already exists")
+    user = User(
+        user_name=user_name,
+        user_name_key=user_name.lower(),
+        first_name=first_name,
+        last_name=last_name,
+        email=email or (user_name if "@" in user_name else ""),
+        attributes=attributes or [],
+        password_hash=hash_password(password),
+    )
+    user.memberships = [
+        Membership(organization=organization, position=index)
+        for index, organization in enumerate(organizations)
+    ]
+    db.add(user)
+    db.flush()
+    return user
+
+
+def set_user_status(*, db: Session, user: User, status: str, now: datetime) -> User:
+    """Activate or deactivate a user; deactivation revokes every session token at once."""
+    if status not in USER_STATUSES:
+        raise AccountError(f"status must be one of {', '.join(USER_STATUSES)}")
+    user.status = status
+    user.tokens_valid_after = now
+    db.flush()
+    return user
+
+
+def create_api_key(*, db: Session, user: User, name: str = "") -> IssuedApiKey:
+    """Create an API key for the user; the plain key is returned once and stored only hashed."""
+    plain_key = new_api_key()
+    api_key = ApiKey(user=user, name=name, prefix=plain_key[:8], key_hash=hash_api_key(plain_key))
+    db.add(api_key)
+    db.flush()
+    return IssuedApiKey(api_key=api_key, plain_key=plain_key)
+
+
+def revoke_api_key(*, db: Session, uid: str, now: datetime, user: User | None = None) -> ApiKey:
+    """Revoke an API key by uid (only among the user's keys when a user is given)."""
+    query = select(ApiKey).where(ApiKey.uid == uid)
+    if user is not None:
+        query = query.where(ApiKey.user_id == user.id)
+    api_key = db.scalar(query)
+    if api_key is None:
+        raise AccountError(f"no API key with uid {uid}")
+    if api_key.revoked_at is None:
+        api_key.revoked_at = now
+        db.flush()
+    return api_key
+
+
+def list_api_keys(*, db: Session, user: User) -> list[ApiKey]:
+    """The user's API keys, newest first."""
+    return list(
+        db.scalars(select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.created_at.desc()))
+    )
+
+
+def check_api_key(*, db: Session, plain_key: str, now: datetime) -> ApiKey:
+    """The active API key with this value (its last-used time refreshed), else 401."""
+    api_key = db.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(plain_key.strip())))
+    if api_key is None or api_key.revoked_at is not None:
+        raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
+    if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL:
+        api_key.last_used_at = now
+        db.flush()
+    return api_key
+
+
+def _throttle_scopes(user_name: str, client_address: str) -> list[tuple[str, str]]:
+    return [("user:" + user_name.strip().lower(), "userName"), ("addr:" + client_address, "address")]
+
+
+def _check_not_locked(*, db: Session, scopes: list[tuple[str, str]], now: datetime) -> None:
+    for scope, _label in scopes:
+        row = db.get(LoginThrottle, scope)
+        if row is not None and row.locked_until is not None and row.locked_until > now:
+            retry_after = max(1, int((row.locked_until - now).total_seconds()) + 1)
+            raise ApiError(
+                429,
+                "too_many_login_failures",
+                f"Too many failed logins; try again in {retry_after} seconds",
+                headers={"Retry-After": str(retry_after)},
+            )
+
+
+def _record_failure(*, db: Session, settings: Settings, scopes: list[tuple[str, str]], now: datetime) -> None:
+    window = timedelta(seconds=settings.login_failure_window_seconds)
+    limits = {"userName": settings.login_max_failures, "address": settings.login_max_failures_per_address}
+    for scope, label in scopes:
+        row = db.get(LoginThrottle, scope)
+        if row is None:
+            row = LoginThrottle(scope=scope, failures=0, window_started_at=now)
+            db.add(row)
+        elif now - row.window_started_at > window:
+            row.failures = 0
+            row.window_started_at = now
+        row.failures += 1
+        if row.failures >= limits[label]:
+            row.locked_until = now + timedelta(seconds=settings.login_lockout_seconds)
+            row.failures = 0
+            row.window_started_at = now
+    # Committed now: the request then fails with 401 and its transaction would roll the count back.
+    db.commit()
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """A successful login: the user and a fresh session token."""
+
+    user: User
+    session_token: str
+
+
+def login(
+    *,
+    db: Session,
+    settings: Settings,
+    user_name: str,
+    password: str,
+    api_key: str | None,
+    client_address: str,
+    now: datetime,
+) -> LoginResult:
+    """Check the API key and the password (throttled per userName and address) and issue a session token."""
+    key_row = None
+    if api_key is not None:
+        key_row = check_api_key(db=db, plain_key=api_key, now=now)
+    elif settings.require_api_key_on_login:
+        raise unauthorized("Missing x-api-key header", code="missing_api_key")
+    scopes = _throttle_scopes(user_name, client_address)
+    _check_not_locked(db=db, scopes=scopes, now=now)
+    user = get_user(db=db, user_name=user_name)
+    password_ok = verify_password(user.password_hash if user else None, password)
+    key_matches = key_row is None or (user is not None and key_row.user_id == user.id)
+    if user is None or not password_ok or not key_matches:
+        _record_failure(db=db, settings=settings, scopes=scopes, now=now)
+        raise unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+    if user.status != "Active":
+        raise unauthorized("This account is inactive", code="inactive_user")
+    db.execute(delete(LoginThrottle).where(LoginThrottle.scope == scopes[0][0]))
+    token = issue_token(
+        secret_key=settings.secret_key,
+        user_uid=user.uid,
+        now=now,
+        ttl=timedelta(seconds=settings.session_token_ttl_seconds),
+    )
+    return LoginResult(user=user, session_token=token)
+
+
+def user_from_token(*, db: Session, settings: Settings, token: str, now: datetime) -> User:
+    """The active user a valid session token belongs to, else 401 saying why."""
+    try:
+        claims = read_token(secret_key=settings.secret_key, token=token, now=now)
+    except InvalidToken as exc:
+        raise unauthorized(str(exc), code="invalid_token") from exc
+    user = db.scalar(select(User).where(User.uid == claims.user_uid))
+    if user is None or user.status != "Active":
+        raise unauthorized("session token belongs to an inactive or unknown account", code="invalid_token")
+    if claims.issued_at < user.tokens_valid_after.replace(microsecond=0):
+        raise unauthorized("session token has been revoked; log in again", code="invalid_token")
+    return user
+
+
+def refresh_token(*, db: Session, settings: Settings, token: str, now: datetime) -> str:
+    """A fresh session token in exchange for a still-valid one."""
+    user = user_from_token(db=db, settings=settings, token=token, now=now)
+    return issue_token(
+        secret_key=settings.secret_key,
+        user_uid=user.uid,
+        now=now,
+        ttl=timedelta(seconds=settings.session_token_ttl_seconds),
+    )
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an 'Authorization: Bearer <t>' or 'JWT <t>' header, else 401."""
+    if not authorization or not authorization.strip():
+        raise unauthorized("Missing Authorization header", code="missing_token")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() not in {"bearer", "jwt"} or not token.strip():
+        raise unauthorized(
+            "Authorization header must be 'Bearer <sessionToken>' or 'JWT <sessionToken>'",
+            code="invalid_token",
+        )
+    return token.strip()
+
+
+def org_context(
+    *,
+    db: Session,
+    settings: Settings,
+    authorization: str | None,
+    api_key: str | None,
+    organization_uid: str | None,
+    now: datetime,
+) -> OrgContext:
+    """Authenticate the request and resolve the organization it acts in (400 missing, 403 not a member)."""
+    user = user_from_token(db=db, settings=settings, token=bearer_token(authorization), now=now)
+    key_id = None
+    if api_key is not None:
+        key_row = check_api_key(db=db, plain_key=api_key, now=now)
+        if key_row.user_id != user.id:
+            raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
+        key_id = key_row.id
+    if organization_uid is None or not organization_uid.strip():
+        raise bad_request(
+            "Missing Organization header: send 'Organization: <uid>' with one of the organization uids "
+            "returned by /v1/login",
+            code="missing_organization",
+        )
+    wanted = organization_uid.strip()
+    for membership in user.memberships:
+        if membership.organization.uid == wanted:
+            return OrgContext(user=user, organization=membership.organization, api_key_id=key_id)
+    raise forbidden(f"You do not have access to organization {wanted}", code="organization_forbidden")
+
+
+def add_membership(*, db: Session, user: User, organization: Organization) -> None:
+    """Give the user access to one more organization."""
+    if any(m.organization_id == organization.id for m in user.memberships):
+        return
+    user.memberships.append(Membership(organization=organization, position=len(user.memberships)))
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        raise AccountError("membership already exists") from exc

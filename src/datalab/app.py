@@ -1,0 +1,75 @@
+"""create_app(settings): wires settings, database, object store and routers into one ASGI app."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from starlette.responses import HTMLResponse
+
+from datalab import __version__
+from datalab.accounts.routes import router as accounts_router
+from datalab.db import make_engine, make_session_factory, upgrade_database
+from datalab.errors import install_error_handlers
+from datalab.exports.routes import router as exports_router
+from datalab.exports.service import ExportDownloads
+from datalab.settings import Settings
+from datalab.storage.local import LocalObjectStore
+from datalab.storage.routes import store_router
+from datalab.storage.sigv4 import Credentials
+
+API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-exchange API.
+
+Log in with `POST /v1/login` (userName, password, acceptedTerms, header `x-api-key`), then send
+`Authorization: Bearer <sessionToken>` and `Organization: <uid>` on every other call.
+Errors are JSON: `{"code": ..., "message": ..., "detail": ...}`.
+"""
+
+
+def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
+    """Build the application for the given settings (migrating the database first unless told not to)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    if migrate:
+        upgrade_database(engine)
+    session_factory = make_session_factory(engine)
+    store = LocalObjectStore(
+        root=settings.home / "objects",
+        credentials=Credentials(
+            access_key_id=settings.storage_access_key_id,
+            secret_access_key=settings.storage_secret_access_key,
+        ),
+        region=settings.storage_region,
+    )
+
+    app = FastAPI(
+        title="Data Lab Service API",
+        version=__version__,
+        description=API_DESCRIPTION,
+        openapi_url="/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = session_factory
+    app.state.store = store
+    install_error_handlers(app)
+
+    api = APIRouter(prefix="/v1")
+    api.include_router(accounts_router)
+    api.include_router(exports_router)
+    app.include_router(api)
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/v1/openapi.json", title="Data Lab Service API")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    downloads = ExportDownloads(session_factory=session_factory, store=store, bucket=settings.exports_bucket)
+    app.include_router(
+        store_router(settings=settings, store=store, gates={settings.exports_bucket: downloads})
+    )
+    return app

@@ -1,0 +1,424 @@
+"""The `datalab` command line: serve, demo and admin commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from datalab.settings import Settings
+    from datalab.storage.base import ObjectStore
+
+app = typer.Typer(help="Data Lab file exchange: server and administration.", no_args_is_help=True)
+admin = typer.Typer(help="Administer organizations, users, API keys and exports.", no_args_is_help=True)
+org_cli = typer.Typer(help="Organizations.", no_args_is_help=True)
+user_cli = typer.Typer(help="Users and service accounts.", no_args_is_help=True)
+key_cli = typer.Typer(help="API keys.", no_args_is_help=True)
+export_cli = typer.Typer(help="Export files.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+admin.add_typer(org_cli, name="org")
+admin.add_typer(user_cli, name="user")
+admin.add_typer(key_cli, name="apikey")
+admin.add_typer(export_cli, name="export")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def fail(message: str) -> typer.Exit:
+    """Print an error to stderr and return the exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _load_settings() -> Settings:
+    from pydantic import ValidationError
+
+    from datalab.settings import InsecureSettingsError, load_settings
+
+    try:
+        return load_settings()
+    except (ValidationError, InsecureSettingsError) as exc:
+        raise fail(str(exc)) from None
+
+
+@contextmanager
+def admin_session() -> Iterator[tuple[Session, ObjectStore, Settings]]:
+    """A migrated database session (committed on success) and the object store, for one command."""
+    from datalab.app import create_app
+    from datalab.db import transaction
+
+    settings = _load_settings()
+    web_app = create_app(settings)
+    try:
+        with transaction(web_app.state.session_factory) as db:
+            yield db, web_app.state.store, settings
+    finally:
+        web_app.state.engine.dispose()
+
+
+def emit(payload: Any, as_json: bool, human: Callable[[], str]) -> None:
+    """Print the payload as JSON or as the human text."""
+    typer.echo(json.dumps(payload, indent=2) if as_json else human())
+
+
+def _now() -> Any:
+    from datalab.db import utcnow
+
+    return utcnow()
+
+
+class RedactSignedQuery(logging.Filter):
+    """Keeps signatures and one-time tokens of signed URLs out of access logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from datalab.logs import redact_url
+
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_url(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
+def _serve(host: str, port: int) -> None:
+    import uvicorn
+
+    from datalab.app import create_app
+
+    settings = _load_settings()
+    if settings.dev_mode:
+        typer.echo("dev mode: placeholder secrets allowed; never expose this server to a network", err=True)
+    web_app = create_app(settings)
+    logging.getLogger("uvicorn.access").addFilter(RedactSignedQuery())
+    trusted = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
+    uvicorn.run(
+        web_app,
+        host=host,
+        port=port,
+        http="httptools",
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+        server_header=False,
+    )
+
+
+HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
+PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
+
+
+@app.command()
+def serve(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
+    """Run the API server (migrations are applied first)."""
+    _serve(host, port)
+
+
+def _quick_start(credentials: dict[str, str], root: str) -> str:
+    body = json.dumps(
+        {"userName": credentials["userName"], "password": credentials["password"], "acceptedTerms": True}
+    )
+    return "\n".join(
+        [
+            f"Data Lab sandbox: {root}/v1   (Swagger UI: {root}/docs)",
+            *(f"  {name + ':':<17}{value}" for name, value in credentials.items() if name != "baseUrl"),
+            "Log in:",
+            f"  curl {root}/v1/login --header 'Content-Type: application/json' "
+            f"--header 'x-api-key: {credentials['apiKey']}' --data '{body}'",
+        ]
+    )
+
+
+@app.command()
+def demo(
+    as_json: JsonOption = False,
+    base_url: Annotated[str, typer.Option(help="Base URL printed with the credentials.")] = "",
+    serve_after: Annotated[bool, typer.Option("--serve", help="Serve the sandbox once seeded.")] = False,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8080,
+) -> None:
+    """Seed the demo organization, service account, API key and exports (idempotent); print credentials."""
+    from datalab.demo.service import seed_demo
+
+    root = (base_url or f"http://{host}:{port}").rstrip("/")
+    with admin_session() as (db, store, settings):
+        credentials = seed_demo(
+            db=db, store=store, settings=settings, base_url=(settings.public_url or root) + "/v1", now=_now()
+        )
+    payload = dataclasses.asdict(credentials)
+    emit(payload, as_json, lambda: _quick_start(payload, settings.public_url or root))
+    if serve_after:
+        _serve(host, port)
+
+
+@org_cli.command("create")
+def org_create(
+    name: Annotated[str, typer.Option(help="Organization name, e.g. 'Sample University'.")],
+    fice: Annotated[str, typer.Option(help="FICE code (text; leading zeros kept).")],
+    state: Annotated[str, typer.Option(help="Two-letter state code.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Create an organization."""
+    from datalab.accounts.service import AccountError, create_organization
+
+    with admin_session() as (db, _store, _settings):
+        try:
+            organization = create_organization(db=db, name=name, fice=fice, state_code=state)
+        except AccountError as exc:
+            raise fail(str(exc)) from None
+        payload = {
+            "uid": organization.uid,
+            "name": organization.name,
+            "fice": organization.fice,
+            "stateCode": organization.state_code,
+        }
+    emit(payload, as_json, lambda: f"created organization {payload['uid']} ({name}, FICE {fice})")
+
+
+def _organizations(db: Session, refs: list[str]) -> list[Any]:
+    from sqlalchemy import or_, select
+
+    from datalab.accounts.models import Organization
+
+    found = []
+    for ref in refs:
+        organization = db.scalar(
+            select(Organization).where(or_(Organization.uid == ref, Organization.fice == ref))
+        )
+        if organization is None:
+            raise fail(f"no organization with uid or FICE {ref!r}")
+        found.append(organization)
+    return found
+
+
+@user_cli.command("create")
+def user_create(
+    user_name: Annotated[
+        str, typer.Option("--user-name", help="Login name, usually the service account email.")
+    ],
+    org: Annotated[list[str], typer.Option(help="Organization uid or FICE; repeat for several.")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="DATALAB_NEW_PASSWORD",
+            help="Password (prompted when omitted; or DATALAB_NEW_PASSWORD).",
+        ),
+    ],
+    first_name: Annotated[str, typer.Option("--first-name")] = "",
+    last_name: Annotated[str, typer.Option("--last-name")] = "",
+    email: Annotated[str, typer.Option()] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Create a user or service account in one or more organizations."""
+    from datalab.accounts.schemas import user_out
+    from datalab.accounts.service import AccountError, create_user
+
+    with admin_session() as (db, _store, _settings):
+        try:
+            user = create_user(
+                db=db,
+                user_name=user_name,
+                password=password,
+                organizations=_organizations(db, org),
+                first_name=first_name,
+                last_name=last_name,
+                email=email,
+            )
+        except AccountError as exc:
+            raise fail(str(exc)) from None
+        payload = user_out(user).model_dump()
+    emit(payload, as_json, lambda: f"created user {payload['uid']} ({user_name})")
+
+
+@user_cli.command("set-status")
+def user_set_status(
+    user_name: Annotated[str, typer.Argument(help="The user's userName.")],
+    status: Annotated[str, typer.Argument(help="Active or Inactive.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Activate or deactivate a user (deactivation revokes their session tokens at once)."""
+    from datalab.accounts.service import AccountError, get_user, set_user_status
+
+    with admin_session() as (db, _store, _settings):
+        user = get_user(db=db, user_name=user_name)
+        if user is None:
+            raise fail(f"no user named {user_name!r}")
+        try:
+            set_user_status(db=db, user=user, status=status, now=_now())
+        except AccountError as exc:
+            raise fail(str(exc)) from None
+        payload = {"uid": user.uid, "userName": user.user_name, "status": user.status}
+    emit(payload, as_json, lambda: f"{user_name} is now {status}")
+
+
+@key_cli.command("create")
+def key_create(
+    user_name: Annotated[str, typer.Option("--user", help="userName of the key's owner.")],
+    name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Create an API key; its value is printed once and stored only hashed."""
+    from datalab.accounts.service import create_api_key, get_user
+
+    with admin_session() as (db, _store, _settings):
+        user = get_user(db=db, user_name=user_name)
+        if user is None:
+            raise fail(f"no user named {user_name!r}")
+        issued = create_api_key(db=db, user=user, name=name)
+        payload = {
+            "uid": issued.api_key.uid,
+            "apiKey": issued.plain_key,
+            "userName": user.user_name,
+            "name": name,
+        }
+    emit(
+        payload, as_json, lambda: f"API key {payload['uid']}: {payload['apiKey']}  (shown once; store it now)"
+    )
+
+
+@key_cli.command("revoke")
+def key_revoke(
+    uid: Annotated[str, typer.Argument(help="The key's uid.")], as_json: JsonOption = False
+) -> None:
+    """Revoke an API key."""
+    from datalab.accounts.service import AccountError, revoke_api_key
+
+    with admin_session() as (db, _store, _settings):
+        try:
+            api_key = revoke_api_key(db=db, uid=uid, now=_now())
+        except AccountError as exc:
+            raise fail(str(exc)) from None
+        payload = {
+            "uid": api_key.uid,
+            "revokedAt": api_key.revoked_at.isoformat() if api_key.revoked_at else None,
+        }
+    emit(payload, as_json, lambda: f"revoked API key {uid}")
+
+
+@key_cli.command("list")
+def key_list(
+    user_name: Annotated[str, typer.Option("--user", help="userName of the keys' owner.")],
+    as_json: JsonOption = False,
+) -> None:
+    """List a user's API keys (prefix, created, last used, revoked)."""
+    from datalab.accounts.service import get_user, list_api_keys
+
+    with admin_session() as (db, _store, _settings):
+        user = get_user(db=db, user_name=user_name)
+        if user is None:
+            raise fail(f"no user named {user_name!r}")
+        payload = [
+            {
+                "uid": k.uid,
+                "name": k.name,
+                "prefix": k.prefix,
+                "createdAt": k.created_at.isoformat(),
+                "lastUsedAt": k.last_used_at.isoformat() if k.last_used_at else None,
+                "revokedAt": k.revoked_at.isoformat() if k.revoked_at else None,
+            }
+            for k in list_api_keys(db=db, user=user)
+        ]
+    emit(
+        payload,
+        as_json,
+        lambda: (
+            "\n".join(
+                f"{k['uid']}  {k['prefix']}…  {k['name']}  last used {k['lastUsedAt'] or 'never'}"
+                f"{'  REVOKED' if k['revokedAt'] else ''}"
+                for k in payload
+            )
+            or "no keys"
+        ),
+    )
+
+
+@export_cli.command("publish")
+def export_publish(
+    org: Annotated[str, typer.Option(help="Organization uid or FICE.")],
+    product: Annotated[str, typer.Option(help="productKey, e.g. prospect or score-reporter.")],
+    file: Annotated[Path, typer.Argument(help="CSV file with a header row.")],
+    order_name: Annotated[str, typer.Option("--order-name", help="Order name used in the file name.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Publish a CSV file as a new export of an organization."""
+    from datalab.exports.schemas import export_out
+    from datalab.exports.service import ExportError, publish_export
+
+    with admin_session() as (db, store, settings):
+        (organization,) = _organizations(db, [org])
+        try:
+            export = publish_export(
+                db=db,
+                store=store,
+                bucket=settings.exports_bucket,
+                organization=organization,
+                product_key=product,
+                source=file,
+                order_name=order_name,
+                now=_now(),
+            )
+        except ExportError as exc:
+            raise fail(str(exc)) from None
+        payload = export_out(export, now=_now()).model_dump() | {"fileName": export.file_name}
+    emit(
+        payload,
+        as_json,
+        lambda: f"published {payload['fileName']} as export {payload['uid']} ({payload['quantity']} records)",
+    )
+
+
+@export_cli.command("list")
+def export_list(
+    org: Annotated[str, typer.Option(help="Organization uid or FICE.")],
+    status: Annotated[str | None, typer.Option(help="Delivered or NotDelivered.")] = None,
+    product: Annotated[str | None, typer.Option(help="productKey filter.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List an organization's exports."""
+    from datalab.errors import ApiError
+    from datalab.exports.schemas import export_out
+    from datalab.exports.service import list_exports, parse_export_filters
+    from datalab.scoping import OrgContext
+
+    with admin_session() as (db, _store, _settings):
+        (organization,) = _organizations(db, [org])
+        try:
+            status_filter, product_filter = parse_export_filters(status=status, product_key=product)
+        except ApiError as exc:
+            raise fail(exc.message) from None
+        context = OrgContext(user=None, organization=organization)
+        page = list_exports(
+            db=db, org=context, status=status_filter, product_key=product_filter, limit=None, offset=0
+        )
+        now = _now()
+        rows = [
+            export_out(export, now=now).model_dump() | {"fileName": export.file_name} for export in page.items
+        ]
+    emit(
+        rows,
+        as_json,
+        lambda: (
+            "\n".join(
+                f"{r['uid']}  {r['productKey']:<20} {r['status']:<12} {r['quantity']:>7}  {r['fileName']}"
+                for r in rows
+            )
+            or "no exports"
+        ),
+    )
+
+
+def main() -> None:
+    """Entry point of the `datalab` command."""
+    app(prog_name="datalab")
+
+
+if __name__ == "__main__":
+    main()

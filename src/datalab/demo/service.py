@@ -1,0 +1,114 @@
+"""Seeding the demo organization: a service account, an API key and exports of every product."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from datalab.accounts import service as accounts
+from datalab.accounts.models import ApiKey, Organization
+from datalab.accounts.security import API_KEY_ALPHABET, API_KEY_LENGTH, hash_api_key
+from datalab.demo.synthetic import write_export_csv
+from datalab.exports.models import PRODUCT_KEYS, Export
+from datalab.exports.service import publish_export
+from datalab.settings import Settings
+from datalab.storage.base import ObjectStore
+
+DEMO_ORGANIZATION = "Sample University"
+DEMO_FICE = "001024"
+DEMO_STATE = "MO"
+DEMO_USER = "api-service@sample-university.edu"
+# Two files per product, published a week apart, so lists and filters have something to show.
+DEMO_FILES_PER_PRODUCT = 2
+DEMO_ROWS = {"score-reporter": 186}
+DEMO_DEFAULT_ROWS = 250
+
+
+@dataclass(frozen=True)
+class DemoCredentials:
+    """What a developer needs to call the demo: printed by `datalab demo --json`."""
+
+    apiKey: str
+    userName: str
+    password: str
+    organizationUid: str
+    baseUrl: str
+
+
+def _derived(settings: Settings, purpose: str, length: int) -> str:
+    # Derived from the deployment's secret: stable across runs (the seeding is idempotent and prints
+    # the same credentials again) yet unguessable wherever the secret is real.
+    digest = hmac.new(settings.secret_key.encode(), f"demo:{purpose}".encode(), hashlib.sha512).digest()
+    return "".join(API_KEY_ALPHABET[byte % len(API_KEY_ALPHABET)] for byte in digest[:length])
+
+
+def seed_demo(
+    *, db: Session, store: ObjectStore, settings: Settings, base_url: str, now: datetime
+) -> DemoCredentials:
+    """Create the demo organization, account, key and exports unless they exist; return the credentials."""
+    password = _derived(settings, "password", 20)
+    plain_key = _derived(settings, "api-key", API_KEY_LENGTH)
+    organization = db.scalar(select(Organization).where(Organization.fice == DEMO_FICE))
+    if organization is None:
+        organization = accounts.create_organization(
+            db=db, name=DEMO_ORGANIZATION, fice=DEMO_FICE, state_code=DEMO_STATE
+        )
+    user = accounts.get_user(db=db, user_name=DEMO_USER)
+    if user is None:
+        user = accounts.create_user(
+            db=db,
+            user_name=DEMO_USER,
+            password=password,
+            organizations=[organization],
+            first_name="API",
+            last_name="Service Account",
+            attributes=[{"key": "serviceAccount", "value": True}],
+        )
+    key_hash = hash_api_key(plain_key)
+    if db.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash)) is None:
+        db.add(ApiKey(user=user, name="demo", prefix=plain_key[:8], key_hash=key_hash))
+    has_exports = db.scalar(select(Export.id).where(Export.organization_id == organization.id).limit(1))
+    if has_exports is None:
+        temp_dir = settings.home / "tmp"
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=temp_dir) as work:
+            for product_index, product_key in enumerate(PRODUCT_KEYS):
+                for copy in range(DEMO_FILES_PER_PRODUCT):
+                    published_at = now - timedelta(
+                        days=7 * (DEMO_FILES_PER_PRODUCT - copy), minutes=product_index
+                    )
+                    source = Path(work) / f"{product_key}-{copy}.csv"
+                    write_export_csv(
+                        source,
+                        product_key,
+                        count=DEMO_ROWS.get(product_key, DEMO_DEFAULT_ROWS) + 17 * copy,
+                        seed=1000 * product_index + copy,
+                        today=published_at.date(),
+                    )
+                    publish_export(
+                        db=db,
+                        store=store,
+                        bucket=settings.exports_bucket,
+                        organization=organization,
+                        product_key=product_key,
+                        source=source,
+                        order_name=""
+                        if product_key == "score-reporter"
+                        else f"Demo {published_at:%b%Y} {copy + 1}",
+                        now=published_at,
+                    )
+    db.flush()
+    return DemoCredentials(
+        apiKey=plain_key,
+        userName=DEMO_USER,
+        password=password,
+        organizationUid=organization.uid,
+        baseUrl=base_url,
+    )

@@ -1,0 +1,101 @@
+"""HTTP handlers of the File Export API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from datalab.deps import DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url
+from datalab.exports import service
+from datalab.exports.schemas import DownloadUrlOut, ExportOut, export_out
+from datalab.pagination import parse_paging
+
+router = APIRouter(prefix="/datacenter", tags=["Exports"])
+
+OptionalText = Annotated[str | None, Query()]
+
+
+@router.get(
+    "/exports",
+    operation_id="readExports",
+    response_model=list[ExportOut],
+    summary="Retrieve a list of exports",
+    responses={400: {"description": "Invalid parameter"}, 401: {"description": "Unauthorized"}},
+)
+@router.get("/exports/", include_in_schema=False)
+def read_exports(
+    response: Response,
+    db: DbDep,
+    org: OrgDep,
+    now: NowDep,
+    status: Annotated[str | None, Query(description="Delivered or NotDelivered (case-sensitive)")] = None,
+    productKey: Annotated[
+        str | None, Query(description="e.g. score-reporter; all products when absent")
+    ] = None,
+    limit: OptionalText = None,
+    offset: OptionalText = None,
+) -> list[ExportOut]:
+    """The organization's export files; 200 with [] when none match."""
+    status_filter, product_filter = service.parse_export_filters(status=status, product_key=productKey)
+    page_limit, page_offset = parse_paging(limit=limit, offset=offset)
+    page = service.list_exports(
+        db=db, org=org, status=status_filter, product_key=product_filter, limit=page_limit, offset=page_offset
+    )
+    response.headers["total-count"] = str(page.total)
+    return [export_out(export, now=now) for export in page.items]
+
+
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Invalid parameter"},
+    401: {"description": "Unauthorized"},
+    404: {"description": "No such export in this organization"},
+}
+
+
+@router.get(
+    "/exports/{uid}/download",
+    operation_id="downloadExport",
+    response_model=DownloadUrlOut,
+    summary="Get a one-time download URL for an export",
+    responses=_DOWNLOAD_RESPONSES,
+)
+@router.get(
+    "/{uid}/download",
+    operation_id="downloadExportShort",
+    response_model=DownloadUrlOut,
+    summary="Get a one-time download URL for an export (documented short path)",
+    responses=_DOWNLOAD_RESPONSES,
+)
+@router.get("/exports/{uid}/download/", include_in_schema=False)
+@router.get("/{uid}/download/", include_in_schema=False)
+def download_export(
+    request: Request,
+    uid: str,
+    db: DbDep,
+    org: OrgDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    now: NowDep,
+    fileType: OptionalText = None,
+    filetype: OptionalText = None,
+    limit: OptionalText = None,
+    skip: OptionalText = None,
+) -> DownloadUrlOut:
+    """A one-time download URL for one export; limit/skip serve a slice of its rows."""
+    row_limit, row_skip = parse_paging(limit=limit, offset=skip)
+    url = service.issue_download_url(
+        db=db,
+        store=store,
+        bucket=settings.exports_bucket,
+        org=org,
+        uid=uid,
+        file_type=fileType or filetype,
+        skip=row_skip,
+        limit=row_limit,
+        base_url=public_base_url(request, settings),
+        ttl_seconds=settings.download_url_ttl_seconds,
+        temp_dir=settings.home / "tmp",
+        now=now,
+    )
+    return DownloadUrlOut(downloadUrl=url)

@@ -1,0 +1,115 @@
+"""Response shapes of the File Export API, field for field as the documentation shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from datalab.accounts.models import User
+from datalab.exports.models import Delivery, Export
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, upstream's timestamp format."""
+    return int(moment.timestamp() * 1000)
+
+
+class CreatedBy(BaseModel):
+    uid: str
+    name: str
+    type: str
+
+
+class Created(BaseModel):
+    createdBy: CreatedBy
+    createdAt: int
+
+
+class DeliveryDownload(BaseModel):
+    downloadedBy: str
+    date: int
+
+
+class DeliveryOut(BaseModel):
+    uid: str
+    triggeredBy: str = "Client"
+    method: str
+    email: str
+    date: int
+    combined: bool = False
+    fileType: str
+    download: DeliveryDownload
+    created: Created
+
+
+class ExportOut(BaseModel):
+    uid: str = Field(description="The file UID used in the download call")
+    fice: str
+    organizationUid: str
+    productKey: str
+    purchaseItems: list[dict[str, Any]]
+    status: str
+    listGenerated: bool
+    listPath: str
+    quantity: int
+    costInPoints: int
+    costInDollars: float
+    date: int
+    deliveries: list[DeliveryOut]
+    created: Created
+    isExpired: bool
+    overdueEmailSentAt: int | None
+    isContinuous: bool
+
+
+class DownloadUrlOut(BaseModel):
+    downloadUrl: str = Field(
+        description="One-time signed URL; fetch it with no headers within about a minute"
+    )
+
+
+def _created_by(user: User | None) -> CreatedBy:
+    if user is None:
+        return CreatedBy(uid="", name="", type="")
+    return CreatedBy(uid=user.uid, name=user.display_name, type=user.type)
+
+
+def delivery_out(delivery: Delivery) -> DeliveryOut:
+    """A delivery as the export list shows it."""
+    moment = epoch_ms(delivery.delivered_at)
+    user = delivery.user
+    return DeliveryOut(
+        uid=delivery.uid,
+        method=delivery.method,
+        email=user.email if user else "",
+        date=moment,
+        fileType=delivery.file_type,
+        download=DeliveryDownload(downloadedBy=user.display_name if user else "", date=moment),
+        created=Created(createdBy=_created_by(user), createdAt=moment),
+    )
+
+
+def export_out(export: Export, *, now: datetime) -> ExportOut:
+    """An export as the list endpoint shows it."""
+    created_at = epoch_ms(export.created_at)
+    return ExportOut(
+        uid=export.uid,
+        fice=export.organization.fice,
+        organizationUid=export.organization.uid,
+        productKey=export.product_key,
+        purchaseItems=[],
+        status=export.status,
+        listGenerated=True,
+        listPath=export.list_path,
+        quantity=export.quantity,
+        costInPoints=export.cost_in_points,
+        costInDollars=float(export.cost_in_dollars),
+        date=created_at,
+        deliveries=[delivery_out(delivery) for delivery in export.deliveries],
+        created=Created(createdBy=_created_by(export.created_by), createdAt=created_at),
+        isExpired=export.expires_at is not None and export.expires_at <= now,
+        overdueEmailSentAt=epoch_ms(export.overdue_email_sent_at) if export.overdue_email_sent_at else None,
+        isContinuous=export.is_continuous,
+    )

@@ -1,0 +1,322 @@
+"""Exports: publishing files, listing them, one-time download URLs and deliveries."""
+
+from __future__ import annotations
+
+import csv
+import secrets
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from datalab.accounts.models import Organization, User
+from datalab.db import new_uid, transaction
+from datalab.errors import ApiError, bad_request
+from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Delivery, DownloadTicket, Export
+from datalab.exports.naming import export_file_name
+from datalab.pagination import Page, paginate
+from datalab.scoping import OrgContext, scoped
+from datalab.storage.base import ObjectStore
+from datalab.storage.sigv4 import S3Error, expired_error
+
+CSV_CONTENT_TYPE = "text/csv"
+# fileType → (delimiter, extension, content type); csv is the stored format.
+FILE_TYPES = {
+    "csv": (",", "csv", CSV_CONTENT_TYPE),
+    "txt": ("\t", "txt", "text/tab-separated-values"),
+}
+
+
+class ExportError(ValueError):
+    """A file that cannot be published as asked."""
+
+
+def _data_rows(path: Path) -> Iterator[list[str]]:
+    with path.open(newline="", encoding="utf-8-sig") as source:
+        reader = csv.reader(source)
+        try:
+            for row in reader:
+                if row:
+                    yield row
+        except UnicodeDecodeError as exc:
+            raise ExportError(f"{path.name} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+        except csv.Error as exc:
+            raise ExportError(f"{path.name} is not valid CSV (line {reader.line_num}): {exc}") from exc
+
+
+def count_data_rows(path: Path) -> int:
+    """Records in a CSV file after its header row; blank lines are not records."""
+    rows = _data_rows(path)
+    if next(rows, None) is None:
+        raise ExportError(f"{path.name} is empty: an export needs at least a header row")
+    return sum(1 for _ in rows)
+
+
+def publish_export(
+    *,
+    db: Session,
+    store: ObjectStore,
+    bucket: str,
+    organization: Organization,
+    product_key: str,
+    source: Path,
+    now: datetime,
+    order_name: str = "",
+    created_by: User | None = None,
+) -> Export:
+    """Store a CSV file as a new, not yet delivered export of the organization."""
+    if product_key not in PRODUCT_KEYS:
+        raise ExportError(f"productKey must be one of {', '.join(PRODUCT_KEYS)}, not {product_key!r}")
+    if not source.is_file():
+        raise ExportError(f"{source} is not a readable file")
+    quantity = count_data_rows(source)
+    file_name = export_file_name(
+        product_key=product_key,
+        organization_name=organization.name,
+        fice=organization.fice,
+        order_name=order_name,
+        at=now,
+    )
+    list_path = new_uid()
+    key = f"{organization.uid}/{product_key}/{list_path}/{file_name}"
+    info = store.put_file(bucket=bucket, key=key, source=source, content_type=CSV_CONTENT_TYPE)
+    export = Export(
+        organization_id=organization.id,
+        product_key=product_key,
+        order_name=order_name,
+        file_name=file_name,
+        object_key=key,
+        size_bytes=info.size,
+        sha256=info.sha256,
+        quantity=quantity,
+        list_path=list_path,
+        created_by=created_by,
+        created_at=now,
+    )
+    db.add(export)
+    try:
+        db.flush()
+    except Exception:
+        store.delete(bucket=bucket, key=key)
+        raise
+    return export
+
+
+def parse_export_filters(*, status: str | None, product_key: str | None) -> tuple[str | None, str | None]:
+    """Validate the list filters; invalid values get a 400 naming the valid ones."""
+    if status is not None and status not in EXPORT_STATUSES:
+        raise bad_request(
+            f"Invalid status {status!r}: valid values are {', '.join(EXPORT_STATUSES)} (case-sensitive)",
+            code="invalid_status",
+        )
+    if product_key is not None and product_key not in PRODUCT_KEYS:
+        raise bad_request(
+            f"Invalid productKey {product_key!r}: valid values are "
+            f"{', '.join(PRODUCT_KEYS)} (case-sensitive)",
+            code="invalid_product_key",
+        )
+    return status, product_key
+
+
+def list_exports(
+    *,
+    db: Session,
+    org: OrgContext,
+    status: str | None,
+    product_key: str | None,
+    limit: int | None,
+    offset: int,
+) -> Page[Export]:
+    """The organization's exports, newest first, filtered and paged."""
+    query = scoped(Export, org)
+    if status is not None:
+        query = query.where(Export.status == status)
+    if product_key is not None:
+        query = query.where(Export.product_key == product_key)
+    return paginate(
+        db=db, query=query.order_by(Export.created_at.desc(), Export.id.desc()), limit=limit, offset=offset
+    )
+
+
+def get_export(*, db: Session, org: OrgContext, uid: str) -> Export:
+    """One of the organization's exports by uid, else 404 (also for other organizations' uids)."""
+    export = db.scalar(scoped(Export, org).where(Export.uid == uid))
+    if export is None:
+        raise ApiError(404, "export_not_found", f"Export with uid: {uid} is NOT found.")
+    return export
+
+
+def _derive_file(*, source: Path, target: Path, delimiter: str, skip: int, limit: int | None) -> None:
+    rows = _data_rows(source)
+    with target.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+        header = next(rows, None)
+        if header is not None:
+            writer.writerow(header)
+        for index, row in enumerate(rows):
+            if index < skip:
+                continue
+            if limit is not None and index >= skip + limit:
+                break
+            writer.writerow(row)
+
+
+def _sweep_expired_tickets(*, db: Session, store: ObjectStore, bucket: str, now: datetime) -> None:
+    stale = db.scalars(
+        select(DownloadTicket).where(
+            DownloadTicket.expires_at < now - timedelta(minutes=5), DownloadTicket.derived_key.is_not(None)
+        )
+    )
+    for ticket in stale:
+        if ticket.derived_key:
+            store.delete(bucket=bucket, key=ticket.derived_key)
+        ticket.derived_key = None
+
+
+def issue_download_url(
+    *,
+    db: Session,
+    store: ObjectStore,
+    bucket: str,
+    org: OrgContext,
+    uid: str,
+    file_type: str | None,
+    skip: int | None,
+    limit: int | None,
+    base_url: str,
+    ttl_seconds: int,
+    temp_dir: Path,
+    now: datetime,
+) -> str:
+    """A one-time signed URL for an export (optionally a slice of its rows, or another format)."""
+    export = get_export(db=db, org=org, uid=uid)
+    chosen_type = (file_type or "csv").strip().lower()
+    if chosen_type not in FILE_TYPES:
+        raise bad_request(
+            f"fileType {file_type!r} is not available for this export; available: {', '.join(FILE_TYPES)}",
+            code="invalid_file_type",
+        )
+    for name, value in (("skip", skip), ("limit", limit)):
+        if value is not None and value < 0:
+            raise bad_request(f"{name} must be a non-negative integer", code=f"invalid_{name}")
+    _sweep_expired_tickets(db=db, store=store, bucket=bucket, now=now)
+    token = secrets.token_urlsafe(32)
+    key = export.object_key
+    derived_key = None
+    if chosen_type != "csv" or skip or limit is not None:
+        delimiter, extension, content_type = FILE_TYPES[chosen_type]
+        derived_key = f"derived/{token}/{Path(export.file_name).stem}.{extension}"
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=temp_dir) as work:
+            derived = Path(work) / "derived"
+            _derive_file(
+                source=store.open_read(bucket=bucket, key=export.object_key),
+                target=derived,
+                delimiter=delimiter,
+                skip=skip or 0,
+                limit=limit,
+            )
+            store.put_file(bucket=bucket, key=derived_key, source=derived, content_type=content_type)
+        key = derived_key
+    db.add(
+        DownloadTicket(
+            token=token,
+            export_id=export.id,
+            user_id=org.user.id if org.user else None,
+            file_type=chosen_type,
+            derived_key=derived_key,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+    )
+    db.flush()
+    return store.presigned_get_url(
+        bucket=bucket, key=key, base_url=base_url, session_token=token, expires_in=ttl_seconds, now=now
+    )
+
+
+@dataclass
+class DownloadGrant:
+    """A claimed one-time URL: the object to serve and what to record once it was served."""
+
+    session_factory: sessionmaker[Session]
+    store: ObjectStore
+    bucket: str
+    ticket_id: int
+    key: str
+    derived: bool
+
+    def finish(self, *, bytes_sent: int, complete: bool, now: datetime) -> None:
+        """Record the delivery when every byte went out; drop a derived file either way."""
+        with transaction(self.session_factory) as db:
+            ticket = db.get(DownloadTicket, self.ticket_id)
+            if ticket is not None and complete:
+                record_delivery(db=db, ticket=ticket, bytes_sent=bytes_sent, now=now)
+            if ticket is not None and self.derived:
+                ticket.derived_key = None
+        if self.derived:
+            self.store.delete(bucket=self.bucket, key=self.key)
+
+
+def record_delivery(*, db: Session, ticket: DownloadTicket, bytes_sent: int, now: datetime) -> Delivery:
+    """Mark the export Delivered with a delivery record for the ticket's user."""
+    delivery = Delivery(
+        export_id=ticket.export_id,
+        user_id=ticket.user_id,
+        method=ticket.method,
+        file_type=ticket.file_type,
+        bytes_sent=bytes_sent,
+        delivered_at=now,
+    )
+    db.add(delivery)
+    db.execute(update(Export).where(Export.id == ticket.export_id).values(status="Delivered"))
+    db.flush()
+    return delivery
+
+
+@dataclass
+class ExportDownloads:
+    """The exports bucket's gate: turns a verified one-time URL into a grant, exactly once."""
+
+    session_factory: sessionmaker[Session]
+    store: ObjectStore
+    bucket: str
+
+    def claim(
+        self, *, session_token: str | None, key: str, expires_at: datetime, now: datetime
+    ) -> DownloadGrant:
+        """Claim the ticket behind a URL; a second use is refused like an expired URL."""
+        with transaction(self.session_factory) as db:
+            ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == (session_token or "")))
+            if ticket is None:
+                raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+            served_key = ticket.derived_key or ticket.export.object_key
+            if key != served_key:
+                raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+            claimed = db.execute(
+                update(DownloadTicket)
+                .where(
+                    DownloadTicket.id == ticket.id,
+                    DownloadTicket.claimed_at.is_(None),
+                    DownloadTicket.expires_at > now,
+                )
+                .values(claimed_at=now)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                raise expired_error(
+                    expires_at=expires_at,
+                    now=now,
+                    expires_in=int((ticket.expires_at - ticket.created_at).total_seconds()),
+                )
+            return DownloadGrant(
+                session_factory=self.session_factory,
+                store=self.store,
+                bucket=self.bucket,
+                ticket_id=ticket.id,
+                key=served_key,
+                derived=ticket.derived_key is not None,
+            )

@@ -1,0 +1,16 @@
+"""Imports every table module so the metadata is complete (for migrations and their tests)."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+from datalab.accounts import models as accounts_models
+from datalab.db import Base
+from datalab.exports import models as exports_models
+
+TABLE_MODULES = (accounts_models, exports_models)
+
+
+def metadata() -> MetaData:
+    """The metadata holding every table of the project."""
+    return Base.metadata

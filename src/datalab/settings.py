@@ -1,0 +1,105 @@
+"""The one typed settings object, read from DATALAB_* environment variables."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changethis", "changeme", "secret", "dev"})
+
+
+class InsecureSettingsError(ValueError):
+    """A placeholder secret was configured outside dev mode."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the server; each field is one DATALAB_<NAME> variable, documented in README."""
+
+    model_config = SettingsConfigDict(env_prefix="DATALAB_", extra="ignore", frozen=True)
+
+    home: Path = Field(default=Path("./var"), description="Data directory: database, objects, temp files.")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means SQLite at <home>/datalab.db. "
+        "PostgreSQL: postgresql+psycopg://user@host/db.",
+    )
+    dev_mode: bool = Field(
+        default=False, description="Allows placeholder secrets; for local sandboxes and the demo only."
+    )
+    secret_key: str = Field(
+        default="changethis",
+        description="Signs session tokens and derives the object store's signing credentials. "
+        "Must be changed outside dev mode.",
+    )
+    session_token_ttl_seconds: int = Field(default=1200, ge=30, description="Lifetime of a session token.")
+    require_api_key_on_login: bool = Field(
+        default=True, description="Refuse /v1/login without a valid x-api-key header."
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, description="Failed logins for one userName before it is locked out for a while."
+    )
+    login_max_failures_per_address: int = Field(
+        default=20, ge=1, description="Failed logins from one client address before it is locked out."
+    )
+    login_failure_window_seconds: int = Field(
+        default=900, ge=1, description="Window in which failed logins are counted."
+    )
+    login_lockout_seconds: int = Field(
+        default=300, ge=1, description="How long a locked-out userName or address gets 429."
+    )
+    public_url: str = Field(
+        default="",
+        description="Base URL clients use to reach this server (e.g. https://datalab.example.edu); "
+        "empty means the URL of each request. Signed URLs point here.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="",
+        description="Comma-separated proxy addresses trusted for X-Forwarded-For/-Proto; empty trusts none.",
+    )
+    download_url_ttl_seconds: int = Field(
+        default=60, ge=1, le=604800, description="Lifetime of a one-time export download URL."
+    )
+    storage_region: str = Field(default="us-east-1", description="Region named in signed URLs.")
+    exports_bucket: str = Field(default="datalab-exports", description="Bucket holding export files.")
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if not self.dev_mode and self.secret_key.strip().lower() in PLACEHOLDER_SECRETS:
+            raise InsecureSettingsError(
+                "DATALAB_SECRET_KEY is a placeholder; set a long random value "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`) "
+                "or set DATALAB_DEV_MODE=1 for a local sandbox"
+            )
+        if not self.dev_mode and len(self.secret_key) < 32:
+            raise InsecureSettingsError("DATALAB_SECRET_KEY must be at least 32 characters outside dev mode")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'datalab.db').resolve()}"
+
+    @property
+    def storage_access_key_id(self) -> str:
+        """Access key id of the embedded store, derived so every process of one deployment agrees."""
+        digest = self._derive("storage-access-key-id").hex().upper()
+        return "AKIA" + digest[:16]
+
+    @property
+    def storage_secret_access_key(self) -> str:
+        """Secret of the embedded store, derived from the secret key and never configured separately."""
+        return self._derive("storage-secret-access-key").hex()
+
+    def _derive(self, purpose: str) -> bytes:
+        return hmac.new(self.secret_key.encode(), purpose.encode(), hashlib.sha256).digest()
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment."""
+    return Settings()

@@ -1,0 +1,71 @@
+"""The object store interface every backend implements."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+KEY_PART = re.compile(r"^[^/\x00-\x1f\\]+$")
+
+
+class InvalidObjectKey(ValueError):
+    """An object key that could escape its bucket or is not a clean relative path."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What the store knows about one stored object."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    sha256: str
+    content_type: str
+    last_modified: datetime
+
+
+def check_key(key: str) -> str:
+    """Return the key when every '/'-separated part is a plain name, else raise InvalidObjectKey."""
+    if not key or len(key.encode()) > 1024:
+        raise InvalidObjectKey("object keys are 1 to 1024 bytes")
+    for part in key.split("/"):
+        if part in {".", ".."} or not KEY_PART.match(part):
+            raise InvalidObjectKey(f"object key part {part!r} is not allowed")
+    return key
+
+
+class ObjectStore(Protocol):
+    """Where export and upload files live: the embedded store or S3."""
+
+    def put_file(self, *, bucket: str, key: str, source: Path, content_type: str) -> ObjectInfo:
+        """Copy a local file into the store, streaming, and return its size and checksums."""
+        ...
+
+    def info(self, *, bucket: str, key: str) -> ObjectInfo | None:
+        """The stored object's metadata, or None when it does not exist."""
+        ...
+
+    def open_read(self, *, bucket: str, key: str) -> Path:
+        """A local path to read the object from (the embedded store serves it itself)."""
+        ...
+
+    def delete(self, *, bucket: str, key: str) -> None:
+        """Remove the object; removing a missing object is not an error."""
+        ...
+
+    def presigned_get_url(
+        self,
+        *,
+        bucket: str,
+        key: str,
+        base_url: str,
+        session_token: str,
+        expires_in: int,
+        now: datetime,
+    ) -> str:
+        """A URL that fetches the object with no headers until it expires."""
+        ...

@@ -1,0 +1,74 @@
+"""Shared fixtures: fresh databases (SQLite, or PostgreSQL when configured) and live servers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.databases import TEST_DATABASE_URL_ENV, DatabaseFactory, postgres_url
+from tests.support.server import LiveServer, server_env
+
+ServerFactory = Callable[..., LiveServer]
+
+
+def pytest_report_header() -> str:
+    url = postgres_url()
+    return (
+        f"database: PostgreSQL from {TEST_DATABASE_URL_ENV}"
+        if url
+        else f"database: SQLite (set {TEST_DATABASE_URL_ENV} to run the suite on PostgreSQL)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if postgres_url():
+        return
+    skip = pytest.mark.skip(reason=f"{TEST_DATABASE_URL_ENV} is not set: PostgreSQL-only test not run")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def database_factory() -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(postgres_url())
+    yield factory
+    factory.drop_all()
+
+
+@pytest.fixture(scope="session")
+def make_server(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+) -> Iterator[ServerFactory]:
+    """Start a seeded server with extra DATALAB_* settings; every one is stopped at the end."""
+    started: list[LiveServer] = []
+
+    def start(**settings: str) -> LiveServer:
+        home = tmp_path_factory.mktemp("server")
+        database_url = database_factory.new_url(home)
+        extra = {f"DATALAB_{name.upper()}": value for name, value in settings.items()}
+        server = LiveServer(
+            home=home,
+            database_url=database_url,
+            env=server_env(home=home, database_url=database_url, extra=extra),
+        )
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def server(make_server: ServerFactory) -> LiveServer:
+    """The shared demo server; tests that change accounts or settings start their own."""
+    return make_server()
+
+
+@pytest.fixture
+def work_dir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,194 @@
+"""A real `datalab serve` process on a free port, seeded with the demo, for functional tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class DemoAccount:
+    """What `datalab demo --json` printed."""
+
+    api_key: str
+    user_name: str
+    password: str
+    organization_uid: str
+    base_url: str
+
+
+@dataclass
+class LiveServer:
+    """A server subprocess and the environment it runs with."""
+
+    home: Path
+    database_url: str
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    demo: DemoAccount | None = None
+    _engine: Engine | None = None
+
+    @property
+    def root(self) -> str:
+        """http://127.0.0.1:<port>"""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The API base, <root>/v1."""
+        return self.root + "/v1"
+
+    def cli(
+        self, *args: str, check: bool = True, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `python -m datalab <args>` against this server's data."""
+        result = subprocess.run(
+            [sys.executable, "-m", "datalab", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=input_text,
+            timeout=120,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"datalab {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def cli_json(self, *args: str) -> Any:
+        """Run a command with --json and parse what it printed."""
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def start(self) -> None:
+        """Seed the demo and start serving; returns once /healthz answers."""
+        seeded = self.cli_json("demo", "--base-url", self.root)
+        self.demo = DemoAccount(
+            api_key=seeded["apiKey"],
+            user_name=seeded["userName"],
+            password=seeded["password"],
+            organization_uid=seeded["organizationUid"],
+            base_url=seeded["baseUrl"],
+        )
+        with (self.home / "server.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "datalab", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{(self.home / 'server.log').read_text()}")
+            try:
+                if httpx.get(self.root + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start in 60 s")
+
+    def stop(self) -> None:
+        """Stop the process and release the database."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @property
+    def engine(self) -> Engine:
+        """An engine on the server's database, for asserting stored rows."""
+        if self._engine is None:
+            self._engine = create_engine(self.database_url)
+        return self._engine
+
+    @contextmanager
+    def db(self) -> Iterator[Session]:
+        """A read session on the server's database."""
+        with Session(self.engine) as session:
+            yield session
+
+    def login(
+        self, *, user_name: str | None = None, password: str | None = None, api_key: str | None = None
+    ) -> LoggedIn:
+        """Log in (the demo account by default) and return the headers for org-scoped calls."""
+        assert self.demo is not None
+        key = api_key or self.demo.api_key
+        response = httpx.post(
+            self.base_url + "/login",
+            headers={"x-api-key": key},
+            json={
+                "userName": user_name or self.demo.user_name,
+                "password": password or self.demo.password,
+                "acceptedTerms": True,
+            },
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return LoggedIn(
+            token=body["sessionToken"],
+            organization_uid=body["user"]["organizations"][0]["uid"],
+            api_key=key,
+            body=body,
+        )
+
+
+@dataclass
+class LoggedIn:
+    """A logged-in client's credentials."""
+
+    token: str
+    organization_uid: str
+    api_key: str
+    body: dict[str, Any]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The documented header set of an org-scoped call."""
+        return {
+            "Authorization": f"Bearer {self.token}",
+            "Organization": self.organization_uid,
+            "x-api-key": self.api_key,
+        }
+
+
+def server_env(*, home: Path, database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test server: production mode with a real secret."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DATALAB_")}
+    env.update(
+        {
+            "DATALAB_HOME": str(home),
+            "DATALAB_DATABASE_URL": database_url,
+            "DATALAB_SECRET_KEY": secrets.token_urlsafe(48),
+            "PYTHONWARNINGS": "error",
+        }
+    )
+    env.update(extra or {})
+    return env
