@@ -36,7 +36,7 @@ format: install
 	$(BIN)/ruff check --fix src tests bench
 
 bench: install
-	$(BIN)/python bench/download.py
+	$(BIN)/python -m bench.download
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

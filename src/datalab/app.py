@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse
+from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
 
 from datalab import __version__
 from datalab.accounts.routes import router as accounts_router
@@ -60,9 +62,18 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     api.include_router(exports_router)
     app.include_router(api)
 
+    # Swagger UI's assets are served from the installed package: the docs work offline.
+    app.mount("/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="swagger-assets")
+
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/v1/openapi.json", title="Data Lab Service API")
+        return get_swagger_ui_html(
+            openapi_url="/v1/openapi.json",
+            title="Data Lab Service API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -42,12 +42,13 @@ def fail(message: str) -> typer.Exit:
 def _load_settings() -> Settings:
     from pydantic import ValidationError
 
-    from datalab.settings import InsecureSettingsError, load_settings
+    from datalab.settings import load_settings
 
     try:
         return load_settings()
-    except (ValidationError, InsecureSettingsError) as exc:
-        raise fail(str(exc)) from None
+    except ValidationError as exc:
+        problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+        raise fail(f"invalid settings: {problems}") from None
 
 
 @contextmanager

@@ -12,10 +12,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PLACEHOLDER_SECRETS = frozenset({"", "changethis", "changeme", "secret", "dev"})
 
 
-class InsecureSettingsError(ValueError):
-    """A placeholder secret was configured outside dev mode."""
-
-
 class Settings(BaseSettings):
     """Every setting of the server; each field is one DATALAB_<NAME> variable, documented in README."""
 
@@ -69,13 +65,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if not self.dev_mode and self.secret_key.strip().lower() in PLACEHOLDER_SECRETS:
-            raise InsecureSettingsError(
+            raise ValueError(
                 "DATALAB_SECRET_KEY is a placeholder; set a long random value "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`) "
                 "or set DATALAB_DEV_MODE=1 for a local sandbox"
             )
         if not self.dev_mode and len(self.secret_key) < 32:
-            raise InsecureSettingsError("DATALAB_SECRET_KEY must be at least 32 characters outside dev mode")
+            raise ValueError("DATALAB_SECRET_KEY must be at least 32 characters outside dev mode")
         return self
 
     @property

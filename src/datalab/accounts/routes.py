@@ -60,12 +60,18 @@ def login(
     return LoginOut(user=user_out(result.user), sessionToken=result.session_token)
 
 
-@router.api_route(
+@router.get(
     "/refresh-token",
-    methods=["GET", "POST"],
     operation_id="refresh-token",
     response_model=TokenOut,
     summary="Refresh session token",
+    responses={401: {"description": "Unauthorized"}},
+)
+@router.post(
+    "/refresh-token",
+    operation_id="refresh-token-post",
+    response_model=TokenOut,
+    summary="Refresh session token (POST)",
     responses={401: {"description": "Unauthorized"}},
 )
 def refresh_token(

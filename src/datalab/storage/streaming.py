@@ -48,7 +48,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         return ByteRange(max(0, size - suffix), size - 1)
     start = int(first)
     end = int(last) if last else size - 1
-    if start > end:
+    if last and start > end:
         return None
     if start >= size:
         raise UnsatisfiableRange(header)

@@ -1,0 +1,52 @@
+"""The settings object: every setting documented, placeholder secrets refused outside dev mode."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from datalab.settings import Settings
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    documented = set(re.findall(r"^\| `(DATALAB_[A-Z_]+)` \|", README.read_text(), flags=re.MULTILINE))
+    expected = {f"DATALAB_{name.upper()}" for name in Settings.model_fields}
+    assert expected - documented == set(), "settings missing from the README's table"
+    assert documented - expected == set(), "README documents settings that do not exist"
+
+
+@pytest.mark.parametrize("secret", ["changethis", "CHANGEME", "", "secret"])
+def test_placeholder_secret_is_refused_outside_dev_mode(monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    monkeypatch.setenv("DATALAB_SECRET_KEY", secret)
+    monkeypatch.delenv("DATALAB_DEV_MODE", raising=False)
+    with pytest.raises(ValidationError, match="DATALAB_SECRET_KEY"):
+        Settings()
+
+
+def test_short_secret_is_refused_outside_dev_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATALAB_SECRET_KEY", "x" * 31)
+    with pytest.raises(ValidationError, match="at least 32"):
+        Settings()
+
+
+def test_dev_mode_allows_the_placeholder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATALAB_DEV_MODE", "1")
+    monkeypatch.delenv("DATALAB_SECRET_KEY", raising=False)
+    assert Settings().secret_key == "changethis"
+
+
+def test_environment_overrides_and_derived_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DATALAB_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("DATALAB_HOME", str(tmp_path))
+    monkeypatch.setenv("DATALAB_DOWNLOAD_URL_TTL_SECONDS", "5")
+    settings = Settings()
+    assert settings.download_url_ttl_seconds == 5
+    assert settings.resolved_database_url == f"sqlite:///{(tmp_path / 'datalab.db').resolve()}"
+    assert settings.storage_access_key_id.startswith("AKIA") and len(settings.storage_access_key_id) == 20
+    other = Settings(secret_key="t" * 40)
+    assert other.storage_secret_access_key != settings.storage_secret_access_key
