@@ -16,8 +16,11 @@ from datalab.exports.routes import router as exports_router
 from datalab.exports.service import ExportDownloads
 from datalab.settings import Settings
 from datalab.storage.local import LocalObjectStore
+from datalab.storage.post_endpoint import post_router
 from datalab.storage.routes import store_router
 from datalab.storage.sigv4 import Credentials
+from datalab.uploads.routes import router as uploads_router
+from datalab.uploads.service import UploadReceiver
 
 API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-exchange API.
 
@@ -60,6 +63,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     api = APIRouter(prefix="/v1")
     api.include_router(accounts_router)
     api.include_router(exports_router)
+    api.include_router(uploads_router)
     app.include_router(api)
 
     # Swagger UI's assets are served from the installed package: the docs work offline.
@@ -83,4 +87,6 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     app.include_router(
         store_router(settings=settings, store=store, gates={settings.exports_bucket: downloads})
     )
+    receiver = UploadReceiver(session_factory=session_factory, store=store, bucket=settings.uploads_bucket)
+    app.include_router(post_router(settings=settings, store=store, gates={settings.uploads_bucket: receiver}))
     return app

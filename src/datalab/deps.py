@@ -77,3 +77,8 @@ OrgDep = Annotated[OrgContext, Depends(get_org_context)]
 def public_base_url(request: Request, settings: Settings) -> str:
     """The base URL clients reach this server at: the configured one, else the request's own."""
     return (settings.public_url or str(request.base_url)).rstrip("/")
+
+
+async def raw_body(request: Request) -> bytes:
+    """The request body, read before a sync handler runs in a worker thread."""
+    return await request.body()

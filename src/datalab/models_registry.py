@@ -7,8 +7,10 @@ from sqlalchemy import MetaData
 from datalab.accounts import models as accounts_models
 from datalab.db import Base
 from datalab.exports import models as exports_models
+from datalab.pipeline import models as pipeline_models
+from datalab.uploads import models as uploads_models
 
-TABLE_MODULES = (accounts_models, exports_models)
+TABLE_MODULES = (accounts_models, exports_models, uploads_models, pipeline_models)
 
 
 def metadata() -> MetaData:

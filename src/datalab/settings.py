@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     )
     storage_region: str = Field(default="us-east-1", description="Region named in signed URLs.")
     exports_bucket: str = Field(default="datalab-exports", description="Bucket holding export files.")
+    uploads_bucket: str = Field(default="datalab-uploads", description="Bucket receiving uploaded files.")
+    upload_form_ttl_seconds: int = Field(
+        default=600, ge=1, le=604800, description="Lifetime of the presigned POST form of an upload."
+    )
+    max_upload_bytes: int = Field(
+        default=5 * 1024**3, ge=1, description="Largest file an upload form accepts (content-length-range)."
+    )
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 KEY_PART = re.compile(r"^[^/\x00-\x1f\\]+$")
 
@@ -38,8 +38,30 @@ def check_key(key: str) -> str:
     return key
 
 
+class ObjectWriter(Protocol):
+    """An object being written as a stream; invisible until committed."""
+
+    size: int
+
+    def write(self, chunk: bytes) -> None:
+        """Append bytes to the object."""
+        ...
+
+    def commit(self) -> ObjectInfo:
+        """Make the object durable and visible under its key."""
+        ...
+
+    def abort(self) -> None:
+        """Drop everything written."""
+        ...
+
+
 class ObjectStore(Protocol):
     """Where export and upload files live: the embedded store or S3."""
+
+    def begin_write(self, *, bucket: str, key: str, content_type: str) -> ObjectWriter:
+        """Start writing an object as a stream."""
+        ...
 
     def put_file(self, *, bucket: str, key: str, source: Path, content_type: str) -> ObjectInfo:
         """Copy a local file into the store, streaming, and return its size and checksums."""
@@ -55,6 +77,20 @@ class ObjectStore(Protocol):
 
     def delete(self, *, bucket: str, key: str) -> None:
         """Remove the object; removing a missing object is not an error."""
+        ...
+
+    def presigned_post(
+        self,
+        *,
+        bucket: str,
+        key: str,
+        base_url: str,
+        session_token: str,
+        expires_in: int,
+        max_size: int,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """A browser POST form ({"url", "fields"}) that stores exactly this key, up to max_size bytes."""
         ...
 
     def presigned_get_url(

@@ -12,11 +12,70 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from datalab.storage.base import ObjectInfo, check_key
+from datalab.storage.post_policy import presigned_post
 from datalab.storage.sigv4 import Credentials, presign_get_url
 
 COPY_CHUNK = 1024 * 1024
+
+
+class LocalObjectWriter:
+    """An object being written: hashed and counted as it streams to a temporary file beside its target."""
+
+    def __init__(
+        self,
+        *,
+        store: LocalObjectStore,
+        bucket: str,
+        key: str,
+        content_type: str,
+        target: Path,
+        handle: BinaryIO,
+        tmp_path: Path,
+    ) -> None:
+        self.store = store
+        self.bucket = bucket
+        self.key = key
+        self.content_type = content_type
+        self.target = target
+        self.handle = handle
+        self.tmp_path = tmp_path
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+
+    def write(self, chunk: bytes) -> None:
+        """Append bytes to the object."""
+        self._md5.update(chunk)
+        self._sha256.update(chunk)
+        self.handle.write(chunk)
+        self.size += len(chunk)
+
+    def commit(self) -> ObjectInfo:
+        """Make the object durable and visible under its key."""
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        info = ObjectInfo(
+            bucket=self.bucket,
+            key=self.key,
+            size=self.size,
+            etag=self._md5.hexdigest(),
+            sha256=self._sha256.hexdigest(),
+            content_type=self.content_type,
+            last_modified=datetime.now(UTC).replace(microsecond=0),
+        )
+        self.store._write_meta(info)
+        os.replace(self.tmp_path, self.target)
+        return info
+
+    def abort(self) -> None:
+        """Drop everything written; the key is left as it was."""
+        self.handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp_path.unlink()
 
 
 class LocalObjectStore:
@@ -33,39 +92,32 @@ class LocalObjectStore:
     def _meta_path(self, bucket: str, key: str) -> Path:
         return self.root / ".meta" / check_key(bucket) / (check_key(key) + ".json")
 
-    def put_file(self, *, bucket: str, key: str, source: Path, content_type: str) -> ObjectInfo:
-        """Copy a local file into the store, streaming, and return its size and checksums."""
+    def begin_write(self, *, bucket: str, key: str, content_type: str) -> LocalObjectWriter:
+        """Start writing an object; nothing is visible under the key until the writer commits."""
         target = self._object_path(bucket, key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        md5 = hashlib.md5(usedforsecurity=False)
-        sha256 = hashlib.sha256()
-        size = 0
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        return LocalObjectWriter(
+            store=self,
+            bucket=bucket,
+            key=key,
+            content_type=content_type,
+            target=target,
+            handle=os.fdopen(fd, "wb"),
+            tmp_path=Path(tmp_name),
+        )
+
+    def put_file(self, *, bucket: str, key: str, source: Path, content_type: str) -> ObjectInfo:
+        """Copy a local file into the store, streaming, and return its size and checksums."""
+        writer = self.begin_write(bucket=bucket, key=key, content_type=content_type)
         try:
-            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            with source.open("rb") as src:
                 while chunk := src.read(COPY_CHUNK):
-                    md5.update(chunk)
-                    sha256.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            info = ObjectInfo(
-                bucket=bucket,
-                key=key,
-                size=size,
-                etag=md5.hexdigest(),
-                sha256=sha256.hexdigest(),
-                content_type=content_type,
-                last_modified=datetime.now(UTC).replace(microsecond=0),
-            )
-            self._write_meta(info)
-            os.replace(tmp_name, target)
+                    writer.write(chunk)
+            return writer.commit()
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp_name)
+            writer.abort()
             raise
-        return info
 
     def _write_meta(self, info: ObjectInfo) -> None:
         meta_path = self._meta_path(info.bucket, info.key)
@@ -110,6 +162,36 @@ class LocalObjectStore:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
+    def presigned_post(
+        self,
+        *,
+        bucket: str,
+        key: str,
+        base_url: str,
+        session_token: str,
+        expires_in: int,
+        max_size: int,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """A SigV4 POST form for this app's store endpoint, path style, with temporary-credential token."""
+        return presigned_post(
+            url=f"{base_url.rstrip('/')}/{bucket}",
+            bucket=bucket,
+            key=key,
+            credentials=self._temporary_credentials(session_token),
+            region=self.region,
+            expires_in=expires_in,
+            now=now,
+            conditions=[["content-length-range", 1, max_size]],
+        )
+
+    def _temporary_credentials(self, session_token: str) -> Credentials:
+        return Credentials(
+            access_key_id=self.credentials.access_key_id,
+            secret_access_key=self.credentials.secret_access_key,
+            session_token=session_token,
+        )
+
     def presigned_get_url(
         self,
         *,
@@ -121,15 +203,10 @@ class LocalObjectStore:
         now: datetime,
     ) -> str:
         """A SigV4 presigned GET URL on this app's store endpoint, path style."""
-        credentials = Credentials(
-            access_key_id=self.credentials.access_key_id,
-            secret_access_key=self.credentials.secret_access_key,
-            session_token=session_token,
-        )
         return presign_get_url(
             endpoint=base_url.rstrip("/"),
             path=f"/{bucket}/{key}",
-            credentials=credentials,
+            credentials=self._temporary_credentials(session_token),
             region=self.region,
             expires_in=expires_in,
             now=now,

@@ -1,0 +1,104 @@
+"""HTTP handlers of the File Upload API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from datalab.deps import DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url, raw_body
+from datalab.pagination import parse_paging
+from datalab.uploads import service
+from datalab.uploads.schemas import UPLOAD_BODY_SCHEMA, FileOut, UploadFormOut, file_out, parse_upload_request
+
+router = APIRouter(prefix="/files", tags=["Files"])
+
+OptionalText = Annotated[str | None, Query()]
+_UPLOAD_DOC: dict[str, Any] = {
+    "response_model": UploadFormOut,
+    "summary": "Save file metadata and get upload URL",
+    "openapi_extra": {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": UPLOAD_BODY_SCHEMA}}}
+    },
+    "responses": {
+        400: {"description": "Body missing or not valid JSON"},
+        401: {"description": "Unauthorized"},
+        422: {"description": "Invalid fileName or productType"},
+    },
+}
+
+
+@router.post("/upload", operation_id="createUpload", **_UPLOAD_DOC)
+@router.get("/upload", operation_id="createUploadWithGet", **_UPLOAD_DOC)
+def create_upload(
+    request: Request,
+    body: Annotated[bytes, Depends(raw_body)],
+    db: DbDep,
+    org: OrgDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    now: NowDep,
+) -> UploadFormOut:
+    """Create an upload record in `uploading` and return the presigned POST form for its file."""
+    form = service.create_upload(
+        db=db,
+        store=store,
+        bucket=settings.uploads_bucket,
+        org=org,
+        request=parse_upload_request(body),
+        base_url=public_base_url(request, settings),
+        ttl_seconds=settings.upload_form_ttl_seconds,
+        max_size=settings.max_upload_bytes,
+        now=now,
+    )
+    return UploadFormOut(id=form.upload.uid, url=form.url, fields=form.fields)
+
+
+@router.get(
+    "",
+    operation_id="getUploadFile",
+    response_model=list[FileOut],
+    summary="Uploaded files list",
+    responses={400: {"description": "Invalid parameter"}, 401: {"description": "Unauthorized"}},
+)
+@router.get("/", include_in_schema=False)
+def list_files(
+    response: Response,
+    db: DbDep,
+    org: OrgDep,
+    limit: OptionalText = None,
+    offset: OptionalText = None,
+    sortBy: OptionalText = None,
+    sortDirection: OptionalText = None,
+    status: OptionalText = None,
+    productType: OptionalText = None,
+) -> list[FileOut]:
+    """The organization's uploads (20 per page by default); `total-count` gives the number of matches."""
+    page_limit, page_offset = parse_paging(limit=limit, offset=offset)
+    page = service.list_uploads(
+        db=db,
+        org=org,
+        status=status,
+        product_type=productType,
+        sort_by=sortBy,
+        sort_direction=sortDirection,
+        limit=page_limit,
+        offset=page_offset,
+    )
+    response.headers["total-count"] = str(page.total)
+    return [file_out(upload) for upload in page.items]
+
+
+@router.get(
+    "/{uid}",
+    operation_id="getFile",
+    response_model=FileOut,
+    summary="Get uploaded file record and metadata",
+    responses={
+        401: {"description": "Unauthorized"},
+        404: {"description": "File is NOT FOUND for this organization"},
+    },
+)
+def get_file(uid: str, db: DbDep, org: OrgDep) -> FileOut:
+    """The current state of one upload."""
+    return file_out(service.get_upload(db=db, org=org, uid=uid))

@@ -1,0 +1,230 @@
+"""Uploads: announcing a file, its presigned POST form, receiving it, and reading records back."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import PurePosixPath
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from datalab.db import new_uid, transaction
+from datalab.errors import ApiError, bad_request
+from datalab.pagination import Page, paginate
+from datalab.pipeline.service import enqueue_stage
+from datalab.scoping import OrgContext, scoped
+from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
+from datalab.storage.sigv4 import S3Error
+from datalab.uploads.models import PRODUCT_TYPE_ALIASES, PRODUCT_TYPES, UPLOAD_STATUSES, Upload
+from datalab.uploads.schemas import UploadRequest, invalid_field
+
+MAX_FILE_NAME_LENGTH = 255
+ALLOWED_EXTENSIONS = {
+    "enrollment": (".csv", ".xls", ".xlsx", ".txt", ".tsv", ".zip"),
+    "affinity": (".csv",),
+    "ematch": (".csv",),
+}
+SORT_COLUMNS = {
+    "productType": Upload.product_type,
+    "filePath": Upload.object_key,
+    "id": Upload.uid,
+    "status": Upload.status,
+    "userName": Upload.user_name,
+    "recordVolume": Upload.record_volume,
+    "uploadDate": Upload.created_at,
+}
+DEFAULT_PAGE_SIZE = 20
+_UNSAFE_STEM = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class UploadForm:
+    """A new upload record and the presigned POST form for its file."""
+
+    upload: Upload
+    url: str
+    fields: dict[str, str]
+
+
+def normalize_product_type(product_type: str) -> str:
+    """The canonical product type ('legacy' is affinity), else a 422 naming the valid ones."""
+    value = product_type.strip().lower()
+    value = PRODUCT_TYPE_ALIASES.get(value, value)
+    if value not in PRODUCT_TYPES:
+        raise invalid_field(
+            "productType",
+            f"{product_type!r} is not a product type; use one of {', '.join(PRODUCT_TYPES)} (or legacy)",
+        )
+    return value
+
+
+def check_file_name(*, file_name: str, product_type: str) -> tuple[str, str, str]:
+    """The file's base name, a safe stem and its extension; a 422 when the product does not take the file."""
+    base = re.split(r"[\\/]", file_name.strip())[-1].strip()
+    if not base:
+        raise invalid_field("fileName", "must not be empty")
+    if len(base) > MAX_FILE_NAME_LENGTH:
+        raise invalid_field("fileName", f"must be at most {MAX_FILE_NAME_LENGTH} characters")
+    if any(ord(char) < 32 for char in base):
+        raise invalid_field("fileName", "must not contain control characters")
+    suffix = PurePosixPath(base).suffix.lower()
+    allowed = ALLOWED_EXTENSIONS[product_type]
+    if suffix not in allowed:
+        raise invalid_field(
+            "fileName", f"{product_type} files must end in {', '.join(allowed)}; {base!r} does not"
+        )
+    stem = _UNSAFE_STEM.sub("_", base[: -len(suffix)]).strip("._-")[:100] or "file"
+    return base, stem, suffix
+
+
+def create_upload(
+    *,
+    db: Session,
+    store: ObjectStore,
+    bucket: str,
+    org: OrgContext,
+    request: UploadRequest,
+    base_url: str,
+    ttl_seconds: int,
+    max_size: int,
+    now: datetime,
+) -> UploadForm:
+    """Record an announced file in `uploading` and sign the form its bytes must be posted with."""
+    product_type = normalize_product_type(request.product_type)
+    file_name, stem, suffix = check_file_name(file_name=request.file_name, product_type=product_type)
+    if len(request.data_source) > 30:
+        raise invalid_field("dataSource", "must be at most 30 characters")
+    uid = new_uid()
+    key = f"{org.organization.uid}/{product_type}/{uid}/{stem}.{int(now.timestamp())}{suffix}"
+    token = secrets.token_urlsafe(32)
+    upload = Upload(
+        uid=uid,
+        organization_id=org.organization.id,
+        user_id=org.user.id if org.user else None,
+        user_name=org.user.user_name if org.user else "",
+        file_name=file_name,
+        object_key=key,
+        product_type=product_type,
+        data_source=request.data_source.strip() or "API",
+        file_description=request.file_description,
+        form_token=token,
+        form_expires_at=now + timedelta(seconds=ttl_seconds),
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(upload)
+    db.flush()
+    form = store.presigned_post(
+        bucket=bucket,
+        key=key,
+        base_url=base_url,
+        session_token=token,
+        expires_in=ttl_seconds,
+        max_size=max_size,
+        now=now,
+    )
+    return UploadForm(upload=upload, url=form["url"], fields=form["fields"])
+
+
+def get_upload(*, db: Session, org: OrgContext, uid: str) -> Upload:
+    """One of the organization's uploads, else upstream's 404 (also for other organizations' ids)."""
+    upload = db.scalar(scoped(Upload, org).where(Upload.uid == uid))
+    if upload is None:
+        raise ApiError(404, "file_not_found", f"File with id: {uid} is NOT found.")
+    return upload
+
+
+def list_uploads(
+    *,
+    db: Session,
+    org: OrgContext,
+    status: str | None,
+    product_type: str | None,
+    sort_by: str | None,
+    sort_direction: str | None,
+    limit: int | None,
+    offset: int,
+) -> Page[Upload]:
+    """The organization's uploads, filtered, sorted (default: newest first) and paged."""
+    query = scoped(Upload, org)
+    if status is not None:
+        if status not in UPLOAD_STATUSES:
+            raise bad_request(
+                f"Invalid status {status!r}: valid values are {', '.join(UPLOAD_STATUSES)}",
+                code="invalid_status",
+            )
+        query = query.where(Upload.status == status)
+    if product_type is not None:
+        query = query.where(Upload.product_type == normalize_product_type(product_type))
+    direction = (sort_direction or "DESC").upper()
+    if direction not in {"ASC", "DESC"}:
+        raise bad_request("sortDirection must be ASC or DESC", code="invalid_sort_direction")
+    if sort_by is not None and sort_by not in SORT_COLUMNS:
+        raise bad_request(f"sortBy must be one of {', '.join(SORT_COLUMNS)}", code="invalid_sort_by")
+    column = SORT_COLUMNS[sort_by or "uploadDate"]
+    ordered = query.order_by(column.asc() if direction == "ASC" else column.desc(), Upload.id.desc())
+    return paginate(db=db, query=ordered, limit=DEFAULT_PAGE_SIZE if limit is None else limit, offset=offset)
+
+
+def _expired_token(token: str) -> S3Error:
+    return S3Error(
+        status=400,
+        code="ExpiredToken",
+        message="The provided token has expired.",
+        extras=[("Token-0", token)],
+    )
+
+
+@dataclass
+class UploadReceiver:
+    """The uploads bucket's gate: accepts a verified POST for an upload still in `uploading`, once."""
+
+    session_factory: sessionmaker[Session]
+    store: ObjectStore
+    bucket: str
+
+    def check(self, *, session_token: str | None, key: str, now: datetime) -> int:
+        """The upload id a verified form belongs to, or the S3 error a dead token gets."""
+        with transaction(self.session_factory) as db:
+            upload = db.scalar(select(Upload).where(Upload.form_token == (session_token or "")))
+            if upload is None:
+                raise S3Error(
+                    status=400,
+                    code="InvalidToken",
+                    message="The provided token is malformed or otherwise invalid.",
+                    extras=[("Token-0", session_token or "")],
+                )
+            if upload.status != "uploading" or upload.form_expires_at <= now:
+                raise _expired_token(upload.form_token)
+            if upload.object_key != key:
+                raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+            return upload.id
+
+    def complete(self, *, upload_id: int, writer: ObjectWriter, now: datetime) -> ObjectInfo:
+        """Store the object and move the upload to `analyzing` with its size and checksum, atomically."""
+        info: ObjectInfo | None = None
+        try:
+            with transaction(self.session_factory) as db:
+                moved = db.execute(
+                    update(Upload)
+                    .where(Upload.id == upload_id, Upload.status == "uploading")
+                    .values(status="analyzing", uploaded_at=now, updated_at=now, size_bytes=writer.size)
+                )
+                if moved.rowcount != 1:  # type: ignore[attr-defined]
+                    writer.abort()
+                    token = db.scalar(select(Upload.form_token).where(Upload.id == upload_id)) or ""
+                    raise _expired_token(token)
+                info = writer.commit()
+                db.execute(
+                    update(Upload).where(Upload.id == upload_id).values(sha256=info.sha256, etag=info.etag)
+                )
+                enqueue_stage(db=db, upload_id=upload_id, stage="analyze", now=now)
+        except BaseException:
+            # The record did not move: an object stored under its key would be one nobody accepted.
+            if info is not None:
+                self.store.delete(bucket=self.bucket, key=info.key)
+            raise
+        return info
