@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
-    documented = set(re.findall(r"^\| `(DATALAB_[A-Z_]+)` \|", README.read_text(), flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `(DATALAB_[A-Z0-9_]+)` \|", README.read_text(), flags=re.MULTILINE))
     expected = {f"DATALAB_{name.upper()}" for name in Settings.model_fields}
     assert expected - documented == set(), "settings missing from the README's table"
     assert documented - expected == set(), "README documents settings that do not exist"

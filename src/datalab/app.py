@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse
@@ -15,12 +18,15 @@ from datalab.errors import install_error_handlers
 from datalab.exports.routes import router as exports_router
 from datalab.exports.service import ExportDownloads
 from datalab.settings import Settings
+from datalab.storage.base import ObjectStore
 from datalab.storage.local import LocalObjectStore
 from datalab.storage.post_endpoint import post_router
 from datalab.storage.routes import store_router
+from datalab.storage.s3 import S3ObjectStore, make_s3_client
 from datalab.storage.sigv4 import Credentials
 from datalab.uploads.routes import router as uploads_router
 from datalab.uploads.service import UploadReceiver
+from datalab.uploads.tasks import UploadSweeper
 
 API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-exchange API.
 
@@ -37,16 +43,29 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     if migrate:
         upgrade_database(engine)
     session_factory = make_session_factory(engine)
-    store = LocalObjectStore(
-        root=settings.home / "objects",
-        credentials=Credentials(
-            access_key_id=settings.storage_access_key_id,
-            secret_access_key=settings.storage_secret_access_key,
-        ),
-        region=settings.storage_region,
-    )
+    store = make_store(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sweeper = None
+        if not store.reports_uploads:
+            sweeper = UploadSweeper(
+                session_factory=session_factory,
+                store=store,
+                bucket=settings.uploads_bucket,
+                max_size=settings.max_upload_bytes,
+                interval_seconds=settings.upload_sweep_interval_seconds,
+            )
+            sweeper.start()
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.stop()
+            engine.dispose()
 
     app = FastAPI(
+        lifespan=lifespan,
         title="Data Lab Service API",
         version=__version__,
         description=API_DESCRIPTION,
@@ -83,10 +102,32 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    downloads = ExportDownloads(session_factory=session_factory, store=store, bucket=settings.exports_bucket)
-    app.include_router(
-        store_router(settings=settings, store=store, gates={settings.exports_bucket: downloads})
-    )
-    receiver = UploadReceiver(session_factory=session_factory, store=store, bucket=settings.uploads_bucket)
-    app.include_router(post_router(settings=settings, store=store, gates={settings.uploads_bucket: receiver}))
+    if isinstance(store, LocalObjectStore):
+        downloads = ExportDownloads(
+            session_factory=session_factory, store=store, bucket=settings.exports_bucket
+        )
+        app.include_router(
+            store_router(settings=settings, store=store, gates={settings.exports_bucket: downloads})
+        )
+        receiver = UploadReceiver(
+            session_factory=session_factory, store=store, bucket=settings.uploads_bucket
+        )
+        app.include_router(
+            post_router(settings=settings, store=store, gates={settings.uploads_bucket: receiver})
+        )
     return app
+
+
+def make_store(settings: Settings) -> ObjectStore:
+    """The object store the settings choose."""
+    if settings.storage_backend == "s3":
+        client = make_s3_client(region=settings.storage_region, endpoint_url=settings.s3_endpoint_url or None)
+        return S3ObjectStore(client=client, spool_dir=settings.home / "tmp")
+    return LocalObjectStore(
+        root=settings.home / "objects",
+        credentials=Credentials(
+            access_key_id=settings.storage_access_key_id,
+            secret_access_key=settings.storage_secret_access_key,
+        ),
+        region=settings.storage_region,
+    )

@@ -42,7 +42,8 @@ def get_now() -> datetime:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
-DbDep = Annotated[Session, Depends(get_db)]
+# scope="function": commit before the response goes out, so a client never sees a 200 for unsaved data.
+DbDep = Annotated[Session, Depends(get_db, scope="function")]
 NowDep = Annotated[datetime, Depends(get_now)]
 
 

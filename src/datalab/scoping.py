@@ -25,3 +25,8 @@ class OrgContext:
 def scoped(model: type[OwnedT], org: OrgContext) -> Select[OwnedT]:
     """A SELECT of the model's rows restricted to the organization of the context."""
     return select(model).where(model.organization_id == org.organization.id)
+
+
+def across_organizations(model: type[OwnedT]) -> Select[OwnedT]:
+    """A SELECT over every organization's rows: for system tasks (sweeps), never for a request."""
+    return select(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,24 @@ class Settings(BaseSettings):
     )
     download_url_ttl_seconds: int = Field(
         default=60, ge=1, le=604800, description="Lifetime of a one-time export download URL."
+    )
+    storage_backend: Literal["local", "s3"] = Field(
+        default="local",
+        description="Object store: 'local' (files under <home>/objects, served by this app) or 's3'.",
+    )
+    s3_endpoint_url: str = Field(
+        default="",
+        description="S3-compatible endpoint (MinIO, moto, ...); empty means AWS. Credentials come from "
+        "the standard AWS chain (AWS_ACCESS_KEY_ID, profiles, instance roles).",
+    )
+    s3_redirect_ttl_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=604800,
+        description="On S3: lifetime of the presigned GET a download ticket redirects to.",
+    )
+    upload_sweep_interval_seconds: int = Field(
+        default=15, ge=1, description="On S3: how often the bucket is checked for uploads that arrived."
     )
     storage_region: str = Field(default="us-east-1", description="Region named in signed URLs.")
     exports_bucket: str = Field(default="datalab-exports", description="Bucket holding export files.")

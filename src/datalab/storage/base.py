@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 KEY_PART = re.compile(r"^[^/\x00-\x1f\\]+$")
 
@@ -28,6 +29,31 @@ class ObjectInfo:
     last_modified: datetime
 
 
+class StreamDigest:
+    """Size, MD5 (S3's ETag of a single-part object) and SHA-256 of bytes as they stream past."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._sha256 = hashlib.sha256()
+
+    def update(self, chunk: bytes) -> None:
+        """Account for the next bytes."""
+        self.size += len(chunk)
+        self._md5.update(chunk)
+        self._sha256.update(chunk)
+
+    @property
+    def etag(self) -> str:
+        """Hex MD5 of everything so far."""
+        return self._md5.hexdigest()
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of everything so far."""
+        return self._sha256.hexdigest()
+
+
 def check_key(key: str) -> str:
     """Return the key when every '/'-separated part is a plain name, else raise InvalidObjectKey."""
     if not key or len(key.encode()) > 1024:
@@ -41,7 +67,10 @@ def check_key(key: str) -> str:
 class ObjectWriter(Protocol):
     """An object being written as a stream; invisible until committed."""
 
-    size: int
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        ...
 
     def write(self, chunk: bytes) -> None:
         """Append bytes to the object."""
@@ -59,6 +88,11 @@ class ObjectWriter(Protocol):
 class ObjectStore(Protocol):
     """Where export and upload files live: the embedded store or S3."""
 
+    # Whether presigned GETs can be single-use and report a finished transfer (only the embedded store).
+    one_time_urls: bool
+    # Whether a POST to the store records the upload itself (else the bucket is watched for new objects).
+    reports_uploads: bool
+
     def begin_write(self, *, bucket: str, key: str, content_type: str) -> ObjectWriter:
         """Start writing an object as a stream."""
         ...
@@ -71,8 +105,8 @@ class ObjectStore(Protocol):
         """The stored object's metadata, or None when it does not exist."""
         ...
 
-    def open_read(self, *, bucket: str, key: str) -> Path:
-        """A local path to read the object from (the embedded store serves it itself)."""
+    def open_stream(self, *, bucket: str, key: str) -> IO[bytes]:
+        """The object's bytes as a readable binary stream; the caller closes it."""
         ...
 
     def delete(self, *, bucket: str, key: str) -> None:
@@ -105,3 +139,15 @@ class ObjectStore(Protocol):
     ) -> str:
         """A URL that fetches the object with no headers until it expires."""
         ...
+
+
+def copy_file_into(writer: ObjectWriter, source: Path, *, chunk_size: int = 1024 * 1024) -> ObjectInfo:
+    """Stream a local file through a writer and commit it; nothing is left behind on failure."""
+    try:
+        with source.open("rb") as src:
+            while chunk := src.read(chunk_size):
+                writer.write(chunk)
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise

@@ -6,19 +6,16 @@ Meant for a single machine (a sandbox or a small deployment); use S3 when API pr
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
-from datalab.storage.base import ObjectInfo, check_key
+from datalab.storage.base import ObjectInfo, StreamDigest, check_key, copy_file_into
 from datalab.storage.post_policy import presigned_post
 from datalab.storage.sigv4 import Credentials, presign_get_url
-
-COPY_CHUNK = 1024 * 1024
 
 
 class LocalObjectWriter:
@@ -42,16 +39,17 @@ class LocalObjectWriter:
         self.target = target
         self.handle = handle
         self.tmp_path = tmp_path
-        self.size = 0
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        self._sha256 = hashlib.sha256()
+        self.digest = StreamDigest()
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self.digest.size
 
     def write(self, chunk: bytes) -> None:
         """Append bytes to the object."""
-        self._md5.update(chunk)
-        self._sha256.update(chunk)
+        self.digest.update(chunk)
         self.handle.write(chunk)
-        self.size += len(chunk)
 
     def commit(self) -> ObjectInfo:
         """Make the object durable and visible under its key."""
@@ -61,9 +59,9 @@ class LocalObjectWriter:
         info = ObjectInfo(
             bucket=self.bucket,
             key=self.key,
-            size=self.size,
-            etag=self._md5.hexdigest(),
-            sha256=self._sha256.hexdigest(),
+            size=self.digest.size,
+            etag=self.digest.etag,
+            sha256=self.digest.sha256,
             content_type=self.content_type,
             last_modified=datetime.now(UTC).replace(microsecond=0),
         )
@@ -80,6 +78,9 @@ class LocalObjectWriter:
 
 class LocalObjectStore:
     """Objects under <root>/<bucket>/<key>, metadata in a JSON file beside each under <root>/.meta."""
+
+    one_time_urls = True
+    reports_uploads = True
 
     def __init__(self, *, root: Path, credentials: Credentials, region: str) -> None:
         self.root = root
@@ -109,15 +110,7 @@ class LocalObjectStore:
 
     def put_file(self, *, bucket: str, key: str, source: Path, content_type: str) -> ObjectInfo:
         """Copy a local file into the store, streaming, and return its size and checksums."""
-        writer = self.begin_write(bucket=bucket, key=key, content_type=content_type)
-        try:
-            with source.open("rb") as src:
-                while chunk := src.read(COPY_CHUNK):
-                    writer.write(chunk)
-            return writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+        return copy_file_into(self.begin_write(bucket=bucket, key=key, content_type=content_type), source)
 
     def _write_meta(self, info: ObjectInfo) -> None:
         meta_path = self._meta_path(info.bucket, info.key)
@@ -152,9 +145,13 @@ class LocalObjectStore:
             last_modified=datetime.fromisoformat(payload["last_modified"]),
         )
 
-    def open_read(self, *, bucket: str, key: str) -> Path:
-        """A local path to read the object from."""
+    def path_of(self, *, bucket: str, key: str) -> Path:
+        """The file holding the object (the store's endpoint serves it from there)."""
         return self._object_path(bucket, key)
+
+    def open_stream(self, *, bucket: str, key: str) -> IO[bytes]:
+        """The object's bytes as a readable binary stream."""
+        return self._object_path(bucket, key).open("rb")
 
     def delete(self, *, bucket: str, key: str) -> None:
         """Remove the object and its metadata; a missing object is not an error."""

@@ -158,7 +158,15 @@ def list_uploads(
             )
         query = query.where(Upload.status == status)
     if product_type is not None:
-        query = query.where(Upload.product_type == normalize_product_type(product_type))
+        try:
+            value = normalize_product_type(product_type)
+        except ApiError:
+            # A query parameter: a 400 like an unknown status, not the create body's 422 naming "body".
+            raise bad_request(
+                f"Invalid productType {product_type!r}: valid values are {', '.join(PRODUCT_TYPES)}, legacy",
+                code="invalid_product_type",
+            ) from None
+        query = query.where(Upload.product_type == value)
     direction = (sort_direction or "DESC").upper()
     if direction not in {"ASC", "DESC"}:
         raise bad_request("sortDirection must be ASC or DESC", code="invalid_sort_direction")

@@ -1,0 +1,137 @@
+"""Background work for uploads on stores that do not report uploads themselves (S3).
+
+S3 accepts the POST without telling us, so the server looks: a periodic sweep of `uploading` records,
+and a look when a record is read. It then reads the object itself to check size and checksum instead
+of trusting the store's own enforcement of the form.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from datalab.db import transaction, utcnow
+from datalab.pipeline.service import enqueue_stage
+from datalab.scoping import across_organizations
+from datalab.storage.base import ObjectStore, StreamDigest
+from datalab.uploads.models import Upload
+
+log = logging.getLogger(__name__)
+READ_CHUNK = 1024 * 1024
+SWEEP_BATCH = 100
+# A form used at the last second is still found; forms abandoned long ago are not re-checked forever.
+SWEEP_GRACE = timedelta(hours=1)
+
+
+def reconcile_upload(
+    *, db: Session, store: ObjectStore, bucket: str, upload: Upload, max_size: int, now: datetime
+) -> None:
+    """Move an `uploading` record on once its object arrived: to `analyzing`, or `failure` if it is bad."""
+    if store.reports_uploads or upload.status != "uploading":
+        return
+    info = store.info(bucket=bucket, key=upload.object_key)
+    if info is None:
+        return
+    digest = StreamDigest()
+    with store.open_stream(bucket=bucket, key=upload.object_key) as stream:
+        while chunk := stream.read(READ_CHUNK):
+            digest.update(chunk)
+    problem = None
+    if digest.size != info.size:
+        problem = f"the stored object changed while it was verified ({digest.size} of {info.size} bytes read)"
+    elif not 1 <= digest.size <= max_size:
+        problem = f"the file is {digest.size} bytes; uploads must be 1 to {max_size} bytes"
+    values: dict[str, object] = {
+        "updated_at": now,
+        "uploaded_at": now,
+        "size_bytes": digest.size,
+        "sha256": digest.sha256,
+        "etag": digest.etag,
+    }
+    if problem is None:
+        values["status"] = "analyzing"
+    else:
+        values.update(status="failure", error=f"Upload rejected: {problem}.")
+    moved = db.execute(
+        update(Upload).where(Upload.id == upload.id, Upload.status == "uploading").values(**values)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return
+    if problem is None:
+        enqueue_stage(db=db, upload_id=upload.id, stage="analyze", now=now)
+    else:
+        store.delete(bucket=bucket, key=upload.object_key)
+    db.refresh(upload)
+
+
+def sweep_uploads(
+    *, session_factory: sessionmaker[Session], store: ObjectStore, bucket: str, max_size: int, now: datetime
+) -> int:
+    """Reconcile the oldest `uploading` records; returns how many moved on."""
+    with transaction(session_factory) as db:
+        ids = list(
+            db.scalars(
+                across_organizations(Upload)
+                .where(Upload.status == "uploading", Upload.form_expires_at > now - SWEEP_GRACE)
+                .order_by(Upload.created_at)
+                .limit(SWEEP_BATCH)
+                .with_only_columns(Upload.id)
+            )
+        )
+    moved = 0
+    for upload_id in ids:
+        with transaction(session_factory) as db:
+            upload = db.scalar(select(Upload).where(Upload.id == upload_id))
+            if upload is None:
+                continue
+            reconcile_upload(db=db, store=store, bucket=bucket, upload=upload, max_size=max_size, now=now)
+            moved += upload.status != "uploading"
+    return moved
+
+
+class UploadSweeper:
+    """A daemon thread running sweep_uploads every interval until stopped."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: sessionmaker[Session],
+        store: ObjectStore,
+        bucket: str,
+        max_size: int,
+        interval_seconds: float,
+    ) -> None:
+        self.session_factory = session_factory
+        self.store = store
+        self.bucket = bucket
+        self.max_size = max_size
+        self.interval_seconds = interval_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="upload-sweeper", daemon=True)
+
+    def start(self) -> None:
+        """Begin sweeping in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the current sweep."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_seconds):
+            try:
+                sweep_uploads(
+                    session_factory=self.session_factory,
+                    store=self.store,
+                    bucket=self.bucket,
+                    max_size=self.max_size,
+                    now=utcnow(),
+                )
+            except Exception:
+                # A store or database hiccup must not end the sweeper; the next round retries.
+                log.exception("upload sweep failed")
