@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import secrets
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,22 +37,22 @@ class ExportError(ValueError):
     """A file that cannot be published as asked."""
 
 
-def _data_rows(path: Path) -> Iterator[list[str]]:
-    with path.open(newline="", encoding="utf-8-sig") as source:
+def _data_rows(stream: IO[bytes], name: str) -> Iterator[list[str]]:
+    with io.TextIOWrapper(stream, newline="", encoding="utf-8-sig") as source:
         reader = csv.reader(source)
         try:
             for row in reader:
                 if row:
                     yield row
         except UnicodeDecodeError as exc:
-            raise ExportError(f"{path.name} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+            raise ExportError(f"{name} is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
         except csv.Error as exc:
-            raise ExportError(f"{path.name} is not valid CSV (line {reader.line_num}): {exc}") from exc
+            raise ExportError(f"{name} is not valid CSV (line {reader.line_num}): {exc}") from exc
 
 
 def count_data_rows(path: Path) -> int:
     """Records in a CSV file after its header row; blank lines are not records."""
-    rows = _data_rows(path)
+    rows = _data_rows(path.open("rb"), path.name)
     if next(rows, None) is None:
         raise ExportError(f"{path.name} is empty: an export needs at least a header row")
     return sum(1 for _ in rows)
@@ -150,8 +152,8 @@ def get_export(*, db: Session, org: OrgContext, uid: str) -> Export:
     return export
 
 
-def _derive_file(*, source: Path, target: Path, delimiter: str, skip: int, limit: int | None) -> None:
-    rows = _data_rows(source)
+def _derive_file(*, source: IO[bytes], target: Path, delimiter: str, skip: int, limit: int | None) -> None:
+    rows = _data_rows(source, target.name)
     with target.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
         header = next(rows, None)
@@ -214,7 +216,7 @@ def issue_download_url(
         with tempfile.TemporaryDirectory(dir=temp_dir) as work:
             derived = Path(work) / "derived"
             _derive_file(
-                source=store.open_read(bucket=bucket, key=export.object_key),
+                source=store.open_stream(bucket=bucket, key=export.object_key),
                 target=derived,
                 delimiter=delimiter,
                 skip=skip or 0,

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from datalab.db import utcnow
 from datalab.settings import Settings
-from datalab.storage.base import ObjectStore
+from datalab.storage.local import LocalObjectStore
 from datalab.storage.sigv4 import S3Error, verify_presigned_get
 from datalab.storage.streaming import ByteRange, FileStreamResponse, UnsatisfiableRange, parse_range
 
@@ -61,7 +61,7 @@ def s3_error_response(error: S3Error, request_id: str) -> Response:
     )
 
 
-def store_router(*, settings: Settings, store: ObjectStore, gates: dict[str, ObjectGate]) -> APIRouter:
+def store_router(*, settings: Settings, store: LocalObjectStore, gates: dict[str, ObjectGate]) -> APIRouter:
     """Routes GET /<bucket>/<key> for every gated bucket of the embedded store."""
     router = APIRouter(include_in_schema=False)
 
@@ -85,6 +85,32 @@ def store_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Obj
                     region=settings.storage_region,
                     now=now,
                 )
+            except S3Error as error:
+                return s3_error_response(error, request_id)
+            # Object and range are checked before the URL is claimed: a 404 or 416 must not use it up.
+            info = store.info(bucket=bucket, key=key)
+            if info is None:
+                missing = S3Error(
+                    status=404,
+                    code="NoSuchKey",
+                    message="The specified key does not exist.",
+                    extras=[("Key", key)],
+                )
+                return s3_error_response(missing, request_id)
+            try:
+                byte_range = parse_range(request.headers.get("range"), info.size)
+            except UnsatisfiableRange:
+                unsatisfiable = S3Error(
+                    status=416,
+                    code="InvalidRange",
+                    message="The requested range is not satisfiable",
+                    extras=[
+                        ("ActualObjectSize", str(info.size)),
+                        ("RangeRequested", request.headers.get("range", "")),
+                    ],
+                )
+                return s3_error_response(unsatisfiable, request_id)
+            try:
                 grant = await to_thread.run_sync(
                     partial(
                         gate.claim,
@@ -96,18 +122,6 @@ def store_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Obj
                 )
             except S3Error as error:
                 return s3_error_response(error, request_id)
-            info = store.info(bucket=bucket, key=grant.key)
-            if info is None:
-                await _finish(grant, 0, False)
-                return s3_error_response(
-                    S3Error(
-                        status=404,
-                        code="NoSuchKey",
-                        message="The specified key does not exist.",
-                        extras=[("Key", key)],
-                    ),
-                    request_id,
-                )
             headers = {
                 "x-amz-request-id": request_id,
                 "accept-ranges": "bytes",
@@ -118,22 +132,6 @@ def store_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Obj
             for parameter, header in RESPONSE_OVERRIDES.items():
                 if parameter in request.query_params:
                     headers[header] = request.query_params[parameter]
-            try:
-                byte_range = parse_range(request.headers.get("range"), info.size)
-            except UnsatisfiableRange:
-                await _finish(grant, 0, False)
-                return s3_error_response(
-                    S3Error(
-                        status=416,
-                        code="InvalidRange",
-                        message="The requested range is not satisfiable",
-                        extras=[
-                            ("ActualObjectSize", str(info.size)),
-                            ("RangeRequested", request.headers.get("range", "")),
-                        ],
-                    ),
-                    request_id,
-                )
             status = 200
             if byte_range is None:
                 byte_range = ByteRange(0, info.size - 1)
@@ -146,7 +144,7 @@ def store_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Obj
                 grant.finish(bytes_sent=bytes_sent, complete=complete and whole_object, now=utcnow())
 
             return FileStreamResponse(
-                path=store.open_read(bucket=bucket, key=grant.key),
+                path=store.path_of(bucket=bucket, key=grant.key),
                 byte_range=byte_range,
                 status_code=status,
                 headers=headers,
@@ -158,7 +156,3 @@ def store_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Obj
     for bucket, gate in gates.items():
         router.add_api_route(f"/{bucket}/{{key:path}}", make_handler(bucket, gate), methods=["GET"])
     return router
-
-
-async def _finish(grant: ObjectGrant, bytes_sent: int, complete: bool) -> None:
-    await to_thread.run_sync(partial(grant.finish, bytes_sent=bytes_sent, complete=complete, now=utcnow()))

@@ -58,8 +58,10 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
 class FileStreamResponse(Response):
     """An ASGI response sending part of a file in chunks, calling on_finish(bytes_sent, complete) at the end.
 
-    complete is True only when every byte was handed to the server and the client had not gone away,
-    which is what a delivery record needs: an aborted transfer must not count.
+    complete is True only when every byte was handed to the server while the client was still connected,
+    which is what a delivery record needs: an aborted transfer must not count. A client that closes the
+    connection once it has every byte (curl, urllib and other `Connection: close` clients do so at once)
+    has received the whole response.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class FileStreamResponse(Response):
 
         sent = 0
         complete = False
+        ended = False
         watcher = asyncio.ensure_future(watch_disconnect())
         try:
             await send(
@@ -109,15 +112,28 @@ class FileStreamResponse(Response):
                     chunk = await anyio.to_thread.run_sync(handle.read, min(CHUNK_SIZE, remaining))
                     if not chunk:
                         break
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    last = len(chunk) >= remaining
+                    if last:
+                        # Let a pending disconnect notice arrive before the final bytes go out: the server
+                        # drops what is sent to a closed connection without saying so.
+                        await asyncio.sleep(0)
+                        if disconnected.is_set():
+                            break
+                    # The final chunk ends the response, so a client closing once it has every byte is
+                    # not mistaken for one that went away mid-transfer.
+                    await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                    ended = last
                     sent += len(chunk)
                     remaining -= len(chunk)
             finally:
                 await anyio.to_thread.run_sync(handle.close)
-            # Let a pending disconnect notice arrive before judging the transfer complete.
-            await asyncio.sleep(0)
-            complete = remaining == 0 and not disconnected.is_set()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if ended:
+                complete = True
+            else:
+                # Stopped short, or nothing to send (an empty object): end the response here.
+                await asyncio.sleep(0)
+                complete = remaining == 0 and not disconnected.is_set()
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
             with anyio.CancelScope(shield=True):

@@ -99,6 +99,17 @@ def list_files(
         404: {"description": "File is NOT FOUND for this organization"},
     },
 )
-def get_file(uid: str, db: DbDep, org: OrgDep) -> FileOut:
+def get_file(
+    uid: str, db: DbDep, org: OrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
+) -> FileOut:
     """The current state of one upload."""
-    return file_out(service.get_upload(db=db, org=org, uid=uid))
+    upload = service.read_upload(
+        db=db,
+        store=store,
+        bucket=settings.uploads_bucket,
+        org=org,
+        uid=uid,
+        max_size=settings.max_upload_bytes,
+        now=now,
+    )
+    return file_out(upload)

@@ -20,6 +20,7 @@ from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
 from datalab.storage.sigv4 import S3Error
 from datalab.uploads.models import PRODUCT_TYPE_ALIASES, PRODUCT_TYPES, UPLOAD_STATUSES, Upload
 from datalab.uploads.schemas import UploadRequest, invalid_field
+from datalab.uploads.tasks import reconcile_upload
 
 MAX_FILE_NAME_LENGTH = 255
 ALLOWED_EXTENSIONS = {
@@ -134,6 +135,15 @@ def get_upload(*, db: Session, org: OrgContext, uid: str) -> Upload:
     upload = db.scalar(scoped(Upload, org).where(Upload.uid == uid))
     if upload is None:
         raise ApiError(404, "file_not_found", f"File with id: {uid} is NOT found.")
+    return upload
+
+
+def read_upload(
+    *, db: Session, store: ObjectStore, bucket: str, org: OrgContext, uid: str, max_size: int, now: datetime
+) -> Upload:
+    """One of the organization's uploads, brought up to date first when the store does not report uploads."""
+    upload = get_upload(db=db, org=org, uid=uid)
+    reconcile_upload(db=db, store=store, bucket=bucket, upload=upload, max_size=max_size, now=now)
     return upload
 
 

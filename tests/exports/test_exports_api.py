@@ -1,0 +1,284 @@
+"""The export list and download-URL endpoints: filters, paging, validation, organization isolation and
+delivery records, over HTTP against the live server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from datalab.accounts.models import User
+from datalab.exports.models import Delivery, Export
+from tests.support.exports import (
+    DEMO_DISPLAY_NAME,
+    PRODUCT_KEYS,
+    SAMPLE_HEADER,
+    Account,
+    assert_envelope,
+    bare_client,
+    create_account,
+    download_url,
+    login_as,
+    publish,
+    sample_rows,
+    wait_for,
+    write_csv,
+)
+from tests.support.server import LiveServer, LoggedIn
+
+
+@dataclass(frozen=True)
+class OtherOrganization:
+    """A second organization with its own service account and one published export."""
+
+    account: Account
+    logged_in: LoggedIn
+    export_uid: str
+
+
+@pytest.fixture(scope="module")
+def demo(server: LiveServer) -> LoggedIn:
+    return server.login()
+
+
+@pytest.fixture(scope="module")
+def other(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> OtherOrganization:
+    account = create_account(server, name="Other College")
+    source = write_csv(tmp_path_factory.mktemp("other") / "other.csv", SAMPLE_HEADER, sample_rows(4))
+    published = publish(server, source, product="prospect", org=account.fice, order_name="Other Order")
+    return OtherOrganization(
+        account=account, logged_in=login_as(server, account), export_uid=published["uid"]
+    )
+
+
+def list_exports(server: LiveServer, logged_in: LoggedIn, **params: str) -> httpx.Response:
+    with httpx.Client() as client:
+        return client.get(f"{server.base_url}/datacenter/exports", headers=logged_in.headers, params=params)
+
+
+def listed(response: httpx.Response) -> list[dict[str, Any]]:
+    """The items of a successful list response."""
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()
+    return items
+
+
+@pytest.mark.parametrize("status", ["Delivered", "NotDelivered"])
+def test_status_filter(server: LiveServer, demo: LoggedIn, status: str) -> None:
+    items = listed(list_exports(server, demo, status=status))
+    assert all(item["status"] == status for item in items)
+
+
+def test_status_filters_partition_the_list(server: LiveServer, demo: LoggedIn) -> None:
+    everything = list_exports(server, demo)
+    delivered = list_exports(server, demo, status="Delivered")
+    not_delivered = list_exports(server, demo, status="NotDelivered")
+    all_uids = [item["uid"] for item in listed(everything)]
+    parts = [item["uid"] for item in listed(delivered)] + [item["uid"] for item in listed(not_delivered)]
+    assert sorted(parts) == sorted(all_uids)
+    for response in (everything, delivered, not_delivered):
+        assert int(response.headers["total-count"]) == len(response.json())
+
+
+@pytest.mark.parametrize("product_key", PRODUCT_KEYS)
+def test_product_key_filter(server: LiveServer, demo: LoggedIn, product_key: str) -> None:
+    response = list_exports(server, demo, productKey=product_key)
+    items = listed(response)
+    assert {item["productKey"] for item in items} == {product_key}
+    # The demo publishes two files of every product.
+    assert len(items) >= 2
+    assert int(response.headers["total-count"]) == len(items)
+
+
+def test_status_and_product_key_combine(server: LiveServer, demo: LoggedIn, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "declared.csv", SAMPLE_HEADER, sample_rows(2))
+    uid = publish(server, source, product="declared")["uid"]
+    items = listed(list_exports(server, demo, status="NotDelivered", productKey="declared"))
+    assert uid in {item["uid"] for item in items}
+    assert all(item["status"] == "NotDelivered" and item["productKey"] == "declared" for item in items)
+    assert uid not in {item["uid"] for item in listed(list_exports(server, demo, productKey="inquiry"))}
+    assert uid not in {
+        item["uid"] for item in listed(list_exports(server, demo, status="Delivered", productKey="declared"))
+    }
+
+
+@pytest.mark.parametrize("status", ["notdelivered", "delivered", "NOTDELIVERED", "Not Delivered", "Complete"])
+def test_invalid_status_names_the_valid_values(server: LiveServer, demo: LoggedIn, status: str) -> None:
+    """Query parameters are case-sensitive, as the documentation warns."""
+    message = assert_envelope(list_exports(server, demo, status=status), 400, "invalid_status")
+    assert repr(status) in message
+    assert "Delivered" in message
+    assert "NotDelivered" in message
+
+
+@pytest.mark.parametrize("product_key", ["Score-Reporter", "act", "score_reporter", "SCORE-REPORTER"])
+def test_invalid_product_key_names_the_valid_ones(
+    server: LiveServer, demo: LoggedIn, product_key: str
+) -> None:
+    message = assert_envelope(list_exports(server, demo, productKey=product_key), 400, "invalid_product_key")
+    assert repr(product_key) in message
+    for key in PRODUCT_KEYS:
+        assert key in message
+
+
+def test_paging_covers_the_list_without_overlap(server: LiveServer, demo: LoggedIn) -> None:
+    unpaged = list_exports(server, demo)
+    everything = [item["uid"] for item in listed(unpaged)]
+    total = len(everything)
+    assert unpaged.headers["total-count"] == str(total)
+    assert total >= 16
+    pages: list[list[str]] = []
+    offset = 0
+    while offset <= total:
+        response = list_exports(server, demo, limit="5", offset=str(offset))
+        page = [item["uid"] for item in listed(response)]
+        assert response.headers["total-count"] == str(total)
+        assert len(page) == min(5, total - offset)
+        pages.append(page)
+        offset += 5
+    flat = [uid for page in pages for uid in page]
+    assert flat == everything
+    assert len(set(flat)) == len(flat)
+    # Newest first.
+    dates = [item["date"] for item in unpaged.json()]
+    assert dates == sorted(dates, reverse=True)
+
+
+def test_paging_combines_with_filters(server: LiveServer, demo: LoggedIn) -> None:
+    full = listed(list_exports(server, demo, productKey="aos"))
+    first = list_exports(server, demo, productKey="aos", limit="1")
+    rest = list_exports(server, demo, productKey="aos", offset="1")
+    assert first.headers["total-count"] == rest.headers["total-count"] == str(len(full))
+    assert listed(first) + listed(rest) == full
+    past_end = list_exports(server, demo, productKey="aos", offset=str(len(full)))
+    assert listed(past_end) == []
+    assert past_end.headers["total-count"] == str(len(full))
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "mentions"),
+    [
+        ({"limit": "abc"}, "invalid_limit", "limit"),
+        ({"limit": "-1"}, "invalid_limit", "limit"),
+        ({"limit": "1.5"}, "invalid_limit", "limit"),
+        ({"limit": "1001"}, "invalid_limit", "1000"),
+        ({"offset": "abc"}, "invalid_offset", "offset"),
+        ({"offset": "-1"}, "invalid_offset", "offset"),
+    ],
+)
+def test_bad_paging_values(
+    server: LiveServer, demo: LoggedIn, params: dict[str, str], code: str, mentions: str
+) -> None:
+    message = assert_envelope(list_exports(server, demo, **params), 400, code)
+    assert mentions in message
+
+
+def test_another_organizations_export_is_not_found(
+    server: LiveServer, demo: LoggedIn, other: OtherOrganization
+) -> None:
+    demo_uid = listed(list_exports(server, demo, productKey="prospect"))[0]["uid"]
+    with httpx.Client() as client:
+        for logged_in, uid in ((demo, other.export_uid), (other.logged_in, demo_uid)):
+            for path in (f"/datacenter/exports/{uid}/download", f"/datacenter/{uid}/download"):
+                response = client.get(server.base_url + path, headers=logged_in.headers)
+                assert_envelope(response, 404, "export_not_found")
+                assert response.json()["detail"] == f"Export with uid: {uid} is NOT found."
+
+
+def test_unknown_uid_is_not_found(server: LiveServer, demo: LoggedIn) -> None:
+    uid = "00000000-0000-4000-8000-000000000000"
+    with httpx.Client() as client:
+        response = client.get(f"{server.base_url}/datacenter/exports/{uid}/download", headers=demo.headers)
+    assert_envelope(response, 404, "export_not_found")
+    assert response.json()["detail"] == f"Export with uid: {uid} is NOT found."
+
+
+def test_lists_are_scoped_to_the_organization(
+    server: LiveServer, demo: LoggedIn, other: OtherOrganization
+) -> None:
+    response = list_exports(server, other.logged_in)
+    items = listed(response)
+    assert [item["uid"] for item in items] == [other.export_uid]
+    assert response.headers["total-count"] == "1"
+    (item,) = items
+    assert item["organizationUid"] == other.account.organization_uid
+    assert item["fice"] == other.account.fice
+    assert item["fice"].startswith("0")
+    assert len(item["fice"]) == 6
+    assert item["quantity"] == 4
+    assert other.export_uid not in {entry["uid"] for entry in listed(list_exports(server, demo))}
+
+
+def test_organization_header_must_be_one_of_the_users(
+    server: LiveServer, demo: LoggedIn, other: OtherOrganization
+) -> None:
+    headers = {**demo.headers, "Organization": other.account.organization_uid}
+    with httpx.Client() as client:
+        listing = client.get(f"{server.base_url}/datacenter/exports", headers=headers)
+        download = client.get(
+            f"{server.base_url}/datacenter/exports/{other.export_uid}/download", headers=headers
+        )
+    for response in (listing, download):
+        message = assert_envelope(response, 403, "organization_forbidden")
+        assert other.account.organization_uid in message
+
+
+def test_download_records_a_delivery(server: LiveServer, demo: LoggedIn, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "inquiry.csv", SAMPLE_HEADER, sample_rows(9))
+    content = source.read_bytes()
+    uid = publish(server, source, product="inquiry", order_name="Delivery Check")["uid"]
+    before = next(
+        item for item in listed(list_exports(server, demo, status="NotDelivered")) if item["uid"] == uid
+    )
+    assert before["deliveries"] == []
+
+    with httpx.Client() as client, bare_client() as bare:
+        first = bare.get(download_url(client, server, demo, uid))
+        assert first.status_code == 200
+        assert first.content == content
+
+        def delivered() -> bool:
+            return uid in {item["uid"] for item in listed(list_exports(server, demo, status="Delivered"))}
+
+        assert wait_for(delivered)
+        assert uid not in {item["uid"] for item in listed(list_exports(server, demo, status="NotDelivered"))}
+        item = next(
+            item for item in listed(list_exports(server, demo, status="Delivered")) if item["uid"] == uid
+        )
+        user = demo.body["user"]
+        assert item["status"] == "Delivered"
+        (delivery,) = item["deliveries"]
+        assert delivery["method"] == "API"
+        assert delivery["fileType"] == "csv"
+        assert delivery["email"] == user["email"]
+        assert delivery["download"]["downloadedBy"] == DEMO_DISPLAY_NAME
+        assert delivery["created"]["createdBy"] == {
+            "uid": user["uid"],
+            "name": DEMO_DISPLAY_NAME,
+            "type": "User",
+        }
+        assert delivery["download"]["date"] == delivery["date"] == delivery["created"]["createdAt"]
+        assert delivery["date"] >= item["date"]
+
+        # A delivered export stays downloadable: a second URL works and adds a second delivery.
+        second = bare.get(download_url(client, server, demo, uid))
+        assert second.status_code == 200
+        assert second.content == content
+
+    def two_deliveries() -> bool:
+        entry = next(item for item in listed(list_exports(server, demo)) if item["uid"] == uid)
+        return len(entry["deliveries"]) == 2
+
+    assert wait_for(two_deliveries)
+    with server.db() as db:
+        export = db.scalars(select(Export).where(Export.uid == uid)).one()
+        assert export.status == "Delivered"
+        rows = db.scalars(select(Delivery).where(Delivery.export_id == export.id)).all()
+        demo_user = db.scalars(select(User).where(User.uid == demo.body["user"]["uid"])).one()
+        assert [(row.method, row.user_id, row.bytes_sent, row.file_type) for row in rows] == [
+            ("API", demo_user.id, len(content), "csv")
+        ] * 2
