@@ -42,13 +42,13 @@ def database_factory() -> Iterator[DatabaseFactory]:
 def make_server(
     tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
 ) -> Iterator[ServerFactory]:
-    """Start a seeded server with extra DATALAB_* settings; every one is stopped at the end."""
+    """Start a seeded server with DATALAB_* settings (and other variables); each is stopped at the end."""
     started: list[LiveServer] = []
 
-    def start(**settings: str) -> LiveServer:
+    def start(environment: dict[str, str] | None = None, **settings: str) -> LiveServer:
         home = tmp_path_factory.mktemp("server")
         database_url = database_factory.new_url(home)
-        extra = {f"DATALAB_{name.upper()}": value for name, value in settings.items()}
+        extra = {f"DATALAB_{name.upper()}": value for name, value in settings.items()} | (environment or {})
         server = LiveServer(
             home=home,
             database_url=database_url,

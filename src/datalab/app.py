@@ -16,6 +16,7 @@ from datalab.accounts.routes import router as accounts_router
 from datalab.db import make_engine, make_session_factory, upgrade_database
 from datalab.errors import install_error_handlers
 from datalab.exports.routes import router as exports_router
+from datalab.exports.routes import tickets_router
 from datalab.exports.service import ExportDownloads
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
@@ -84,6 +85,8 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     api.include_router(exports_router)
     api.include_router(uploads_router)
     app.include_router(api)
+    if not store.one_time_urls:
+        app.include_router(tickets_router)
 
     # Swagger UI's assets are served from the installed package: the docs work offline.
     app.mount("/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="swagger-assets")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import RedirectResponse
 
 from datalab.deps import DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url
 from datalab.errors import bad_request
 from datalab.exports import service
 from datalab.exports.schemas import DownloadUrlOut, ExportOut, export_out
 from datalab.pagination import parse_paging
+from datalab.storage.routes import s3_error_response
+from datalab.storage.sigv4 import S3Error
 
 router = APIRouter(prefix="/datacenter", tags=["Exports"])
 
@@ -113,3 +117,33 @@ def download_export(
         now=now,
     )
     return DownloadUrlOut(downloadUrl=url)
+
+
+tickets_router = APIRouter(include_in_schema=False)
+
+
+@tickets_router.get("/download/{token}/{file_name}")
+def redeem_download_ticket(
+    request: Request,
+    token: str,
+    file_name: str,
+    db: DbDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    now: NowDep,
+) -> Response:
+    """On S3: a one-time download URL, answered with a redirect to a short-lived presigned GET."""
+    request_id = secrets.token_hex(8).upper()
+    try:
+        url = service.redeem_ticket(
+            db=db,
+            store=store,
+            bucket=settings.exports_bucket,
+            token=token,
+            base_url=public_base_url(request, settings),
+            redirect_ttl=settings.s3_redirect_ttl_seconds,
+            now=now,
+        )
+    except S3Error as error:
+        return s3_error_response(error, request_id)
+    return RedirectResponse(url, status_code=307, headers={"x-amz-request-id": request_id})

@@ -9,8 +9,9 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO
+from urllib.parse import quote
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -236,6 +237,8 @@ def issue_download_url(
         )
     )
     db.flush()
+    if not store.one_time_urls:
+        return f"{base_url}/download/{token}/{quote(PurePosixPath(key).name)}"
     return store.presigned_get_url(
         bucket=bucket, key=key, base_url=base_url, session_token=token, expires_in=ttl_seconds, now=now
     )
@@ -280,45 +283,78 @@ def record_delivery(*, db: Session, ticket: DownloadTicket, bytes_sent: int, now
     return delivery
 
 
+def _claim_ticket(*, db: Session, token: str | None, now: datetime) -> DownloadTicket:
+    """Claim a download ticket exactly once; unknown tokens are denied, used or expired ones have expired."""
+    ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == (token or "")))
+    if ticket is None:
+        raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+    claimed = db.execute(
+        update(DownloadTicket)
+        .where(
+            DownloadTicket.id == ticket.id,
+            DownloadTicket.claimed_at.is_(None),
+            DownloadTicket.expires_at > now,
+        )
+        .values(claimed_at=now)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise expired_error(
+            expires_at=ticket.expires_at,
+            now=now,
+            expires_in=int((ticket.expires_at - ticket.created_at).total_seconds()),
+        )
+    return ticket
+
+
+def _served_key(ticket: DownloadTicket) -> str:
+    return ticket.derived_key or ticket.export.object_key
+
+
+def redeem_ticket(
+    *,
+    db: Session,
+    store: ObjectStore,
+    bucket: str,
+    token: str,
+    base_url: str,
+    redirect_ttl: int,
+    now: datetime,
+) -> str:
+    """For stores that cannot serve one-time URLs (S3): claim the ticket, record the delivery, and return a
+    short-lived presigned GET to redirect to; S3 cannot tell whether that transfer finished."""
+    ticket = _claim_ticket(db=db, token=token, now=now)
+    key = _served_key(ticket)
+    info = store.info(bucket=bucket, key=key)
+    if info is None:
+        raise S3Error(
+            status=404, code="NoSuchKey", message="The specified key does not exist.", extras=[("Key", key)]
+        )
+    record_delivery(db=db, ticket=ticket, bytes_sent=info.size, now=now)
+    return store.presigned_get_url(
+        bucket=bucket, key=key, base_url=base_url, session_token=token, expires_in=redirect_ttl, now=now
+    )
+
+
 @dataclass
 class ExportDownloads:
-    """The exports bucket's gate: turns a verified one-time URL into a grant, exactly once."""
+    """The embedded exports bucket's gate: turns a verified one-time URL into a grant, exactly once."""
 
     session_factory: sessionmaker[Session]
     store: ObjectStore
     bucket: str
 
-    def claim(
-        self, *, session_token: str | None, key: str, expires_at: datetime, now: datetime
-    ) -> DownloadGrant:
+    def claim(self, *, session_token: str | None, key: str, now: datetime) -> DownloadGrant:
         """Claim the ticket behind a URL; a second use is refused like an expired URL."""
         with transaction(self.session_factory) as db:
             ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == (session_token or "")))
-            if ticket is None:
+            if ticket is None or key != _served_key(ticket):
                 raise S3Error(status=403, code="AccessDenied", message="Access Denied")
-            served_key = ticket.derived_key or ticket.export.object_key
-            if key != served_key:
-                raise S3Error(status=403, code="AccessDenied", message="Access Denied")
-            claimed = db.execute(
-                update(DownloadTicket)
-                .where(
-                    DownloadTicket.id == ticket.id,
-                    DownloadTicket.claimed_at.is_(None),
-                    DownloadTicket.expires_at > now,
-                )
-                .values(claimed_at=now)
-            )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
-                raise expired_error(
-                    expires_at=expires_at,
-                    now=now,
-                    expires_in=int((ticket.expires_at - ticket.created_at).total_seconds()),
-                )
+            _claim_ticket(db=db, token=session_token, now=now)
             return DownloadGrant(
                 session_factory=self.session_factory,
                 store=self.store,
                 bucket=self.bucket,
                 ticket_id=ticket.id,
-                key=served_key,
+                key=key,
                 derived=ticket.derived_key is not None,
             )

@@ -43,9 +43,7 @@ class ObjectGrant(Protocol):
 class ObjectGate(Protocol):
     """Decides whether a verified presigned request may read an object of its bucket."""
 
-    def claim(
-        self, *, session_token: str | None, key: str, expires_at: datetime, now: datetime
-    ) -> ObjectGrant:
+    def claim(self, *, session_token: str | None, key: str, now: datetime) -> ObjectGrant:
         """A grant for the object, or an S3Error."""
         ...
 
@@ -116,7 +114,6 @@ def store_router(*, settings: Settings, store: LocalObjectStore, gates: dict[str
                         gate.claim,
                         session_token=verified.session_token,
                         key=key,
-                        expires_at=verified.expires_at,
                         now=now,
                     )
                 )

@@ -1,0 +1,202 @@
+"""The S3 backend against moto's standalone server on loopback.
+
+moto checks no signature, policy or size, so these tests prove the happy paths and this server's own
+checks (one-time ticket, size verification); the store's rejection paths are proven on the embedded store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import httpx2
+import pytest
+from sqlalchemy import select
+
+from datalab.exports.models import Delivery, Export
+from datalab.pipeline.models import PipelineJob
+from datalab.uploads.models import Upload
+from tests.conftest import ServerFactory
+from tests.support.server import LiveServer, free_port
+from tests.support.uploads import s3_error
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+EXPORTS_BUCKET = "datalab-exports"
+UPLOADS_BUCKET = "datalab-uploads"
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx2.get(endpoint + "/moto-api/", timeout=1)
+                break
+            except httpx2.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        client = _client(endpoint)
+        for bucket in (EXPORTS_BUCKET, UPLOADS_BUCKET):
+            client.create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _client(endpoint: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+@pytest.fixture(scope="module")
+def s3_server(make_server: ServerFactory, moto_endpoint: str) -> LiveServer:
+    return make_server(
+        environment=AWS_ENV,
+        storage_backend="s3",
+        s3_endpoint_url=moto_endpoint,
+        upload_sweep_interval_seconds="1",
+        max_upload_bytes="1000",
+    )
+
+
+def _headers(server: LiveServer) -> dict[str, str]:
+    return server.login().headers
+
+
+def _wait_for(predicate: Any, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_demo_exports_live_in_s3(s3_server: LiveServer, moto_endpoint: str) -> None:
+    listing = _client(moto_endpoint).list_objects_v2(Bucket=EXPORTS_BUCKET)
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    response = httpx2.get(s3_server.base_url + "/datacenter/exports", headers=_headers(s3_server))
+    assert response.status_code == 200
+    assert len(response.json()) == 16
+    assert len(keys) == 16
+    assert all(key.startswith(s3_server.demo.organization_uid + "/") for key in keys)  # type: ignore[union-attr]
+
+
+def test_download_ticket_redirects_once_and_records_the_delivery(
+    s3_server: LiveServer, moto_endpoint: str
+) -> None:
+    headers = _headers(s3_server)
+    exports = httpx2.get(
+        s3_server.base_url + "/datacenter/exports", params={"productKey": "score-reporter"}, headers=headers
+    ).json()
+    export = exports[0]
+    url = httpx2.get(
+        f"{s3_server.base_url}/datacenter/exports/{export['uid']}/download", headers=headers
+    ).json()["downloadUrl"]
+    assert url.startswith(s3_server.root + "/download/")
+    with s3_server.db() as db:
+        stored = db.scalar(select(Export).where(Export.uid == export["uid"]))
+        assert stored is not None
+        object_key, file_name = stored.object_key, stored.file_name
+    assert url.rsplit("/", 1)[1] == file_name
+
+    with httpx2.Client(follow_redirects=False) as client:
+        redirect = client.get(url)
+    assert redirect.status_code == 307
+    assert redirect.headers["location"].startswith(moto_endpoint + f"/{EXPORTS_BUCKET}/")
+    body = httpx2.get(redirect.headers["location"]).content
+    expected = _client(moto_endpoint).get_object(Bucket=EXPORTS_BUCKET, Key=object_key)["Body"].read()
+    assert body == expected
+
+    with s3_server.db() as db:
+        stored = db.scalar(select(Export).where(Export.uid == export["uid"]))
+        assert stored is not None
+        assert stored.status == "Delivered"
+        deliveries = list(db.scalars(select(Delivery).where(Delivery.export_id == stored.id)))
+    assert [(d.method, d.bytes_sent) for d in deliveries] == [("API", len(expected))]
+
+    s3_error(httpx2.get(url), status=403, code="AccessDenied", message="Request has expired")
+
+
+def _create_upload(server: LiveServer, headers: dict[str, str], name: str) -> dict[str, Any]:
+    response = httpx2.post(
+        server.base_url + "/files/upload",
+        headers=headers,
+        json={"fileName": name, "productType": "enrollment", "datasource": "API"},
+    )
+    assert response.status_code == 200, response.text
+    form: dict[str, Any] = response.json()
+    return form
+
+
+def _post_form(form: dict[str, Any], content: bytes) -> httpx2.Response:
+    return httpx2.post(form["url"], data=form["fields"], files={"file": ("x.csv", content, "text/csv")})
+
+
+def test_upload_reaches_analyzing_when_its_status_is_read(s3_server: LiveServer, moto_endpoint: str) -> None:
+    headers = _headers(s3_server)
+    form = _create_upload(s3_server, headers, "students.csv")
+    assert form["url"] == f"{moto_endpoint}/{UPLOADS_BUCKET}"
+    assert list(form["fields"])[:4] == ["key", "x-amz-algorithm", "x-amz-credential", "x-amz-date"]
+    before = httpx2.get(f"{s3_server.base_url}/files/{form['id']}", headers=headers).json()
+    assert before["status"] == "uploading"
+
+    content = b"UniqueID,FirstName\n00123,Ann\n"
+    assert _post_form(form, content).status_code == 204
+    after = httpx2.get(f"{s3_server.base_url}/files/{form['id']}", headers=headers).json()
+    assert after["status"] == "analyzing"
+    with s3_server.db() as db:
+        upload = db.scalar(select(Upload).where(Upload.uid == form["id"]))
+        assert upload is not None
+        assert upload.size_bytes == len(content)
+        assert upload.sha256 == hashlib.sha256(content).hexdigest()
+        jobs = list(db.scalars(select(PipelineJob.stage).where(PipelineJob.upload_id == upload.id)))
+    assert jobs == ["analyze"]
+
+
+def test_sweeper_notices_uploads_nobody_asked_about(s3_server: LiveServer) -> None:
+    form = _create_upload(s3_server, _headers(s3_server), "swept.csv")
+    assert _post_form(form, b"UniqueID\n1\n").status_code == 204
+
+    def analyzing() -> bool:
+        with s3_server.db() as db:
+            return db.scalar(select(Upload.status).where(Upload.uid == form["id"])) == "analyzing"
+
+    assert _wait_for(analyzing)
+
+
+def test_server_verifies_the_size_itself(s3_server: LiveServer, moto_endpoint: str) -> None:
+    headers = _headers(s3_server)
+    form = _create_upload(s3_server, headers, "too_big.csv")
+    # moto ignores the form's content-length-range; the server's own check must catch it.
+    assert _post_form(form, b"x" * 1500).status_code == 204
+    record = httpx2.get(f"{s3_server.base_url}/files/{form['id']}", headers=headers).json()
+    assert record["status"] == "failure"
+    assert record["error"] == "Upload rejected: the file is 1500 bytes; uploads must be 1 to 1000 bytes."
+    listing = _client(moto_endpoint).list_objects_v2(Bucket=UPLOADS_BUCKET, Prefix=form["fields"]["key"])
+    assert listing.get("KeyCount", 0) == 0
