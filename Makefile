@@ -37,6 +37,7 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench.download
+	$(BIN)/python -m bench.upload
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -46,6 +46,13 @@ def status_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+def peak_report(pid: int, peak_before_kib: int, what: str) -> str:
+    """The process's peak RSS now, and how much it grew since peak_before_kib, as one line."""
+    peak = status_kib(pid, "VmHWM")
+    growth = (peak - peak_before_kib) / 1024
+    return f"server peak RSS (VmHWM): {peak / 1024:.1f} MiB (+{growth:.1f} MiB during {what})"
+
+
 def timed_command(command: list[str]) -> float:
     """Seconds a command takes."""
     started = time.perf_counter()
@@ -134,10 +141,10 @@ def main() -> None:
                     f"run {run}: cat {cat_rate:,.0f} MiB/s, server {server_rate:,.0f} MiB/s, "
                     f"ratio server/cat {cat_seconds / seconds:.3f}"
                 )
-            peak = status_kib(server.process.pid, "VmHWM")
             print(
-                f"server peak RSS (VmHWM): {peak / 1024:.1f} MiB (+{(peak - rss_before) / 1024:.1f} MiB during "
-                f"{args.runs} downloads of a {size / 2**20:.0f} MiB file)"
+                peak_report(
+                    server.process.pid, rss_before, f"{args.runs} downloads of {size / 2**20:.0f} MiB"
+                )
             )
         finally:
             server.stop()
