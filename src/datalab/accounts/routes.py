@@ -83,6 +83,6 @@ def refresh_token(
 ) -> TokenOut:
     """A new session token for a still-valid one."""
     token = service.bearer_token(authorization)
-    if x_api_key is not None:
-        service.check_api_key(db=db, plain_key=x_api_key, now=now)
-    return TokenOut(sessionToken=service.refresh_token(db=db, settings=settings, token=token, now=now))
+    return TokenOut(
+        sessionToken=service.refresh_token(db=db, settings=settings, token=token, api_key=x_api_key, now=now)
+    )

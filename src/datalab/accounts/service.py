@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -161,37 +161,71 @@ def _throttle_scopes(user_name: str, client_address: str) -> list[tuple[str, str
     return [("user:" + user_name.strip().lower(), "userName"), ("addr:" + client_address, "address")]
 
 
-def _check_not_locked(*, db: Session, scopes: list[tuple[str, str]], now: datetime) -> None:
-    for scope, _label in scopes:
-        row = db.get(LoginThrottle, scope)
-        if row is not None and row.locked_until is not None and row.locked_until > now:
-            retry_after = max(1, int((row.locked_until - now).total_seconds()) + 1)
-            raise ApiError(
-                429,
-                "too_many_login_failures",
-                f"Too many failed logins; try again in {retry_after} seconds",
-                headers={"Retry-After": str(retry_after)},
-            )
+def _too_many(locked_until: datetime, now: datetime) -> ApiError:
+    retry_after = max(1, int((locked_until - now).total_seconds()) + 1)
+    return ApiError(
+        429,
+        "too_many_login_failures",
+        f"Too many failed logins; try again in {retry_after} seconds",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
-def _record_failure(*, db: Session, settings: Settings, scopes: list[tuple[str, str]], now: datetime) -> None:
-    window = timedelta(seconds=settings.login_failure_window_seconds)
-    limits = {"userName": settings.login_max_failures, "address": settings.login_max_failures_per_address}
-    for scope, label in scopes:
-        row = db.get(LoginThrottle, scope)
-        if row is None:
+def _locked_counter(*, db: Session, scope: str, now: datetime) -> LoginThrottle:
+    # Locked for update so concurrent failures all count; a row a concurrent request just inserted is reused.
+    row = db.get(LoginThrottle, scope, with_for_update=True, populate_existing=True)
+    if row is not None:
+        return row
+    try:
+        with db.begin_nested():
             row = LoginThrottle(scope=scope, failures=0, window_started_at=now)
             db.add(row)
-        elif now - row.window_started_at > window:
-            row.failures = 0
-            row.window_started_at = now
-        row.failures += 1
-        if row.failures >= limits[label]:
-            row.locked_until = now + timedelta(seconds=settings.login_lockout_seconds)
-            row.failures = 0
-            row.window_started_at = now
-    # Committed now: the request then fails with 401 and its transaction would roll the count back.
+    except IntegrityError:
+        row = db.get_one(LoginThrottle, scope, with_for_update=True, populate_existing=True)
+    return row
+
+
+def _reserve_attempt(
+    *, db: Session, settings: Settings, scopes: list[tuple[str, str]], now: datetime
+) -> list[str]:
+    """Count a login attempt as a failure before its password is checked; refuse it while locked out.
+
+    Counting first (rows locked, committed at once) throttles a burst of parallel guesses as surely as a
+    sequence. The attempt that reaches a limit is still checked, and locks the scope for the next ones.
+    Returns the scopes this attempt locked, for a successful login to take back.
+    """
+    window = timedelta(seconds=settings.login_failure_window_seconds)
+    limits = {"userName": settings.login_max_failures, "address": settings.login_max_failures_per_address}
+    rows = [(_locked_counter(db=db, scope=scope, now=now), label) for scope, label in scopes]
+    locks = [
+        row.locked_until for row, _label in rows if row.locked_until is not None and row.locked_until > now
+    ]
+    newly_locked = []
+    if not locks:
+        for row, label in rows:
+            if now - row.window_started_at > window:
+                row.failures = 0
+                row.window_started_at = now
+            row.failures += 1
+            if row.failures >= limits[label]:
+                row.locked_until = now + timedelta(seconds=settings.login_lockout_seconds)
+                newly_locked.append(row.scope)
+    # Committed now: the attempt counts even though this request may end in a rolled-back 401.
     db.commit()
+    if locks:
+        raise _too_many(max(locks), now)
+    return newly_locked
+
+
+def _forgive_attempt(*, db: Session, scopes: list[tuple[str, str]], newly_locked: list[str]) -> None:
+    user_scope, address_scope = scopes[0][0], scopes[1][0]
+    db.execute(delete(LoginThrottle).where(LoginThrottle.scope == user_scope))
+    values: dict[str, Any] = {
+        "failures": case((LoginThrottle.failures > 0, LoginThrottle.failures - 1), else_=0)
+    }
+    if address_scope in newly_locked:
+        values["locked_until"] = None
+    db.execute(update(LoginThrottle).where(LoginThrottle.scope == address_scope).values(**values))
 
 
 @dataclass(frozen=True)
@@ -219,16 +253,15 @@ def login(
     elif settings.require_api_key_on_login:
         raise unauthorized("Missing x-api-key header", code="missing_api_key")
     scopes = _throttle_scopes(user_name, client_address)
-    _check_not_locked(db=db, scopes=scopes, now=now)
+    newly_locked = _reserve_attempt(db=db, settings=settings, scopes=scopes, now=now)
     user = get_user(db=db, user_name=user_name)
     password_ok = verify_password(user.password_hash if user else None, password)
     key_matches = key_row is None or (user is not None and key_row.user_id == user.id)
     if user is None or not password_ok or not key_matches:
-        _record_failure(db=db, settings=settings, scopes=scopes, now=now)
         raise unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
     if user.status != "Active":
         raise unauthorized("This account is inactive", code="inactive_user")
-    db.execute(delete(LoginThrottle).where(LoginThrottle.scope == scopes[0][0]))
+    _forgive_attempt(db=db, scopes=scopes, newly_locked=newly_locked)
     token = issue_token(
         secret_key=settings.secret_key,
         user_uid=user.uid,
@@ -252,9 +285,21 @@ def user_from_token(*, db: Session, settings: Settings, token: str, now: datetim
     return user
 
 
-def refresh_token(*, db: Session, settings: Settings, token: str, now: datetime) -> str:
-    """A fresh session token in exchange for a still-valid one."""
+def check_own_api_key(*, db: Session, user: User, plain_key: str, now: datetime) -> ApiKey:
+    """The active API key with this value when it belongs to the user, else 401."""
+    key_row = check_api_key(db=db, plain_key=plain_key, now=now)
+    if key_row.user_id != user.id:
+        raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
+    return key_row
+
+
+def refresh_token(
+    *, db: Session, settings: Settings, token: str, api_key: str | None = None, now: datetime
+) -> str:
+    """A fresh session token in exchange for a still-valid one (and the user's own key, when one is sent)."""
     user = user_from_token(db=db, settings=settings, token=token, now=now)
+    if api_key is not None:
+        check_own_api_key(db=db, user=user, plain_key=api_key, now=now)
     return issue_token(
         secret_key=settings.secret_key,
         user_uid=user.uid,
@@ -289,10 +334,7 @@ def org_context(
     user = user_from_token(db=db, settings=settings, token=bearer_token(authorization), now=now)
     key_id = None
     if api_key is not None:
-        key_row = check_api_key(db=db, plain_key=api_key, now=now)
-        if key_row.user_id != user.id:
-            raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
-        key_id = key_row.id
+        key_id = check_own_api_key(db=db, user=user, plain_key=api_key, now=now).id
     if organization_uid is None or not organization_uid.strip():
         raise bad_request(
             "Missing Organization header: send 'Organization: <uid>' with one of the organization uids "

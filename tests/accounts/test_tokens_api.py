@@ -1,0 +1,377 @@
+"""Session tokens and the organization context over real HTTP: refresh, refusals, Organization, x-api-key."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from datalab.accounts.security import issue_token, read_token
+from tests.support.accounts import (
+    Account,
+    add_account,
+    add_organization,
+    assert_error,
+    login,
+    session_token,
+    unique,
+    unique_fice,
+)
+from tests.support.server import LiveServer
+
+TTL = timedelta(seconds=1200)
+
+
+def demo_token(server: LiveServer) -> str:
+    return server.login().token
+
+
+def exports(
+    server: LiveServer, *, token: str | None, organization: str | None = None, api_key: str | None = None
+) -> httpx.Response:
+    """GET /v1/datacenter/exports with the given credentials."""
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if organization is not None:
+        headers["Organization"] = organization
+    if api_key is not None:
+        headers["x-api-key"] = api_key
+    return httpx.get(server.base_url + "/datacenter/exports", headers=headers)
+
+
+def refresh(server: LiveServer, authorization: str | None, *, method: str = "GET") -> httpx.Response:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    return httpx.request(method, server.base_url + "/refresh-token", headers=headers)
+
+
+def demo_org(server: LiveServer) -> str:
+    assert server.demo is not None
+    return server.demo.organization_uid
+
+
+def secret(server: LiveServer) -> str:
+    return server.env["DATALAB_SECRET_KEY"]
+
+
+def user_uid_of(server: LiveServer, token: str) -> str:
+    return read_token(secret_key=secret(server), token=token, now=datetime.now(UTC)).user_uid
+
+
+# --- refresh ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "scheme"),
+    [
+        ("GET", "Bearer"),
+        ("POST", "Bearer"),
+        ("GET", "JWT"),
+        ("POST", "JWT"),
+        ("GET", "bearer"),
+        ("GET", "jwt"),
+    ],
+)
+def test_refresh_returns_a_new_working_token(server: LiveServer, method: str, scheme: str) -> None:
+    old = demo_token(server)
+    started = datetime.now(UTC).replace(microsecond=0)
+    response = refresh(server, f"{scheme} {old}", method=method)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"sessionToken"}
+    new = body["sessionToken"]
+    assert new != old
+    claims = read_token(secret_key=secret(server), token=new, now=datetime.now(UTC))
+    assert claims.user_uid == user_uid_of(server, old)
+    assert claims.issued_at >= started
+    assert claims.expires_at - claims.issued_at == TTL
+    listed = exports(server, token=new, organization=demo_org(server))
+    assert listed.status_code == 200, listed.text
+    assert isinstance(listed.json(), list)
+
+
+def test_refreshed_token_can_be_refreshed_again(server: LiveServer) -> None:
+    token = demo_token(server)
+    for _ in range(3):
+        response = refresh(server, f"Bearer {token}")
+        assert response.status_code == 200, response.text
+        token = response.json()["sessionToken"]
+    assert exports(server, token=token, organization=demo_org(server)).status_code == 200
+
+
+def test_org_scoped_call_accepts_jwt_scheme(server: LiveServer) -> None:
+    response = httpx.get(
+        server.base_url + "/datacenter/exports",
+        headers={"Authorization": f"JWT {demo_token(server)}", "Organization": demo_org(server)},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_refresh_with_a_valid_api_key(server: LiveServer) -> None:
+    assert server.demo is not None
+    response = httpx.get(
+        server.base_url + "/refresh-token",
+        headers={"Authorization": f"Bearer {demo_token(server)}", "x-api-key": server.demo.api_key},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_refresh_with_an_invalid_api_key_is_401(server: LiveServer) -> None:
+    response = httpx.get(
+        server.base_url + "/refresh-token",
+        headers={"Authorization": f"Bearer {demo_token(server)}", "x-api-key": "not-a-key"},
+    )
+    assert_error(response, 401, "invalid_api_key")
+
+
+def test_refresh_with_another_users_api_key_is_401(server: LiveServer) -> None:
+    other = add_account(server)
+    response = httpx.get(
+        server.base_url + "/refresh-token",
+        headers={"Authorization": f"Bearer {demo_token(server)}", "x-api-key": other.api_key},
+    )
+    assert_error(response, 401, "invalid_api_key")
+
+
+# --- refused tokens -----------------------------------------------------------------------------------
+
+
+def test_missing_authorization_is_401(server: LiveServer) -> None:
+    error = assert_error(refresh(server, None), 401, "missing_token")
+    assert "Authorization" in error["message"]
+    error = assert_error(exports(server, token=None, organization=demo_org(server)), 401, "missing_token")
+    assert "Authorization" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "code"),
+    [
+        ("", "missing_token"),
+        ("Bearer", "invalid_token"),
+        ("JWT", "invalid_token"),
+        ("Basic dXNlcjpwYXNz", "invalid_token"),
+        ("Token abc.def.ghi", "invalid_token"),
+    ],
+)
+def test_unusable_authorization_header_is_401(server: LiveServer, authorization: str, code: str) -> None:
+    assert_error(refresh(server, authorization), 401, code)
+
+
+def test_wrong_scheme_names_the_accepted_ones(server: LiveServer) -> None:
+    error = assert_error(refresh(server, f"Token {demo_token(server)}"), 401, "invalid_token")
+    assert "Bearer" in error["message"]
+    assert "JWT" in error["message"]
+
+
+def test_expired_token_is_401(server: LiveServer) -> None:
+    user_uid = user_uid_of(server, demo_token(server))
+    expired = issue_token(
+        secret_key=secret(server), user_uid=user_uid, now=datetime.now(UTC) - timedelta(hours=1), ttl=TTL
+    )
+    error = assert_error(refresh(server, f"Bearer {expired}"), 401, "invalid_token")
+    assert "expired" in error["message"]
+    error = assert_error(exports(server, token=expired, organization=demo_org(server)), 401, "invalid_token")
+    assert "expired" in error["message"]
+
+
+def test_token_just_past_its_expiry_is_401(server: LiveServer) -> None:
+    user_uid = user_uid_of(server, demo_token(server))
+    now = datetime.now(UTC)
+    expired = issue_token(
+        secret_key=secret(server),
+        user_uid=user_uid,
+        now=now - timedelta(seconds=40),
+        ttl=timedelta(seconds=30),
+    )
+    assert "expired" in assert_error(refresh(server, f"Bearer {expired}"), 401, "invalid_token")["message"]
+    valid = issue_token(secret_key=secret(server), user_uid=user_uid, now=now, ttl=timedelta(seconds=30))
+    assert refresh(server, f"Bearer {valid}").status_code == 200
+
+
+@pytest.mark.parametrize("token", ["not-a-token", "a.b.c", "Bearer"])
+def test_malformed_token_is_401(server: LiveServer, token: str) -> None:
+    error = assert_error(refresh(server, f"Bearer {token}"), 401, "invalid_token")
+    assert "malformed" in error["message"]
+
+
+def test_foreign_signed_token_is_401(server: LiveServer) -> None:
+    user_uid = user_uid_of(server, demo_token(server))
+    foreign = issue_token(
+        secret_key="another-deployment-" + "x" * 40, user_uid=user_uid, now=datetime.now(UTC), ttl=TTL
+    )
+    error = assert_error(refresh(server, f"Bearer {foreign}"), 401, "invalid_token")
+    assert "signature" in error["message"]
+    assert_error(exports(server, token=foreign, organization=demo_org(server)), 401, "invalid_token")
+
+
+def test_token_signed_with_the_raw_secret_is_401(server: LiveServer) -> None:
+    """The signing key is derived from the secret; a token signed with the secret itself is foreign."""
+    user_uid = user_uid_of(server, demo_token(server))
+    now = datetime.now(UTC)
+    claims = {
+        "iss": "datalab",
+        "sub": user_uid,
+        "iat": int(now.timestamp()),
+        "exp": int((now + TTL).timestamp()),
+    }
+    forged = jwt.encode(claims, secret(server), algorithm="HS256")
+    assert_error(refresh(server, f"Bearer {forged}"), 401, "invalid_token")
+
+
+def test_unsigned_token_is_401(server: LiveServer) -> None:
+    user_uid = user_uid_of(server, demo_token(server))
+    now = datetime.now(UTC)
+    claims = {
+        "iss": "datalab",
+        "sub": user_uid,
+        "iat": int(now.timestamp()),
+        "exp": int((now + TTL).timestamp()),
+    }
+    unsigned = jwt.encode(claims, "", algorithm="none")
+    assert_error(refresh(server, f"Bearer {unsigned}"), 401, "invalid_token")
+    assert_error(exports(server, token=unsigned, organization=demo_org(server)), 401, "invalid_token")
+
+
+def test_token_of_an_unknown_user_is_401(server: LiveServer) -> None:
+    token = issue_token(secret_key=secret(server), user_uid=str(uuid.uuid4()), now=datetime.now(UTC), ttl=TTL)
+    assert_error(refresh(server, f"Bearer {token}"), 401, "invalid_token")
+
+
+def test_token_of_a_deactivated_user_is_401_and_stays_revoked(server: LiveServer) -> None:
+    account = add_account(server)
+    token = session_token(server, account)
+    assert exports(server, token=token, organization=account.organization_uids[0]).status_code == 200
+
+    server.cli_json("admin", "user", "set-status", account.user_name, "Inactive")
+    assert_error(refresh(server, f"Bearer {token}"), 401, "invalid_token")
+    assert_error(
+        exports(server, token=token, organization=account.organization_uids[0]), 401, "invalid_token"
+    )
+
+    # Reactivation does not bring the old sessions back; a new login does.
+    server.cli_json("admin", "user", "set-status", account.user_name, "Active")
+    error = assert_error(refresh(server, f"Bearer {token}"), 401, "invalid_token")
+    assert "revoked" in error["message"]
+    fresh = session_token(server, account)
+    assert refresh(server, f"Bearer {fresh}").status_code == 200
+
+
+# --- organization context -----------------------------------------------------------------------------
+
+
+def test_missing_organization_header_is_400(server: LiveServer) -> None:
+    error = assert_error(exports(server, token=demo_token(server)), 400, "missing_organization")
+    assert "Organization" in error["message"]
+    assert "/v1/login" in error["message"]
+
+
+def test_blank_organization_header_is_400(server: LiveServer) -> None:
+    assert_error(exports(server, token=demo_token(server), organization=""), 400, "missing_organization")
+
+
+def test_token_is_checked_before_the_organization(server: LiveServer) -> None:
+    assert_error(exports(server, token="garbage"), 401, "invalid_token")
+
+
+def test_organization_of_someone_else_is_403(server: LiveServer) -> None:
+    created = server.cli_json(
+        "admin", "org", "create", "--name", unique("Other College"), "--fice", unique_fice(), "--state", "IA"
+    )
+    error = assert_error(
+        exports(server, token=demo_token(server), organization=created["uid"]), 403, "organization_forbidden"
+    )
+    assert created["uid"] in error["message"]
+
+
+def test_unknown_organization_is_403_like_a_foreign_one(server: LiveServer) -> None:
+    unknown = str(uuid.uuid4())
+    error = assert_error(
+        exports(server, token=demo_token(server), organization=unknown), 403, "organization_forbidden"
+    )
+    assert unknown in error["message"]
+
+
+def test_user_in_two_organizations(server: LiveServer, tmp_path: Path) -> None:
+    first = add_organization(server, name=unique("First College"), state_code="NE")
+    second = add_organization(server, name=unique("Second College"), state_code="IA")
+    user_name = unique("two-orgs") + "@example.edu"
+    password = "two organizations!"
+    created = server.cli_json(
+        "admin",
+        "user",
+        "create",
+        "--user-name",
+        user_name,
+        "--org",
+        first.fice,
+        "--org",
+        second.uid,
+        "--password",
+        password,
+    )
+    expected = [
+        {"uid": org.uid, "name": org.name, "fice": org.fice, "stateCode": org.state_code}
+        for org in (first, second)
+    ]
+    assert created["organizations"] == expected
+    issued = server.cli_json("admin", "apikey", "create", "--user", user_name)
+    account = Account(
+        uid=created["uid"],
+        user_name=user_name,
+        password=password,
+        api_key=issued["apiKey"],
+        api_key_uid=issued["uid"],
+        organization_uids=(first.uid, second.uid),
+    )
+    response = login(server, account)
+    assert response.status_code == 200, response.text
+    assert response.json()["user"]["organizations"] == expected
+
+    csv = tmp_path / "second.csv"
+    csv.write_text("FIRSTNAME,LASTNAME\nAda,Lovelace\n")
+    published = server.cli_json(
+        "admin", "export", "publish", "--org", second.uid, "--product", "prospect", str(csv)
+    )
+
+    token = response.json()["sessionToken"]
+    in_first = exports(server, token=token, organization=first.uid, api_key=account.api_key)
+    assert in_first.status_code == 200, in_first.text
+    assert in_first.json() == []
+    in_second = exports(server, token=token, organization=second.uid, api_key=account.api_key)
+    assert in_second.status_code == 200, in_second.text
+    assert [(e["uid"], e["organizationUid"], e["fice"]) for e in in_second.json()] == [
+        (published["uid"], second.uid, second.fice)
+    ]
+    assert_error(exports(server, token=token, organization=demo_org(server)), 403, "organization_forbidden")
+
+
+def test_api_key_of_another_user_on_org_scoped_call_is_401(server: LiveServer) -> None:
+    other = add_account(server)
+    response = exports(server, token=demo_token(server), organization=demo_org(server), api_key=other.api_key)
+    assert_error(response, 401, "invalid_api_key")
+
+
+def test_invalid_api_key_on_org_scoped_call_is_401(server: LiveServer) -> None:
+    response = exports(server, token=demo_token(server), organization=demo_org(server), api_key="nope")
+    assert_error(response, 401, "invalid_api_key")
+
+
+def test_api_key_last_used_time_is_recorded(server: LiveServer) -> None:
+    account = add_account(server)
+    (before,) = server.cli_json("admin", "apikey", "list", "--user", account.user_name)
+    assert before["uid"] == account.api_key_uid
+    assert before["lastUsedAt"] is None
+    assert before["revokedAt"] is None
+
+    started = datetime.now(UTC)
+    assert login(server, account).status_code == 200
+    finished = datetime.now(UTC)
+
+    (after,) = server.cli_json("admin", "apikey", "list", "--user", account.user_name)
+    last_used = datetime.fromisoformat(after["lastUsedAt"])
+    assert started - timedelta(seconds=1) <= last_used <= finished + timedelta(seconds=1)
+    assert after["prefix"] == account.api_key[:8]

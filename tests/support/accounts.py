@@ -1,0 +1,180 @@
+"""Accounts for functional tests: unique names, quick provisioning, logins and error-envelope checks."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tests.support.server import LiveServer
+
+ENVELOPE_KEYS = {"code", "message", "detail"}
+_used_fices = {"001024"}
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses: prefix plus a random suffix."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def unique_fice() -> str:
+    """A six-digit FICE code with two leading zeros, never handed out twice in one test run."""
+    while True:
+        fice = f"00{secrets.randbelow(10_000):04d}"
+        if fice not in _used_fices:
+            _used_fices.add(fice)
+            return fice
+
+
+@dataclass(frozen=True)
+class Organization:
+    """An organization created for a test."""
+
+    uid: str
+    name: str
+    fice: str
+    state_code: str
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user created for a test, with one API key."""
+
+    uid: str
+    user_name: str
+    password: str
+    api_key: str
+    api_key_uid: str
+    organization_uids: tuple[str, ...]
+
+
+def add_organization(server: LiveServer, *, name: str | None = None, state_code: str = "KS") -> Organization:
+    """Create an organization directly in the server's database."""
+    from datalab.accounts import service
+    from datalab.db import make_engine, make_session_factory, transaction
+
+    engine = make_engine(server.database_url)
+    try:
+        with transaction(make_session_factory(engine)) as db:
+            organization = service.create_organization(
+                db=db, name=name or unique("Test College"), fice=unique_fice(), state_code=state_code
+            )
+            return Organization(
+                uid=organization.uid,
+                name=organization.name,
+                fice=organization.fice,
+                state_code=organization.state_code,
+            )
+    finally:
+        engine.dispose()
+
+
+def add_account(
+    server: LiveServer, *, organization_uids: Sequence[str] | None = None, password: str | None = None
+) -> Account:
+    """Create a user with an API key directly in the server's database (the demo organization by default)."""
+    from sqlalchemy import select
+
+    from datalab.accounts import service
+    from datalab.accounts.models import Organization as OrganizationRow
+    from datalab.db import make_engine, make_session_factory, transaction
+
+    assert server.demo is not None
+    uids = tuple(organization_uids or [server.demo.organization_uid])
+    user_name = unique("user") + "@example.edu"
+    password = password or secrets.token_urlsafe(12)
+    engine = make_engine(server.database_url)
+    try:
+        with transaction(make_session_factory(engine)) as db:
+            organizations = [
+                db.scalars(select(OrganizationRow).where(OrganizationRow.uid == uid)).one() for uid in uids
+            ]
+            user = service.create_user(
+                db=db, user_name=user_name, password=password, organizations=organizations
+            )
+            issued = service.create_api_key(db=db, user=user, name="test")
+            return Account(
+                uid=user.uid,
+                user_name=user_name,
+                password=password,
+                api_key=issued.plain_key,
+                api_key_uid=issued.api_key.uid,
+                organization_uids=uids,
+            )
+    finally:
+        engine.dispose()
+
+
+def login_body(user_name: str, password: str, **extra: Any) -> dict[str, Any]:
+    """The documented JSON login body."""
+    return {"userName": user_name, "password": password, "acceptedTerms": True, **extra}
+
+
+def login(
+    server: LiveServer,
+    account: Account,
+    *,
+    password: str | None = None,
+    api_key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST /v1/login as the account (its own key and password unless others are given)."""
+    return httpx.post(
+        server.base_url + "/login",
+        headers={"x-api-key": api_key or account.api_key, **(headers or {})},
+        json=login_body(account.user_name, password or account.password),
+    )
+
+
+def session_token(server: LiveServer, account: Account) -> str:
+    """A session token of the account."""
+    response = login(server, account)
+    assert response.status_code == 200, response.text
+    token: str = response.json()["sessionToken"]
+    return token
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """Assert the response is the JSON error envelope with this status and code; return the body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert set(body) == ENVELOPE_KEYS, body
+    assert body["code"] == code, body
+    assert isinstance(body["message"], str)
+    assert body["message"].strip()
+    assert body["detail"] == body["message"]
+    if status == 401:
+        assert response.headers.get("www-authenticate") == "Bearer"
+    return body
+
+
+def run_cli(
+    server: LiveServer, *args: str, env: dict[str, str] | None = None, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m datalab <args>` on the server's data with extra environment variables; never raises."""
+    return subprocess.run(
+        [sys.executable, "-m", "datalab", *args],
+        env={**server.env, **(env or {})},
+        capture_output=True,
+        text=True,
+        input=input_text,
+        timeout=120,
+        check=False,
+        cwd=os.fspath(server.home),
+    )
+
+
+def run_cli_concurrently(
+    server: LiveServer, *commands: Sequence[str]
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run several independent commands at once (each costs a second or two of start-up); results in order."""
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        return list(pool.map(lambda args: run_cli(server, *args), commands))

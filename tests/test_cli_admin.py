@@ -1,0 +1,387 @@
+"""`datalab admin` and `datalab demo` run as real commands, checked against the API and the database."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from datalab.accounts.models import ApiKey, Organization, User
+from datalab.exports.models import Export
+from tests.support.accounts import (
+    add_account,
+    add_organization,
+    assert_error,
+    login_body,
+    run_cli,
+    run_cli_concurrently,
+    unique,
+    unique_fice,
+)
+from tests.support.server import LiveServer
+
+PASSWORD_ENV = "DATALAB_NEW_PASSWORD"
+
+
+def admin_json(server: LiveServer, *args: str, env: dict[str, str] | None = None) -> Any:
+    """Run `datalab admin <args> --json`, expecting success; the parsed output."""
+    result = run_cli(server, "admin", *args, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def admin_fails(server: LiveServer, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run `datalab admin <args> --json`, expecting failure with nothing on stdout; what it said on stderr."""
+    result = run_cli(server, "admin", *args, "--json", env=env)
+    assert result.returncode != 0, result.stdout
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+    return result.stderr
+
+
+def admin_json_concurrently(server: LiveServer, *commands: list[str]) -> list[Any]:
+    """Run several independent `datalab admin ... --json` commands at once; their parsed outputs in order."""
+    results = run_cli_concurrently(server, *(["admin", *args, "--json"] for args in commands))
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    return [json.loads(result.stdout) for result in results]
+
+
+def admin_fails_concurrently(server: LiveServer, *commands: list[str]) -> list[str]:
+    """Run several `datalab admin ... --json` commands at once, each expected to fail; their stderr."""
+    results = run_cli_concurrently(server, *(["admin", *args, "--json"] for args in commands))
+    for result in results:
+        assert result.returncode != 0, result.stdout
+        assert result.stdout == ""
+        assert result.stderr.startswith("error: ")
+        assert "Traceback" not in result.stderr
+    return [result.stderr for result in results]
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def login_response(server: LiveServer, user_name: str, password: str, api_key: str) -> httpx.Response:
+    return httpx.post(
+        server.base_url + "/login", headers={"x-api-key": api_key}, json=login_body(user_name, password)
+    )
+
+
+# --- organizations ------------------------------------------------------------------------------------
+
+
+def test_org_create_keeps_leading_zeros(server: LiveServer) -> None:
+    name = unique("Zero College")
+    fice = unique_fice()
+    created = admin_json(server, "org", "create", "--name", f"  {name} ", "--fice", fice, "--state", "ne")
+    assert set(created) == {"uid", "name", "fice", "stateCode"}
+    assert created["name"] == name
+    assert created["fice"] == fice
+    assert created["fice"].startswith("00")
+    assert created["stateCode"] == "NE"
+
+    # A user of the organization sees the FICE exactly so in the login response.
+    account = add_account(server, organization_uids=[created["uid"]])
+    response = login_response(server, account.user_name, account.password, account.api_key)
+    assert response.status_code == 200, response.text
+    assert response.json()["user"]["organizations"] == [created]
+
+
+def test_org_create_refusals(server: LiveServer) -> None:
+    existing = add_organization(server)
+    create = ["org", "create", "--name", unique("Copy College")]
+    duplicate, demo_fice, bad_state = admin_fails_concurrently(
+        server,
+        [*create, "--fice", existing.fice],
+        [*create, "--fice", "001024"],
+        [*create, "--fice", unique_fice(), "--state", "Kansas"],
+    )
+    assert f"FICE {existing.fice} already exists" in duplicate
+    assert "FICE 001024 already exists" in demo_fice
+    assert "stateCode" in bad_state
+    assert "Kansas" in bad_state
+
+
+# --- users --------------------------------------------------------------------------------------------
+
+
+def test_user_create_with_password_from_the_environment(server: LiveServer) -> None:
+    organization = add_organization(server)
+    user_name = unique("Env.User") + "@Example.edu"
+    password = "from the environment"
+    created = admin_json(
+        server,
+        "user",
+        "create",
+        "--user-name",
+        user_name,
+        "--org",
+        organization.fice,
+        "--first-name",
+        "Env",
+        "--last-name",
+        "User",
+        env={PASSWORD_ENV: password},
+    )
+    assert created["userName"] == user_name
+    assert created["email"] == user_name
+    assert (created["firstName"], created["lastName"], created["status"]) == ("Env", "User", "Active")
+    assert [o["uid"] for o in created["organizations"]] == [organization.uid]
+
+    with server.db() as db:
+        stored = db.scalars(select(User).where(User.uid == created["uid"])).one()
+        assert stored.user_name_key == user_name.lower()
+        assert password not in stored.password_hash
+        assert stored.password_hash.startswith("$argon2id$")
+
+    issued = admin_json(server, "apikey", "create", "--user", user_name.lower(), "--name", "env test")
+    response = login_response(server, user_name, password, issued["apiKey"])
+    assert response.status_code == 200, response.text
+    assert response.json()["user"]["uid"] == created["uid"]
+
+
+def test_user_create_with_an_unknown_org_fails_and_creates_nothing(server: LiveServer) -> None:
+    user_name = unique("orphan") + "@example.edu"
+    message = admin_fails(
+        server,
+        "user",
+        "create",
+        "--user-name",
+        user_name,
+        "--org",
+        "999999",
+        env={PASSWORD_ENV: "long enough pw"},
+    )
+    assert "no organization" in message
+    assert "999999" in message
+    with server.db() as db:
+        assert db.scalar(select(User).where(User.user_name_key == user_name)) is None
+
+
+def test_user_commands_refusals(server: LiveServer) -> None:
+    account = add_account(server)
+    create = ["user", "create", "--org", account.organization_uids[0]]
+    duplicate, short, unknown_status, unknown_user = admin_fails_concurrently(
+        server,
+        [*create, "--user-name", account.user_name.upper(), "--password", "long enough pw"],
+        [*create, "--user-name", unique("short") + "@example.edu", "--password", "short"],
+        ["user", "set-status", account.user_name, "Disabled"],
+        ["user", "set-status", "nobody@example.edu", "Inactive"],
+    )
+    assert "already exists" in duplicate
+    assert "at least 8 characters" in short
+    assert "Active" in unknown_status
+    assert "Inactive" in unknown_status
+    assert "no user" in unknown_user
+    # Nothing changed: the account still logs in as before.
+    response = login_response(server, account.user_name, account.password, account.api_key)
+    assert response.status_code == 200, response.text
+    assert response.json()["user"]["status"] == "Active"
+
+
+# --- API keys -----------------------------------------------------------------------------------------
+
+
+def test_apikey_create_and_revoke(server: LiveServer) -> None:
+    account = add_account(server)
+    issued = admin_json(server, "apikey", "create", "--user", account.user_name, "--name", "nightly job")
+    assert set(issued) == {"uid", "apiKey", "userName", "name"}
+    assert re.fullmatch(r"[A-Za-z0-9]{40}", issued["apiKey"])
+    assert (issued["userName"], issued["name"]) == (account.user_name, "nightly job")
+    assert login_response(server, account.user_name, account.password, issued["apiKey"]).status_code == 200
+
+    revoked = admin_json(server, "apikey", "revoke", issued["uid"])
+    assert revoked["uid"] == issued["uid"]
+    revoked_at = datetime.fromisoformat(revoked["revokedAt"])
+    assert abs(datetime.now(UTC) - revoked_at) < timedelta(minutes=1)
+    refused = login_response(server, account.user_name, account.password, issued["apiKey"])
+    assert_error(refused, 401, "invalid_api_key")
+    # Revoking one key leaves the user's other key working.
+    assert login_response(server, account.user_name, account.password, account.api_key).status_code == 200
+
+    listed = {k["uid"]: k for k in admin_json(server, "apikey", "list", "--user", account.user_name)}
+    assert set(listed) == {issued["uid"], account.api_key_uid}
+    assert listed[issued["uid"]]["revokedAt"] == revoked["revokedAt"]
+    assert listed[issued["uid"]]["prefix"] == issued["apiKey"][:8]
+    assert listed[account.api_key_uid]["revokedAt"] is None
+    assert all(issued["apiKey"] not in json.dumps(row) for row in listed.values())
+
+
+def test_apikey_commands_refuse_unknown_users_and_keys(server: LiveServer) -> None:
+    create, revoke, listing = admin_fails_concurrently(
+        server,
+        ["apikey", "create", "--user", "nobody@example.edu"],
+        ["apikey", "revoke", "00000000-0000-0000-0000-000000000000"],
+        ["apikey", "list", "--user", "nobody@example.edu"],
+    )
+    assert "no user" in create
+    assert "no API key" in revoke
+    assert "no user" in listing
+
+
+# --- exports ------------------------------------------------------------------------------------------
+
+
+def between(moment: datetime, start: datetime, end: datetime) -> bool:
+    return start - timedelta(seconds=1) <= moment <= end + timedelta(seconds=1)
+
+
+def test_export_publish_names_and_counts(server: LiveServer, tmp_path: Path) -> None:
+    organization = add_organization(server)
+    source = write_csv(
+        tmp_path / "my upload.csv",
+        'FIRSTNAME,LASTNAME,NOTE\r\nAda,Lovelace,"first\r\nprogrammer"\r\n\r\nAlan,Turing,\r\nGrace,Hopper,x\r\n',
+    )
+    started = datetime.now(UTC)
+    published = admin_json(
+        server,
+        "export",
+        "publish",
+        "--org",
+        organization.fice,
+        "--product",
+        "prospect",
+        "--order-name",
+        "Fall Search 2025",
+        str(source),
+    )
+    finished = datetime.now(UTC)
+    assert published["quantity"] == 3
+    assert published["productKey"] == "prospect"
+    assert published["status"] == "NotDelivered"
+    assert (published["organizationUid"], published["fice"]) == (organization.uid, organization.fice)
+    dates = {f"{started:%Y%m%d}", f"{finished:%Y%m%d}"}
+    assert published["fileName"] in {
+        f"Prospect_{day}_{organization.fice}_Fall_Search_2025.csv" for day in dates
+    }
+    assert between(datetime.fromtimestamp(published["date"] / 1000, UTC), started, finished)
+
+    with server.db() as db:
+        stored = db.scalars(select(Export).where(Export.uid == published["uid"])).one()
+        assert stored.file_name == published["fileName"]
+        assert stored.quantity == 3
+        assert stored.size_bytes == source.stat().st_size
+        assert stored.order_name == "Fall Search 2025"
+
+
+def test_score_reporter_file_name(server: LiveServer, tmp_path: Path) -> None:
+    organization = add_organization(server, name=f"North Plains State {unique('U')[2:]}")
+    source = write_csv(tmp_path / "scores.csv", "ACT_ID,COMPOSITE\n1,30\n2,25\n")
+    started = datetime.now(UTC)
+    published = admin_json(
+        server, "export", "publish", "--org", organization.uid, "--product", "score-reporter", str(source)
+    )
+    finished = datetime.now(UTC)
+    assert published["quantity"] == 2
+    expected_org = "-".join(organization.name.upper().split())
+    match = re.fullmatch(rf"ACT-{re.escape(expected_org)}-(\d{{8}})-(\d{{5,6}})\.csv", published["fileName"])
+    assert match, published["fileName"]
+    day, clock = match.groups()
+    hour, minute, second = int(clock[:-4]), int(clock[-4:-2]), int(clock[-2:])
+    # The hour is not zero-padded.
+    assert len(clock) == (5 if hour < 10 else 6)
+    moment = datetime.strptime(day, "%m%d%Y").replace(hour=hour, minute=minute, second=second, tzinfo=UTC)
+    assert between(moment, started.replace(microsecond=0), finished)
+
+
+def test_export_publish_refusals(server: LiveServer, tmp_path: Path) -> None:
+    organization = add_organization(server)
+    source = write_csv(tmp_path / "rows.csv", "A,B\n1,2\n")
+    empty = write_csv(tmp_path / "empty.csv", "")
+    publish = ["export", "publish", "--product"]
+    unknown_product, unknown_org, empty_file = admin_fails_concurrently(
+        server,
+        [*publish, "brochures", "--org", organization.uid, str(source)],
+        [*publish, "prospect", "--org", "999998", str(source)],
+        [*publish, "prospect", "--org", organization.uid, str(empty)],
+    )
+    assert "productKey must be one of" in unknown_product
+    assert "brochures" in unknown_product
+    assert "no organization" in unknown_org
+    assert "empty" in empty_file
+    with server.db() as db:
+        stored = db.scalars(
+            select(Export).join(Export.organization).where(Organization.uid == organization.uid)
+        )
+        assert stored.all() == []
+
+
+def test_export_list_filters(server: LiveServer, tmp_path: Path) -> None:
+    organization = add_organization(server)
+    source = write_csv(tmp_path / "rows.csv", "A,B\n1,2\n3,4\n")
+    publish = ["export", "publish", "--org", organization.uid, str(source)]
+    published = admin_json_concurrently(
+        server,
+        [*publish, "--product", "prospect", "--order-name", "Spring List"],
+        [*publish, "--product", "score-reporter"],
+    )
+    uids = {e["uid"]: e["productKey"] for e in published}
+
+    listing = ["admin", "export", "list", "--json", "--org", organization.uid]
+    results = run_cli_concurrently(
+        server,
+        ["admin", "export", "list", "--json", "--org", organization.fice],
+        [*listing, "--status", "NotDelivered", "--product", "prospect"],
+        [*listing, "--status", "Delivered"],
+        [*listing, "--status", "delivered"],
+    )
+    everything, prospects, delivered = (json.loads(r.stdout) for r in results[:3])
+    assert {e["uid"]: e["productKey"] for e in everything} == uids
+    assert all(e["organizationUid"] == organization.uid for e in everything)
+    created = [e["date"] for e in everything]
+    assert created == sorted(created, reverse=True)
+    assert [(e["productKey"], e["status"]) for e in prospects] == [("prospect", "NotDelivered")]
+    assert delivered == []
+    assert results[3].returncode != 0
+    assert "Delivered, NotDelivered" in results[3].stderr
+
+    # The organization's users see exactly the same list over the API.
+    account = add_account(server, organization_uids=[organization.uid])
+    logged_in = server.login(user_name=account.user_name, password=account.password, api_key=account.api_key)
+    listed = httpx.get(server.base_url + "/datacenter/exports", headers=logged_in.headers)
+    assert listed.status_code == 200, listed.text
+    assert sorted(e["uid"] for e in listed.json()) == sorted(uids)
+
+
+# --- demo ---------------------------------------------------------------------------------------------
+
+
+def demo_api_keys(server: LiveServer) -> list[str]:
+    """Prefixes of the demo user's API keys, as stored."""
+    assert server.demo is not None
+    with server.db() as db:
+        query = select(ApiKey.prefix).join(User).where(User.user_name_key == server.demo.user_name)
+        return sorted(db.scalars(query))
+
+
+def test_demo_is_idempotent(server: LiveServer) -> None:
+    assert server.demo is not None
+    organization_uid = server.demo.organization_uid
+    exports_before = admin_json(server, "export", "list", "--org", organization_uid)
+    keys_before = demo_api_keys(server)
+
+    result = run_cli(server, "demo", "--base-url", server.root, "--json")
+    assert result.returncode == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert again == {
+        "apiKey": server.demo.api_key,
+        "userName": server.demo.user_name,
+        "password": server.demo.password,
+        "organizationUid": organization_uid,
+        "baseUrl": server.demo.base_url,
+    }
+    exports_after = admin_json(server, "export", "list", "--org", organization_uid)
+    assert sorted(e["uid"] for e in exports_after) == sorted(e["uid"] for e in exports_before)
+    assert len(exports_before) >= 16
+    assert demo_api_keys(server) == keys_before
+    assert keys_before.count(server.demo.api_key[:8]) == 1
+    # The credentials printed the second time still log in.
+    assert server.login().organization_uid == organization_uid
