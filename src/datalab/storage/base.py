@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,10 @@ class ObjectInfo:
     last_modified: datetime
 
 
+PARALLEL_DIGEST_MIN = 256 * 1024
+_DIGEST_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="digest")
+
+
 class StreamDigest:
     """Size, MD5 (S3's ETag of a single-part object) and SHA-256 of bytes as they stream past."""
 
@@ -40,8 +45,14 @@ class StreamDigest:
     def update(self, chunk: bytes) -> None:
         """Account for the next bytes."""
         self.size += len(chunk)
-        self._md5.update(chunk)
+        if len(chunk) < PARALLEL_DIGEST_MIN:
+            self._md5.update(chunk)
+            self._sha256.update(chunk)
+            return
+        # hashlib releases the GIL on large buffers: the two digests of a big chunk run side by side.
+        md5_done = _DIGEST_POOL.submit(self._md5.update, chunk)
         self._sha256.update(chunk)
+        md5_done.result()
 
     @property
     def etag(self) -> str:

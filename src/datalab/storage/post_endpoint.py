@@ -7,12 +7,15 @@ hashed, so memory stays flat, and it becomes visible only when the upload record
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from datetime import datetime
 from functools import partial
 from typing import Protocol
 from urllib.parse import quote
 
+import anyio
 from anyio import to_thread
 from fastapi import APIRouter, Request
 from multipart import MultipartError, MultipartSegment, PushMultipartParser, parse_options_header
@@ -69,6 +72,25 @@ class _FormReader:
         self.received = 0
 
 
+class _PipelinedWriter:
+    """Writes each batch in a worker thread while the next one is parsed; one write in flight at a time."""
+
+    def __init__(self, writer: ObjectWriter) -> None:
+        self.writer = writer
+        self._in_flight: asyncio.Future[None] | None = None
+
+    async def write(self, data: bytes) -> None:
+        """Wait for the previous batch, then start writing this one."""
+        await self.drain()
+        self._in_flight = asyncio.ensure_future(to_thread.run_sync(self.writer.write, data))
+
+    async def drain(self) -> None:
+        """Wait until every batch handed over is written."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            await in_flight
+
+
 def _success_response(
     *, accepted: AcceptedPost, info: ObjectInfo, location: str, bucket: str, request_id: str
 ) -> Response:
@@ -122,6 +144,7 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
             accepted: AcceptedPost | None = None
             upload_id = 0
             writer: ObjectWriter | None = None
+            pipeline: _PipelinedWriter | None = None
             try:
                 async for chunk in request.stream():
                     for event in _parse(parser, chunk):
@@ -151,13 +174,14 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
                                     key=accepted.key,
                                     content_type=accepted.content_type or "binary/octet-stream",
                                 )
+                                pipeline = _PipelinedWriter(writer)
                                 form.in_file = True
                             else:
                                 form.part_name = event.name or ""
                                 form.part_value = bytearray()
                                 form.pre_file_bytes += len(form.part_name) + 64
                         elif event:
-                            if form.in_file and writer is not None and accepted is not None:
+                            if form.in_file and pipeline is not None and accepted is not None:
                                 form.received += len(event)
                                 if accepted.max_size is not None and form.received > accepted.max_size:
                                     raise entity_too_large(
@@ -167,7 +191,7 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
                                 if len(form.pending) >= WRITE_BATCH:
                                     data = bytes(form.pending)
                                     form.pending.clear()
-                                    await to_thread.run_sync(writer.write, data)
+                                    await pipeline.write(data)
                             elif not form.file_done:
                                 form.part_value += event
                                 form.pre_file_bytes += len(event)
@@ -194,9 +218,10 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
                         max_size_allowed=settings.max_upload_bytes,
                     )
                     raise missing_file_error()
-                assert writer is not None and accepted is not None
+                assert writer is not None and accepted is not None and pipeline is not None
                 if form.pending:
-                    await to_thread.run_sync(writer.write, bytes(form.pending))
+                    await pipeline.write(bytes(form.pending))
+                await pipeline.drain()
                 if form.received < accepted.min_size:
                     raise entity_too_small(proposed_size=form.received, min_size=accepted.min_size)
                 finished = writer
@@ -207,7 +232,11 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
                 return info, accepted
             finally:
                 if writer is not None:
-                    await to_thread.run_sync(writer.abort)
+                    with anyio.CancelScope(shield=True):
+                        if pipeline is not None:
+                            with contextlib.suppress(Exception):
+                                await pipeline.drain()
+                        await to_thread.run_sync(writer.abort)
 
         return post_object
 
