@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         """Secret of the embedded store, derived from the secret key and never configured separately."""
         return self._derive("storage-secret-access-key").hex()
 
+    def storage_secret_for(self, access_key_id: str) -> str | None:
+        """The embedded store's secret for its access key id (compared in constant time), else None."""
+        if hmac.compare_digest(access_key_id.encode(), self.storage_access_key_id.encode()):
+            return self.storage_secret_access_key
+        return None
+
     def _derive(self, purpose: str) -> bytes:
         return hmac.new(self.secret_key.encode(), purpose.encode(), hashlib.sha256).digest()
 

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from datalab.demo.synthetic import PRODUCT_KEYS, export_header, export_rows, write_export_csv
+from datalab.demo.synthetic import export_header, export_rows, write_export_csv
+from datalab.exports.models import PRODUCT_KEYS
 
 TODAY = datetime.date(2025, 11, 28)
 SCORE = "score-reporter"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic import BaseModel
 
 from datalab.accounts.models import User
+from datalab.bodies import parse_json_object
 from datalab.errors import bad_request
 
 LOGIN_BODY_SCHEMA: dict[str, Any] = {
@@ -96,26 +96,11 @@ def parse_login_body(raw: bytes, content_type: str) -> LoginForm:
     """Read a login body sent as JSON (whatever the Content-Type says) or as a urlencoded form."""
     text = raw.decode("utf-8", errors="replace").strip()
     fields: dict[str, Any]
-    if content_type.split(";", maxsplit=1)[
-        0
-    ].strip().lower() == "application/x-www-form-urlencoded" and not text.startswith("{"):
+    media_type = content_type.split(";", maxsplit=1)[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded" and not text.startswith("{"):
         fields = {name: values[-1] for name, values in parse_qs(text, keep_blank_values=True).items()}
     else:
-        if not text:
-            raise bad_request(
-                "The request body is empty: send a JSON object with userName, password and acceptedTerms",
-                code="invalid_body",
-            )
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise bad_request(
-                f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
-                code="invalid_json",
-            ) from None
-        if not isinstance(parsed, dict):
-            raise bad_request("The request body must be a JSON object", code="invalid_body")
-        fields = parsed
+        fields = parse_json_object(text, wanted="userName, password and acceptedTerms")
     by_name = {str(name).lower(): value for name, value in fields.items()}
     user_name, password = by_name.get("username"), by_name.get("password")
     if (

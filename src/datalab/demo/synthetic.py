@@ -12,16 +12,7 @@ import unicodedata
 import zlib
 from collections.abc import Iterator, Sequence
 
-PRODUCT_KEYS: tuple[str, ...] = (
-    "aos",
-    "prospect",
-    "affinity",
-    "ematch",
-    "score-reporter",
-    "declared",
-    "inquiry",
-    "enrollment-marketing",
-)
+from datalab.exports.models import PRODUCT_KEYS
 
 _SCORE_REPORTER = "score-reporter"
 

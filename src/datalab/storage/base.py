@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, BinaryIO, Protocol
 
 KEY_PART = re.compile(r"^[^/\x00-\x1f\\]+$")
 
@@ -63,6 +65,34 @@ class StreamDigest:
     def sha256(self) -> str:
         """Hex SHA-256 of everything so far."""
         return self._sha256.hexdigest()
+
+
+class SpoolingWriter:
+    """Bytes hashed and counted as they stream into a temporary file; subclasses decide what commit does."""
+
+    def __init__(self, *, bucket: str, key: str, content_type: str, spool_dir: Path, prefix: str) -> None:
+        self.bucket = bucket
+        self.key = key
+        self.content_type = content_type
+        fd, name = tempfile.mkstemp(dir=spool_dir, prefix=prefix)
+        self.tmp_path = Path(name)
+        self.handle: BinaryIO = os.fdopen(fd, "wb")
+        self.digest = StreamDigest()
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self.digest.size
+
+    def write(self, chunk: bytes) -> None:
+        """Append bytes to the object."""
+        self.digest.update(chunk)
+        self.handle.write(chunk)
+
+    def abort(self) -> None:
+        """Drop everything written; the key is left as it was."""
+        self.handle.close()
+        self.tmp_path.unlink(missing_ok=True)
 
 
 def check_key(key: str) -> str:

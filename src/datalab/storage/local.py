@@ -11,45 +11,24 @@ import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
-from datalab.storage.base import ObjectInfo, StreamDigest, check_key, copy_file_into
+from datalab.storage.base import ObjectInfo, SpoolingWriter, check_key, copy_file_into
 from datalab.storage.post_policy import presigned_post
 from datalab.storage.sigv4 import Credentials, presign_get_url
 
 
-class LocalObjectWriter:
-    """An object being written: hashed and counted as it streams to a temporary file beside its target."""
+class LocalObjectWriter(SpoolingWriter):
+    """An object streaming to a temporary file beside its target, renamed into place on commit."""
 
     def __init__(
-        self,
-        *,
-        store: LocalObjectStore,
-        bucket: str,
-        key: str,
-        content_type: str,
-        target: Path,
-        handle: BinaryIO,
-        tmp_path: Path,
+        self, *, store: LocalObjectStore, bucket: str, key: str, content_type: str, target: Path
     ) -> None:
+        super().__init__(
+            bucket=bucket, key=key, content_type=content_type, spool_dir=target.parent, prefix=".incoming-"
+        )
         self.store = store
-        self.bucket = bucket
-        self.key = key
-        self.content_type = content_type
         self.target = target
-        self.handle = handle
-        self.tmp_path = tmp_path
-        self.digest = StreamDigest()
-
-    @property
-    def size(self) -> int:
-        """Bytes written so far."""
-        return self.digest.size
-
-    def write(self, chunk: bytes) -> None:
-        """Append bytes to the object."""
-        self.digest.update(chunk)
-        self.handle.write(chunk)
 
     def commit(self) -> ObjectInfo:
         """Make the object durable and visible under its key."""
@@ -68,12 +47,6 @@ class LocalObjectWriter:
         self.store._write_meta(info)
         os.replace(self.tmp_path, self.target)
         return info
-
-    def abort(self) -> None:
-        """Drop everything written; the key is left as it was."""
-        self.handle.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp_path.unlink()
 
 
 class LocalObjectStore:
@@ -97,16 +70,7 @@ class LocalObjectStore:
         """Start writing an object; nothing is visible under the key until the writer commits."""
         target = self._object_path(bucket, key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
-        return LocalObjectWriter(
-            store=self,
-            bucket=bucket,
-            key=key,
-            content_type=content_type,
-            target=target,
-            handle=os.fdopen(fd, "wb"),
-            tmp_path=Path(tmp_name),
-        )
+        return LocalObjectWriter(store=self, bucket=bucket, key=key, content_type=content_type, target=target)
 
     def put_file(self, *, bucket: str, key: str, source: Path, content_type: str) -> ObjectInfo:
         """Copy a local file into the store, streaming, and return its size and checksums."""

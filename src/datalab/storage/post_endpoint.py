@@ -111,11 +111,6 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
     """Routes POST /<bucket> (and /<bucket>/) for every bucket that takes browser uploads."""
     router = APIRouter(include_in_schema=False)
 
-    def lookup_secret(access_key_id: str) -> str | None:
-        if secrets.compare_digest(access_key_id, settings.storage_access_key_id):
-            return settings.storage_secret_access_key
-        return None
-
     def make_handler(bucket: str, gate: PostGate) -> object:
         async def post_object(request: Request) -> Response:
             request_id = secrets.token_hex(8).upper()
@@ -156,7 +151,7 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
                                     fields=form.fields,
                                     filename=event.filename,
                                     bucket=bucket,
-                                    lookup_secret=lookup_secret,
+                                    lookup_secret=settings.storage_secret_for,
                                     region=settings.storage_region,
                                     now=now,
                                     max_size_allowed=settings.max_upload_bytes,
@@ -212,7 +207,7 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
                         fields=form.fields,
                         filename=None,
                         bucket=bucket,
-                        lookup_secret=lookup_secret,
+                        lookup_secret=settings.storage_secret_for,
                         region=settings.storage_region,
                         now=now,
                         max_size_allowed=settings.max_upload_bytes,

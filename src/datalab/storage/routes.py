@@ -63,11 +63,6 @@ def store_router(*, settings: Settings, store: LocalObjectStore, gates: dict[str
     """Routes GET /<bucket>/<key> for every gated bucket of the embedded store."""
     router = APIRouter(include_in_schema=False)
 
-    def lookup_secret(access_key_id: str) -> str | None:
-        if secrets.compare_digest(access_key_id, settings.storage_access_key_id):
-            return settings.storage_secret_access_key
-        return None
-
     def make_handler(bucket: str, gate: ObjectGate) -> Callable[[Request, str], Awaitable[Response]]:
         async def get_object(request: Request, key: str) -> Response:
             request_id = secrets.token_hex(8).upper()
@@ -79,7 +74,7 @@ def store_router(*, settings: Settings, store: LocalObjectStore, gates: dict[str
                     path=request.url.path,
                     query=request.query_params.multi_items(),
                     headers={name.lower(): value for name, value in request.headers.items()},
-                    lookup_secret=lookup_secret,
+                    lookup_secret=settings.storage_secret_for,
                     region=settings.storage_region,
                     now=now,
                 )

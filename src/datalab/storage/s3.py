@@ -6,43 +6,27 @@ URL single-use, and it learns about uploads by looking at the bucket; see README
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from datalab.storage.base import ObjectInfo, StreamDigest, check_key, copy_file_into
+from datalab.storage.base import ObjectInfo, SpoolingWriter, check_key, copy_file_into
 
 SHA256_METADATA = "sha256"
 
 
-class S3ObjectWriter:
+class S3ObjectWriter(SpoolingWriter):
     """An object spooled to a local temporary file while hashed, then uploaded in one managed transfer."""
 
     def __init__(self, *, store: S3ObjectStore, bucket: str, key: str, content_type: str) -> None:
+        super().__init__(
+            bucket=bucket, key=key, content_type=content_type, spool_dir=store.spool_dir, prefix="s3-upload-"
+        )
         self.store = store
-        self.bucket = bucket
-        self.key = key
-        self.content_type = content_type
-        fd, name = tempfile.mkstemp(dir=store.spool_dir, prefix="s3-upload-")
-        self.tmp_path = Path(name)
-        self.handle: BinaryIO = os.fdopen(fd, "wb")
-        self.digest = StreamDigest()
-
-    @property
-    def size(self) -> int:
-        """Bytes written so far."""
-        return self.digest.size
-
-    def write(self, chunk: bytes) -> None:
-        """Append bytes to the object."""
-        self.digest.update(chunk)
-        self.handle.write(chunk)
 
     def commit(self) -> ObjectInfo:
         """Upload the spooled bytes under the key, with their SHA-256 as object metadata."""
@@ -69,11 +53,6 @@ class S3ObjectWriter:
             content_type=info.content_type,
             last_modified=info.last_modified,
         )
-
-    def abort(self) -> None:
-        """Drop the spooled bytes; nothing was uploaded."""
-        self.handle.close()
-        self.tmp_path.unlink(missing_ok=True)
 
 
 class S3ObjectStore:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
-from datalab.errors import ApiError, bad_request
+from datalab.bodies import parse_json_object
+from datalab.errors import ApiError
 from datalab.uploads.models import Upload
 
 UPLOAD_BODY_SCHEMA: dict[str, Any] = {
@@ -58,20 +58,7 @@ def _text(fields: dict[str, Any], name: str, *aliases: str) -> str | None:
 
 def parse_upload_request(raw: bytes) -> UploadRequest:
     """Read the create-record body: JSON whatever the Content-Type; unknown fields are ignored."""
-    text = raw.decode("utf-8", errors="replace").strip()
-    if not text:
-        raise bad_request(
-            "The request body is empty: send a JSON object with fileName and productType", code="invalid_body"
-        )
-    try:
-        fields = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise bad_request(
-            f"The request body is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
-            code="invalid_json",
-        ) from None
-    if not isinstance(fields, dict):
-        raise bad_request("The request body must be a JSON object", code="invalid_body")
+    fields = parse_json_object(raw.decode("utf-8", errors="replace"), wanted="fileName and productType")
     file_name = _text(fields, "fileName")
     if file_name is None:
         raise invalid_field("fileName", "field required")
