@@ -15,6 +15,7 @@ import typer
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from datalab.accounts.models import Organization, User
     from datalab.settings import Settings
     from datalab.storage.base import ObjectStore
 
@@ -181,7 +182,16 @@ def org_create(
     emit(payload, as_json, lambda: f"created organization {payload['uid']} ({name}, FICE {fice})")
 
 
-def _organizations(db: Session, refs: list[str]) -> list[Any]:
+def _user(db: Session, user_name: str) -> User:
+    from datalab.accounts.service import get_user
+
+    user = get_user(db=db, user_name=user_name)
+    if user is None:
+        raise fail(f"no user named {user_name!r}")
+    return user
+
+
+def _organizations(db: Session, refs: list[str]) -> list[Organization]:
     from sqlalchemy import or_, select
 
     from datalab.accounts.models import Organization
@@ -246,12 +256,10 @@ def user_set_status(
     as_json: JsonOption = False,
 ) -> None:
     """Activate or deactivate a user (deactivation revokes their session tokens at once)."""
-    from datalab.accounts.service import AccountError, get_user, set_user_status
+    from datalab.accounts.service import AccountError, set_user_status
 
     with admin_session() as (db, _store, _settings):
-        user = get_user(db=db, user_name=user_name)
-        if user is None:
-            raise fail(f"no user named {user_name!r}")
+        user = _user(db, user_name)
         try:
             set_user_status(db=db, user=user, status=status, now=_now())
         except AccountError as exc:
@@ -267,12 +275,10 @@ def key_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an API key; its value is printed once and stored only hashed."""
-    from datalab.accounts.service import create_api_key, get_user
+    from datalab.accounts.service import create_api_key
 
     with admin_session() as (db, _store, _settings):
-        user = get_user(db=db, user_name=user_name)
-        if user is None:
-            raise fail(f"no user named {user_name!r}")
+        user = _user(db, user_name)
         issued = create_api_key(db=db, user=user, name=name)
         payload = {
             "uid": issued.api_key.uid,
@@ -310,12 +316,10 @@ def key_list(
     as_json: JsonOption = False,
 ) -> None:
     """List a user's API keys (prefix, created, last used, revoked)."""
-    from datalab.accounts.service import get_user, list_api_keys
+    from datalab.accounts.service import list_api_keys
 
     with admin_session() as (db, _store, _settings):
-        user = get_user(db=db, user_name=user_name)
-        if user is None:
-            raise fail(f"no user named {user_name!r}")
+        user = _user(db, user_name)
         payload = [
             {
                 "uid": k.uid,
