@@ -124,6 +124,8 @@ def test_download_ticket_redirects_once_and_records_the_delivery(
         assert stored is not None
         object_key, file_name = stored.object_key, stored.file_name
     assert url.rsplit("/", 1)[1] == file_name
+    renamed = url.rsplit("/", 1)[0] + "/someone-elses.csv"
+    s3_error(httpx2.get(renamed), status=403, code="AccessDenied", message="Access Denied")
 
     with httpx2.Client(follow_redirects=False) as client:
         redirect = client.get(url)

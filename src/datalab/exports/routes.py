@@ -140,6 +140,7 @@ def redeem_download_ticket(
             store=store,
             bucket=settings.exports_bucket,
             token=token,
+            file_name=file_name,
             base_url=public_base_url(request, settings),
             redirect_ttl=settings.s3_redirect_ttl_seconds,
             now=now,

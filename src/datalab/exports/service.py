@@ -316,13 +316,17 @@ def redeem_ticket(
     store: ObjectStore,
     bucket: str,
     token: str,
+    file_name: str,
     base_url: str,
     redirect_ttl: int,
     now: datetime,
 ) -> str:
     """For stores that cannot serve one-time URLs (S3): claim the ticket, record the delivery, and return a
     short-lived presigned GET to redirect to; S3 cannot tell whether that transfer finished."""
-    ticket = _claim_ticket(db=db, token=token, now=now)
+    ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == token))
+    if ticket is None or PurePosixPath(_served_key(ticket)).name != file_name:
+        raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+    _claim_ticket(db=db, token=token, now=now)
     key = _served_key(ticket)
     info = store.info(bucket=bucket, key=key)
     if info is None:
