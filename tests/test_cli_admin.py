@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 from sqlalchemy import select
 
 from datalab.accounts.models import ApiKey, Organization, User
@@ -16,13 +16,13 @@ from datalab.exports.models import Export
 from tests.support.accounts import (
     add_account,
     add_organization,
-    assert_error,
     login_body,
     run_cli,
     run_cli_concurrently,
     unique,
     unique_fice,
 )
+from tests.support.checks import assert_envelope
 from tests.support.server import LiveServer
 
 PASSWORD_ENV = "DATALAB_NEW_PASSWORD"
@@ -69,8 +69,8 @@ def write_csv(path: Path, text: str) -> Path:
     return path
 
 
-def login_response(server: LiveServer, user_name: str, password: str, api_key: str) -> httpx.Response:
-    return httpx.post(
+def login_response(server: LiveServer, user_name: str, password: str, api_key: str) -> httpx2.Response:
+    return httpx2.post(
         server.base_url + "/login", headers={"x-api-key": api_key}, json=login_body(user_name, password)
     )
 
@@ -203,7 +203,7 @@ def test_apikey_create_and_revoke(server: LiveServer) -> None:
     revoked_at = datetime.fromisoformat(revoked["revokedAt"])
     assert abs(datetime.now(UTC) - revoked_at) < timedelta(minutes=1)
     refused = login_response(server, account.user_name, account.password, issued["apiKey"])
-    assert_error(refused, 401, "invalid_api_key")
+    assert_envelope(refused, 401, "invalid_api_key")
     # Revoking one key leaves the user's other key working.
     assert login_response(server, account.user_name, account.password, account.api_key).status_code == 200
 
@@ -346,7 +346,7 @@ def test_export_list_filters(server: LiveServer, tmp_path: Path) -> None:
     # The organization's users see exactly the same list over the API.
     account = add_account(server, organization_uids=[organization.uid])
     logged_in = server.login(user_name=account.user_name, password=account.password, api_key=account.api_key)
-    listed = httpx.get(server.base_url + "/datacenter/exports", headers=logged_in.headers)
+    listed = httpx2.get(server.base_url + "/datacenter/exports", headers=logged_in.headers)
     assert listed.status_code == 200, listed.text
     assert sorted(e["uid"] for e in listed.json()) == sorted(uids)
 

@@ -8,9 +8,8 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
 from datalab.errors import ApiError, install_error_handlers
+from tests.support.checks import ENVELOPE_KEYS
 from tests.support.server import LiveServer
-
-ENVELOPE_KEYS = {"code", "message", "detail"}
 
 
 class Body(BaseModel):

@@ -7,32 +7,22 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from tests.support.accounts import (
+    USER_KEYS,
     Account,
     add_account,
     add_organization,
-    assert_error,
     login,
     login_body,
 )
+from tests.support.checks import assert_envelope
 from tests.support.server import LiveServer
 
 ServerFactory = Callable[..., LiveServer]
 
-USER_KEYS = {
-    "uid",
-    "type",
-    "userName",
-    "firstName",
-    "lastName",
-    "email",
-    "status",
-    "organizations",
-    "attributes",
-}
 ORGANIZATION_KEYS = {"uid", "name", "fice", "stateCode"}
 DOC_API_KEY = "aNgKsb3PSB4bx9c68iRWeaGfufzj2Vuz6qenwor1"
 # The --data body of the documentation's login example, byte for byte: trailing blanks, the missing comma
@@ -65,13 +55,13 @@ def demo(server: LiveServer) -> tuple[str, str, str]:
     return server.demo.user_name, server.demo.password, server.demo.api_key
 
 
-def assert_logged_in(server: LiveServer, response: httpx.Response, user_name: str) -> dict[str, Any]:
+def assert_logged_in(server: LiveServer, response: httpx2.Response, user_name: str) -> dict[str, Any]:
     """A 200 login whose token works on an org-scoped call; returns the body."""
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     assert body["user"]["userName"].lower() == user_name.lower()
     organization_uid = body["user"]["organizations"][0]["uid"]
-    listed = httpx.get(
+    listed = httpx2.get(
         server.base_url + "/datacenter/exports",
         headers={"Authorization": f"Bearer {body['sessionToken']}", "Organization": organization_uid},
     )
@@ -84,7 +74,7 @@ def assert_logged_in(server: LiveServer, response: httpx.Response, user_name: st
 
 def test_json_body_with_content_type(server: LiveServer) -> None:
     user_name, password, key = demo(server)
-    response = httpx.post(
+    response = httpx2.post(
         login_url(server),
         headers={"x-api-key": key, "Content-Type": "application/json"},
         content=json.dumps(login_body(user_name, password)).encode(),
@@ -94,7 +84,7 @@ def test_json_body_with_content_type(server: LiveServer) -> None:
 
 def test_json_body_without_content_type(server: LiveServer) -> None:
     user_name, password, key = demo(server)
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         request = client.build_request(
             "POST",
             login_url(server),
@@ -109,7 +99,7 @@ def test_json_body_without_content_type(server: LiveServer) -> None:
 @pytest.mark.parametrize("accepted", ["True", "true"])
 def test_form_urlencoded_body(server: LiveServer, accepted: str) -> None:
     user_name, password, key = demo(server)
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         request = client.build_request(
             "POST",
             login_url(server),
@@ -124,7 +114,7 @@ def test_form_urlencoded_body(server: LiveServer, accepted: str) -> None:
 
 def test_form_body_is_url_decoded(server: LiveServer) -> None:
     account = add_account(server, password="p&ss=w+rd %41 é")
-    response = httpx.post(
+    response = httpx2.post(
         login_url(server),
         headers={"x-api-key": account.api_key},
         data={"userName": account.user_name, "password": account.password, "acceptedTerms": "True"},
@@ -135,7 +125,7 @@ def test_form_body_is_url_decoded(server: LiveServer) -> None:
 def test_json_body_sent_with_a_form_content_type(server: LiveServer) -> None:
     """What `curl --data '{...}'` sends when the Content-Type header is left out."""
     user_name, password, key = demo(server)
-    response = httpx.post(
+    response = httpx2.post(
         login_url(server),
         headers={"x-api-key": key, "Content-Type": "application/x-www-form-urlencoded"},
         content=json.dumps(login_body(user_name, password)).encode(),
@@ -145,7 +135,7 @@ def test_json_body_sent_with_a_form_content_type(server: LiveServer) -> None:
 
 def test_lower_case_username_key(server: LiveServer) -> None:
     user_name, password, key = demo(server)
-    response = httpx.post(
+    response = httpx2.post(
         login_url(server),
         headers={"x-api-key": key},
         json={"username": user_name, "password": password, "acceptedTerms": True},
@@ -155,7 +145,7 @@ def test_lower_case_username_key(server: LiveServer) -> None:
 
 def test_user_name_is_case_insensitive(server: LiveServer) -> None:
     user_name, password, key = demo(server)
-    response = httpx.post(
+    response = httpx2.post(
         login_url(server), headers={"x-api-key": key}, json=login_body(user_name.upper(), password)
     )
     body = assert_logged_in(server, response, user_name)
@@ -165,7 +155,7 @@ def test_user_name_is_case_insensitive(server: LiveServer) -> None:
 @pytest.mark.parametrize("accepted", [True, "true", "True"])
 def test_accepted_terms_values(server: LiveServer, accepted: object) -> None:
     user_name, password, key = demo(server)
-    response = httpx.post(
+    response = httpx2.post(
         login_url(server),
         headers={"x-api-key": key},
         json={"userName": user_name, "password": password, "acceptedTerms": accepted},
@@ -179,26 +169,26 @@ def test_terms_not_accepted_is_400(server: LiveServer, accepted: object) -> None
     body: dict[str, object] = {"userName": user_name, "password": password}
     if accepted is not None:
         body["acceptedTerms"] = accepted
-    response = httpx.post(login_url(server), headers={"x-api-key": key}, json=body)
-    error = assert_error(response, 400, "terms_not_accepted")
+    response = httpx2.post(login_url(server), headers={"x-api-key": key}, json=body)
+    error = assert_envelope(response, 400, "terms_not_accepted")
     assert "acceptedTerms" in error["message"]
 
 
 def test_terms_not_accepted_in_a_form_is_400(server: LiveServer) -> None:
     user_name, password, key = demo(server)
-    response = httpx.post(
+    response = httpx2.post(
         login_url(server),
         headers={"x-api-key": key},
         data={"userName": user_name, "password": password, "acceptedTerms": "False"},
     )
-    assert_error(response, 400, "terms_not_accepted")
+    assert_envelope(response, 400, "terms_not_accepted")
 
 
 def test_organization_header_is_ignored_on_login(server: LiveServer) -> None:
     user_name, password, key = demo(server)
     assert server.demo is not None
     for organization in (str(uuid.uuid4()), "not-a-uid", server.demo.organization_uid):
-        response = httpx.post(
+        response = httpx2.post(
             login_url(server),
             headers={"x-api-key": key, "Organization": organization},
             json=login_body(user_name, password),
@@ -213,7 +203,9 @@ def test_organization_header_is_ignored_on_login(server: LiveServer) -> None:
 def test_response_shape_is_exactly_the_documented_one(server: LiveServer) -> None:
     user_name, password, key = demo(server)
     assert server.demo is not None
-    response = httpx.post(login_url(server), headers={"x-api-key": key}, json=login_body(user_name, password))
+    response = httpx2.post(
+        login_url(server), headers={"x-api-key": key}, json=login_body(user_name, password)
+    )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
@@ -244,7 +236,7 @@ def test_response_shape_is_exactly_the_documented_one(server: LiveServer) -> Non
 def test_each_login_issues_a_new_token(server: LiveServer) -> None:
     user_name, password, key = demo(server)
     tokens = {
-        httpx.post(
+        httpx2.post(
             login_url(server), headers={"x-api-key": key}, json=login_body(user_name, password)
         ).json()["sessionToken"]
         for _ in range(2)
@@ -256,24 +248,24 @@ def test_each_login_issues_a_new_token(server: LiveServer) -> None:
 
 
 def test_documentation_example_body_is_400_not_valid_json(server: LiveServer) -> None:
-    response = httpx.post(
+    response = httpx2.post(
         login_url(server),
         headers={"Content-Type": "application/json", "x-api-key": DOC_API_KEY},
         content=DOC_BROKEN_BODY.encode(),
     )
-    error = assert_error(response, 400, "invalid_json")
+    error = assert_envelope(response, 400, "invalid_json")
     assert "not valid JSON" in error["message"]
     assert "line 4" in error["message"]
 
 
 def test_documentation_example_body_is_400_even_with_a_valid_key(server: LiveServer) -> None:
     _, _, key = demo(server)
-    response = httpx.post(
+    response = httpx2.post(
         login_url(server),
         headers={"Content-Type": "application/json", "x-api-key": key},
         content=DOC_BROKEN_BODY.encode(),
     )
-    assert "not valid JSON" in assert_error(response, 400, "invalid_json")["message"]
+    assert "not valid JSON" in assert_envelope(response, 400, "invalid_json")["message"]
 
 
 @pytest.mark.parametrize(
@@ -291,10 +283,10 @@ def test_documentation_example_body_is_400_even_with_a_valid_key(server: LiveSer
 )
 def test_malformed_bodies_are_400(server: LiveServer, content: bytes, code: str) -> None:
     _, _, key = demo(server)
-    response = httpx.post(
+    response = httpx2.post(
         login_url(server), headers={"x-api-key": key, "Content-Type": "application/json"}, content=content
     )
-    assert_error(response, 400, code)
+    assert_envelope(response, 400, code)
 
 
 # --- API keys -----------------------------------------------------------------------------------------
@@ -302,16 +294,18 @@ def test_malformed_bodies_are_400(server: LiveServer, content: bytes, code: str)
 
 def test_missing_api_key_is_401(server: LiveServer) -> None:
     user_name, password, _ = demo(server)
-    response = httpx.post(login_url(server), json=login_body(user_name, password))
-    error = assert_error(response, 401, "missing_api_key")
+    response = httpx2.post(login_url(server), json=login_body(user_name, password))
+    error = assert_envelope(response, 401, "missing_api_key")
     assert "x-api-key" in error["message"]
 
 
 @pytest.mark.parametrize("key", [DOC_API_KEY, "", "not-a-key"])
 def test_wrong_api_key_is_401(server: LiveServer, key: str) -> None:
     user_name, password, _ = demo(server)
-    response = httpx.post(login_url(server), headers={"x-api-key": key}, json=login_body(user_name, password))
-    error = assert_error(response, 401, "invalid_api_key")
+    response = httpx2.post(
+        login_url(server), headers={"x-api-key": key}, json=login_body(user_name, password)
+    )
+    error = assert_envelope(response, 401, "invalid_api_key")
     assert error["message"] == "Invalid API key"
 
 
@@ -339,13 +333,13 @@ def test_revoked_api_key_is_401(server: LiveServer) -> None:
     assert revoked["uid"] == issued["uid"]
     assert revoked["revokedAt"]
 
-    assert_error(login(server, account), 401, "invalid_api_key")
+    assert_envelope(login(server, account), 401, "invalid_api_key")
 
 
 def test_api_key_of_another_user_is_401(own_server: LiveServer) -> None:
     owner, other = add_account(own_server), add_account(own_server)
     response = login(own_server, owner, api_key=other.api_key)
-    assert assert_error(response, 401, "invalid_credentials")["message"] == "Invalid userName or password"
+    assert assert_envelope(response, 401, "invalid_credentials")["message"] == "Invalid userName or password"
 
 
 # --- credentials --------------------------------------------------------------------------------------
@@ -354,13 +348,13 @@ def test_api_key_of_another_user_is_401(own_server: LiveServer) -> None:
 def test_wrong_password_and_unknown_user_get_the_same_401(own_server: LiveServer) -> None:
     account = add_account(own_server)
     wrong_password = login(own_server, account, password=account.password + "x")
-    unknown_user = httpx.post(
+    unknown_user = httpx2.post(
         login_url(own_server),
         headers={"x-api-key": account.api_key},
         json=login_body("nobody-" + account.user_name, account.password),
     )
-    first = assert_error(wrong_password, 401, "invalid_credentials")
-    second = assert_error(unknown_user, 401, "invalid_credentials")
+    first = assert_envelope(wrong_password, 401, "invalid_credentials")
+    second = assert_envelope(unknown_user, 401, "invalid_credentials")
     assert first == second
     assert first["message"] == "Invalid userName or password"
     # The account itself still works: two failures are below the lockout limit.
@@ -372,11 +366,11 @@ def test_inactive_user_is_401_until_reactivated(own_server: LiveServer) -> None:
     deactivated = own_server.cli_json("admin", "user", "set-status", account.user_name, "Inactive")
     assert deactivated == {"uid": account.uid, "userName": account.user_name, "status": "Inactive"}
 
-    error = assert_error(login(own_server, account), 401, "inactive_user")
+    error = assert_envelope(login(own_server, account), 401, "inactive_user")
     assert "inactive" in error["message"]
     # A wrong password does not reveal that the account exists and is inactive.
     wrong = login(own_server, account, password="not the password")
-    assert assert_error(wrong, 401, "invalid_credentials")["message"] == "Invalid userName or password"
+    assert assert_envelope(wrong, 401, "invalid_credentials")["message"] == "Invalid userName or password"
 
     own_server.cli_json("admin", "user", "set-status", account.user_name, "Active")
     assert_logged_in(own_server, login(own_server, account), account.user_name)
@@ -387,19 +381,19 @@ def test_inactive_user_is_401_until_reactivated(own_server: LiveServer) -> None:
 
 def test_login_without_key_when_not_required(own_server: LiveServer) -> None:
     user_name, password, _ = demo(own_server)
-    response = httpx.post(login_url(own_server), json=login_body(user_name, password))
+    response = httpx2.post(login_url(own_server), json=login_body(user_name, password))
     assert_logged_in(own_server, response, user_name)
 
 
 def test_bad_key_still_refused_when_not_required(own_server: LiveServer) -> None:
     user_name, password, _ = demo(own_server)
-    response = httpx.post(
+    response = httpx2.post(
         login_url(own_server), headers={"x-api-key": "wrong"}, json=login_body(user_name, password)
     )
-    assert_error(response, 401, "invalid_api_key")
+    assert_envelope(response, 401, "invalid_api_key")
 
 
 def test_password_still_checked_when_key_not_required(own_server: LiveServer) -> None:
     user_name, _, _ = demo(own_server)
-    response = httpx.post(login_url(own_server), json=login_body(user_name, "wrong password"))
-    assert_error(response, 401, "invalid_credentials")
+    response = httpx2.post(login_url(own_server), json=login_body(user_name, "wrong password"))
+    assert_envelope(response, 401, "invalid_credentials")

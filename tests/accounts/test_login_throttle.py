@@ -6,10 +6,11 @@ import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
+import httpx2
 import pytest
 
-from tests.support.accounts import Account, add_account, assert_error, login_body, unique
+from tests.support.accounts import Account, add_account, login_body, unique
+from tests.support.checks import assert_envelope
 from tests.support.server import LiveServer
 
 ServerFactory = Callable[..., LiveServer]
@@ -43,12 +44,12 @@ def address() -> str:
 
 def attempt(
     server: LiveServer, account: Account, *, password: str | None = None, address: str | None = None
-) -> httpx.Response:
+) -> httpx2.Response:
     """One login as the account, with its key, from the address when given."""
     headers = {"x-api-key": account.api_key}
     if address is not None:
         headers["X-Forwarded-For"] = address
-    return httpx.post(
+    return httpx2.post(
         server.base_url + "/login",
         headers=headers,
         json=login_body(account.user_name, account.password if password is None else password),
@@ -58,13 +59,13 @@ def attempt(
 def fail(server: LiveServer, account: Account, *, address: str | None = None, times: int = 1) -> None:
     """Log in with a wrong password, expecting the ordinary 401 each time."""
     for _ in range(times):
-        assert_error(
+        assert_envelope(
             attempt(server, account, password="wrong password", address=address), 401, "invalid_credentials"
         )
 
 
-def assert_throttled(response: httpx.Response) -> None:
-    error = assert_error(response, 429, "too_many_login_failures")
+def assert_throttled(response: httpx2.Response) -> None:
+    error = assert_envelope(response, 429, "too_many_login_failures")
     retry_after = int(response.headers["retry-after"])
     assert 1 <= retry_after <= LOCKOUT_SECONDS + 1
     assert f"{retry_after} seconds" in error["message"]
@@ -82,12 +83,12 @@ def test_user_name_is_locked_after_max_failures(throttled: LiveServer, address: 
 def test_lockout_ignores_user_name_case(throttled: LiveServer, address: str) -> None:
     account = add_account(throttled)
     for user_name in (account.user_name.upper(), account.user_name.title(), account.user_name):
-        response = httpx.post(
+        response = httpx2.post(
             throttled.base_url + "/login",
             headers={"x-api-key": account.api_key, "X-Forwarded-For": address},
             json=login_body(user_name, "wrong password"),
         )
-        assert_error(response, 401, "invalid_credentials")
+        assert_envelope(response, 401, "invalid_credentials")
     assert_throttled(attempt(throttled, account, address=address))
 
 
@@ -142,18 +143,18 @@ def test_successful_login_resets_the_user_name_count(throttled: LiveServer, addr
 def test_requests_refused_before_the_password_check_do_not_count(throttled: LiveServer, address: str) -> None:
     account = add_account(throttled)
     for _ in range(MAX_FAILURES + 1):
-        bad_key = httpx.post(
+        bad_key = httpx2.post(
             throttled.base_url + "/login",
             headers={"x-api-key": "wrong", "X-Forwarded-For": address},
             json=login_body(account.user_name, "wrong password"),
         )
-        assert_error(bad_key, 401, "invalid_api_key")
-        no_terms = httpx.post(
+        assert_envelope(bad_key, 401, "invalid_api_key")
+        no_terms = httpx2.post(
             throttled.base_url + "/login",
             headers={"x-api-key": account.api_key, "X-Forwarded-For": address},
             json={"userName": account.user_name, "password": "wrong password"},
         )
-        assert_error(no_terms, 400, "terms_not_accepted")
+        assert_envelope(no_terms, 400, "terms_not_accepted")
     assert attempt(throttled, account, address=address).status_code == 200
 
 
@@ -174,7 +175,7 @@ def test_concurrent_failures_all_count(throttled: LiveServer, address: str) -> N
     # Attempts are counted before their passwords are checked: a burst gets exactly the allowance.
     assert statuses.count(401) == MAX_FAILURES
     for response in responses:
-        assert_error(
+        assert_envelope(
             response,
             response.status_code,
             "invalid_credentials" if response.status_code == 401 else "too_many_login_failures",
@@ -203,6 +204,6 @@ def test_address_lockout_without_a_trusted_proxy(make_server: ServerFactory) -> 
             api_key_uid="",
             organization_uids=(),
         )
-        assert_error(attempt(server, ghost, address=f"192.0.2.{index}"), 401, "invalid_credentials")
+        assert_envelope(attempt(server, ghost, address=f"192.0.2.{index}"), 401, "invalid_credentials")
     assert_throttled(attempt(server, demo))
     assert_throttled(attempt(server, demo, address="192.0.2.200"))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import httpx
+import httpx2
 import jwt
 import pytest
 
@@ -15,12 +16,12 @@ from tests.support.accounts import (
     Account,
     add_account,
     add_organization,
-    assert_error,
     login,
     session_token,
     unique,
     unique_fice,
 )
+from tests.support.checks import assert_envelope
 from tests.support.server import LiveServer
 
 TTL = timedelta(seconds=1200)
@@ -32,7 +33,7 @@ def demo_token(server: LiveServer) -> str:
 
 def exports(
     server: LiveServer, *, token: str | None, organization: str | None = None, api_key: str | None = None
-) -> httpx.Response:
+) -> httpx2.Response:
     """GET /v1/datacenter/exports with the given credentials."""
     headers = {}
     if token is not None:
@@ -41,12 +42,12 @@ def exports(
         headers["Organization"] = organization
     if api_key is not None:
         headers["x-api-key"] = api_key
-    return httpx.get(server.base_url + "/datacenter/exports", headers=headers)
+    return httpx2.get(server.base_url + "/datacenter/exports", headers=headers)
 
 
-def refresh(server: LiveServer, authorization: str | None, *, method: str = "GET") -> httpx.Response:
+def refresh(server: LiveServer, authorization: str | None, *, method: str = "GET") -> httpx2.Response:
     headers = {} if authorization is None else {"Authorization": authorization}
-    return httpx.request(method, server.base_url + "/refresh-token", headers=headers)
+    return httpx2.request(method, server.base_url + "/refresh-token", headers=headers)
 
 
 def demo_org(server: LiveServer) -> str:
@@ -60,6 +61,18 @@ def secret(server: LiveServer) -> str:
 
 def user_uid_of(server: LiveServer, token: str) -> str:
     return read_token(secret_key=secret(server), token=token, now=datetime.now(UTC)).user_uid
+
+
+def demo_claims(server: LiveServer) -> dict[str, Any]:
+    """The claims of a current token of the demo user, as the server would issue them."""
+    user_uid = user_uid_of(server, demo_token(server))
+    now = datetime.now(UTC)
+    return {
+        "iss": "datalab",
+        "sub": user_uid,
+        "iat": int(now.timestamp()),
+        "exp": int((now + TTL).timestamp()),
+    }
 
 
 # --- refresh ------------------------------------------------------------------------------------------
@@ -104,7 +117,7 @@ def test_refreshed_token_can_be_refreshed_again(server: LiveServer) -> None:
 
 
 def test_org_scoped_call_accepts_jwt_scheme(server: LiveServer) -> None:
-    response = httpx.get(
+    response = httpx2.get(
         server.base_url + "/datacenter/exports",
         headers={"Authorization": f"JWT {demo_token(server)}", "Organization": demo_org(server)},
     )
@@ -113,7 +126,7 @@ def test_org_scoped_call_accepts_jwt_scheme(server: LiveServer) -> None:
 
 def test_refresh_with_a_valid_api_key(server: LiveServer) -> None:
     assert server.demo is not None
-    response = httpx.get(
+    response = httpx2.get(
         server.base_url + "/refresh-token",
         headers={"Authorization": f"Bearer {demo_token(server)}", "x-api-key": server.demo.api_key},
     )
@@ -121,29 +134,29 @@ def test_refresh_with_a_valid_api_key(server: LiveServer) -> None:
 
 
 def test_refresh_with_an_invalid_api_key_is_401(server: LiveServer) -> None:
-    response = httpx.get(
+    response = httpx2.get(
         server.base_url + "/refresh-token",
         headers={"Authorization": f"Bearer {demo_token(server)}", "x-api-key": "not-a-key"},
     )
-    assert_error(response, 401, "invalid_api_key")
+    assert_envelope(response, 401, "invalid_api_key")
 
 
 def test_refresh_with_another_users_api_key_is_401(server: LiveServer) -> None:
     other = add_account(server)
-    response = httpx.get(
+    response = httpx2.get(
         server.base_url + "/refresh-token",
         headers={"Authorization": f"Bearer {demo_token(server)}", "x-api-key": other.api_key},
     )
-    assert_error(response, 401, "invalid_api_key")
+    assert_envelope(response, 401, "invalid_api_key")
 
 
 # --- refused tokens -----------------------------------------------------------------------------------
 
 
 def test_missing_authorization_is_401(server: LiveServer) -> None:
-    error = assert_error(refresh(server, None), 401, "missing_token")
+    error = assert_envelope(refresh(server, None), 401, "missing_token")
     assert "Authorization" in error["message"]
-    error = assert_error(exports(server, token=None, organization=demo_org(server)), 401, "missing_token")
+    error = assert_envelope(exports(server, token=None, organization=demo_org(server)), 401, "missing_token")
     assert "Authorization" in error["message"]
 
 
@@ -158,11 +171,11 @@ def test_missing_authorization_is_401(server: LiveServer) -> None:
     ],
 )
 def test_unusable_authorization_header_is_401(server: LiveServer, authorization: str, code: str) -> None:
-    assert_error(refresh(server, authorization), 401, code)
+    assert_envelope(refresh(server, authorization), 401, code)
 
 
 def test_wrong_scheme_names_the_accepted_ones(server: LiveServer) -> None:
-    error = assert_error(refresh(server, f"Token {demo_token(server)}"), 401, "invalid_token")
+    error = assert_envelope(refresh(server, f"Token {demo_token(server)}"), 401, "invalid_token")
     assert "Bearer" in error["message"]
     assert "JWT" in error["message"]
 
@@ -172,9 +185,11 @@ def test_expired_token_is_401(server: LiveServer) -> None:
     expired = issue_token(
         secret_key=secret(server), user_uid=user_uid, now=datetime.now(UTC) - timedelta(hours=1), ttl=TTL
     )
-    error = assert_error(refresh(server, f"Bearer {expired}"), 401, "invalid_token")
+    error = assert_envelope(refresh(server, f"Bearer {expired}"), 401, "invalid_token")
     assert "expired" in error["message"]
-    error = assert_error(exports(server, token=expired, organization=demo_org(server)), 401, "invalid_token")
+    error = assert_envelope(
+        exports(server, token=expired, organization=demo_org(server)), 401, "invalid_token"
+    )
     assert "expired" in error["message"]
 
 
@@ -187,14 +202,14 @@ def test_token_just_past_its_expiry_is_401(server: LiveServer) -> None:
         now=now - timedelta(seconds=40),
         ttl=timedelta(seconds=30),
     )
-    assert "expired" in assert_error(refresh(server, f"Bearer {expired}"), 401, "invalid_token")["message"]
+    assert "expired" in assert_envelope(refresh(server, f"Bearer {expired}"), 401, "invalid_token")["message"]
     valid = issue_token(secret_key=secret(server), user_uid=user_uid, now=now, ttl=timedelta(seconds=30))
     assert refresh(server, f"Bearer {valid}").status_code == 200
 
 
 @pytest.mark.parametrize("token", ["not-a-token", "a.b.c", "Bearer"])
 def test_malformed_token_is_401(server: LiveServer, token: str) -> None:
-    error = assert_error(refresh(server, f"Bearer {token}"), 401, "invalid_token")
+    error = assert_envelope(refresh(server, f"Bearer {token}"), 401, "invalid_token")
     assert "malformed" in error["message"]
 
 
@@ -203,42 +218,26 @@ def test_foreign_signed_token_is_401(server: LiveServer) -> None:
     foreign = issue_token(
         secret_key="another-deployment-" + "x" * 40, user_uid=user_uid, now=datetime.now(UTC), ttl=TTL
     )
-    error = assert_error(refresh(server, f"Bearer {foreign}"), 401, "invalid_token")
+    error = assert_envelope(refresh(server, f"Bearer {foreign}"), 401, "invalid_token")
     assert "signature" in error["message"]
-    assert_error(exports(server, token=foreign, organization=demo_org(server)), 401, "invalid_token")
+    assert_envelope(exports(server, token=foreign, organization=demo_org(server)), 401, "invalid_token")
 
 
 def test_token_signed_with_the_raw_secret_is_401(server: LiveServer) -> None:
     """The signing key is derived from the secret; a token signed with the secret itself is foreign."""
-    user_uid = user_uid_of(server, demo_token(server))
-    now = datetime.now(UTC)
-    claims = {
-        "iss": "datalab",
-        "sub": user_uid,
-        "iat": int(now.timestamp()),
-        "exp": int((now + TTL).timestamp()),
-    }
-    forged = jwt.encode(claims, secret(server), algorithm="HS256")
-    assert_error(refresh(server, f"Bearer {forged}"), 401, "invalid_token")
+    forged = jwt.encode(demo_claims(server), secret(server), algorithm="HS256")
+    assert_envelope(refresh(server, f"Bearer {forged}"), 401, "invalid_token")
 
 
 def test_unsigned_token_is_401(server: LiveServer) -> None:
-    user_uid = user_uid_of(server, demo_token(server))
-    now = datetime.now(UTC)
-    claims = {
-        "iss": "datalab",
-        "sub": user_uid,
-        "iat": int(now.timestamp()),
-        "exp": int((now + TTL).timestamp()),
-    }
-    unsigned = jwt.encode(claims, "", algorithm="none")
-    assert_error(refresh(server, f"Bearer {unsigned}"), 401, "invalid_token")
-    assert_error(exports(server, token=unsigned, organization=demo_org(server)), 401, "invalid_token")
+    unsigned = jwt.encode(demo_claims(server), "", algorithm="none")
+    assert_envelope(refresh(server, f"Bearer {unsigned}"), 401, "invalid_token")
+    assert_envelope(exports(server, token=unsigned, organization=demo_org(server)), 401, "invalid_token")
 
 
 def test_token_of_an_unknown_user_is_401(server: LiveServer) -> None:
     token = issue_token(secret_key=secret(server), user_uid=str(uuid.uuid4()), now=datetime.now(UTC), ttl=TTL)
-    assert_error(refresh(server, f"Bearer {token}"), 401, "invalid_token")
+    assert_envelope(refresh(server, f"Bearer {token}"), 401, "invalid_token")
 
 
 def test_token_of_a_deactivated_user_is_401_and_stays_revoked(server: LiveServer) -> None:
@@ -247,14 +246,14 @@ def test_token_of_a_deactivated_user_is_401_and_stays_revoked(server: LiveServer
     assert exports(server, token=token, organization=account.organization_uids[0]).status_code == 200
 
     server.cli_json("admin", "user", "set-status", account.user_name, "Inactive")
-    assert_error(refresh(server, f"Bearer {token}"), 401, "invalid_token")
-    assert_error(
+    assert_envelope(refresh(server, f"Bearer {token}"), 401, "invalid_token")
+    assert_envelope(
         exports(server, token=token, organization=account.organization_uids[0]), 401, "invalid_token"
     )
 
     # Reactivation does not bring the old sessions back; a new login does.
     server.cli_json("admin", "user", "set-status", account.user_name, "Active")
-    error = assert_error(refresh(server, f"Bearer {token}"), 401, "invalid_token")
+    error = assert_envelope(refresh(server, f"Bearer {token}"), 401, "invalid_token")
     assert "revoked" in error["message"]
     fresh = session_token(server, account)
     assert refresh(server, f"Bearer {fresh}").status_code == 200
@@ -264,24 +263,24 @@ def test_token_of_a_deactivated_user_is_401_and_stays_revoked(server: LiveServer
 
 
 def test_missing_organization_header_is_400(server: LiveServer) -> None:
-    error = assert_error(exports(server, token=demo_token(server)), 400, "missing_organization")
+    error = assert_envelope(exports(server, token=demo_token(server)), 400, "missing_organization")
     assert "Organization" in error["message"]
     assert "/v1/login" in error["message"]
 
 
 def test_blank_organization_header_is_400(server: LiveServer) -> None:
-    assert_error(exports(server, token=demo_token(server), organization=""), 400, "missing_organization")
+    assert_envelope(exports(server, token=demo_token(server), organization=""), 400, "missing_organization")
 
 
 def test_token_is_checked_before_the_organization(server: LiveServer) -> None:
-    assert_error(exports(server, token="garbage"), 401, "invalid_token")
+    assert_envelope(exports(server, token="garbage"), 401, "invalid_token")
 
 
 def test_organization_of_someone_else_is_403(server: LiveServer) -> None:
     created = server.cli_json(
         "admin", "org", "create", "--name", unique("Other College"), "--fice", unique_fice(), "--state", "IA"
     )
-    error = assert_error(
+    error = assert_envelope(
         exports(server, token=demo_token(server), organization=created["uid"]), 403, "organization_forbidden"
     )
     assert created["uid"] in error["message"]
@@ -289,7 +288,7 @@ def test_organization_of_someone_else_is_403(server: LiveServer) -> None:
 
 def test_unknown_organization_is_403_like_a_foreign_one(server: LiveServer) -> None:
     unknown = str(uuid.uuid4())
-    error = assert_error(
+    error = assert_envelope(
         exports(server, token=demo_token(server), organization=unknown), 403, "organization_forbidden"
     )
     assert unknown in error["message"]
@@ -346,18 +345,20 @@ def test_user_in_two_organizations(server: LiveServer, tmp_path: Path) -> None:
     assert [(e["uid"], e["organizationUid"], e["fice"]) for e in in_second.json()] == [
         (published["uid"], second.uid, second.fice)
     ]
-    assert_error(exports(server, token=token, organization=demo_org(server)), 403, "organization_forbidden")
+    assert_envelope(
+        exports(server, token=token, organization=demo_org(server)), 403, "organization_forbidden"
+    )
 
 
 def test_api_key_of_another_user_on_org_scoped_call_is_401(server: LiveServer) -> None:
     other = add_account(server)
     response = exports(server, token=demo_token(server), organization=demo_org(server), api_key=other.api_key)
-    assert_error(response, 401, "invalid_api_key")
+    assert_envelope(response, 401, "invalid_api_key")
 
 
 def test_invalid_api_key_on_org_scoped_call_is_401(server: LiveServer) -> None:
     response = exports(server, token=demo_token(server), organization=demo_org(server), api_key="nope")
-    assert_error(response, 401, "invalid_api_key")
+    assert_envelope(response, 401, "invalid_api_key")
 
 
 def test_api_key_last_used_time_is_recorded(server: LiveServer) -> None:

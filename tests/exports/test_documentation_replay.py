@@ -16,22 +16,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 import pytest
 
+from tests.support.accounts import DEMO_FICE, USER_KEYS, add_account, add_organization, login_as, unique
+from tests.support.checks import assert_envelope, wait_for
 from tests.support.exports import (
-    DEMO_FICE,
     EXPORT_KEYS,
     PRODUCT_KEYS,
     SAMPLE_HEADER,
-    assert_envelope,
-    create_account,
     file_name_of,
-    login_as,
     parse_csv,
     publish,
     sample_rows,
-    wait_for,
     write_csv,
 )
 from tests.support.server import LiveServer, LoggedIn
@@ -44,17 +41,6 @@ ACT_FILE_NAME = re.compile(
     r"^ACT-SAMPLE-UNIVERSITY-(?P<month>0[1-9]|1[0-2])(?P<day>0[1-9]|[12]\d|3[01])(?P<year>\d{4})"
     r"-(?P<hour>1?\d|2[0-3])(?P<minute>[0-5]\d)(?P<second>[0-5]\d)\.csv$"
 )
-LOGIN_USER_KEYS = {
-    "uid",
-    "type",
-    "userName",
-    "firstName",
-    "lastName",
-    "email",
-    "status",
-    "organizations",
-    "attributes",
-}
 
 
 def doc_url(server: LiveServer, documented: str) -> str:
@@ -71,6 +57,15 @@ def documented_headers(logged_in: LoggedIn) -> dict[str, str]:
         "x-api-key": logged_in.api_key,
         "Content-Type": "application/json",
     }
+
+
+def documented_get(server: LiveServer, logged_in: LoggedIn, documented: str) -> httpx2.Response:
+    """GET a documented URL with the documented headers on the live server; assert a 200 JSON answer."""
+    with httpx2.Client() as client:
+        response = client.get(doc_url(server, documented), headers=documented_headers(logged_in))
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    return response
 
 
 def assert_export_item(item: dict[str, Any]) -> None:
@@ -119,14 +114,14 @@ def test_api_key_only_curl_needs_a_session_token(server: LiveServer, api_key: st
     # curl -H "x-api-key: <key>" -k "https://api-datalab.encoura.org/v1/datacenter/exports?productKey=score-reporter"
     assert server.demo is not None
     key = server.demo.api_key if api_key == "demo" else api_key
-    with httpx.Client() as client:  # -k (skip TLS verification) has nothing to do over plain http
+    with httpx2.Client() as client:  # -k (skip TLS verification) has nothing to do over plain http
         response = client.get(
             doc_url(server, f"{DOC_HOST}/datacenter/exports?productKey=score-reporter"),
             headers={"x-api-key": key},
         )
     # An API key alone authenticates nothing: the session token of the Authorization header is missing.
-    message = assert_envelope(response, 401, "missing_token")
-    assert message == "Missing Authorization header"
+    error = assert_envelope(response, 401, "missing_token")
+    assert error["message"] == "Missing Authorization header"
     assert response.headers["www-authenticate"] == "Bearer"
 
 
@@ -134,7 +129,7 @@ def test_login_request_example(server: LiveServer) -> None:
     # The documented body is not valid JSON (a missing comma, a // comment, no closing brace); the
     # same fields as valid JSON. Invalid bodies are the accounts tests' business.
     assert server.demo is not None
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         response = client.post(
             doc_url(server, f"{DOC_HOST}/login"),
             headers={"Content-Type": "application/json", "x-api-key": server.demo.api_key},
@@ -150,7 +145,7 @@ def test_login_request_example(server: LiveServer) -> None:
     assert isinstance(body["sessionToken"], str)
     assert body["sessionToken"]
     user = body["user"]
-    assert set(user) == LOGIN_USER_KEYS
+    assert set(user) == USER_KEYS
     uuid.UUID(user["uid"])
     assert user["userName"] == server.demo.user_name
     assert user["type"] == "User"
@@ -173,13 +168,9 @@ def test_list_request_example(
     # curl https://api-datalab.encoura.org/v1/datacenter/exports/?status=NotDelivered&productKey=score-reporter
     #   --header 'Authorization: Bearer <session-token>' --header 'Organization: organization-uid'
     #   --header 'x-api-key: ...' --header 'Content-Type: application/json'
-    with httpx.Client() as client:
-        response = client.get(
-            doc_url(server, f"{DOC_HOST}/datacenter/exports/?status=NotDelivered&productKey=score-reporter"),
-            headers=documented_headers(demo),
-        )
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "application/json"
+    response = documented_get(
+        server, demo, f"{DOC_HOST}/datacenter/exports/?status=NotDelivered&productKey=score-reporter"
+    )
     items = response.json()
     assert isinstance(items, list)
     assert int(response.headers["total-count"]) == len(items)
@@ -210,14 +201,7 @@ def test_download_request_example_and_plain_fetch(
     # curl https://api-datalab.encoura.org/v1/datacenter/exports/<file-uid>/download
     #   --header 'Authorization: Bearer <session-token>' --header 'Organization: <organization-uid>'
     #   --header 'x-api-key: ...' --header 'Content-Type: application/json'
-    with httpx.Client() as client:
-        response = client.get(
-            doc_url(server, f"{DOC_HOST}/datacenter/exports/{published['uid']}/download"),
-            headers=documented_headers(demo),
-        )
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
+    body = documented_get(server, demo, f"{DOC_HOST}/datacenter/exports/{published['uid']}/download").json()
     assert set(body) == {"downloadUrl"}
     url = body["downloadUrl"]
     assert isinstance(url, str)
@@ -242,7 +226,7 @@ def test_download_request_example_and_plain_fetch(
     # The delivery is recorded once the server has handed over the last byte, a moment after the client
     # has it.
     def delivered() -> bool:
-        with httpx.Client() as client:
+        with httpx2.Client() as client:
             after = client.get(
                 f"{server.base_url}/datacenter/exports",
                 headers=demo.headers,
@@ -258,7 +242,7 @@ def test_documented_short_download_path(
 ) -> None:
     published, content = score_report
     # Request URL: http://api-datalab.encoura.org/v1/datacenter/<uid>/download
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         response = client.get(
             doc_url(server, f"{DOC_HOST}/datacenter/{published['uid']}/download"),
             headers=documented_headers(demo),
@@ -275,7 +259,7 @@ def test_documented_short_download_path(
 
 def test_refresh_token_request_example(server: LiveServer, demo: LoggedIn) -> None:
     # curl https://api-datalab.encoura.org/v1/refresh-token --header 'Authorization: Bearer <session-token>'
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         response = client.get(
             doc_url(server, f"{DOC_HOST}/refresh-token"), headers={"Authorization": f"Bearer {demo.token}"}
         )
@@ -299,7 +283,7 @@ def test_no_product_key_lists_every_product(server: LiveServer, demo: LoggedIn, 
         )["uid"]
         for product in ("prospect", "affinity", "score-reporter")
     }
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         not_delivered = client.get(
             f"{server.base_url}/datacenter/exports?status=NotDelivered", headers=demo.headers
         )
@@ -316,9 +300,9 @@ def test_no_product_key_lists_every_product(server: LiveServer, demo: LoggedIn, 
 
 def test_nothing_new_is_200_with_an_empty_list(server: LiveServer) -> None:
     """Compat row 8: scripts call .json() unconditionally, so no match is 200 with [] (never 204)."""
-    account = create_account(server, name="Empty College")
-    logged_in = login_as(server, account)
-    with httpx.Client() as client:
+    organization = add_organization(server, name=unique("Empty College"))
+    logged_in = login_as(server, add_account(server, organization_uids=[organization.uid]))
+    with httpx2.Client() as client:
         for query in ("?status=NotDelivered&productKey=score-reporter", "?status=NotDelivered", ""):
             response = client.get(
                 f"{server.base_url}/datacenter/exports/{query}", headers=documented_headers(logged_in)
@@ -344,7 +328,7 @@ def test_download_paths_with_and_without_trailing_slash(
 ) -> None:
     """Compat row 9: both path shapes, with and without a trailing slash, answer directly (no redirect)."""
     published, _ = score_report
-    with httpx.Client(follow_redirects=False) as client:
+    with httpx2.Client(follow_redirects=False) as client:
         response = client.get(server.base_url + path.format(uid=published["uid"]), headers=demo.headers)
     assert response.status_code == 200, response.text
     assert set(response.json()) == {"downloadUrl"}
@@ -353,7 +337,7 @@ def test_download_paths_with_and_without_trailing_slash(
 
 def test_list_with_and_without_trailing_slash(server: LiveServer, demo: LoggedIn) -> None:
     """Compat row 9: /datacenter/exports and /datacenter/exports/ are the same list."""
-    with httpx.Client(follow_redirects=False) as client:
+    with httpx2.Client(follow_redirects=False) as client:
         bare = client.get(f"{server.base_url}/datacenter/exports?productKey=inquiry", headers=demo.headers)
         slashed = client.get(
             f"{server.base_url}/datacenter/exports/?productKey=inquiry", headers=demo.headers
@@ -368,7 +352,7 @@ def test_standard_export_file_name(server: LiveServer, demo: LoggedIn, tmp_path:
     source = write_csv(tmp_path / "affinity.csv", SAMPLE_HEADER, sample_rows(2))
     published = publish(server, source, product="affinity", order_name="Affinity Search Jan2025")
     created = datetime.fromtimestamp(published["date"] / 1000, tz=UTC)
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         response = client.get(
             f"{server.base_url}/datacenter/exports/{published['uid']}/download", headers=demo.headers
         )
@@ -391,7 +375,7 @@ def test_unused_download_params_are_ignored(
 ) -> None:
     """Compat row 14: fileType=csv / filetype=csv and unknown params change nothing."""
     published, content = score_report
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         response = client.get(
             f"{server.base_url}/datacenter/exports/{published['uid']}/download",
             headers=demo.headers,
@@ -408,7 +392,7 @@ def test_unused_download_params_are_ignored(
 
 
 def test_unknown_list_params_are_ignored(server: LiveServer, demo: LoggedIn) -> None:
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         plain = client.get(f"{server.base_url}/datacenter/exports?productKey=declared", headers=demo.headers)
         extra = client.get(
             f"{server.base_url}/datacenter/exports?productKey=declared&fileType=csv&filetype=csv&foo=bar",
@@ -423,7 +407,7 @@ def test_csv_content_is_what_was_published(
 ) -> None:
     """The downloaded file parses back to the published header and rows, awkward values included."""
     published, content = score_report
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         url = client.get(
             f"{server.base_url}/datacenter/exports/{published['uid']}/download", headers=demo.headers
         ).json()["downloadUrl"]

@@ -7,25 +7,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import select
 
 from datalab.accounts.models import User
 from datalab.exports.models import Delivery, Export
-from tests.support.exports import (
+from tests.support.accounts import (
     DEMO_DISPLAY_NAME,
+    Organization,
+    add_account,
+    add_organization,
+    login_as,
+    unique,
+)
+from tests.support.checks import assert_envelope, wait_for
+from tests.support.exports import (
     PRODUCT_KEYS,
     SAMPLE_HEADER,
-    Account,
-    assert_envelope,
     bare_client,
-    create_account,
     download_url,
-    login_as,
     publish,
     sample_rows,
-    wait_for,
     write_csv,
 )
 from tests.support.server import LiveServer, LoggedIn
@@ -35,7 +38,7 @@ from tests.support.server import LiveServer, LoggedIn
 class OtherOrganization:
     """A second organization with its own service account and one published export."""
 
-    account: Account
+    organization: Organization
     logged_in: LoggedIn
     export_uid: str
 
@@ -47,20 +50,21 @@ def demo(server: LiveServer) -> LoggedIn:
 
 @pytest.fixture(scope="module")
 def other(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> OtherOrganization:
-    account = create_account(server, name="Other College")
+    organization = add_organization(server, name=unique("Other College"))
+    account = add_account(server, organization_uids=[organization.uid])
     source = write_csv(tmp_path_factory.mktemp("other") / "other.csv", SAMPLE_HEADER, sample_rows(4))
-    published = publish(server, source, product="prospect", org=account.fice, order_name="Other Order")
+    published = publish(server, source, product="prospect", org=organization.fice, order_name="Other Order")
     return OtherOrganization(
-        account=account, logged_in=login_as(server, account), export_uid=published["uid"]
+        organization=organization, logged_in=login_as(server, account), export_uid=published["uid"]
     )
 
 
-def list_exports(server: LiveServer, logged_in: LoggedIn, **params: str) -> httpx.Response:
-    with httpx.Client() as client:
+def list_exports(server: LiveServer, logged_in: LoggedIn, **params: str) -> httpx2.Response:
+    with httpx2.Client() as client:
         return client.get(f"{server.base_url}/datacenter/exports", headers=logged_in.headers, params=params)
 
 
-def listed(response: httpx.Response) -> list[dict[str, Any]]:
+def listed(response: httpx2.Response) -> list[dict[str, Any]]:
     """The items of a successful list response."""
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()
@@ -109,7 +113,7 @@ def test_status_and_product_key_combine(server: LiveServer, demo: LoggedIn, tmp_
 @pytest.mark.parametrize("status", ["notdelivered", "delivered", "NOTDELIVERED", "Not Delivered", "Complete"])
 def test_invalid_status_names_the_valid_values(server: LiveServer, demo: LoggedIn, status: str) -> None:
     """Query parameters are case-sensitive, as the documentation warns."""
-    message = assert_envelope(list_exports(server, demo, status=status), 400, "invalid_status")
+    message = assert_envelope(list_exports(server, demo, status=status), 400, "invalid_status")["message"]
     assert repr(status) in message
     assert "Delivered" in message
     assert "NotDelivered" in message
@@ -119,7 +123,8 @@ def test_invalid_status_names_the_valid_values(server: LiveServer, demo: LoggedI
 def test_invalid_product_key_names_the_valid_ones(
     server: LiveServer, demo: LoggedIn, product_key: str
 ) -> None:
-    message = assert_envelope(list_exports(server, demo, productKey=product_key), 400, "invalid_product_key")
+    response = list_exports(server, demo, productKey=product_key)
+    message = assert_envelope(response, 400, "invalid_product_key")["message"]
     assert repr(product_key) in message
     for key in PRODUCT_KEYS:
         assert key in message
@@ -173,7 +178,7 @@ def test_paging_combines_with_filters(server: LiveServer, demo: LoggedIn) -> Non
 def test_bad_paging_values(
     server: LiveServer, demo: LoggedIn, params: dict[str, str], code: str, mentions: str
 ) -> None:
-    message = assert_envelope(list_exports(server, demo, **params), 400, code)
+    message = assert_envelope(list_exports(server, demo, **params), 400, code)["message"]
     assert mentions in message
 
 
@@ -181,7 +186,7 @@ def test_another_organizations_export_is_not_found(
     server: LiveServer, demo: LoggedIn, other: OtherOrganization
 ) -> None:
     demo_uid = listed(list_exports(server, demo, productKey="prospect"))[0]["uid"]
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         for logged_in, uid in ((demo, other.export_uid), (other.logged_in, demo_uid)):
             for path in (f"/datacenter/exports/{uid}/download", f"/datacenter/{uid}/download"):
                 response = client.get(server.base_url + path, headers=logged_in.headers)
@@ -191,7 +196,7 @@ def test_another_organizations_export_is_not_found(
 
 def test_unknown_uid_is_not_found(server: LiveServer, demo: LoggedIn) -> None:
     uid = "00000000-0000-4000-8000-000000000000"
-    with httpx.Client() as client:
+    with httpx2.Client() as client:
         response = client.get(f"{server.base_url}/datacenter/exports/{uid}/download", headers=demo.headers)
     assert_envelope(response, 404, "export_not_found")
     assert response.json()["detail"] == f"Export with uid: {uid} is NOT found."
@@ -205,8 +210,8 @@ def test_lists_are_scoped_to_the_organization(
     assert [item["uid"] for item in items] == [other.export_uid]
     assert response.headers["total-count"] == "1"
     (item,) = items
-    assert item["organizationUid"] == other.account.organization_uid
-    assert item["fice"] == other.account.fice
+    assert item["organizationUid"] == other.organization.uid
+    assert item["fice"] == other.organization.fice
     assert item["fice"].startswith("0")
     assert len(item["fice"]) == 6
     assert item["quantity"] == 4
@@ -216,15 +221,15 @@ def test_lists_are_scoped_to_the_organization(
 def test_organization_header_must_be_one_of_the_users(
     server: LiveServer, demo: LoggedIn, other: OtherOrganization
 ) -> None:
-    headers = {**demo.headers, "Organization": other.account.organization_uid}
-    with httpx.Client() as client:
+    headers = {**demo.headers, "Organization": other.organization.uid}
+    with httpx2.Client() as client:
         listing = client.get(f"{server.base_url}/datacenter/exports", headers=headers)
         download = client.get(
             f"{server.base_url}/datacenter/exports/{other.export_uid}/download", headers=headers
         )
     for response in (listing, download):
-        message = assert_envelope(response, 403, "organization_forbidden")
-        assert other.account.organization_uid in message
+        message = assert_envelope(response, 403, "organization_forbidden")["message"]
+        assert other.organization.uid in message
 
 
 def test_download_records_a_delivery(server: LiveServer, demo: LoggedIn, tmp_path: Path) -> None:
@@ -236,7 +241,7 @@ def test_download_records_a_delivery(server: LiveServer, demo: LoggedIn, tmp_pat
     )
     assert before["deliveries"] == []
 
-    with httpx.Client() as client, bare_client() as bare:
+    with httpx2.Client() as client, bare_client() as bare:
         first = bare.get(download_url(client, server, demo, uid))
         assert first.status_code == 200
         assert first.content == content

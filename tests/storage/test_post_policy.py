@@ -27,6 +27,7 @@ from datalab.storage.post_policy import (
     too_large_fields_error,
 )
 from datalab.storage.sigv4 import Credentials, S3Error, signing_key
+from tests.support.checks import SIGNATURE_MISMATCH
 
 AKID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -41,10 +42,6 @@ VHOST_URL = "https://sigv4examplebucket.s3.amazonaws.com/"
 EXPIRATION = "2015-12-29T01:00:00Z"
 CREDS = Credentials(access_key_id=AKID, secret_access_key=SECRET)
 CREDS_TOKEN = Credentials(access_key_id=AKID, secret_access_key=SECRET, session_token=TOKEN)
-SIG_MESSAGE = (
-    "The request signature we calculated does not match the signature you provided. "
-    "Check your key and signing method."
-)
 CONDITION_FAILED = "Invalid according to Policy: Policy Condition failed: "
 SIMPLE_PROPERTIES = (
     "Invalid Policy: Invalid Simple-Condition: Simple-Conditions must have exactly one property specified."
@@ -592,7 +589,7 @@ def test_changed_signature() -> None:
         error,
         403,
         "SignatureDoesNotMatch",
-        SIG_MESSAGE,
+        SIGNATURE_MISMATCH,
         [
             ("AWSAccessKeyId", AKID),
             ("StringToSign", V3_B64),

@@ -22,8 +22,8 @@ from datalab.exports.models import Delivery, Export
 from datalab.pipeline.models import PipelineJob
 from datalab.uploads.models import Upload
 from tests.conftest import ServerFactory
+from tests.support.checks import s3_error, wait_for
 from tests.support.server import LiveServer, free_port
-from tests.support.uploads import s3_error
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -86,15 +86,6 @@ def s3_server(make_server: ServerFactory, moto_endpoint: str) -> LiveServer:
 
 def _headers(server: LiveServer) -> dict[str, str]:
     return server.login().headers
-
-
-def _wait_for(predicate: Any, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_demo_exports_live_in_s3(s3_server: LiveServer, moto_endpoint: str) -> None:
@@ -189,7 +180,7 @@ def test_sweeper_notices_uploads_nobody_asked_about(s3_server: LiveServer) -> No
         with s3_server.db() as db:
             return db.scalar(select(Upload.status).where(Upload.uid == form["id"])) == "analyzing"
 
-    assert _wait_for(analyzing)
+    assert wait_for(analyzing, timeout=10)
 
 
 def test_server_verifies_the_size_itself(s3_server: LiveServer, moto_endpoint: str) -> None:

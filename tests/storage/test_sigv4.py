@@ -20,6 +20,7 @@ from datalab.storage.sigv4 import (
     uri_encode,
     verify_presigned_get,
 )
+from tests.support.checks import ONE_AUTH_MECHANISM, SIGNATURE_MISMATCH
 
 AKID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -31,10 +32,6 @@ VHOST = "https://examplebucket.s3.amazonaws.com"
 CLOCK_2013 = datetime(2013, 5, 24, tzinfo=UTC)
 CLOCK_2015 = datetime(2015, 12, 29, tzinfo=UTC)
 DISPOSITION = 'attachment; filename="a b.txt"'
-SIG_MESSAGE = (
-    "The request signature we calculated does not match the signature you provided. "
-    "Check your key and signing method."
-)
 
 
 def lookup(access_key_id: str) -> str | None:
@@ -345,7 +342,7 @@ def test_v8_string_to_sign_shapes() -> None:
         bad = replace_param(query, "Signature", "AAAA")
         with pytest.raises(S3Error) as info:
             verify(url, path=v2_path(url), query=bad, now=CLOCK_2015)
-        extras = raises_s3(info, 403, "SignatureDoesNotMatch", SIG_MESSAGE)
+        extras = raises_s3(info, 403, "SignatureDoesNotMatch", SIGNATURE_MISMATCH)
         assert list(extras) == ["AWSAccessKeyId", "StringToSign", "SignatureProvided", "StringToSignBytes"]
         assert extras["StringToSign"] == string_to_sign
         assert extras["SignatureProvided"] == "AAAA"
@@ -355,7 +352,7 @@ def test_v8_string_to_sign_shapes() -> None:
 def test_v2_content_type_header_is_signed() -> None:
     with pytest.raises(S3Error) as info:
         verify(V8B, path=v2_path(V8B), now=CLOCK_2015, headers={"content-type": "text/plain"})
-    extras = raises_s3(info, 403, "SignatureDoesNotMatch", SIG_MESSAGE)
+    extras = raises_s3(info, 403, "SignatureDoesNotMatch", SIGNATURE_MISMATCH)
     assert extras["StringToSign"] == "GET\n\ntext/plain\n1451433600\n/examplebucket/test.txt"
 
 
@@ -442,12 +439,6 @@ def test_presign_rejects_bad_arguments(kwargs: dict[str, object]) -> None:
 # --- error paths, in the order the verifier checks them ---------------------------------------------------
 
 
-ONE_AUTH = (
-    "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string "
-    "parameter or the Authorization header should be specified"
-)
-
-
 @pytest.mark.parametrize(
     "authorization",
     [
@@ -462,7 +453,7 @@ def test_authorization_header_with_query_auth(authorization: str, url_kind: str)
     url, path = (v7a_url(), None) if url_kind == "v4" else (V8B, v2_path(V8B))
     with pytest.raises(S3Error) as info:
         verify(url, path=path, now=CLOCK_2015, headers={"authorization": authorization})
-    extras = raises_s3(info, 400, "InvalidArgument", ONE_AUTH)
+    extras = raises_s3(info, 400, "InvalidArgument", ONE_AUTH_MECHANISM)
     assert info.value.extras == [("ArgumentName", "Authorization"), ("ArgumentValue", authorization)]
     assert extras["ArgumentValue"] == authorization
 
@@ -647,7 +638,7 @@ def test_unsigned_amz_header() -> None:
 
 
 def assert_v4_mismatch(info: pytest.ExceptionInfo[S3Error], provided: str) -> dict[str, str]:
-    extras = raises_s3(info, 403, "SignatureDoesNotMatch", SIG_MESSAGE)
+    extras = raises_s3(info, 403, "SignatureDoesNotMatch", SIGNATURE_MISMATCH)
     assert list(extras) == [
         "AWSAccessKeyId",
         "StringToSign",
@@ -715,7 +706,7 @@ def test_tampered_host_and_method_v4() -> None:
 def test_tampered_path_v2() -> None:
     with pytest.raises(S3Error) as info:
         verify(V8B, path="/examplebucket/other.txt", now=CLOCK_2015)
-    extras = raises_s3(info, 403, "SignatureDoesNotMatch", SIG_MESSAGE)
+    extras = raises_s3(info, 403, "SignatureDoesNotMatch", SIGNATURE_MISMATCH)
     assert extras["StringToSign"] == "GET\n\n\n1451433600\n/examplebucket/other.txt"
     assert extras["SignatureProvided"] == "edCcj8qo4kh3Sgc6jqkNT/jg2w4="
 

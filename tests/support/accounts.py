@@ -1,4 +1,4 @@
-"""Accounts for functional tests: unique names, quick provisioning, logins and error-envelope checks."""
+"""Accounts for functional tests: the demo account, unique names, quick provisioning and logins."""
 
 from __future__ import annotations
 
@@ -11,12 +11,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, LoggedIn
 
-ENVELOPE_KEYS = {"code", "message", "detail"}
-_used_fices = {"001024"}
+DEMO_FICE = "001024"
+DEMO_ORGANIZATION_NAME = "Sample University"
+DEMO_DISPLAY_NAME = "API Service Account"
+# The user keys of the documentation's login response example, no more, no fewer.
+USER_KEYS = {
+    "uid",
+    "type",
+    "userName",
+    "firstName",
+    "lastName",
+    "email",
+    "status",
+    "organizations",
+    "attributes",
+}
+_used_fices = {DEMO_FICE}
 
 
 def unique(prefix: str) -> str:
@@ -124,13 +138,18 @@ def login(
     password: str | None = None,
     api_key: str | None = None,
     headers: dict[str, str] | None = None,
-) -> httpx.Response:
+) -> httpx2.Response:
     """POST /v1/login as the account (its own key and password unless others are given)."""
-    return httpx.post(
+    return httpx2.post(
         server.base_url + "/login",
         headers={"x-api-key": api_key or account.api_key, **(headers or {})},
         json=login_body(account.user_name, password or account.password),
     )
+
+
+def login_as(server: LiveServer, account: Account) -> LoggedIn:
+    """Log the account in; its headers act in its (first) organization."""
+    return server.login(user_name=account.user_name, password=account.password, api_key=account.api_key)
 
 
 def session_token(server: LiveServer, account: Account) -> str:
@@ -139,21 +158,6 @@ def session_token(server: LiveServer, account: Account) -> str:
     assert response.status_code == 200, response.text
     token: str = response.json()["sessionToken"]
     return token
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """Assert the response is the JSON error envelope with this status and code; return the body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body: dict[str, Any] = response.json()
-    assert set(body) == ENVELOPE_KEYS, body
-    assert body["code"] == code, body
-    assert isinstance(body["message"], str)
-    assert body["message"].strip()
-    assert body["detail"] == body["message"]
-    if status == 401:
-        assert response.headers.get("www-authenticate") == "Bearer"
-    return body
 
 
 def run_cli(

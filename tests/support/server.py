@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 
@@ -104,9 +104,9 @@ class LiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{(self.home / 'server.log').read_text()}")
             try:
-                if httpx.get(self.root + "/healthz", timeout=1).status_code == 200:
+                if httpx2.get(self.root + "/healthz", timeout=1).status_code == 200:
                     return
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 time.sleep(0.1)
         raise RuntimeError("server did not start in 60 s")
 
@@ -141,7 +141,7 @@ class LiveServer:
         """Log in (the demo account by default) and return the headers for org-scoped calls."""
         assert self.demo is not None
         key = api_key or self.demo.api_key
-        response = httpx.post(
+        response = httpx2.post(
             self.base_url + "/login",
             headers={"x-api-key": key},
             json={

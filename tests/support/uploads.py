@@ -8,9 +8,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
+import boto3  # type: ignore[import-untyped,unused-ignore]
 import httpx2
+from botocore.config import Config  # type: ignore[import-untyped,unused-ignore]
 from sqlalchemy import select
 
 from datalab.pipeline.models import PipelineJob
@@ -45,7 +46,6 @@ FILE_KEYS = {
     "dataSource",
     "error",
 }
-ENVELOPE_KEYS = {"code", "message", "detail"}
 SAMPLE_CSV = b"ID,FIRSTNAME,LASTNAME\r\n00000001,Ana,O'Brien\r\n00000002,Jos\xc3\xa9,N\xc3\xba\xc3\xb1ez\r\n"
 
 
@@ -199,6 +199,30 @@ def storage_credentials(server: LiveServer) -> tuple[str, str]:
     return settings.storage_access_key_id, settings.storage_secret_access_key
 
 
+def boto3_post(server: LiveServer, *, key: str, token: str) -> dict[str, str]:
+    """Fields of a form boto3 signs with the store's derived credentials, carrying this session token."""
+    access_key_id, secret = storage_credentials(server)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=server.root,
+        region_name="us-east-1",
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    try:
+        post = s3.generate_presigned_post(
+            Bucket=UPLOADS_BUCKET,
+            Key=key,
+            Fields={"x-amz-security-token": token},
+            Conditions=[{"x-amz-security-token": token}],
+        )
+    finally:
+        s3.close()
+    assert post["url"] == f"{server.root}/{UPLOADS_BUCKET}"
+    return dict(post["fields"])
+
+
 def sha256_of(path: Path) -> str:
     """The hex SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -206,33 +230,3 @@ def sha256_of(path: Path) -> str:
         while chunk := source.read(1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def s3_error(response: httpx2.Response, *, status: int, code: str, message: str) -> dict[str, str]:
-    """Assert an S3 XML error document with this status, Code and Message; its elements by name."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/xml"
-    root = ElementTree.fromstring(response.content)  # noqa: S314 (our own server's answer)
-    assert root.tag == "Error"
-    elements = [(child.tag, child.text or "") for child in root]
-    names = [name for name, _ in elements]
-    assert names[:2] == ["Code", "Message"], names
-    assert names[-2:] == ["RequestId", "HostId"], names
-    assert len(set(names)) == len(names), names
-    values = dict(elements)
-    assert values["Code"] == code, response.text
-    assert values["Message"] == message, response.text
-    assert values["RequestId"] == response.headers["x-amz-request-id"]
-    return values
-
-
-def assert_envelope(response: httpx2.Response, status: int, code: str) -> dict[str, Any]:
-    """Assert the JSON error envelope with this status and code; return the body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body: dict[str, Any] = response.json()
-    assert set(body) == ENVELOPE_KEYS, body
-    assert body["code"] == code, body
-    assert isinstance(body["message"], str)
-    assert body["message"]
-    return body

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-import boto3  # type: ignore[import-untyped,unused-ignore]
 import httpx2
 import pytest
-from botocore.config import Config  # type: ignore[import-untyped,unused-ignore]
 from sqlalchemy import update
 
 from datalab.uploads.models import Upload
 from tests.conftest import ServerFactory
+from tests.support.checks import SIGNATURE_MISMATCH, s3_error
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import (
     UPLOADS_BUCKET,
@@ -34,6 +33,7 @@ from tests.support.uploads import (
     assert_nothing_stored,
     assert_still_uploading,
     assert_stored,
+    boto3_post,
     create_upload,
     encode_multipart,
     field,
@@ -43,18 +43,12 @@ from tests.support.uploads import (
     object_path,
     pipeline_jobs,
     post_parts,
-    s3_error,
     sha256_of,
-    storage_credentials,
     streamed_multipart,
     upload_row,
 )
 
 CONTENT = b"ID,FIRSTNAME\r\n00000001,Ana\r\n"
-SIGNATURE_MISMATCH = (
-    "The request signature we calculated does not match the signature you provided. "
-    "Check your key and signing method."
-)
 POLICY_FAILED = "Invalid according to Policy: Policy Condition failed: "
 EXTRA_FIELDS = "Invalid according to Policy: Extra input fields: "
 MISSING_FIELD = (
@@ -510,30 +504,6 @@ def test_bucket_url_with_a_trailing_slash(
 # The upload gate: a correctly signed form still needs a live record whose key it names.
 
 
-def boto3_post(server: LiveServer, *, key: str, token: str) -> dict[str, str]:
-    """Fields of a form boto3 signs with the store's derived credentials, carrying this session token."""
-    access_key_id, secret = storage_credentials(server)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=server.root,
-        region_name="us-east-1",
-        aws_access_key_id=access_key_id,
-        aws_secret_access_key=secret,
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
-    try:
-        post = s3.generate_presigned_post(
-            Bucket=UPLOADS_BUCKET,
-            Key=key,
-            Fields={"x-amz-security-token": token},
-            Conditions=[{"x-amz-security-token": token}],
-        )
-    finally:
-        s3.close()
-    assert post["url"] == f"{server.root}/{UPLOADS_BUCKET}"
-    return dict(post["fields"])
-
-
 def test_signed_form_with_an_unknown_token(
     client: httpx2.Client, server: LiveServer, form: UploadForm
 ) -> None:
@@ -612,13 +582,8 @@ def small_demo(small_server: LiveServer) -> LoggedIn:
     return small_server.login()
 
 
-def test_file_above_the_maximum(
-    client: httpx2.Client, small_server: LiveServer, small_demo: LoggedIn
-) -> None:
-    form = create_upload(client, small_server, small_demo.headers)
-    policy = json.loads(base64.b64decode(form.fields["policy"]))
-    assert ["content-length-range", 1, 100] in policy["conditions"]
-    response = post_parts(client, form.url, form_parts(form.fields, b"x" * 101))
+def assert_one_byte_too_large(response: httpx2.Response) -> None:
+    """S3's EntityTooLarge for a 101-byte file on the server whose largest upload is 100 bytes."""
     error = s3_error(
         response,
         status=400,
@@ -626,6 +591,16 @@ def test_file_above_the_maximum(
         message="Your proposed upload exceeds the maximum allowed size",
     )
     assert (error["ProposedSize"], error["MaxSizeAllowed"]) == ("101", "100")
+
+
+def test_file_above_the_maximum(
+    client: httpx2.Client, small_server: LiveServer, small_demo: LoggedIn
+) -> None:
+    form = create_upload(client, small_server, small_demo.headers)
+    policy = json.loads(base64.b64decode(form.fields["policy"]))
+    assert ["content-length-range", 1, 100] in policy["conditions"]
+    response = post_parts(client, form.url, form_parts(form.fields, b"x" * 101))
+    assert_one_byte_too_large(response)
     assert_still_uploading(small_server, form)
 
     at_the_maximum = post_parts(client, form.url, form_parts(form.fields, b"y" * 100))
@@ -640,13 +615,7 @@ def test_the_setting_caps_a_policy_without_a_size_range(
     fields = boto3_post(small_server, key=form.key, token=form.fields["x-amz-security-token"])
     assert "content-length-range" not in base64.b64decode(fields["policy"]).decode()
     response = post_parts(client, form.url, form_parts(fields, b"z" * 101))
-    error = s3_error(
-        response,
-        status=400,
-        code="EntityTooLarge",
-        message="Your proposed upload exceeds the maximum allowed size",
-    )
-    assert (error["ProposedSize"], error["MaxSizeAllowed"]) == ("101", "100")
+    assert_one_byte_too_large(response)
     assert_still_uploading(small_server, form)
 
 

@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import boto3  # type: ignore[import-untyped,unused-ignore]
 import httpx2
 import pytest
 import requests  # type: ignore[import-untyped,unused-ignore]
-from botocore.config import Config  # type: ignore[import-untyped,unused-ignore]
 
-from tests.support.exports import create_account, login_as
+from tests.support.accounts import add_account, add_organization, login_as, unique
+from tests.support.checks import assert_envelope, s3_error
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import (
     FILE_KEYS,
@@ -38,12 +37,11 @@ from tests.support.uploads import (
     SAMPLE_CSV,
     UPLOADS_BUCKET,
     UploadForm,
-    assert_envelope,
     assert_stored,
+    boto3_post,
     create_upload,
     object_path,
     pipeline_jobs,
-    s3_error,
     storage_credentials,
     upload_row,
 )
@@ -608,42 +606,15 @@ def test_httpx2_multipart_upload(
     assert upload_row(server, form.id).status == "analyzing"
 
 
-@dataclass(frozen=True)
-class BotoForm:
-    url: str
-    fields: dict[str, str]
-
-
-def boto3_form(server: LiveServer, *, key: str, token: str) -> BotoForm:
-    """A presigned POST form boto3 makes for the embedded store with its derived credentials."""
-    access_key_id, secret = storage_credentials(server)
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=server.root,
-        region_name="us-east-1",
-        aws_access_key_id=access_key_id,
-        aws_secret_access_key=secret,
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
-    try:
-        post = s3.generate_presigned_post(
-            Bucket=UPLOADS_BUCKET,
-            Key=key,
-            Fields={"x-amz-security-token": token},
-            Conditions=[{"x-amz-security-token": token}],
-        )
-    finally:
-        s3.close()
-    return BotoForm(url=post["url"], fields=dict(post["fields"]))
-
-
 def test_a_form_boto3_signs_is_accepted(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> None:
     form: UploadForm = create_upload(client, server, demo.headers, file_name="boto.csv")
-    made = boto3_form(server, key=form.key, token=form.fields["x-amz-security-token"])
-    assert made.url == f"{server.root}/{UPLOADS_BUCKET}"
-    assert made.fields["key"] == form.key
-    assert made.fields["policy"] != form.fields["policy"]
-    response = client.post(made.url, data=made.fields, files={"file": ("boto.csv", SAMPLE_CSV, "text/csv")})
+    # boto3_post asserts boto3 addresses the form to the uploads bucket of the embedded store.
+    fields = boto3_post(server, key=form.key, token=form.fields["x-amz-security-token"])
+    assert fields["key"] == form.key
+    assert fields["policy"] != form.fields["policy"]
+    response = client.post(
+        f"{server.root}/{UPLOADS_BUCKET}", data=fields, files={"file": ("boto.csv", SAMPLE_CSV, "text/csv")}
+    )
     assert response.status_code == 204, response.text
     assert_stored(server, form.key, SAMPLE_CSV)
     assert upload_row(server, form.id).status == "analyzing"
@@ -667,8 +638,8 @@ class Listing:
 
 @pytest.fixture(scope="module")
 def listing(server: LiveServer) -> Listing:
-    account = create_account(server, name="Upload List College")
-    logged_in = login_as(server, account)
+    organization = add_organization(server, name=unique("Upload List College"))
+    logged_in = login_as(server, add_account(server, organization_uids=[organization.uid]))
     products = ["enrollment", "affinity", "enrollment", "ematch", "legacy"]
     with httpx2.Client(timeout=30) as client:
         forms = [
