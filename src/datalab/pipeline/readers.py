@@ -1,0 +1,624 @@
+"""Uploaded CSV, TXT, TSV, XLSX, XLS and ZIP files read as a header and rows of text, in bounded memory."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import itertools
+import shutil
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Protocol
+
+import python_calamine
+
+if TYPE_CHECKING:
+    from _csv import Reader
+
+
+@dataclass(frozen=True)
+class ReaderLimits:
+    """Caps that keep a hostile or broken upload from exhausting memory, disk or time."""
+
+    max_header_bytes: int = 64 * 1024
+    # one physical line of text is held in memory at a time, so this bounds memory on files without newlines
+    max_line_chars: int = 1024 * 1024
+    max_columns: int = 1000
+    max_zip_members: int = 50
+    max_uncompressed_bytes: int = 10 * 1024**3
+    max_compression_ratio: int = 200
+
+
+class ReadError(Exception):
+    """A file that cannot be read as a table: a stable snake_case code, an actionable message, the row."""
+
+    def __init__(self, code: str, message: str, *, row: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.row = row
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What was found while opening a file; for a ZIP, encoding and delimiter are its first member's."""
+
+    headers: list[str]
+    encoding: str | None
+    delimiter: str | None
+    source_format: str
+    members: list[str]
+
+
+class _Stream(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Part:
+    """One file to read: the upload itself, or one member of an uploaded ZIP (named)."""
+
+    kind: str
+    member: str | None
+    # workbooks need random access, so they are always files on disk; text may stream from the archive
+    source: Path | Callable[[], _Stream]
+    # detecting costs a full read, and a ZIP member is opened twice (header check, then its rows)
+    encoding: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f'The ZIP member "{self.member}"' if self.member else "The file"
+
+    @property
+    def where(self) -> str:
+        return f' of "{self.member}"' if self.member else ""
+
+    def open_bytes(self) -> _Stream:
+        return self.source.open("rb") if isinstance(self.source, Path) else self.source()
+
+
+@dataclass
+class _Table:
+    headers: list[str]
+    encoding: str | None
+    delimiter: str | None
+    row_label: str
+    records: Iterator[tuple[int, list[str]]]
+
+
+class _LineTooLongError(Exception):
+    pass
+
+
+_DEFAULT_LIMITS = ReaderLimits()
+_CHUNK = 64 * 1024
+_TEXT_KINDS = frozenset({"csv", "tsv", "txt"})
+_SHEET_KINDS = frozenset({"xlsx", "xls"})
+_ARCHIVE_KINDS = frozenset({"zip", "gz", "tgz", "tar", "7z", "rar", "bz2", "xz"})
+_DELIMITERS = (",", "\t", "|")
+_DELIMITER_NAMES = {",": "comma", "\t": "tab", "|": "pipe"}
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# (leading bytes, what they are, whether it is an archive)
+_SIGNATURES: tuple[tuple[bytes, str, bool], ...] = (
+    (b"PK\x03\x04", "a ZIP archive or an .xlsx workbook", True),
+    (b"PK\x05\x06", "an empty ZIP archive", True),
+    (_OLE_MAGIC, "an old-style Office file (.xls, .doc or a password-protected workbook)", False),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", False),
+    (b"\xff\xd8\xff", "a JPEG image", False),
+    (b"GIF87a", "a GIF image", False),
+    (b"GIF89a", "a GIF image", False),
+    (b"%PDF-", "a PDF document", False),
+    (b"\x1f\x8b", "a gzip archive", True),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive", True),
+    (b"Rar!\x1a\x07", "a RAR archive", True),
+    (b"\x7fELF", "a program", False),
+)
+_ENCRYPTED_FLAG = 0x1
+# small entries cannot exhaust anything whatever their ratio, and tiny repetitive XML parts compress very well
+_RATIO_FLOOR = 1024 * 1024
+# WHATWG's windows-1252: the five bytes cp1252 leaves undefined decode to their Latin-1 code points,
+# so the fallback never fails part-way through a file
+_CP1252 = "".join(bytes([byte]).decode("cp1252", errors="ignore") or chr(byte) for byte in range(256))
+_CONTROL_CHARS = dict.fromkeys([*(c for c in range(0x20) if chr(c) not in "\t\n\r"), 0x7F])
+
+
+@contextmanager
+def open_table(
+    path: Path, *, file_name: str, limits: ReaderLimits = _DEFAULT_LIMITS
+) -> Iterator[tuple[TableInfo, Iterator[list[str]]]]:
+    """Open an uploaded file (format from file_name's extension) as its headers and an iterator of rows."""
+    kind = _extension(file_name)
+    with ExitStack() as stack:
+        if kind == "zip":
+            parts = _zip_parts(path, limits, stack)
+            source_format = "zip:" + "+".join(sorted({part.kind for part in parts}))
+        elif kind in _TEXT_KINDS or kind in _SHEET_KINDS:
+            parts = [_Part(kind, None, path)]
+            source_format = kind
+        else:
+            raise ReadError(
+                "unsupported_extension",
+                f'"{file_name}" is not a .csv, .txt, .tsv, .xlsx, .xls or .zip file; '
+                "upload the data in one of those formats.",
+            )
+        first = _open_part(parts[0], limits, stack)
+        peeked = next(first.records, None)
+        has_data = peeked is not None
+        for part in parts[1:]:
+            # every member's header is checked before the first row is handed out
+            with ExitStack() as scratch:
+                table = _open_part(part, limits, scratch)
+                _check_same_headers(first.headers, table.headers, parts[0], part)
+                has_data = has_data or next(table.records, None) is not None
+        if not has_data:
+            raise ReadError("headers_only", "The upload has a header row but no data rows.")
+        first.records = itertools.chain([peeked] if peeked is not None else [], first.records)
+        rows = _rows(first, parts, limits)
+        stack.callback(rows.close)
+        members = [part.member for part in parts if part.member is not None]
+        yield TableInfo(first.headers, first.encoding, first.delimiter, source_format, members), rows
+
+
+def _rows(first: _Table, parts: list[_Part], limits: ReaderLimits) -> Generator[list[str], None, None]:
+    width = len(first.headers)
+    yield from _fitted(first, width, parts[0])
+    for part in parts[1:]:
+        with ExitStack() as stack:
+            yield from _fitted(_open_part(part, limits, stack), width, part)
+
+
+def _fitted(table: _Table, width: int, part: _Part) -> Iterator[list[str]]:
+    # Short rows are padded (upstream tolerates them; exporters drop trailing empty fields), and empty
+    # fields past the header are trailing delimiters; any value past the header is a ragged-row error.
+    for number, record in table.records:
+        missing = width - len(record)
+        if missing > 0:
+            record.extend([""] * missing)
+        elif missing < 0:
+            if "".join(record[width:]).strip():
+                hint = (
+                    f"a value probably contains an unquoted {_DELIMITER_NAMES[table.delimiter]}"
+                    if table.delimiter
+                    else "delete the values to the right of the last named column"
+                )
+                raise ReadError(
+                    "ragged_row",
+                    f"{table.row_label} {number}{part.where} has {len(record)} fields but the header has "
+                    f"{width} columns; {hint}.",
+                    row=number,
+                )
+            del record[width:]
+        yield record
+
+
+def _open_part(part: _Part, limits: ReaderLimits, stack: ExitStack) -> _Table:
+    if part.kind in _SHEET_KINDS and isinstance(part.source, Path):
+        return _open_sheet(part, part.source, limits, stack)
+    return _open_text(part, limits, stack)
+
+
+def _extension(name: str) -> str:
+    return PurePosixPath(name.replace("\\", "/")).suffix.lower().removeprefix(".")
+
+
+def _zip_parts(path: Path, limits: ReaderLimits, stack: ExitStack) -> list[_Part]:
+    with path.open("rb") as stream:
+        head = stream.read(8)
+    if not head:
+        raise ReadError("empty_file", "The file is empty.")
+    if not head.startswith(_ZIP_MAGIC):
+        raise ReadError(
+            "wrong_file_type",
+            f"The file is named .zip but contains {_describe(head)}; upload a real ZIP archive.",
+        )
+    try:
+        archive = stack.enter_context(zipfile.ZipFile(path))
+    except zipfile.BadZipFile as exc:
+        raise ReadError("corrupt_archive", f"The ZIP archive is damaged ({exc}); create it again.") from exc
+    # folders and the metadata macOS adds when zipping are not data files
+    infos = [
+        info
+        for info in archive.infolist()
+        if not info.is_dir()
+        and not info.filename.startswith("__MACOSX/")
+        and PurePosixPath(info.filename).name != ".DS_Store"
+    ]
+    if not infos:
+        raise ReadError("empty_file", "The ZIP archive contains no files.")
+    if len(infos) > limits.max_zip_members:
+        raise ReadError(
+            "too_many_members",
+            f"The ZIP archive contains {len(infos)} files; at most {limits.max_zip_members} are allowed.",
+        )
+    _check_expansion(infos, limits, "The ZIP archive")
+    parts: list[_Part] = []
+    scratch: Path | None = None
+    for info in infos:
+        kind = _extension(info.filename)
+        if kind in _ARCHIVE_KINDS:
+            raise ReadError(
+                "nested_archive",
+                f'The ZIP archive contains another archive, "{info.filename}"; '
+                "put the data files directly in one ZIP.",
+            )
+        if kind in _TEXT_KINDS:
+            parts.append(_Part(kind, info.filename, partial(archive.open, info)))
+        elif kind in _SHEET_KINDS:
+            if scratch is None:
+                scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="datalab-read-")))
+            target = scratch / f"{len(parts)}.{kind}"
+            part = _Part(kind, info.filename, target)
+            with _archive_errors(part), archive.open(info) as source, target.open("wb") as sink:
+                shutil.copyfileobj(source, sink)
+            parts.append(part)
+        else:
+            raise ReadError(
+                "unsupported_extension",
+                f'The ZIP member "{info.filename}" is not a .csv, .txt, .tsv, .xlsx or .xls file; '
+                "remove it from the archive.",
+            )
+    return parts
+
+
+def _check_expansion(infos: Iterable[zipfile.ZipInfo], limits: ReaderLimits, container: str) -> None:
+    # The sizes come from the central directory; zipfile never returns more than a member's declared
+    # size (and checks its CRC), so a member that lies about its size fails instead of expanding.
+    total = 0
+    for info in infos:
+        if info.flag_bits & _ENCRYPTED_FLAG:
+            raise ReadError(
+                "encrypted_archive",
+                f'{container} protects "{info.filename}" with a password; upload it without encryption.',
+            )
+        total += info.file_size
+        if (
+            info.file_size > _RATIO_FLOOR
+            and info.file_size > info.compress_size * limits.max_compression_ratio
+        ):
+            raise ReadError(
+                "zip_bomb",
+                f'{container} holds "{info.filename}", which expands more than '
+                f"{limits.max_compression_ratio} times; this looks like a ZIP bomb and was not unpacked.",
+            )
+    if total > limits.max_uncompressed_bytes:
+        raise ReadError(
+            "zip_bomb",
+            f"{container} expands to {total} bytes, more than the {limits.max_uncompressed_bytes} allowed; "
+            "split the data into smaller uploads.",
+        )
+
+
+@contextmanager
+def _archive_errors(part: _Part) -> Iterator[None]:
+    try:
+        yield
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise ReadError("corrupt_archive", f"{part.label} is damaged ({exc}); create the ZIP again.") from exc
+
+
+def _describe(head: bytes) -> str:
+    for magic, description, _archive in _SIGNATURES:
+        if head.startswith(magic):
+            return description
+    return "text or unrecognised data"
+
+
+def _open_text(part: _Part, limits: ReaderLimits, stack: ExitStack) -> _Table:
+    encoding = part.encoding = part.encoding or _detect_encoding(part)
+    stream = stack.enter_context(closing(part.open_bytes()))
+    chunks = _decoded(stream, encoding, part)
+    first = next(chunks, "")
+    if _looks_binary(first):
+        raise ReadError(
+            "wrong_file_type",
+            f"{part.label} is named .{part.kind} but contains binary data, not text; "
+            "export the data again as CSV.",
+        )
+    lines = _lines(itertools.chain((first,), chunks), limits.max_line_chars)
+    skipped, header_lines = _header_lines(lines, limits, part)
+    delimiter = _sniff_delimiter("".join(header_lines), "\t" if part.kind == "tsv" else ",")
+    reader = csv.reader(itertools.chain(header_lines, lines), delimiter=delimiter)
+    headers = _check_headers(next(reader), skipped + 1, limits, part)
+    return _Table(headers, encoding, delimiter, "Line", _text_records(reader, skipped, limits, part))
+
+
+def _detect_encoding(part: _Part) -> str:
+    # A byte-order mark decides. Otherwise the whole file is streamed through a strict UTF-8 decoder
+    # (constant memory, one extra read) so a stray Windows byte deep in the file still selects cp1252
+    # instead of failing half-way through the rows.
+    with _archive_errors(part), closing(part.open_bytes()) as stream:
+        head = stream.read(_CHUNK)
+        if not head:
+            raise ReadError("empty_file", f"{part.label} is empty.")
+        for magic, description, archive in _SIGNATURES:
+            if head.startswith(magic):
+                if archive and part.member:
+                    raise ReadError(
+                        "nested_archive",
+                        f"{part.label} is {description}, not text; put the data files directly in one ZIP.",
+                    )
+                raise ReadError(
+                    "wrong_file_type",
+                    f"{part.label} is named .{part.kind} but contains {description}; "
+                    f"export the data again as .{part.kind}.",
+                )
+        if head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            chunk = head
+            while chunk:
+                decoder.decode(chunk)
+                chunk = stream.read(_CHUNK)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return "cp1252"
+    return "utf-8"
+
+
+def _decoder(encoding: str) -> Callable[[bytes, bool], str]:
+    if encoding == "cp1252":
+        return lambda data, _final: codecs.charmap_decode(data, "strict", _CP1252)[0]
+    return codecs.getincrementaldecoder(encoding)().decode
+
+
+def _decoded(stream: _Stream, encoding: str, part: _Part) -> Iterator[str]:
+    decode = _decoder(encoding)
+    offset = 0
+    with _archive_errors(part):
+        try:
+            while chunk := stream.read(_CHUNK):
+                # NULs are stripped, as upstream does: some exporters pad fields with them
+                yield decode(chunk, False).replace("\x00", "")
+                offset += len(chunk)
+            yield decode(b"", True).replace("\x00", "")
+        except UnicodeDecodeError as exc:
+            # only a file that announces its encoding with a byte-order mark gets here: the mark is trusted
+            raise ReadError(
+                "bad_encoding",
+                f"{part.label} starts with a {encoding} byte-order mark but is not valid {encoding} near "
+                f"byte {offset + exc.start}; save it again as UTF-8.",
+            ) from exc
+
+
+def _looks_binary(text: str) -> bool:
+    controls = len(text) - len(text.translate(_CONTROL_CHARS))
+    return controls >= 4 and controls * 100 > len(text)
+
+
+def _lines(chunks: Iterable[str], limit: int) -> Iterator[str]:
+    # physical lines with their endings kept (\n, \r\n or a lone \r), as csv.reader expects them
+    pending = ""
+    for chunk in chunks:
+        lines = io.StringIO(pending + chunk, newline="").readlines()
+        # the last line may continue in the next chunk, and a final "\r" may be half of "\r\n"
+        pending = lines.pop() if lines and not lines[-1].endswith("\n") else ""
+        for line in lines:
+            if len(line) > limit:
+                raise _LineTooLongError
+            yield line
+        if len(pending) > limit:
+            raise _LineTooLongError
+    if pending:
+        yield pending
+
+
+def _header_lines(lines: Iterator[str], limits: ReaderLimits, part: _Part) -> tuple[int, list[str]]:
+    skipped = 0
+    header: list[str] = []
+    size = 0
+    quoted = False
+    try:
+        for line in lines:
+            if not header and not line.strip():
+                skipped += 1
+                continue
+            header.append(line)
+            size += len(line.encode("utf-8", errors="replace"))
+            if size > limits.max_header_bytes:
+                raise _LineTooLongError
+            # a header may hold a quoted line break; it ends where its quotes balance
+            quoted ^= line.count('"') % 2 == 1
+            if not quoted:
+                break
+    except _LineTooLongError:
+        raise ReadError(
+            "header_too_large",
+            f"The header row{part.where} is longer than {limits.max_header_bytes} bytes (or has an "
+            "unmatched quote mark); check that the first line of the file is its header.",
+            row=skipped + 1,
+        ) from None
+    if not header:
+        raise ReadError("empty_file", f"{part.label} has no rows, only blank lines.")
+    return skipped, header
+
+
+def _sniff_delimiter(header: str, default: str) -> str:
+    counts = dict.fromkeys(_DELIMITERS, 0)
+    quoted = False
+    for char in header:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(counts.values())
+    if counts[default] == best:
+        return default
+    return max(_DELIMITERS, key=counts.__getitem__)
+
+
+def _text_records(
+    reader: Reader, skipped: int, limits: ReaderLimits, part: _Part
+) -> Iterator[tuple[int, list[str]]]:
+    # numbers are the line where a record starts, as a text editor shows it (the header is line 1)
+    start = skipped + reader.line_num + 1
+    try:
+        for record in reader:
+            if "".join(record).strip():
+                yield start, record
+            start = skipped + reader.line_num + 1
+    except csv.Error as exc:
+        raise ReadError(
+            "malformed_row", f"Line {start}{part.where} is not valid CSV: {exc}.", row=start
+        ) from exc
+    except _LineTooLongError:
+        raise ReadError(
+            "line_too_long",
+            f"Line {start}{part.where} is longer than {limits.max_line_chars} characters; "
+            "check that the rows are separated by line breaks.",
+            row=start,
+        ) from None
+
+
+def _check_headers(raw: list[str], row: int, limits: ReaderLimits, part: _Part) -> list[str]:
+    names = [name.strip() for name in raw]
+    # a delimiter after the last name is a common export artefact, not an unnamed column
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise ReadError("blank_header", f"The header row{part.where} has no column names.", row=row)
+    if len(names) > limits.max_columns:
+        raise ReadError(
+            "too_many_columns",
+            f"The header row{part.where} has {len(names)} columns; at most {limits.max_columns} are allowed.",
+            row=row,
+        )
+    blanks = [str(index) for index, name in enumerate(names, 1) if not name]
+    if blanks:
+        raise ReadError(
+            "blank_header",
+            f"Column {', '.join(blanks)} of the header row{part.where} has no name; "
+            "name every column or delete the empty ones.",
+            row=row,
+        )
+    seen: dict[str, int] = {}
+    duplicates: list[str] = []
+    for index, name in enumerate(names, 1):
+        key = name.casefold()
+        if key in seen:
+            duplicates.append(f'"{name}" (columns {seen[key]} and {index})')
+        else:
+            seen[key] = index
+    if duplicates:
+        raise ReadError(
+            "duplicate_headers",
+            f"The header row{part.where} repeats column names (ignoring case and spaces): "
+            f"{', '.join(duplicates)}; rename or remove the repeats.",
+            row=row,
+        )
+    return names
+
+
+def _check_same_headers(expected: list[str], found: list[str], first: _Part, part: _Part) -> None:
+    folded = [name.casefold() for name in found]
+    if [name.casefold() for name in expected] == folded:
+        return
+    if len(found) != len(expected):
+        detail = f"has {len(found)} columns where {first.member} has {len(expected)}"
+    else:
+        index = next(i for i, name in enumerate(expected) if name.casefold() != folded[i])
+        detail = f'has "{found[index]}" in column {index + 1} where "{first.member}" has "{expected[index]}"'
+    raise ReadError(
+        "mixed_headers_in_zip",
+        f'Every file in a ZIP upload must have the same header row, but "{part.member}" {detail}.',
+    )
+
+
+def _open_sheet(part: _Part, path: Path, limits: ReaderLimits, stack: ExitStack) -> _Table:
+    with path.open("rb") as stream:
+        head = stream.read(8)
+    if not head:
+        raise ReadError("empty_file", f"{part.label} is empty.")
+    if not head.startswith(_ZIP_MAGIC if part.kind == "xlsx" else (_OLE_MAGIC,)):
+        raise ReadError(
+            "wrong_file_type",
+            f"{part.label} is named .{part.kind} but contains {_describe(head)}, not an .{part.kind} "
+            "workbook; save it from Excel again or give it the extension that matches its contents.",
+        )
+    if part.kind == "xlsx":
+        # an .xlsx is itself a ZIP archive and could be a bomb
+        try:
+            with zipfile.ZipFile(path) as container:
+                _check_expansion(container.infolist(), limits, f"{part.label} (an .xlsx workbook)")
+        except zipfile.BadZipFile as exc:
+            raise _not_a_spreadsheet(part, exc) from exc
+    try:
+        # calamine loads the whole sheet; Excel's own 1,048,576-row limit bounds what that costs
+        workbook = stack.enter_context(python_calamine.CalamineWorkbook.from_path(path))
+        sheet = workbook.get_sheet_by_name(_first_visible_sheet(workbook, part))
+    except python_calamine.PasswordError as exc:
+        raise ReadError(
+            "encrypted_file", f"{part.label} is protected by a password; save it without one."
+        ) from exc
+    except python_calamine.CalamineError as exc:
+        raise _not_a_spreadsheet(part, exc) from exc
+    if sheet.start is None:
+        raise ReadError("empty_file", f'{part.label} has nothing in its sheet "{sheet.name}".')
+    # iter_rows pads the rows above the used range with empty ones, so counting from 1 gives Excel's row
+    numbered = (
+        (index, [_cell_text(value) for value in values]) for index, values in enumerate(sheet.iter_rows(), 1)
+    )
+    records = ((number, record) for number, record in numbered if "".join(record).strip())
+    header = next(records, None)
+    if header is None:
+        raise ReadError("empty_file", f'{part.label} has only empty cells in its sheet "{sheet.name}".')
+    number, raw = header
+    if len("\t".join(raw).encode("utf-8", errors="replace")) > limits.max_header_bytes:
+        raise ReadError(
+            "header_too_large",
+            f"The header row{part.where} is longer than {limits.max_header_bytes} bytes.",
+            row=number,
+        )
+    return _Table(_check_headers(raw, number, limits, part), None, None, "Row", records)
+
+
+def _not_a_spreadsheet(part: _Part, exc: Exception) -> ReadError:
+    return ReadError(
+        "not_a_spreadsheet",
+        f"{part.label} could not be read as an .{part.kind} workbook ({exc}); "
+        "open it in Excel and save it again.",
+    )
+
+
+def _first_visible_sheet(workbook: python_calamine.CalamineWorkbook, part: _Part) -> str:
+    for sheet in workbook.sheets_metadata:
+        if (
+            sheet.visible == python_calamine.SheetVisibleEnum.Visible
+            and sheet.typ == python_calamine.SheetTypeEnum.WorkSheet
+        ):
+            return sheet.name
+    raise ReadError("no_visible_sheet", f"{part.label} has no visible worksheet; unhide the data sheet.")
+
+
+def _cell_text(value: int | float | str | bool | time | date | datetime | timedelta) -> str:
+    # Text cells are kept verbatim (leading zeros survive); whole numbers lose Excel's ".0" ("2134"),
+    # other numbers use the shortest exact form ("3.5"); dates become ISO "YYYY-MM-DD", with " HH:MM:SS"
+    # only when a time of day is set (the date cleansing drops text after the first space).
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, datetime):
+        return value.date().isoformat() if value.time() == time() else value.isoformat(sep=" ")
+    if isinstance(value, date | time):
+        return value.isoformat()
+    # a duration, shown as Excel's [h]:mm:ss
+    seconds = int(value.total_seconds())
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
