@@ -22,24 +22,25 @@ class Page(Generic[T]):
     total: int
 
 
+def non_negative(name: str, raw: str | None) -> int | None:
+    """An optional non-negative integer query value; anything else gets a 400 naming the parameter."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be an integer, not {raw!r}", code=f"invalid_{name}") from None
+    if value < 0:
+        raise bad_request(f"{name} must not be negative", code=f"invalid_{name}")
+    return value
+
+
 def parse_paging(*, limit: str | None, offset: str | None) -> tuple[int | None, int]:
     """Validate limit/offset query values (both optional); bad ones get a 400."""
-
-    def as_int(name: str, raw: str | None) -> int | None:
-        if raw is None or raw == "":
-            return None
-        try:
-            value = int(raw)
-        except ValueError:
-            raise bad_request(f"{name} must be an integer, not {raw!r}", code=f"invalid_{name}") from None
-        if value < 0:
-            raise bad_request(f"{name} must not be negative", code=f"invalid_{name}")
-        return value
-
-    parsed_limit = as_int("limit", limit)
+    parsed_limit = non_negative("limit", limit)
     if parsed_limit is not None and parsed_limit > MAX_LIMIT:
         raise bad_request(f"limit must be at most {MAX_LIMIT}", code="invalid_limit")
-    return parsed_limit, as_int("offset", offset) or 0
+    return parsed_limit, non_negative("offset", offset) or 0
 
 
 def paginate(*, db: Session, query: Select[T], limit: int | None, offset: int) -> Page[T]:

@@ -9,10 +9,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from datalab.deps import DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url
-from datalab.errors import bad_request
 from datalab.exports import service
 from datalab.exports.schemas import DownloadUrlOut, ExportOut, export_out
-from datalab.pagination import parse_paging
+from datalab.pagination import non_negative, parse_paging
 from datalab.storage.routes import s3_error_response
 from datalab.storage.sigv4 import S3Error
 
@@ -49,19 +48,6 @@ def read_exports(
     )
     response.headers["total-count"] = str(page.total)
     return [export_out(export, now=now) for export in page.items]
-
-
-def _row_count(name: str, raw: str | None) -> int | None:
-    """A limit or skip of the download call: a number of data rows, so not capped like a page size."""
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise bad_request(f"{name} must be a non-negative integer, not {raw!r}", code=f"invalid_{name}")
-    return value
 
 
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -101,7 +87,8 @@ def download_export(
     skip: OptionalText = None,
 ) -> DownloadUrlOut:
     """A one-time download URL for one export; limit/skip serve a slice of its rows."""
-    row_limit, row_skip = _row_count("limit", limit), _row_count("skip", skip)
+    # Counts of data rows, so not capped like a page size.
+    row_limit, row_skip = non_negative("limit", limit), non_negative("skip", skip)
     url = service.issue_download_url(
         db=db,
         store=store,
