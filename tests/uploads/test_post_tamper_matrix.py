@@ -608,6 +608,22 @@ def test_file_above_the_maximum(
     assert_stored(small_server, form.key, b"y" * 100)
 
 
+@pytest.mark.parametrize("size", [64 * 1024 + 7, 3 * 1024 * 1024 + 1])
+def test_a_file_far_above_the_maximum_reports_its_own_size(
+    client: httpx2.Client, small_server: LiveServer, small_demo: LoggedIn, size: int
+) -> None:
+    """Refused early, but ProposedSize is the file's size (from Content-Length), as S3 reports it."""
+    form = create_upload(client, small_server, small_demo.headers)
+    error = s3_error(
+        post_parts(client, form.url, form_parts(form.fields, b"z" * size)),
+        status=400,
+        code="EntityTooLarge",
+        message="Your proposed upload exceeds the maximum allowed size",
+    )
+    assert (error["ProposedSize"], error["MaxSizeAllowed"]) == (str(size), "100")
+    assert_still_uploading(small_server, form)
+
+
 def test_the_setting_caps_a_policy_without_a_size_range(
     client: httpx2.Client, small_server: LiveServer, small_demo: LoggedIn
 ) -> None:

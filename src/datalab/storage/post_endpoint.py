@@ -70,6 +70,15 @@ class _FormReader:
         self.file_done = False
         self.pending = bytearray()
         self.received = 0
+        self.fed = 0
+        self.file_offset: int | None = None
+
+    def proposed_size(self, *, content_length: int | None, boundary: str) -> int:
+        """The file's size as S3 reports it when refusing it: from Content-Length, not just what was read."""
+        if content_length is None or self.file_offset is None:
+            return self.received
+        closing = len(boundary) + 8  # "\r\n--" + boundary + "--\r\n" after a last file part
+        return max(self.received, content_length - self.file_offset - closing)
 
 
 class _PipelinedWriter:
@@ -136,17 +145,21 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
             except MultipartError:
                 raise malformed_post_error() from None
             form = _FormReader()
+            declared_length = request.headers.get("content-length", "")
+            content_length = int(declared_length) if declared_length.isdigit() else None
             accepted: AcceptedPost | None = None
             upload_id = 0
             writer: ObjectWriter | None = None
             pipeline: _PipelinedWriter | None = None
             try:
                 async for chunk in request.stream():
-                    for event in _parse(parser, chunk):
+                    events = _parse(parser, chunk)
+                    for index, event in enumerate(events):
                         if isinstance(event, MultipartSegment):
                             if form.in_file or form.file_done:
                                 continue
                             if (event.name or "").lower() == "file":
+                                form.file_offset = form.fed + len(chunk) - _file_bytes_after(events, index)
                                 accepted = check_post_fields(
                                     fields=form.fields,
                                     filename=event.filename,
@@ -180,7 +193,10 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
                                 form.received += len(event)
                                 if accepted.max_size is not None and form.received > accepted.max_size:
                                     raise entity_too_large(
-                                        proposed_size=form.received, max_size=accepted.max_size
+                                        proposed_size=form.proposed_size(
+                                            content_length=content_length, boundary=boundary
+                                        ),
+                                        max_size=accepted.max_size,
                                     )
                                 form.pending += event
                                 if len(form.pending) >= WRITE_BATCH:
@@ -198,6 +214,7 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
                         elif not form.file_done and form.part_name is not None:
                             form.fields.append((form.part_name, form.part_value.decode("utf-8", "replace")))
                             form.part_name = None
+                    form.fed += len(chunk)
                     if form.file_done:
                         break
                 if not form.file_done:
@@ -240,6 +257,16 @@ def post_router(*, settings: Settings, store: ObjectStore, gates: dict[str, Post
         router.add_api_route(f"/{bucket}", handler, methods=["POST"])  # type: ignore[arg-type]
         router.add_api_route(f"/{bucket}/", handler, methods=["POST"])  # type: ignore[arg-type]
     return router
+
+
+def _file_bytes_after(events: list[MultipartSegment | bytes | None], index: int) -> int:
+    """File bytes a chunk holds after the file part's headers (up to its end when that is in the chunk)."""
+    total = 0
+    for event in events[index + 1 :]:
+        if event is None or isinstance(event, MultipartSegment):
+            break
+        total += len(event)
+    return total
 
 
 def _parse(parser: PushMultipartParser, chunk: bytes) -> list[MultipartSegment | bytes | None]:
