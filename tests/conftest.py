@@ -48,6 +48,8 @@ def make_server(
     def start(environment: dict[str, str] | None = None, **settings: str) -> LiveServer:
         home = tmp_path_factory.mktemp("server")
         database_url = database_factory.new_url(home)
+        # Pipeline workers only where a test asks for them: the others observe each hand-off as it is left.
+        settings.setdefault("pipeline_workers", "0")
         extra = {f"DATALAB_{name.upper()}": value for name, value in settings.items()} | (environment or {})
         server = LiveServer(
             home=home,

@@ -31,6 +31,9 @@ def _assert_migrated(url: str) -> None:
             "deliveries",
             "download_tickets",
             "login_throttles",
+            "uploads",
+            "pipeline_jobs",
+            "field_mappings",
             "alembic_version",
         } <= tables
     finally:

@@ -18,6 +18,8 @@ from datalab.errors import install_error_handlers
 from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
 from datalab.exports.service import ExportDownloads
+from datalab.pipeline.analyze import analyze
+from datalab.pipeline.runner import EmbeddedRunner, StageContext, StageFunction
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
 from datalab.storage.local import LocalObjectStore
@@ -28,6 +30,8 @@ from datalab.storage.sigv4 import Credentials
 from datalab.uploads.routes import router as uploads_router
 from datalab.uploads.service import UploadReceiver
 from datalab.uploads.tasks import UploadSweeper
+
+PIPELINE_STAGES: dict[str, StageFunction] = {"analyze": analyze}
 
 API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-exchange API.
 
@@ -58,9 +62,27 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
                 interval_seconds=settings.upload_sweep_interval_seconds,
             )
             sweeper.start()
+        runner = None
+        if settings.pipeline_workers:
+            runner = EmbeddedRunner(
+                context=StageContext(
+                    session_factory=session_factory,
+                    store=store,
+                    uploads_bucket=settings.uploads_bucket,
+                    temp_dir=settings.home / "tmp",
+                ),
+                stages=PIPELINE_STAGES,
+                workers=settings.pipeline_workers,
+                poll_seconds=settings.pipeline_poll_seconds,
+                lease_seconds=settings.pipeline_lease_seconds,
+                max_attempts=settings.pipeline_max_attempts,
+            )
+            runner.start()
         try:
             yield
         finally:
+            if runner is not None:
+                runner.stop()
             if sweeper is not None:
                 sweeper.stop()
             engine.dispose()

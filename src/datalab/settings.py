@@ -78,6 +78,22 @@ class Settings(BaseSettings):
     upload_sweep_interval_seconds: int = Field(
         default=15, ge=1, description="On S3: how often the bucket is checked for uploads that arrived."
     )
+    pipeline_workers: int = Field(
+        default=2,
+        ge=0,
+        description="Pipeline worker threads inside `datalab serve` (0: this process runs none).",
+    )
+    pipeline_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How long an idle pipeline worker waits before looking for work again."
+    )
+    pipeline_lease_seconds: float = Field(
+        default=60,
+        ge=1,
+        description="A claimed job whose worker stops renewing it for this long is taken again.",
+    )
+    pipeline_max_attempts: int = Field(
+        default=3, ge=1, description="Tries of a pipeline stage before its upload ends in failure."
+    )
     storage_region: str = Field(default="us-east-1", description="Region named in signed URLs.")
     exports_bucket: str = Field(default="datalab-exports", description="Bucket holding export files.")
     uploads_bucket: str = Field(default="datalab-uploads", description="Bucket receiving uploaded files.")

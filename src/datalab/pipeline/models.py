@@ -27,3 +27,7 @@ class PipelineJob(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     run_after: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Who runs the job and until when: a job whose lease ran out (its worker died) is taken again.
+    locked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

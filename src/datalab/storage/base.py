@@ -7,6 +7,7 @@ import os
 import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -152,6 +153,10 @@ class ObjectStore(Protocol):
 
     def delete(self, *, bucket: str, key: str) -> None:
         """Remove the object; removing a missing object is not an error."""
+        ...
+
+    def readable_path(self, *, bucket: str, key: str, temp_dir: Path) -> AbstractContextManager[Path]:
+        """A local file with the object's bytes, for readers that need to seek (spreadsheets, ZIPs)."""
         ...
 
     def presigned_post(

@@ -9,6 +9,8 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -112,6 +114,11 @@ class LocalObjectStore:
     def path_of(self, *, bucket: str, key: str) -> Path:
         """The file holding the object (the store's endpoint serves it from there)."""
         return self._object_path(bucket, key)
+
+    @contextmanager
+    def readable_path(self, *, bucket: str, key: str, temp_dir: Path) -> Iterator[Path]:
+        """The object's own file: no copy is needed on local disk."""
+        yield self._object_path(bucket, key)
 
     def open_stream(self, *, bucket: str, key: str) -> IO[bytes]:
         """The object's bytes as a readable binary stream."""

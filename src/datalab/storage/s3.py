@@ -6,6 +6,9 @@ URL single-use, and it learns about uploads by looking at the bucket; see README
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -91,6 +94,15 @@ class S3ObjectStore:
             content_type=str(head.get("ContentType", "binary/octet-stream")),
             last_modified=head["LastModified"],
         )
+
+    @contextmanager
+    def readable_path(self, *, bucket: str, key: str, temp_dir: Path) -> Iterator[Path]:
+        """The object downloaded to a temporary file, removed afterwards."""
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=temp_dir) as work:
+            target = Path(work) / "object"
+            self.client.download_file(bucket, key, str(target))
+            yield target
 
     def open_stream(self, *, bucket: str, key: str) -> IO[bytes]:
         """The object's bytes as a readable stream (the GET response body)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from datalab.accounts.models import Organization
@@ -49,6 +49,8 @@ class Upload(OrgOwned, Base):
     fields_map: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     values_map: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The text encoding the reader chose (None for spreadsheets), kept so a person can check it.
+    encoding: Mapped[str | None] = mapped_column(String(20), nullable=True)
     # The form's temporary-credential token: identifies the upload a POST to the store belongs to.
     form_token: Mapped[str] = mapped_column(String(64), unique=True)
     form_expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -60,3 +62,22 @@ class Upload(OrgOwned, Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     organization: Mapped[Organization] = relationship(lazy="joined")
+
+
+class FieldMapping(OrgOwned, Base):
+    """An organization's saved mapping of a file's headers to a product's layout, reused by later uploads."""
+
+    __tablename__ = "field_mappings"
+    __table_args__ = (UniqueConstraint("organization_id", "product_type", "header_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uid)
+    product_type: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    # The file's header set, normalized and sorted: a later file with the same headers reuses the mapping.
+    header_key: Mapped[str] = mapped_column(String(64))
+    headers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    fields_map: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    values_map: Mapped[dict[str, dict[str, str]]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

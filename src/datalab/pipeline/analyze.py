@@ -1,0 +1,149 @@
+"""The `analyzing` stage: read the file, describe it in `meta`, and decide how its columns are mapped.
+
+A complete mapping comes from a mapping the organization saved for the same header set, else from
+matching headers to the layout's field names. With one, the file is `enqueued`; without one, an API
+upload fails with the unmapped required fields named, and a person's upload waits in
+`fields_mapping_required`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from datalab.db import transaction, utcnow
+from datalab.layouts import Layout, load_layout, match_headers, missing_required, normalize_header
+from datalab.pipeline.readers import ReadError, TableInfo, open_table
+from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job
+from datalab.uploads.models import FieldMapping, Upload
+
+SAMPLE_ROWS = 50
+
+
+@dataclass
+class FileSummary:
+    """What one pass over the rows learns: counts, empty cells per column and the first records."""
+
+    info: TableInfo
+    total_rows: int = 0
+    empty: list[int] = field(default_factory=list)
+    sample: list[dict[str, str]] = field(default_factory=list)
+
+
+def summarize(info: TableInfo, rows: Iterator[list[str]]) -> FileSummary:
+    """Count the records and the empty cells of each column, keeping the first 50 records."""
+    summary = FileSummary(info=info, empty=[0] * len(info.headers))
+    for row in rows:
+        summary.total_rows += 1
+        for index, value in enumerate(row):
+            if not value.strip():
+                summary.empty[index] += 1
+        if len(summary.sample) < SAMPLE_ROWS:
+            summary.sample.append(dict(zip(info.headers, row, strict=True)))
+    return summary
+
+
+def header_key(headers: list[str]) -> str:
+    """A file's header set, independent of order, case and punctuation: how saved mappings are found."""
+    names = sorted({normalize_header(name) for name in headers})
+    return hashlib.sha256(json.dumps(names).encode()).hexdigest()
+
+
+def _mapping_for(
+    db: Session, upload: Upload, layout: Layout, headers: list[str]
+) -> tuple[dict[str, str], dict[str, dict[str, str]], list[dict[str, object]]]:
+    headers_map = match_headers(layout, headers)
+    saved = db.scalar(
+        select(FieldMapping).where(
+            FieldMapping.organization_id == upload.organization_id,
+            FieldMapping.product_type == upload.product_type,
+            FieldMapping.header_key == header_key(headers),
+        )
+    )
+    if saved is not None:
+        for entry in headers_map:
+            entry["fileHeader"] = saved.fields_map.get(str(entry["field"]))
+        return dict(saved.fields_map), dict(saved.values_map), headers_map
+    automatic = {
+        str(entry["field"]): str(entry["fileHeader"]) for entry in headers_map if entry["fileHeader"]
+    }
+    return automatic, {}, headers_map
+
+
+def _unmapped_error(missing: list[str]) -> str:
+    return (
+        f"Required fields are not mapped to any column of the file: {', '.join(missing)}. "
+        "Name the file's columns after these fields, or map them once (upload a file with the same "
+        'headers in Data Center, or POST /v1/files/{id}/process with {"Field": "Column"}); '
+        "later uploads with the same headers reuse the saved mapping."
+    )
+
+
+def _read(ctx: StageContext, upload: Upload) -> FileSummary:
+    with (
+        ctx.store.readable_path(
+            bucket=ctx.uploads_bucket, key=upload.object_key, temp_dir=ctx.temp_dir
+        ) as path,
+        open_table(path, file_name=upload.file_name) as (info, rows),
+    ):
+        return summarize(info, rows)
+
+
+def analyze(ctx: StageContext, job: ClaimedJob) -> None:
+    """Run the `analyzing` stage of one upload (a no-op when the upload has moved on already)."""
+    with transaction(ctx.session_factory) as db:
+        upload = db.get(Upload, job.upload_id)
+        if upload is None or upload.status != "analyzing":
+            finish_job(db=db, job=job, now=utcnow())
+            return
+        db.expunge(upload)
+    try:
+        summary = _read(ctx, upload)
+    except ReadError as exc:
+        with transaction(ctx.session_factory) as db:
+            _move(
+                db,
+                upload.id,
+                status="failure",
+                error=exc.message,
+                meta={"errorCode": exc.code, "errorRow": exc.row},
+            )
+            finish_job(db=db, job=job, now=utcnow())
+        return
+    layout = load_layout(upload.product_type)
+    headers = summary.info.headers
+    with transaction(ctx.session_factory) as db:
+        fields_map, values_map, headers_map = _mapping_for(db, upload, layout, headers)
+        missing = missing_required(layout, fields_map)
+        meta: dict[str, Any] = {
+            "totalRows": summary.total_rows,
+            "headers": [
+                {"name": name, "emptyRows": count} for name, count in zip(headers, summary.empty, strict=True)
+            ],
+            "data": summary.sample,
+            "headersMap": headers_map,
+            "sourceFormat": summary.info.source_format,
+        }
+        values: dict[str, Any] = {"record_volume": summary.total_rows, "encoding": summary.info.encoding}
+        if not missing:
+            values.update(fields_map=fields_map, values_map=values_map)
+            _move(db, upload.id, status="enqueued", meta=meta, **values)
+        elif upload.data_source.strip().lower() == "api":
+            _move(db, upload.id, status="failure", error=_unmapped_error(missing), meta=meta, **values)
+        else:
+            _move(db, upload.id, status="fields_mapping_required", meta=meta, **values)
+        finish_job(db=db, job=job, now=utcnow())
+
+
+def _move(db: Session, upload_id: int, *, status: str, **values: Any) -> None:
+    db.execute(
+        update(Upload)
+        .where(Upload.id == upload_id, Upload.status == "analyzing")
+        .values(status=status, updated_at=utcnow(), **values)
+    )

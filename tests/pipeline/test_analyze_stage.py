@@ -1,0 +1,168 @@
+"""The `analyzing` stage end to end: upload through the API, let the embedded runner work, read the record."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openpyxl
+import pytest
+from sqlalchemy import select
+
+from datalab.pipeline.models import PipelineJob
+from datalab.uploads.models import Upload
+from tests.conftest import ServerFactory
+from tests.support.server import LiveServer, LoggedIn
+from tests.support.uploads import create_upload, form_parts, post_parts
+
+ENROLLMENT_CSV = (
+    b"UniqueID,FirstName,LastName,EntryTerm,EntryYear,Applied,ZipCode\r\n"
+    b"00123,Ann,Lee,Fall,2026,2025/11/02,02134\r\n"
+    b"00124,Bo,,Spring,2026,,\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def working(make_server: ServerFactory) -> LiveServer:
+    return make_server(pipeline_workers="2", pipeline_poll_seconds="0.1")
+
+
+@pytest.fixture(scope="module")
+def demo(working: LiveServer) -> LoggedIn:
+    return working.login()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx2.Client]:
+    with httpx2.Client(timeout=30) as client:
+        yield client
+
+
+def upload_and_wait(
+    client: httpx2.Client,
+    server: LiveServer,
+    demo: LoggedIn,
+    content: bytes,
+    *,
+    file_name: str = "roster.csv",
+    product_type: str = "enrollment",
+    **extra: Any,
+) -> dict[str, Any]:
+    """Upload a file through the documented flow and poll its record until it leaves `analyzing`."""
+    form = create_upload(
+        client, server, demo.headers, file_name=file_name, product_type=product_type, **extra
+    )
+    assert (
+        post_parts(client, form.url, form_parts(form.fields, content, filename=file_name)).status_code == 204
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        record: dict[str, Any] = client.get(f"{server.base_url}/files/{form.id}", headers=demo.headers).json()
+        if record["status"] not in {"uploading", "analyzing"}:
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"upload {form.id} stayed in {record['status']}")
+
+
+def test_a_file_named_after_the_layout_is_enqueued_with_its_meta(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    record = upload_and_wait(client, working, demo, ENROLLMENT_CSV)
+    assert record["status"] == "enqueued", record
+    assert record["error"] is None
+    assert record["recordVolume"] == 2
+    meta = record["meta"]
+    assert meta["totalRows"] == 2
+    assert meta["headers"][:3] == [
+        {"name": "UniqueID", "emptyRows": 0},
+        {"name": "FirstName", "emptyRows": 0},
+        {"name": "LastName", "emptyRows": 1},
+    ]
+    assert meta["data"][0]["UniqueID"] == "00123"
+    assert meta["data"][0]["ZipCode"] == "02134"
+    assert len(meta["data"]) == 2
+    by_field = {entry["field"]: entry for entry in meta["headersMap"]}
+    assert by_field["UniqueID"] == {"field": "UniqueID", "fileHeader": "UniqueID", "isRequired": True}
+    assert by_field["EntryYear"]["isRequired"] is True
+    assert by_field["Email"]["fileHeader"] is None
+    assert record["fieldsMap"]["ZipCode"] == "ZipCode"
+    assert record["valuesMap"] == {}
+    with working.db() as db:
+        upload = db.scalar(select(Upload).where(Upload.uid == record["id"]))
+        assert upload is not None
+        assert upload.encoding == "utf-8"
+        jobs = list(db.scalars(select(PipelineJob).where(PipelineJob.upload_id == upload.id)))
+    assert [(job.stage, job.state, job.attempts) for job in jobs] == [("analyze", "done", 1)]
+
+
+def test_headers_match_case_and_punctuation_insensitively(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    content = b"unique id|first_name|ENTRY YEAR|Entry-Term|applied\n7|Al|2026|FA26|2025-10-01\n"
+    record = upload_and_wait(client, working, demo, content, file_name="pipes.txt")
+    assert record["status"] == "enqueued", record
+    assert record["fieldsMap"]["UniqueID"] == "unique id"
+    assert record["fieldsMap"]["EntryYear"] == "ENTRY YEAR"
+
+
+def test_an_api_upload_without_a_complete_mapping_fails_naming_the_fields(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    content = b"Student Number,Given Name\n1,Ann\n"
+    record = upload_and_wait(client, working, demo, content, datasource="API")
+    assert record["status"] == "failure"
+    assert record["error"].startswith("Required fields are not mapped to any column of the file: UniqueID, ")
+    assert "EntryYear" in record["error"]
+    assert record["meta"]["totalRows"] == 1
+
+
+def test_a_person_s_upload_waits_for_a_mapping(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    content = b"Student Number,Given Name\n1,Ann\n"
+    record = upload_and_wait(client, working, demo, content, datasource="DataCenter")
+    assert record["status"] == "fields_mapping_required"
+    assert record["error"] is None
+    assert [entry["fileHeader"] for entry in record["meta"]["headersMap"]] == [None] * len(
+        record["meta"]["headersMap"]
+    )
+
+
+def test_an_xlsx_enrollment_file_keeps_its_text(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(["UniqueID", "EntryYear", "Applied", "ZipCode"])
+    sheet.append(["000987", 2026, "2025/09/30", "01234"])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    record = upload_and_wait(client, working, demo, buffer.getvalue(), file_name="roster.xlsx")
+    assert record["status"] == "enqueued", record
+    assert record["meta"]["data"] == [
+        {"UniqueID": "000987", "EntryYear": "2026", "Applied": "2025/09/30", "ZipCode": "01234"}
+    ]
+    assert record["meta"]["sourceFormat"] == "xlsx"
+
+
+@pytest.mark.parametrize(
+    ("content", "file_name", "expected"),
+    [
+        (b"UniqueID,EntryYear,Applied\r\n", "headers.csv", "headers_only"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "image.csv", "wrong_file_type"),
+        (b"UniqueID,UniqueID\n1,2\n", "twice.csv", "duplicate_headers"),
+        (b"UniqueID,EntryYear\n1,2026,extra\n", "ragged.csv", "ragged_row"),
+    ],
+)
+def test_hostile_files_fail_with_their_own_error(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn, content: bytes, file_name: str, expected: str
+) -> None:
+    record = upload_and_wait(client, working, demo, content, file_name=file_name)
+    assert record["status"] == "failure"
+    assert record["meta"]["errorCode"] == expected
+    assert isinstance(record["error"], str)
+    assert len(record["error"]) > 20
