@@ -8,20 +8,19 @@ upload fails with the unmapped required fields named, and a person's upload wait
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from datalab.db import transaction, utcnow
-from datalab.layouts import Layout, load_layout, match_headers, missing_required, normalize_header
+from datalab.layouts import Layout, load_layout, match_headers, missing_required
 from datalab.pipeline.readers import ReadError, TableInfo, open_table
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job
-from datalab.uploads.models import FieldMapping, Upload
+from datalab.uploads.mappings import find_mapping
+from datalab.uploads.models import Upload
 
 SAMPLE_ROWS = 50
 
@@ -49,22 +48,12 @@ def summarize(info: TableInfo, rows: Iterator[list[str]]) -> FileSummary:
     return summary
 
 
-def header_key(headers: list[str]) -> str:
-    """A file's header set, independent of order, case and punctuation: how saved mappings are found."""
-    names = sorted({normalize_header(name) for name in headers})
-    return hashlib.sha256(json.dumps(names).encode()).hexdigest()
-
-
 def _mapping_for(
     db: Session, upload: Upload, layout: Layout, headers: list[str]
 ) -> tuple[dict[str, str], dict[str, dict[str, str]], list[dict[str, object]]]:
     headers_map = match_headers(layout, headers)
-    saved = db.scalar(
-        select(FieldMapping).where(
-            FieldMapping.organization_id == upload.organization_id,
-            FieldMapping.product_type == upload.product_type,
-            FieldMapping.header_key == header_key(headers),
-        )
+    saved = find_mapping(
+        db=db, organization_id=upload.organization_id, product_type=upload.product_type, headers=headers
     )
     if saved is not None:
         for entry in headers_map:

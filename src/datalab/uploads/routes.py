@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from datalab.bodies import parse_json_object
 from datalab.deps import DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url, raw_body
 from datalab.pagination import parse_paging
 from datalab.uploads import service
@@ -113,3 +114,48 @@ def get_file(
         now=now,
     )
     return file_out(upload)
+
+
+@router.post(
+    "/{uid}/process",
+    operation_id="processFile",
+    response_model=FileOut,
+    summary="Save the file's header mapping and queue it",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "description": 'Layout field to file column, e.g. {"UniqueID": "Student Number"}; '
+                        'or {"fieldsMap": {...}, "valuesMap": {"Gender": {"Man": "M"}}}',
+                        "additionalProperties": True,
+                    }
+                }
+            },
+        }
+    },
+    responses={404: {"description": "No such file"}, 422: {"description": "Invalid mapping or status"}},
+)
+def process_file(
+    uid: str, body: Annotated[bytes, Depends(raw_body)], db: DbDep, org: OrgDep, now: NowDep
+) -> FileOut:
+    """Map the file's columns (saved for later uploads with the same headers) and queue it."""
+    mapping = parse_json_object(body.decode("utf-8", errors="replace"), wanted="{layoutField: fileHeader}")
+    return file_out(service.process_upload(db=db, org=org, uid=uid, body=mapping, now=now))
+
+
+@router.post(
+    "/{uid}/cancel",
+    operation_id="cancelFile",
+    response_model=FileOut,
+    summary="Cancel a file not yet processed",
+    responses={
+        404: {"description": "No such file"},
+        422: {"description": "This file status is [X] and cannot be canceled."},
+    },
+)
+def cancel_file(uid: str, db: DbDep, org: OrgDep, now: NowDep) -> FileOut:
+    """Cancel an upload that has not gone past `enqueued`."""
+    return file_out(service.cancel_upload(db=db, org=org, uid=uid, now=now))

@@ -7,17 +7,21 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import new_uid, transaction
 from datalab.errors import ApiError, bad_request
+from datalab.layouts import load_layout, missing_required
 from datalab.pagination import Page, paginate
+from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.service import enqueue_stage
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
 from datalab.storage.sigv4 import S3Error
+from datalab.uploads.mappings import save_mapping
 from datalab.uploads.models import PRODUCT_TYPE_ALIASES, PRODUCT_TYPES, UPLOAD_STATUSES, Upload
 from datalab.uploads.schemas import UploadRequest, invalid_field
 from datalab.uploads.tasks import reconcile_upload
@@ -246,3 +250,118 @@ class UploadReceiver:
                 self.store.delete(bucket=self.bucket, key=info.key)
             raise
         return info
+
+
+CANCELABLE = ("uploading", "analyzing", "fields_mapping_required", "enqueued")
+
+
+def _status_conflict(upload: Upload, action: str) -> ApiError:
+    return ApiError(
+        422,
+        "invalid_status",
+        f"This file status is [{upload.status}] and cannot be {action}.",
+    )
+
+
+def cancel_upload(*, db: Session, org: OrgContext, uid: str, now: datetime) -> Upload:
+    """Cancel an upload that has not gone past `enqueued`; its pending pipeline work is dropped."""
+    upload = get_upload(db=db, org=org, uid=uid)
+    moved = db.execute(
+        update(Upload)
+        .where(Upload.id == upload.id, Upload.status.in_(CANCELABLE))
+        .values(status="canceled", updated_at=now)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        db.refresh(upload)
+        raise _status_conflict(upload, "canceled")
+    db.execute(
+        update(PipelineJob)
+        .where(PipelineJob.upload_id == upload.id, PipelineJob.state == "pending")
+        .values(state="done", finished_at=now)
+    )
+    db.refresh(upload)
+    return upload
+
+
+def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, Any], now: datetime) -> Upload:
+    """Apply a {layoutField: fileHeader} mapping to an analyzed upload, save it for reuse, queue the file."""
+    upload = get_upload(db=db, org=org, uid=uid)
+    headers = [str(entry["name"]) for entry in upload.meta.get("headers", [])]
+    if upload.status not in ("fields_mapping_required", "failure") or not headers:
+        raise _status_conflict(upload, "processed")
+    fields_map, values_map = _mapping_body(body)
+    layout = load_layout(upload.product_type)
+    known_fields = {field.name for field in layout.fields}
+    problems = [
+        {
+            "loc": ["body", name],
+            "msg": f"{name} is not a field of the {upload.product_type} layout",
+            "type": "value_error",
+        }
+        for name in fields_map
+        if name not in known_fields
+    ] + [
+        {"loc": ["body", name], "msg": f"the file has no column {header!r}", "type": "value_error"}
+        for name, header in fields_map.items()
+        if header not in headers
+    ]
+    missing = missing_required(layout, fields_map)
+    if missing:
+        problems.append(
+            {
+                "loc": ["body"],
+                "msg": f"required fields left unmapped: {', '.join(missing)}",
+                "type": "value_error",
+            }
+        )
+    if problems:
+        raise ApiError(422, "validation_error", str(problems[0]["msg"]), detail=problems)
+    save_mapping(
+        db=db,
+        org=org,
+        product_type=upload.product_type,
+        headers=headers,
+        fields_map=fields_map,
+        values_map=values_map,
+        now=now,
+    )
+    meta = dict(upload.meta)
+    meta["headersMap"] = [
+        {**entry, "fileHeader": fields_map.get(str(entry["field"]))} for entry in meta.get("headersMap", [])
+    ]
+    moved = db.execute(
+        update(Upload)
+        .where(Upload.id == upload.id, Upload.status == upload.status)
+        .values(
+            status="enqueued",
+            error=None,
+            fields_map=fields_map,
+            values_map=values_map,
+            meta=meta,
+            updated_at=now,
+        )
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        db.refresh(upload)
+        raise _status_conflict(upload, "processed")
+    db.refresh(upload)
+    return upload
+
+
+def _mapping_body(body: dict[str, Any]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The older API's flat {field: header} body, or {"fieldsMap": {...}, "valuesMap": {...}}."""
+    raw_fields = body.get("fieldsMap", body) if isinstance(body.get("fieldsMap"), dict) else body
+    raw_values = body.get("valuesMap") if isinstance(body.get("fieldsMap"), dict) else None
+    fields_map: dict[str, str] = {}
+    for name, header in raw_fields.items():
+        if header in (None, ""):
+            continue
+        if not isinstance(header, str):
+            raise invalid_field(str(name), "must be the name of a column of the file")
+        fields_map[str(name)] = header
+    values_map: dict[str, dict[str, str]] = {}
+    for name, values in (raw_values or {}).items():
+        if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+            raise invalid_field("valuesMap", f"{name} must map file values to layout values (strings)")
+        values_map[str(name)] = {str(k): v for k, v in values.items()}
+    return fields_map, values_map

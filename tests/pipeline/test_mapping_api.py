@@ -1,0 +1,153 @@
+"""Mapping a file by hand (POST /files/{id}/process), its reuse by later uploads, and canceling files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.conftest import ServerFactory
+from tests.pipeline.test_analyze_stage import upload_and_wait
+from tests.support.checks import assert_envelope, s3_error
+from tests.support.server import LiveServer, LoggedIn
+from tests.support.uploads import create_upload, form_parts, post_parts
+
+CUSTOM_HEADERS = b"Student Number,Given Name,Year,Applied On,Sex\n"
+MAPPING = {
+    "UniqueID": "Student Number",
+    "FirstName": "Given Name",
+    "EntryYear": "Year",
+    "Applied": "Applied On",
+}
+
+
+@pytest.fixture(scope="module")
+def working(make_server: ServerFactory) -> LiveServer:
+    return make_server(pipeline_workers="2", pipeline_poll_seconds="0.1")
+
+
+@pytest.fixture(scope="module")
+def demo(working: LiveServer) -> LoggedIn:
+    return working.login()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx2.Client]:
+    with httpx2.Client(timeout=30) as client:
+        yield client
+
+
+def _process(
+    client: httpx2.Client, server: LiveServer, demo: LoggedIn, uid: str, body: Any
+) -> httpx2.Response:
+    return client.post(f"{server.base_url}/files/{uid}/process", headers=demo.headers, json=body)
+
+
+def test_a_mapping_made_once_is_reused_by_the_next_api_upload(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    first = upload_and_wait(
+        client, working, demo, CUSTOM_HEADERS + b"00042,Ann,2026,2025/10/01,Woman\n", datasource="DataCenter"
+    )
+    assert first["status"] == "fields_mapping_required"
+    body = {"fieldsMap": {**MAPPING, "Gender": "Sex"}, "valuesMap": {"Gender": {"Woman": "F", "Man": "M"}}}
+    processed = _process(client, working, demo, first["id"], body)
+    assert processed.status_code == 200, processed.text
+    record = processed.json()
+    assert record["status"] == "enqueued"
+    assert record["fieldsMap"] == {**MAPPING, "Gender": "Sex"}
+    assert record["valuesMap"] == {"Gender": {"Woman": "F", "Man": "M"}}
+    by_field = {entry["field"]: entry["fileHeader"] for entry in record["meta"]["headersMap"]}
+    assert by_field["UniqueID"] == "Student Number"
+    assert by_field["Email"] is None
+
+    # Same header set in another order and case, sent by a script: no person needed this time.
+    second = upload_and_wait(
+        client,
+        working,
+        demo,
+        b"sex,year,student number,applied on,given name\nMan,2026,7,2025/10/02,Bo\n",
+        datasource="API",
+    )
+    assert second["status"] == "enqueued", second
+    assert second["fieldsMap"] == {**MAPPING, "Gender": "Sex"}
+    assert second["valuesMap"] == {"Gender": {"Woman": "F", "Man": "M"}}
+
+
+def test_a_failed_api_upload_can_be_mapped_with_the_flat_body(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    failed = upload_and_wait(client, working, demo, b"ID,Yr,Inq\n1,2027,2025/01/05\n", datasource="API")
+    assert failed["status"] == "failure"
+    flat = {"UniqueID": "ID", "EntryYear": "Yr", "Inquired": "Inq"}
+    record = _process(client, working, demo, failed["id"], flat).json()
+    assert record["status"] == "enqueued"
+    assert record["error"] is None
+    assert record["fieldsMap"] == flat
+    assert record["valuesMap"] == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({**MAPPING, "Nickname": "Given Name"}, "Nickname is not a field of the enrollment layout"),
+        ({**MAPPING, "LastName": "Surname"}, "the file has no column 'Surname'"),
+        ({"FirstName": "Given Name"}, "required fields left unmapped: UniqueID, EntryYear"),
+    ],
+)
+def test_invalid_mappings_are_refused_with_upstream_validation_detail(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn, body: dict[str, str], message: str
+) -> None:
+    # A header set of its own: the mapping saved by another test must not apply here.
+    content = b"Student Number,Given Name,Year,Applied On,Surname2\n1,A,2026,2025/1/1,M\n"
+    pending = upload_and_wait(client, working, demo, content, datasource="DC")
+    response = _process(client, working, demo, pending["id"], body)
+    error = assert_envelope(response, 422, "validation_error")
+    assert any(item["msg"].startswith(message) for item in error["detail"]), error
+    assert set(error["detail"][0]) == {"loc", "msg", "type"}
+    again = client.get(f"{working.base_url}/files/{pending['id']}", headers=demo.headers).json()
+    assert again["status"] == "fields_mapping_required"
+
+
+def test_only_files_waiting_for_a_mapping_can_be_processed(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    enqueued = upload_and_wait(client, working, demo, b"UniqueID,EntryYear,Applied\n1,2026,2025/1/1\n")
+    assert enqueued["status"] == "enqueued"
+    response = _process(client, working, demo, enqueued["id"], {"UniqueID": "UniqueID"})
+    error = assert_envelope(response, 422, "invalid_status")
+    assert error["message"] == "This file status is [enqueued] and cannot be processed."
+    broken = _process(client, working, demo, enqueued["id"], ["not", "an", "object"])
+    assert_envelope(broken, 400, "invalid_body")
+
+
+def test_cancel_until_enqueued_then_refuse(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    waiting = upload_and_wait(client, working, demo, b"Matricule,Prenom\n1,A\n", datasource="DC")
+    canceled = client.post(f"{working.base_url}/files/{waiting['id']}/cancel", headers=demo.headers)
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
+    again = client.post(f"{working.base_url}/files/{waiting['id']}/cancel", headers=demo.headers)
+    error = assert_envelope(again, 422, "invalid_status")
+    assert error["message"] == "This file status is [canceled] and cannot be canceled."
+
+
+def test_a_canceled_form_cannot_be_used(client: httpx2.Client, working: LiveServer, demo: LoggedIn) -> None:
+    form = create_upload(client, working, demo.headers)
+    canceled = client.post(f"{working.base_url}/files/{form.id}/cancel", headers=demo.headers)
+    assert canceled.json()["status"] == "canceled"
+    s3_error(
+        post_parts(client, form.url, form_parts(form.fields, b"UniqueID\n1\n")),
+        status=400,
+        code="ExpiredToken",
+        message="The provided token has expired.",
+    )
+    other = client.post(f"{working.base_url}/files/not-a-real-id/cancel", headers=demo.headers)
+    assert other.json() == {
+        "code": "file_not_found",
+        "message": "File with id: not-a-real-id is NOT found.",
+        "detail": "File with id: not-a-real-id is NOT found.",
+    }
