@@ -193,3 +193,25 @@ def test_server_verifies_the_size_itself(s3_server: LiveServer, moto_endpoint: s
     assert record["error"] == "Upload rejected: the file is 1500 bytes; uploads must be 1 to 1000 bytes."
     listing = _client(moto_endpoint).list_objects_v2(Bucket=UPLOADS_BUCKET, Prefix=form["fields"]["key"])
     assert listing.get("KeyCount", 0) == 0
+
+
+def test_the_pipeline_reads_uploads_from_s3(make_server: ServerFactory, moto_endpoint: str) -> None:
+    server = make_server(
+        environment=AWS_ENV,
+        storage_backend="s3",
+        s3_endpoint_url=moto_endpoint,
+        upload_sweep_interval_seconds="1",
+        pipeline_workers="1",
+        pipeline_poll_seconds="0.1",
+    )
+    headers = _headers(server)
+    form = _create_upload(server, headers, "from_s3.csv")
+    assert _post_form(form, b"UniqueID,EntryYear,Applied\n00077,2026,2025/10/01\n").status_code == 204
+
+    def enqueued() -> bool:
+        record = httpx2.get(f"{server.base_url}/files/{form['id']}", headers=headers).json()
+        return bool(record["status"] == "enqueued")
+
+    assert wait_for(enqueued, timeout=15)
+    record = httpx2.get(f"{server.base_url}/files/{form['id']}", headers=headers).json()
+    assert record["meta"]["data"] == [{"UniqueID": "00077", "EntryYear": "2026", "Applied": "2025/10/01"}]
