@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -14,7 +13,6 @@ from sqlalchemy import select
 
 from datalab.pipeline.models import PipelineJob
 from datalab.uploads.models import Upload
-from tests.conftest import ServerFactory
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import create_upload, form_parts, post_parts
 
@@ -23,22 +21,6 @@ ENROLLMENT_CSV = (
     b"00123,Ann,Lee,Fall,2026,2025/11/02,02134\r\n"
     b"00124,Bo,,Spring,2026,,\r\n"
 )
-
-
-@pytest.fixture(scope="module")
-def working(make_server: ServerFactory) -> LiveServer:
-    return make_server(pipeline_workers="2", pipeline_poll_seconds="0.1")
-
-
-@pytest.fixture(scope="module")
-def demo(working: LiveServer) -> LoggedIn:
-    return working.login()
-
-
-@pytest.fixture
-def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=30) as client:
-        yield client
 
 
 def upload_and_wait(

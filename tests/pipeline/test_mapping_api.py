@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
 import pytest
 
-from tests.conftest import ServerFactory
 from tests.pipeline.test_analyze_stage import upload_and_wait
 from tests.support.checks import assert_envelope, s3_error
 from tests.support.server import LiveServer, LoggedIn
@@ -21,22 +19,6 @@ MAPPING = {
     "EntryYear": "Year",
     "Applied": "Applied On",
 }
-
-
-@pytest.fixture(scope="module")
-def working(make_server: ServerFactory) -> LiveServer:
-    return make_server(pipeline_workers="2", pipeline_poll_seconds="0.1")
-
-
-@pytest.fixture(scope="module")
-def demo(working: LiveServer) -> LoggedIn:
-    return working.login()
-
-
-@pytest.fixture
-def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=30) as client:
-        yield client
 
 
 def _process(
