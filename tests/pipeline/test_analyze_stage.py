@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
-from typing import Any
 
 import httpx2
 import openpyxl
@@ -14,39 +12,13 @@ from sqlalchemy import select
 from datalab.pipeline.models import PipelineJob
 from datalab.uploads.models import Upload
 from tests.support.server import LiveServer, LoggedIn
-from tests.support.uploads import create_upload, form_parts, post_parts
+from tests.support.uploads import upload_and_wait
 
 ENROLLMENT_CSV = (
     b"UniqueID,FirstName,LastName,EntryTerm,EntryYear,Applied,ZipCode\r\n"
     b"00123,Ann,Lee,Fall,2026,2025/11/02,02134\r\n"
     b"00124,Bo,,Spring,2026,,\r\n"
 )
-
-
-def upload_and_wait(
-    client: httpx2.Client,
-    server: LiveServer,
-    demo: LoggedIn,
-    content: bytes,
-    *,
-    file_name: str = "roster.csv",
-    product_type: str = "enrollment",
-    **extra: Any,
-) -> dict[str, Any]:
-    """Upload a file through the documented flow and poll its record until it leaves `analyzing`."""
-    form = create_upload(
-        client, server, demo.headers, file_name=file_name, product_type=product_type, **extra
-    )
-    assert (
-        post_parts(client, form.url, form_parts(form.fields, content, filename=file_name)).status_code == 204
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        record: dict[str, Any] = client.get(f"{server.base_url}/files/{form.id}", headers=demo.headers).json()
-        if record["status"] not in {"uploading", "analyzing"}:
-            return record
-        time.sleep(0.1)
-    raise AssertionError(f"upload {form.id} stayed in {record['status']}")
 
 
 def test_a_file_named_after_the_layout_is_enqueued_with_its_meta(

@@ -7,10 +7,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.pipeline.test_analyze_stage import upload_and_wait
 from tests.support.checks import assert_envelope, s3_error
 from tests.support.server import LiveServer, LoggedIn
-from tests.support.uploads import create_upload, form_parts, post_parts
+from tests.support.uploads import create_upload, form_parts, post_parts, upload_and_wait
 
 CUSTOM_HEADERS = b"Student Number,Given Name,Year,Applied On,Sex\n"
 MAPPING = {

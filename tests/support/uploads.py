@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from datalab.pipeline.models import PipelineJob
 from datalab.settings import Settings
 from datalab.uploads.models import Upload
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, LoggedIn
 
 UPLOADS_BUCKET = "datalab-uploads"
 # The fields of the create-record response, in the order the documentation's example lists them.
@@ -230,3 +231,29 @@ def sha256_of(path: Path) -> str:
         while chunk := source.read(1024 * 1024):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def upload_and_wait(
+    client: httpx2.Client,
+    server: LiveServer,
+    demo: LoggedIn,
+    content: bytes,
+    *,
+    file_name: str = "roster.csv",
+    product_type: str = "enrollment",
+    **extra: Any,
+) -> dict[str, Any]:
+    """Upload a file through the documented flow and poll its record until it leaves `analyzing`."""
+    form = create_upload(
+        client, server, demo.headers, file_name=file_name, product_type=product_type, **extra
+    )
+    assert (
+        post_parts(client, form.url, form_parts(form.fields, content, filename=file_name)).status_code == 204
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        record: dict[str, Any] = client.get(f"{server.base_url}/files/{form.id}", headers=demo.headers).json()
+        if record["status"] not in {"uploading", "analyzing"}:
+            return record
+        time.sleep(0.1)
+    raise AssertionError(f"upload {form.id} stayed in {record['status']}")
