@@ -293,6 +293,13 @@ def test_range_beyond_the_object(server: LiveServer, demo: LoggedIn, fresh: Publ
     retry = fetch(url)
     assert retry.status_code == 200
     assert retry.content == fresh.content
+    # Once used, the URL is refused as expired whatever the range asks for.
+    s3_error(
+        fetch(url, headers={"Range": wanted}),
+        status=403,
+        code="AccessDenied",
+        message="Request has expired",
+    )
 
 
 def test_concurrent_uses_of_one_url(server: LiveServer, demo: LoggedIn, stocked: Published) -> None:

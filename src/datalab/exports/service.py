@@ -298,12 +298,17 @@ def _claim_ticket(*, db: Session, token: str | None, now: datetime) -> DownloadT
         .values(claimed_at=now)
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        raise expired_error(
-            expires_at=ticket.expires_at,
-            now=now,
-            expires_in=int((ticket.expires_at - ticket.created_at).total_seconds()),
-        )
+        raise _expired(ticket, now)
     return ticket
+
+
+def _expired(ticket: DownloadTicket, now: datetime) -> S3Error:
+    # S3 has no "already used" error: a used one-time URL is answered like an expired one.
+    return expired_error(
+        expires_at=ticket.expires_at,
+        now=now,
+        expires_in=int((ticket.expires_at - ticket.created_at).total_seconds()),
+    )
 
 
 def _served_key(ticket: DownloadTicket) -> str:
@@ -347,12 +352,25 @@ class ExportDownloads:
     store: ObjectStore
     bucket: str
 
+    def _usable_ticket(
+        self, db: Session, session_token: str | None, key: str, now: datetime
+    ) -> DownloadTicket:
+        ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == (session_token or "")))
+        if ticket is None or key != _served_key(ticket):
+            raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+        if ticket.claimed_at is not None or ticket.expires_at <= now:
+            raise _expired(ticket, now)
+        return ticket
+
+    def check(self, *, session_token: str | None, key: str, now: datetime) -> None:
+        """Refuse a URL that is unknown, used or expired, without claiming it."""
+        with transaction(self.session_factory) as db:
+            self._usable_ticket(db, session_token, key, now)
+
     def claim(self, *, session_token: str | None, key: str, now: datetime) -> DownloadGrant:
         """Claim the ticket behind a URL; a second use is refused like an expired URL."""
         with transaction(self.session_factory) as db:
-            ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == (session_token or "")))
-            if ticket is None or key != _served_key(ticket):
-                raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+            ticket = self._usable_ticket(db, session_token, key, now)
             _claim_ticket(db=db, token=session_token, now=now)
             return DownloadGrant(
                 session_factory=self.session_factory,

@@ -43,6 +43,10 @@ class ObjectGrant(Protocol):
 class ObjectGate(Protocol):
     """Decides whether a verified presigned request may read an object of its bucket."""
 
+    def check(self, *, session_token: str | None, key: str, now: datetime) -> None:
+        """Raise the S3Error a request for the object gets, without using the permission up."""
+        ...
+
     def claim(self, *, session_token: str | None, key: str, now: datetime) -> ObjectGrant:
         """A grant for the object, or an S3Error."""
         ...
@@ -80,7 +84,14 @@ def store_router(*, settings: Settings, store: LocalObjectStore, gates: dict[str
                 )
             except S3Error as error:
                 return s3_error_response(error, request_id)
-            # Object and range are checked before the URL is claimed: a 404 or 416 must not use it up.
+            # Object and range are checked before the URL is claimed (a 404 or 416 must not use it up), but
+            # after a look at the ticket: a used or expired URL is refused first, as S3 refuses expired ones.
+            try:
+                await to_thread.run_sync(
+                    partial(gate.check, session_token=verified.session_token, key=key, now=now)
+                )
+            except S3Error as error:
+                return s3_error_response(error, request_id)
             info = store.info(bucket=bucket, key=key)
             if info is None:
                 missing = S3Error(
