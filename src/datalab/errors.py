@@ -52,11 +52,6 @@ def forbidden(message: str, *, code: str = "forbidden") -> ApiError:
     return ApiError(403, code, message)
 
 
-def not_found(message: str, *, code: str = "not_found") -> ApiError:
-    """A 404 with the given message."""
-    return ApiError(404, code, message)
-
-
 def envelope(
     status: int, code: str, message: str, detail: Any = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:

@@ -57,11 +57,6 @@ def create_organization(*, db: Session, name: str, fice: str, state_code: str = 
     return organization
 
 
-def get_organization(*, db: Session, uid: str) -> Organization | None:
-    """The organization with this uid, if any."""
-    return db.scalar(select(Organization).where(Organization.uid == uid))
-
-
 def get_user(*, db: Session, user_name: str) -> User | None:
     """The user with this userName (case-insensitive), if any."""
     return db.scalar(select(User).where(User.user_name_key == user_name.strip().lower()))
@@ -346,14 +341,3 @@ def org_context(
         if membership.organization.uid == wanted:
             return OrgContext(user=user, organization=membership.organization, api_key_id=key_id)
     raise forbidden(f"You do not have access to organization {wanted}", code="organization_forbidden")
-
-
-def add_membership(*, db: Session, user: User, organization: Organization) -> None:
-    """Give the user access to one more organization."""
-    if any(m.organization_id == organization.id for m in user.memberships):
-        return
-    user.memberships.append(Membership(organization=organization, position=len(user.memberships)))
-    try:
-        db.flush()
-    except IntegrityError as exc:
-        raise AccountError("membership already exists") from exc

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from datalab.db import Base, UTCDateTime, utcnow
 
 STAGES = ("analyze",)
-JOB_STATES = ("pending", "running", "done", "failed")
 
 
 class PipelineJob(Base):
@@ -22,6 +21,7 @@ class PipelineJob(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), index=True)
     stage: Mapped[str] = mapped_column(String(30))
+    # pending -> running -> done, or back to pending for a retry, or failed after the last attempt.
     state: Mapped[str] = mapped_column(String(20), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
