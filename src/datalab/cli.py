@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.orm import Session
 
     from datalab.accounts.models import Organization, User
@@ -72,7 +74,7 @@ def emit(payload: Any, as_json: bool, human: Callable[[], str]) -> None:
     typer.echo(json.dumps(payload, indent=2) if as_json else human())
 
 
-def _now() -> Any:
+def _now() -> datetime:
     from datalab.db import utcnow
 
     return utcnow()

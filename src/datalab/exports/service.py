@@ -283,11 +283,8 @@ def record_delivery(*, db: Session, ticket: DownloadTicket, bytes_sent: int, now
     return delivery
 
 
-def _claim_ticket(*, db: Session, token: str | None, now: datetime) -> DownloadTicket:
-    """Claim a download ticket exactly once; unknown tokens are denied, used or expired ones have expired."""
-    ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == (token or "")))
-    if ticket is None:
-        raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+def _claim_ticket(*, db: Session, ticket: DownloadTicket, now: datetime) -> None:
+    """Claim a download ticket exactly once (atomically); a used or expired one has expired."""
     claimed = db.execute(
         update(DownloadTicket)
         .where(
@@ -299,7 +296,6 @@ def _claim_ticket(*, db: Session, token: str | None, now: datetime) -> DownloadT
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
         raise _expired(ticket, now)
-    return ticket
 
 
 def _expired(ticket: DownloadTicket, now: datetime) -> S3Error:
@@ -331,7 +327,7 @@ def redeem_ticket(
     ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == token))
     if ticket is None or PurePosixPath(_served_key(ticket)).name != file_name:
         raise S3Error(status=403, code="AccessDenied", message="Access Denied")
-    _claim_ticket(db=db, token=token, now=now)
+    _claim_ticket(db=db, ticket=ticket, now=now)
     key = _served_key(ticket)
     info = store.info(bucket=bucket, key=key)
     if info is None:
@@ -371,7 +367,7 @@ class ExportDownloads:
         """Claim the ticket behind a URL; a second use is refused like an expired URL."""
         with transaction(self.session_factory) as db:
             ticket = self._usable_ticket(db, session_token, key, now)
-            _claim_ticket(db=db, token=session_token, now=now)
+            _claim_ticket(db=db, ticket=ticket, now=now)
             return DownloadGrant(
                 session_factory=self.session_factory,
                 store=self.store,

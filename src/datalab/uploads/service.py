@@ -287,7 +287,11 @@ def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, An
     """Apply a {layoutField: fileHeader} mapping to an analyzed upload, save it for reuse, queue the file."""
     upload = get_upload(db=db, org=org, uid=uid)
     headers = [str(entry["name"]) for entry in upload.meta.get("headers", [])]
-    if upload.status not in ("fields_mapping_required", "failure") or not headers:
+    # A failure can be mapped only when it came from analysis finding no complete mapping.
+    waiting = upload.status == "fields_mapping_required" or (
+        upload.status == "failure" and upload.fields_map is None
+    )
+    if not waiting or not headers:
         raise _status_conflict(upload, "processed")
     fields_map, values_map = _mapping_body(body)
     layout = load_layout(upload.product_type)
