@@ -18,8 +18,9 @@ from datalab.errors import install_error_handlers
 from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
 from datalab.exports.service import ExportDownloads
-from datalab.pipeline.analyze import analyze
-from datalab.pipeline.runner import EmbeddedRunner, StageContext, StageFunction
+from datalab.pipeline.runner import EmbeddedRunner
+from datalab.pipeline.service import QUEUE_INFO_KEY
+from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
 from datalab.storage.local import LocalObjectStore
@@ -30,8 +31,6 @@ from datalab.storage.sigv4 import Credentials
 from datalab.uploads.routes import router as uploads_router
 from datalab.uploads.service import UploadReceiver
 from datalab.uploads.tasks import UploadSweeper
-
-PIPELINE_STAGES: dict[str, StageFunction] = {"analyze": analyze}
 
 API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-exchange API.
 
@@ -47,7 +46,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     engine = make_engine(settings.resolved_database_url)
     if migrate:
         upgrade_database(engine)
-    session_factory = make_session_factory(engine)
+    session_factory = make_session_factory(engine, info={QUEUE_INFO_KEY: settings.pipeline_queue})
     store = make_store(settings)
 
     @asynccontextmanager
@@ -63,15 +62,10 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
             )
             sweeper.start()
         runner = None
-        if settings.pipeline_workers:
+        if settings.pipeline_workers and settings.pipeline_queue == "embedded":
             runner = EmbeddedRunner(
-                context=StageContext(
-                    session_factory=session_factory,
-                    store=store,
-                    uploads_bucket=settings.uploads_bucket,
-                    temp_dir=settings.home / "tmp",
-                ),
-                stages=PIPELINE_STAGES,
+                context=make_stage_context(settings=settings, session_factory=session_factory, store=store),
+                stages=STAGE_FUNCTIONS,
                 workers=settings.pipeline_workers,
                 poll_seconds=settings.pipeline_poll_seconds,
                 lease_seconds=settings.pipeline_lease_seconds,

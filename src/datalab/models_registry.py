@@ -8,9 +8,18 @@ from datalab.accounts import models as accounts_models
 from datalab.db import Base
 from datalab.exports import models as exports_models
 from datalab.pipeline import models as pipeline_models
+from datalab.records import models as records_models
+from datalab.students import models as students_models
 from datalab.uploads import models as uploads_models
 
-TABLE_MODULES = (accounts_models, exports_models, uploads_models, pipeline_models)
+TABLE_MODULES = (
+    accounts_models,
+    exports_models,
+    uploads_models,
+    pipeline_models,
+    students_models,
+    records_models,
+)
 
 
 def metadata() -> MetaData:

@@ -78,6 +78,22 @@ class Settings(BaseSettings):
     upload_sweep_interval_seconds: int = Field(
         default=15, ge=1, description="On S3: how often the bucket is checked for uploads that arrived."
     )
+    pipeline_queue: Literal["embedded", "procrastinate"] = Field(
+        default="embedded",
+        description="Who runs pipeline stages: `embedded` worker threads of `datalab serve`, or "
+        "`procrastinate` (PostgreSQL only): separate `datalab worker` processes.",
+    )
+    pipeline_max_rejected_percent: float = Field(
+        default=10.0,
+        ge=0,
+        le=100,
+        description="A file whose rejected rows are more than this share of its rows ends in `failure`.",
+    )
+    canceled_retention_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description="How long the file of a canceled upload is kept before it is removed.",
+    )
     pipeline_workers: int = Field(
         default=2,
         ge=0,
@@ -114,6 +130,15 @@ class Settings(BaseSettings):
             )
         if not self.dev_mode and len(self.secret_key) < 32:
             raise ValueError("DATALAB_SECRET_KEY must be at least 32 characters outside dev mode")
+        return self
+
+    @model_validator(mode="after")
+    def _procrastinate_needs_postgresql(self) -> Settings:
+        if self.pipeline_queue == "procrastinate" and not self.resolved_database_url.startswith("postgresql"):
+            raise ValueError(
+                "DATALAB_PIPELINE_QUEUE=procrastinate needs PostgreSQL: set DATALAB_DATABASE_URL to a "
+                "postgresql+psycopg:// URL, or use the embedded queue"
+            )
         return self
 
     @property

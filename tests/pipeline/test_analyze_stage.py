@@ -17,7 +17,7 @@ from tests.support.uploads import upload_and_wait
 ENROLLMENT_CSV = (
     b"UniqueID,FirstName,LastName,EntryTerm,EntryYear,Applied,ZipCode\r\n"
     b"00123,Ann,Lee,Fall,2026,2025/11/02,02134\r\n"
-    b"00124,Bo,,Spring,2026,,\r\n"
+    b"00124,Bo,,Spring,2026,2025/12/01,\r\n"
 )
 
 
@@ -25,7 +25,7 @@ def test_a_file_named_after_the_layout_is_enqueued_with_its_meta(
     client: httpx2.Client, working: LiveServer, demo: LoggedIn
 ) -> None:
     record = upload_and_wait(client, working, demo, ENROLLMENT_CSV)
-    assert record["status"] == "enqueued", record
+    assert record["status"] == "done", record
     assert record["error"] is None
     assert record["recordVolume"] == 2
     meta = record["meta"]
@@ -49,7 +49,12 @@ def test_a_file_named_after_the_layout_is_enqueued_with_its_meta(
         assert upload is not None
         assert upload.encoding == "utf-8"
         jobs = list(db.scalars(select(PipelineJob).where(PipelineJob.upload_id == upload.id)))
-    assert [(job.stage, job.state, job.attempts) for job in jobs] == [("analyze", "done", 1)]
+    assert [(job.stage, job.state, job.attempts) for job in jobs] == [
+        ("analyze", "done", 1),
+        ("cleanse", "done", 1),
+        ("ingest", "done", 1),
+        ("process", "done", 1),
+    ]
 
 
 def test_headers_match_case_and_punctuation_insensitively(

@@ -18,6 +18,7 @@ from datalab.pipeline.runner import ClaimedJob, EmbeddedRunner, StageContext, cl
 from datalab.pipeline.service import enqueue_stage
 from datalab.storage.local import LocalObjectStore
 from datalab.storage.sigv4 import Credentials
+from datalab.students.matching import RuleMatcher
 from datalab.uploads.models import Upload
 from tests.support.databases import DatabaseFactory
 
@@ -102,7 +103,15 @@ def _runner(
     store = LocalObjectStore(
         root=tmp_path / "objects", credentials=Credentials("AKIA", "secret"), region="us-east-1"
     )
-    context = StageContext(session_factory=factory, store=store, uploads_bucket="uploads", temp_dir=tmp_path)
+    context = StageContext(
+        session_factory=factory,
+        store=store,
+        uploads_bucket="uploads",
+        exports_bucket="exports",
+        temp_dir=tmp_path,
+        matcher=RuleMatcher(),
+        max_rejected_percent=10.0,
+    )
     return EmbeddedRunner(
         context=context,
         stages={"analyze": stage},  # type: ignore[dict-item]

@@ -233,6 +233,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Statuses a file stays in until something outside the pipeline happens.
+SETTLED = frozenset({"fields_mapping_required", "done", "failure", "canceled"})
+
+
 def upload_and_wait(
     client: httpx2.Client,
     server: LiveServer,
@@ -241,9 +245,10 @@ def upload_and_wait(
     *,
     file_name: str = "roster.csv",
     product_type: str = "enrollment",
+    until: frozenset[str] = SETTLED,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Upload a file through the documented flow and poll its record until it leaves `analyzing`."""
+    """Upload a file through the documented flow and poll its record until its status is one of `until`."""
     form = create_upload(
         client, server, demo.headers, file_name=file_name, product_type=product_type, **extra
     )
@@ -253,7 +258,7 @@ def upload_and_wait(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         record: dict[str, Any] = client.get(f"{server.base_url}/files/{form.id}", headers=demo.headers).json()
-        if record["status"] not in {"uploading", "analyzing"}:
+        if record["status"] in until:
             return record
         time.sleep(0.1)
     raise AssertionError(f"upload {form.id} stayed in {record['status']}")

@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, load_layout, match_headers, missing_required
 from datalab.pipeline.readers import ReadError, TableInfo, open_table
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job
+from datalab.pipeline.service import enqueue_stage, move_upload
 from datalab.uploads.mappings import find_mapping
 from datalab.uploads.models import Upload
 
@@ -122,7 +122,8 @@ def analyze(ctx: StageContext, job: ClaimedJob) -> None:
         values: dict[str, Any] = {"record_volume": summary.total_rows, "encoding": summary.info.encoding}
         if not missing:
             values.update(fields_map=fields_map, values_map=values_map)
-            _move(db, upload.id, status="enqueued", meta=meta, **values)
+            if _move(db, upload.id, status="enqueued", meta=meta, **values):
+                enqueue_stage(db=db, upload_id=upload.id, stage="cleanse", now=utcnow())
         elif upload.data_source.strip().lower() == "api":
             _move(db, upload.id, status="failure", error=_unmapped_error(missing), meta=meta, **values)
         else:
@@ -130,9 +131,7 @@ def analyze(ctx: StageContext, job: ClaimedJob) -> None:
         finish_job(db=db, job=job, now=utcnow())
 
 
-def _move(db: Session, upload_id: int, *, status: str, **values: Any) -> None:
-    db.execute(
-        update(Upload)
-        .where(Upload.id == upload_id, Upload.status == "analyzing")
-        .values(status=status, updated_at=utcnow(), **values)
+def _move(db: Session, upload_id: int, *, status: str, **values: Any) -> bool:
+    return move_upload(
+        db=db, upload_id=upload_id, from_status="analyzing", status=status, now=utcnow(), **values
     )

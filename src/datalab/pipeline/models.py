@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from datalab.db import Base, UTCDateTime, utcnow
 
-STAGES = ("analyze",)
+# The stages in order; each one queues the next in the transaction that ends it.
+STAGES = ("analyze", "cleanse", "ingest", "process")
 
 
 class PipelineJob(Base):
@@ -31,3 +32,20 @@ class PipelineJob(Base):
     locked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class StagedRow(Base):
+    """An accepted, cleansed row waiting in staging between `ingesting` and `processing`."""
+
+    __tablename__ = "staged_rows"
+    __table_args__ = (UniqueConstraint("upload_id", "row_number"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"))
+    # The record's row in the file as a spreadsheet shows it (the header is row 1).
+    row_number: Mapped[int] = mapped_column(Integer)
+    unique_id: Mapped[str] = mapped_column(String(50), default="")
+    entry_year: Mapped[str] = mapped_column(String(4), default="")
+    entry_term: Mapped[str] = mapped_column(String(14), default="")
+    # The cleansed record as a JSON object of its non-blank layout fields.
+    record: Mapped[str] = mapped_column(Text)

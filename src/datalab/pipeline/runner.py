@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from datalab.db import transaction, utcnow
 from datalab.pipeline.models import PipelineJob
 from datalab.storage.base import ObjectStore
+from datalab.students.matching import Matcher
 from datalab.uploads.models import Upload
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,15 @@ class ClaimedJob:
 
 @dataclass(frozen=True)
 class StageContext:
-    """What a stage needs besides its job: the database, the object store and where to put temp files."""
+    """What a stage needs besides its job: database, object store, temp space, matcher and limits."""
 
     session_factory: sessionmaker[Session]
     store: ObjectStore
     uploads_bucket: str
+    exports_bucket: str
     temp_dir: Path
+    matcher: Matcher
+    max_rejected_percent: float
 
 
 StageFunction = Callable[[StageContext, ClaimedJob], None]

@@ -1,25 +1,60 @@
-"""The pipeline's entry point: stages are queued in the same transaction as the status change."""
+"""The pipeline's entry points: stages are queued in the same transaction as the status change."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from datalab.pipeline.models import STAGES, PipelineJob
+from datalab.uploads.models import Upload
+
+# Set on a session factory's `info` when procrastinate workers run the stages instead of embedded threads.
+QUEUE_INFO_KEY = "pipeline_queue"
+PROCRASTINATE_QUEUE = "pipeline"
+PROCRASTINATE_TASK = "datalab.run_pipeline_job"
+
+_DEFER = text(
+    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, NULL, NULL, CAST(:args AS jsonb), NULL)"
+    "::procrastinate_job_to_defer_v1])"
+)
 
 
 def enqueue_stage(*, db: Session, upload_id: int, stage: str, now: datetime) -> PipelineJob:
-    """Queue a stage for an upload; queuing a stage twice keeps the first job (stages are idempotent)."""
+    """Queue a stage for an upload: a waiting job is kept, a finished one is queued again."""
     if stage not in STAGES:
         raise ValueError(f"unknown pipeline stage {stage!r}")
-    existing = db.scalar(
-        select(PipelineJob).where(PipelineJob.upload_id == upload_id, PipelineJob.stage == stage)
-    )
-    if existing is not None:
-        return existing
-    job = PipelineJob(upload_id=upload_id, stage=stage, created_at=now, run_after=now)
-    db.add(job)
+    job = db.scalar(select(PipelineJob).where(PipelineJob.upload_id == upload_id, PipelineJob.stage == stage))
+    if job is not None and job.state in ("pending", "running"):
+        return job
+    if job is None:
+        job = PipelineJob(upload_id=upload_id, stage=stage, created_at=now, run_after=now)
+        db.add(job)
+    else:
+        job.state, job.attempts, job.run_after, job.finished_at, job.locked_by = "pending", 0, now, None, None
     db.flush()
+    if db.info.get(QUEUE_INFO_KEY) == "procrastinate":
+        db.execute(
+            _DEFER,
+            {
+                "queue": PROCRASTINATE_QUEUE,
+                "task": PROCRASTINATE_TASK,
+                "args": json.dumps({"job_id": job.id}),
+            },
+        )
     return job
+
+
+def move_upload(
+    *, db: Session, upload_id: int, from_status: str, status: str, now: datetime, **values: Any
+) -> bool:
+    """Change an upload's status if it is still `from_status` (False when something else moved it)."""
+    moved = db.execute(
+        update(Upload)
+        .where(Upload.id == upload_id, Upload.status == from_status)
+        .values(status=status, updated_at=now, **values)
+    )
+    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]

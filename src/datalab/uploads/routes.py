@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from datalab.bodies import parse_json_object
 from datalab.deps import DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url, raw_body
 from datalab.pagination import parse_paging
+from datalab.pipeline.artifacts import CSV_CONTENT_TYPE
 from datalab.uploads import service
 from datalab.uploads.schemas import UPLOAD_BODY_SCHEMA, FileOut, UploadFormOut, file_out, parse_upload_request
 
@@ -159,3 +162,33 @@ def process_file(
 def cancel_file(uid: str, db: DbDep, org: OrgDep, now: NowDep) -> FileOut:
     """Cancel an upload that has not gone past `enqueued`."""
     return file_out(service.cancel_upload(db=db, org=org, uid=uid, now=now))
+
+
+@router.get(
+    "/{uid}/errors",
+    operation_id="getFileErrors",
+    summary="Download the file's row report (CSV: row, column, field, value, severity, code, message)",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "One line per warning or rejected row"},
+        404: {"description": "No such file, or not cleansed yet"},
+    },
+)
+def get_file_errors(
+    uid: str, db: DbDep, org: OrgDep, settings: SettingsDep, store: StoreDep
+) -> StreamingResponse:
+    """The warnings and rejections cleansing found, one CSV line each, rows numbered as in a spreadsheet."""
+    file_name, stream = service.open_row_report(
+        db=db, org=org, store=store, bucket=settings.uploads_bucket, uid=uid
+    )
+
+    def chunks() -> Iterator[bytes]:
+        with stream:
+            while chunk := stream.read(256 * 1024):
+                yield chunk
+
+    return StreamingResponse(
+        chunks(),
+        media_type=CSV_CONTENT_TYPE,
+        headers={"content-disposition": f'attachment; filename="{file_name}"'},
+    )

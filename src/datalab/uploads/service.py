@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +16,7 @@ from datalab.db import new_uid, transaction
 from datalab.errors import ApiError, bad_request
 from datalab.layouts import load_layout, missing_required
 from datalab.pagination import Page, paginate
+from datalab.pipeline.artifacts import report_key
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.service import enqueue_stage
 from datalab.scoping import OrgContext, scoped
@@ -348,6 +349,7 @@ def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, An
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         db.refresh(upload)
         raise _status_conflict(upload, "processed")
+    enqueue_stage(db=db, upload_id=upload.id, stage="cleanse", now=now)
     db.refresh(upload)
     return upload
 
@@ -369,3 +371,20 @@ def _mapping_body(body: dict[str, Any]) -> tuple[dict[str, str], dict[str, dict[
             raise invalid_field("valuesMap", f"{name} must map file values to layout values (strings)")
         values_map[str(name)] = {str(k): v for k, v in values.items()}
     return fields_map, values_map
+
+
+def open_row_report(
+    *, db: Session, org: OrgContext, store: ObjectStore, bucket: str, uid: str
+) -> tuple[str, IO[bytes]]:
+    """The row report of an upload (its file name and bytes), once cleansing has written it."""
+    upload = get_upload(db=db, org=org, uid=uid)
+    key = report_key(upload.uid)
+    if store.info(bucket=bucket, key=key) is None:
+        raise ApiError(
+            404,
+            "report_not_found",
+            f"File with id: {uid} has no row report yet: it is written when the file is cleansed "
+            f"(status is now {upload.status}).",
+        )
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(upload.file_name).stem) or "file"
+    return f"{stem}-errors.csv", store.open_stream(bucket=bucket, key=key)

@@ -1,0 +1,48 @@
+"""The `processing` stage: move the staged rows into the product's production tables, then `done`.
+
+One transaction does it all (production rows, clearing staging, the status), so a crash leaves either
+the finished result or the staged rows to process again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete
+
+from datalab.db import transaction, utcnow
+from datalab.pipeline.models import StagedRow
+from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job
+from datalab.pipeline.service import move_upload
+from datalab.records.service import Outputs, apply_affinity, apply_ematch, apply_enrollment
+from datalab.uploads.models import Upload
+
+
+def process(ctx: StageContext, job: ClaimedJob) -> None:
+    """Run the `processing` stage of one upload (a no-op when the upload is not waiting for it)."""
+    with transaction(ctx.session_factory) as db:
+        upload = db.get(Upload, job.upload_id)
+        if upload is None or upload.status != "processing":
+            finish_job(db=db, job=job, now=utcnow())
+            return
+        now = utcnow()
+        outcome: dict[str, Any]
+        if upload.product_type == "enrollment":
+            outcome = apply_enrollment(db=db, upload=upload, now=now)
+        elif upload.product_type == "affinity":
+            outcome = apply_affinity(db=db, upload=upload, now=now)
+        else:
+            outputs = Outputs(
+                store=ctx.store, exports_bucket=ctx.exports_bucket, temp_dir=ctx.temp_dir, matcher=ctx.matcher
+            )
+            outcome = apply_ematch(db=db, upload=upload, outputs=outputs, now=now)
+        db.execute(delete(StagedRow).where(StagedRow.upload_id == upload.id))
+        move_upload(
+            db=db,
+            upload_id=upload.id,
+            from_status="processing",
+            status="done",
+            now=now,
+            meta={**upload.meta, **outcome},
+        )
+        finish_job(db=db, job=job, now=now)

@@ -1,0 +1,53 @@
+"""Production rows made from processed uploads: enrollment funnel records, affinity people, eMatch results."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
+
+from datalab.db import Base, OrgOwned, UTCDateTime, utcnow
+
+
+class _ImportedRow(OrgOwned):
+    """Columns every production row shares: where it came from, its record key and the cleansed record."""
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    row_number: Mapped[int] = mapped_column(Integer)
+    unique_id: Mapped[str] = mapped_column(String(50), default="")
+    # The cleansed record as a JSON object of its non-blank layout fields.
+    record: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    @declared_attr
+    def upload_id(cls) -> Mapped[int]:  # noqa: N805
+        return mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), index=True)
+
+
+class EnrollmentRecord(_ImportedRow, Base):
+    """An institution's funnel record for one student and entry term; a newer file replaces the term."""
+
+    __tablename__ = "enrollment_records"
+    __table_args__ = (Index("ix_enrollment_records_org_term", "organization_id", "entry_year", "entry_term"),)
+
+    entry_year: Mapped[str] = mapped_column(String(4), default="")
+    entry_term: Mapped[str] = mapped_column(String(14), default="")
+
+
+class AffinityRecord(_ImportedRow, Base):
+    """A person an institution sent in an affinity file."""
+
+    __tablename__ = "affinity_records"
+
+
+class EmatchResult(_ImportedRow, Base):
+    """One person of an eMatch file and the student it matched, if any."""
+
+    __tablename__ = "ematch_results"
+
+    student_id: Mapped[int | None] = mapped_column(
+        ForeignKey("students.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    # Which rule matched (email, name_birth_date, name_zip), or "" when nothing did.
+    matched_by: Mapped[str] = mapped_column(String(30), default="")

@@ -1,0 +1,179 @@
+"""Moving an upload's staged rows into the production tables of its product."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, literal, select, tuple_
+from sqlalchemy.orm import Session
+
+from datalab.exports.service import publish_export
+from datalab.pipeline.models import StagedRow
+from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
+from datalab.storage.base import ObjectStore
+from datalab.students.matching import Matcher, Person
+from datalab.students.models import Student
+from datalab.uploads.models import Upload
+
+MATCH_BATCH = 1000
+EMATCH_EXPORT_COLUMNS = (
+    "UniqueID",
+    "FirstName",
+    "LastName",
+    "BirthDate",
+    "Email",
+    "ZipCode",
+    "MatchedBy",
+    "StudentKey",
+    "StudentHSGradYear",
+    "StudentStateCode",
+)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where processing may publish files: the object store and the exports bucket."""
+
+    store: ObjectStore
+    exports_bucket: str
+    temp_dir: Path
+    matcher: Matcher
+
+
+def _copy_staged(
+    db: Session, model: type[EnrollmentRecord | AffinityRecord], upload: Upload, now: datetime
+) -> int:
+    columns = ["organization_id", "upload_id", "row_number", "unique_id", "record", "created_at"]
+    sources: list[Any] = [
+        literal(upload.organization_id),
+        StagedRow.upload_id,
+        StagedRow.row_number,
+        StagedRow.unique_id,
+        StagedRow.record,
+        literal(now, type_=model.__table__.c.created_at.type),
+    ]
+    if model is EnrollmentRecord:
+        columns += ["entry_year", "entry_term"]
+        sources += [StagedRow.entry_year, StagedRow.entry_term]
+    result = db.execute(
+        insert(model).from_select(columns, select(*sources).where(StagedRow.upload_id == upload.id))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def apply_enrollment(*, db: Session, upload: Upload, now: datetime) -> dict[str, int]:
+    """Replace the institution's earlier records for the entry terms in the file with the file's rows."""
+    db.execute(delete(EnrollmentRecord).where(EnrollmentRecord.upload_id == upload.id))
+    terms = (
+        select(StagedRow.entry_year, StagedRow.entry_term).where(StagedRow.upload_id == upload.id).distinct()
+    )
+    replaced = db.execute(
+        delete(EnrollmentRecord).where(
+            EnrollmentRecord.organization_id == upload.organization_id,
+            tuple_(EnrollmentRecord.entry_year, EnrollmentRecord.entry_term).in_(terms),
+        )
+    )
+    loaded = _copy_staged(db, EnrollmentRecord, upload, now)
+    return {"loadedRows": loaded, "replacedRows": int(replaced.rowcount)}  # type: ignore[attr-defined]
+
+
+def apply_affinity(*, db: Session, upload: Upload, now: datetime) -> dict[str, int]:
+    """Add the file's people to the institution's affinity records."""
+    db.execute(delete(AffinityRecord).where(AffinityRecord.upload_id == upload.id))
+    return {"loadedRows": _copy_staged(db, AffinityRecord, upload, now)}
+
+
+def _staged_batches(db: Session, upload: Upload) -> Iterator[list[StagedRow]]:
+    after = 0
+    while True:
+        batch = list(
+            db.scalars(
+                select(StagedRow)
+                .where(StagedRow.upload_id == upload.id, StagedRow.row_number > after)
+                .order_by(StagedRow.row_number)
+                .limit(MATCH_BATCH)
+            )
+        )
+        if not batch:
+            return
+        yield batch
+        after = batch[-1].row_number
+
+
+def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime) -> dict[str, Any]:
+    """Match every person against the student database, keep the results and publish the matched rows."""
+    db.execute(delete(EmatchResult).where(EmatchResult.upload_id == upload.id))
+    organization = upload.organization
+    matched = unmatched = 0
+    outputs.temp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=outputs.temp_dir) as work:
+        export_path = Path(work) / "ematch.csv"
+        with export_path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\r\n")
+            writer.writerow(EMATCH_EXPORT_COLUMNS)
+            for batch in _staged_batches(db, upload):
+                records = [json.loads(row.record) for row in batch]
+                people = [
+                    Person(
+                        first_name=record.get("FirstName", ""),
+                        last_name=record.get("LastName", ""),
+                        birth_date=record.get("BirthDate", ""),
+                        email=record.get("Email", ""),
+                        zip_code=record.get("ZipCode", ""),
+                    )
+                    for record in records
+                ]
+                matches = outputs.matcher.match(db=db, people=people)
+                students = {
+                    s.id: s
+                    for s in db.scalars(
+                        select(Student).where(Student.id.in_([m.student_id for m in matches if m]))
+                    )
+                }
+                results = []
+                for row, record, match in zip(batch, records, matches, strict=True):
+                    results.append(
+                        {
+                            "organization_id": upload.organization_id,
+                            "upload_id": upload.id,
+                            "row_number": row.row_number,
+                            "unique_id": row.unique_id,
+                            "record": row.record,
+                            "created_at": now,
+                            "student_id": match.student_id if match else None,
+                            "matched_by": match.rule if match else "",
+                        }
+                    )
+                    if match is None:
+                        unmatched += 1
+                        continue
+                    matched += 1
+                    student = students[match.student_id]
+                    writer.writerow(
+                        [
+                            *(record.get(name, "") for name in EMATCH_EXPORT_COLUMNS[:6]),
+                            match.rule,
+                            student.student_key,
+                            student.hs_grad_year,
+                            student.state_code,
+                        ]
+                    )
+                db.execute(insert(EmatchResult), results)
+        export = publish_export(
+            db=db,
+            store=outputs.store,
+            bucket=outputs.exports_bucket,
+            organization=organization,
+            product_key="ematch",
+            source=export_path,
+            now=now,
+            order_name=f"eMatch results of {upload.file_name}",
+        )
+    return {"matchedRows": matched, "unmatchedRows": unmatched, "exportUid": export.uid}
