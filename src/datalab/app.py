@@ -19,7 +19,7 @@ from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
 from datalab.exports.service import ExportDownloads
 from datalab.pipeline.runner import EmbeddedRunner
-from datalab.pipeline.service import QUEUE_INFO_KEY
+from datalab.pipeline.service import QUEUE_INFO_KEY, ensure_procrastinate_schema
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
@@ -46,6 +46,8 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     engine = make_engine(settings.resolved_database_url)
     if migrate:
         upgrade_database(engine)
+        if settings.pipeline_queue == "procrastinate":
+            ensure_procrastinate_schema(engine)
     session_factory = make_session_factory(engine, info={QUEUE_INFO_KEY: settings.pipeline_queue})
     store = make_store(settings)
 

@@ -27,11 +27,13 @@ org_cli = typer.Typer(help="Organizations.", no_args_is_help=True)
 user_cli = typer.Typer(help="Users and service accounts.", no_args_is_help=True)
 key_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 export_cli = typer.Typer(help="Export files.", no_args_is_help=True)
+student_cli = typer.Typer(help="The student database eMatch files are matched against.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
 admin.add_typer(org_cli, name="org")
 admin.add_typer(user_cli, name="user")
 admin.add_typer(key_cli, name="apikey")
 admin.add_typer(export_cli, name="export")
+admin.add_typer(student_cli, name="students")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -121,6 +123,22 @@ PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
 def serve(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
     """Run the API server (migrations are applied first)."""
     _serve(host, port)
+
+
+@app.command()
+def worker() -> None:
+    """Run pipeline workers (DATALAB_PIPELINE_QUEUE=procrastinate, PostgreSQL) until stopped."""
+    from datalab.pipeline.worker import run_worker
+
+    settings = _load_settings()
+    if settings.pipeline_queue != "procrastinate":
+        raise fail(
+            "`datalab worker` runs the procrastinate queue: set DATALAB_PIPELINE_QUEUE=procrastinate "
+            "(with a PostgreSQL DATALAB_DATABASE_URL) for the worker and the servers; the embedded queue "
+            "runs inside `datalab serve`"
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_worker(settings=settings)
 
 
 def _quick_start(credentials: dict[str, str], root: str) -> str:
@@ -420,6 +438,31 @@ def export_list(
             or "no exports"
         ),
     )
+
+
+@student_cli.command("load")
+def students_load(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="UTF-8 CSV with a header row: StudentKey, FirstName, LastName, and optionally BirthDate, "
+            "Email, ZipCode, StateCode, HSGradYear."
+        ),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Insert or update students (by StudentKey) from a CSV file, all or nothing."""
+    from datalab.students.service import StudentFileError, load_students, read_student_file
+
+    if not file.is_file():
+        raise fail(f"{file} is not a readable file")
+    with admin_session() as (db, _store, _settings):
+        try:
+            result = load_students(db=db, rows=read_student_file(file), now=_now())
+        except StudentFileError as exc:
+            raise fail(str(exc)) from None
+        payload = {"inserted": result.inserted, "updated": result.updated}
+    emit(payload, as_json, lambda: f"{payload['inserted']} students added, {payload['updated']} updated")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import httpx2
 import openpyxl
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from datalab.pipeline.models import PipelineJob
+from datalab.records.models import EnrollmentRecord
 from datalab.uploads.models import Upload
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import upload_and_wait
@@ -21,7 +23,7 @@ ENROLLMENT_CSV = (
 )
 
 
-def test_a_file_named_after_the_layout_is_enqueued_with_its_meta(
+def test_a_file_named_after_the_layout_goes_through_with_its_meta(
     client: httpx2.Client, working: LiveServer, demo: LoggedIn
 ) -> None:
     record = upload_and_wait(client, working, demo, ENROLLMENT_CSV)
@@ -62,9 +64,25 @@ def test_headers_match_case_and_punctuation_insensitively(
 ) -> None:
     content = b"unique id|first_name|ENTRY YEAR|Entry-Term|applied\n7|Al|2026|FA26|2025-10-01\n"
     record = upload_and_wait(client, working, demo, content, file_name="pipes.txt")
-    assert record["status"] == "enqueued", record
-    assert record["fieldsMap"]["UniqueID"] == "unique id"
-    assert record["fieldsMap"]["EntryYear"] == "ENTRY YEAR"
+    assert record["status"] == "done", record
+    assert record["fieldsMap"] == {
+        "UniqueID": "unique id",
+        "FirstName": "first_name",
+        "EntryTerm": "Entry-Term",
+        "EntryYear": "ENTRY YEAR",
+        "Applied": "applied",
+    }
+    # The columns found by their normalized names are the ones whose values were loaded.
+    with working.db() as db:
+        upload = db.scalars(select(Upload).where(Upload.uid == record["id"])).one()
+        stored = db.scalars(select(EnrollmentRecord).where(EnrollmentRecord.upload_id == upload.id)).one()
+    assert json.loads(stored.record) == {
+        "UniqueID": "7",
+        "FirstName": "Al",
+        "EntryTerm": "FALL",
+        "EntryYear": "2026",
+        "Applied": "2025/10/01",
+    }
 
 
 def test_an_api_upload_without_a_complete_mapping_fails_naming_the_fields(
@@ -101,11 +119,16 @@ def test_an_xlsx_enrollment_file_keeps_its_text(
     buffer = io.BytesIO()
     workbook.save(buffer)
     record = upload_and_wait(client, working, demo, buffer.getvalue(), file_name="roster.xlsx")
-    assert record["status"] == "enqueued", record
+    assert record["status"] == "done", record
     assert record["meta"]["data"] == [
         {"UniqueID": "000987", "EntryYear": "2026", "Applied": "2025/09/30", "ZipCode": "01234"}
     ]
     assert record["meta"]["sourceFormat"] == "xlsx"
+    with working.db() as db:
+        upload = db.scalars(select(Upload).where(Upload.uid == record["id"])).one()
+        stored = db.scalars(select(EnrollmentRecord).where(EnrollmentRecord.upload_id == upload.id)).one()
+    assert stored.unique_id == "000987"
+    assert json.loads(stored.record)["ZipCode"] == "01234"
 
 
 @pytest.mark.parametrize(

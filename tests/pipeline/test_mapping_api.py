@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx2
 import pytest
+from sqlalchemy import select
 
+from datalab.records.models import EnrollmentRecord
+from tests.conftest import ServerFactory
 from tests.support.checks import assert_envelope, s3_error
 from tests.support.server import LiveServer, LoggedIn
-from tests.support.uploads import create_upload, form_parts, post_parts, upload_and_wait
+from tests.support.uploads import (
+    create_upload,
+    form_parts,
+    get_file,
+    pipeline_jobs,
+    post_parts,
+    send_file,
+    stage_stepper,
+    upload_and_wait,
+    upload_row,
+    wait_for_status,
+)
 
 CUSTOM_HEADERS = b"Student Number,Given Name,Year,Applied On,Sex\n"
 MAPPING = {
@@ -24,6 +39,18 @@ def _process(
     client: httpx2.Client, server: LiveServer, demo: LoggedIn, uid: str, body: Any
 ) -> httpx2.Response:
     return client.post(f"{server.base_url}/files/{uid}/process", headers=demo.headers, json=body)
+
+
+def _stored(server: LiveServer, uid: str) -> list[dict[str, str]]:
+    """The enrollment records the upload loaded, in file order."""
+    upload_id = upload_row(server, uid).id
+    with server.db() as db:
+        rows = db.scalars(
+            select(EnrollmentRecord)
+            .where(EnrollmentRecord.upload_id == upload_id)
+            .order_by(EnrollmentRecord.row_number)
+        )
+        return [json.loads(row.record) for row in rows]
 
 
 def test_a_mapping_made_once_is_reused_by_the_next_api_upload(
@@ -43,6 +70,17 @@ def test_a_mapping_made_once_is_reused_by_the_next_api_upload(
     by_field = {entry["field"]: entry["fileHeader"] for entry in record["meta"]["headersMap"]}
     assert by_field["UniqueID"] == "Student Number"
     assert by_field["Email"] is None
+    # Queued by the mapping, the file then goes through the rest of the pipeline.
+    assert wait_for_status(client, working, demo, first["id"])["status"] == "done"
+    assert _stored(working, first["id"]) == [
+        {
+            "UniqueID": "00042",
+            "FirstName": "Ann",
+            "Gender": "F",
+            "EntryYear": "2026",
+            "Applied": "2025/10/01",
+        }
+    ]
 
     # Same header set in another order and case, sent by a script: no person needed this time.
     second = upload_and_wait(
@@ -52,9 +90,10 @@ def test_a_mapping_made_once_is_reused_by_the_next_api_upload(
         b"sex,year,student number,applied on,given name\nMan,2026,7,2025/10/02,Bo\n",
         datasource="API",
     )
-    assert second["status"] == "enqueued", second
+    assert second["status"] == "done", second
     assert second["fieldsMap"] == {**MAPPING, "Gender": "Sex"}
     assert second["valuesMap"] == {"Gender": {"Woman": "F", "Man": "M"}}
+    assert [row["UniqueID"] for row in _stored(working, second["id"])] == ["7"]
 
 
 def test_a_failed_api_upload_can_be_mapped_with_the_flat_body(
@@ -68,6 +107,11 @@ def test_a_failed_api_upload_can_be_mapped_with_the_flat_body(
     assert record["error"] is None
     assert record["fieldsMap"] == flat
     assert record["valuesMap"] == {}
+    done = wait_for_status(client, working, demo, failed["id"])
+    assert (done["status"], done["error"]) == ("done", None)
+    assert _stored(working, failed["id"]) == [
+        {"UniqueID": "1", "EntryYear": "2027", "Inquired": "2025/01/05"}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -95,25 +139,75 @@ def test_invalid_mappings_are_refused_with_upstream_validation_detail(
 def test_only_files_waiting_for_a_mapping_can_be_processed(
     client: httpx2.Client, working: LiveServer, demo: LoggedIn
 ) -> None:
-    enqueued = upload_and_wait(client, working, demo, b"UniqueID,EntryYear,Applied\n1,2026,2025/1/1\n")
-    assert enqueued["status"] == "enqueued"
-    response = _process(client, working, demo, enqueued["id"], {"UniqueID": "UniqueID"})
+    done = upload_and_wait(client, working, demo, b"UniqueID,EntryYear,Applied\n1,2026,2025/1/1\n")
+    assert done["status"] == "done"
+    response = _process(client, working, demo, done["id"], {"UniqueID": "UniqueID"})
     error = assert_envelope(response, 422, "invalid_status")
-    assert error["message"] == "This file status is [enqueued] and cannot be processed."
-    broken = _process(client, working, demo, enqueued["id"], ["not", "an", "object"])
+    assert error["message"] == "This file status is [done] and cannot be processed."
+    assert get_file(client, working, demo, done["id"])["fieldsMap"] == {
+        "UniqueID": "UniqueID",
+        "EntryYear": "EntryYear",
+        "Applied": "Applied",
+    }
+    broken = _process(client, working, demo, done["id"], ["not", "an", "object"])
     assert_envelope(broken, 400, "invalid_body")
 
 
-def test_cancel_until_enqueued_then_refuse(
+def _cancel(client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, uid: str) -> httpx2.Response:
+    return client.post(f"{server.base_url}/files/{uid}/cancel", headers=logged_in.headers)
+
+
+def test_a_file_waiting_for_a_mapping_can_be_canceled_once(
     client: httpx2.Client, working: LiveServer, demo: LoggedIn
 ) -> None:
     waiting = upload_and_wait(client, working, demo, b"Matricule,Prenom\n1,A\n", datasource="DC")
-    canceled = client.post(f"{working.base_url}/files/{waiting['id']}/cancel", headers=demo.headers)
+    assert waiting["status"] == "fields_mapping_required"
+    canceled = _cancel(client, working, demo, waiting["id"])
     assert canceled.status_code == 200, canceled.text
     assert canceled.json()["status"] == "canceled"
-    again = client.post(f"{working.base_url}/files/{waiting['id']}/cancel", headers=demo.headers)
+    again = _cancel(client, working, demo, waiting["id"])
     error = assert_envelope(again, 422, "invalid_status")
     assert error["message"] == "This file status is [canceled] and cannot be canceled."
+
+
+@pytest.fixture(scope="module")
+def idle(make_server: ServerFactory) -> LiveServer:
+    """A server running no pipeline workers: a file stays where it is until a test runs its next stage."""
+    return make_server(pipeline_workers="0")
+
+
+@pytest.mark.parametrize("stages_run", [0, 1], ids=["analyzing", "enqueued"])
+def test_cancel_until_enqueued_stops_the_pipeline(
+    client: httpx2.Client, idle: LiveServer, stages_run: int
+) -> None:
+    logged_in = idle.login()
+    uid = send_file(client, idle, logged_in, b"UniqueID,EntryYear,Applied\n1,2026,2025/1/1\n")
+    upload_id = upload_row(idle, uid).id
+    with stage_stepper(idle) as stepper:
+        if stages_run:
+            stepper.run(upload_id, "analyze")
+        expected = ("analyzing", "enqueued")[stages_run]
+        assert get_file(client, idle, logged_in, uid)["status"] == expected
+        canceled = _cancel(client, idle, logged_in, uid)
+        assert canceled.status_code == 200, canceled.text
+        assert canceled.json()["status"] == "canceled"
+        # The stage that was waiting is dropped: nothing is left to run and the file stays canceled.
+        assert stepper.step() is None
+    assert get_file(client, idle, logged_in, uid)["status"] == "canceled"
+    assert all(state == "done" for _stage, state in pipeline_jobs(idle, upload_id))
+    again = _cancel(client, idle, logged_in, uid)
+    error = assert_envelope(again, 422, "invalid_status")
+    assert error["message"] == "This file status is [canceled] and cannot be canceled."
+
+
+def test_a_processed_file_cannot_be_canceled(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    done = upload_and_wait(client, working, demo, b"UniqueID,EntryYear,Applied\n2,2026,2025/1/2\n")
+    assert done["status"] == "done"
+    error = assert_envelope(_cancel(client, working, demo, done["id"]), 422, "invalid_status")
+    assert error["message"] == "This file status is [done] and cannot be canceled."
+    assert get_file(client, working, demo, done["id"])["status"] == "done"
 
 
 def test_a_canceled_form_cannot_be_used(client: httpx2.Client, working: LiveServer, demo: LoggedIn) -> None:

@@ -49,6 +49,7 @@ class LiveServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     demo: DemoAccount | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _engine: Engine | None = None
 
     @property
@@ -110,15 +111,35 @@ class LiveServer:
                 time.sleep(0.1)
         raise RuntimeError("server did not start in 60 s")
 
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        """Start a `datalab worker` process with this server's settings (logs in worker-<n>.log)."""
+        log_path = self.home / f"worker-{len(self.workers)}.log"
+        with log_path.open("wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "datalab", "worker"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.workers.append(worker)
+        return worker
+
+    def kill(self) -> None:
+        """End the server process with SIGKILL, as a crash would."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
     def stop(self) -> None:
-        """Stop the process and release the database."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Stop the processes and release the database."""
+        for process in [*self.workers, self.process]:
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
         if self._engine is not None:
             self._engine.dispose()
 

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,13 @@ import boto3  # type: ignore[import-untyped,unused-ignore]
 import httpx2
 from botocore.config import Config  # type: ignore[import-untyped,unused-ignore]
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from datalab.app import make_store
+from datalab.db import make_engine, make_session_factory
 from datalab.pipeline.models import PipelineJob
+from datalab.pipeline.runner import ClaimedJob, EmbeddedRunner, StageContext, StageFunction
+from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.settings import Settings
 from datalab.uploads.models import Upload
 from tests.support.server import LiveServer, LoggedIn
@@ -237,6 +243,53 @@ def sha256_of(path: Path) -> str:
 SETTLED = frozenset({"fields_mapping_required", "done", "failure", "canceled"})
 
 
+def get_file(client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, uid: str) -> dict[str, Any]:
+    """GET /v1/files/{uid}: the upload record as the API shows it."""
+    response = client.get(f"{server.base_url}/files/{uid}", headers=logged_in.headers)
+    assert response.status_code == 200, response.text
+    record: dict[str, Any] = response.json()
+    return record
+
+
+def wait_for_status(
+    client: httpx2.Client,
+    server: LiveServer,
+    logged_in: LoggedIn,
+    uid: str,
+    *,
+    until: frozenset[str] = SETTLED,
+    timeout: float = 30,
+) -> dict[str, Any]:
+    """Poll the upload record until its status is one of `until`; the record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = get_file(client, server, logged_in, uid)
+        if record["status"] in until:
+            return record
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"upload {uid} stayed in {record['status']}: {record}")
+        time.sleep(0.1)
+
+
+def send_file(
+    client: httpx2.Client,
+    server: LiveServer,
+    logged_in: LoggedIn,
+    content: bytes,
+    *,
+    file_name: str = "roster.csv",
+    product_type: str = "enrollment",
+    **extra: Any,
+) -> str:
+    """Create an upload record and POST its file through the presigned form; the upload's id."""
+    form = create_upload(
+        client, server, logged_in.headers, file_name=file_name, product_type=product_type, **extra
+    )
+    posted = post_parts(client, form.url, form_parts(form.fields, content, filename=file_name))
+    assert posted.status_code == 204, posted.text
+    return form.id
+
+
 def upload_and_wait(
     client: httpx2.Client,
     server: LiveServer,
@@ -249,16 +302,102 @@ def upload_and_wait(
     **extra: Any,
 ) -> dict[str, Any]:
     """Upload a file through the documented flow and poll its record until its status is one of `until`."""
-    form = create_upload(
-        client, server, demo.headers, file_name=file_name, product_type=product_type, **extra
-    )
-    assert (
-        post_parts(client, form.url, form_parts(form.fields, content, filename=file_name)).status_code == 204
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        record: dict[str, Any] = client.get(f"{server.base_url}/files/{form.id}", headers=demo.headers).json()
-        if record["status"] in until:
-            return record
-        time.sleep(0.1)
-    raise AssertionError(f"upload {form.id} stayed in {record['status']}")
+    uid = send_file(client, server, demo, content, file_name=file_name, product_type=product_type, **extra)
+    return wait_for_status(client, server, demo, uid, until=until)
+
+
+def row_report(client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, uid: str) -> httpx2.Response:
+    """GET /v1/files/{uid}/errors: the row report of an upload (or its 404)."""
+    return client.get(f"{server.base_url}/files/{uid}/errors", headers=logged_in.headers)
+
+
+# --- driving the pipeline of an idle server (pipeline_workers=0) one stage at a time, in this process ---
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """A pipeline job the stepper ran: the upload's database id and the stage."""
+
+    upload_id: int
+    stage: str
+
+
+def server_settings(server: LiveServer, **overrides: Any) -> Settings:
+    """The settings the server runs with (from its DATALAB_* environment), with some replaced."""
+    values: dict[str, Any] = {
+        name.removeprefix("DATALAB_").lower(): value
+        for name, value in server.env.items()
+        if name.startswith("DATALAB_")
+    }
+    return Settings(**{**values, **overrides})
+
+
+class StageStepper:
+    """Runs the pending pipeline jobs of an idle server one at a time, recording which job each step ran.
+
+    The stages are the server's own (or replacements), with the context the server would give them:
+    same database, same object store, same settings.
+    """
+
+    def __init__(
+        self,
+        *,
+        server: LiveServer,
+        session_factory: sessionmaker[Session],
+        stages: Mapping[str, StageFunction] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.settings = server_settings(server, **settings)
+        self.session_factory = session_factory
+        self.context = make_stage_context(
+            settings=self.settings, session_factory=session_factory, store=make_store(self.settings)
+        )
+        self.runs: list[StageRun] = []
+        self.runner = EmbeddedRunner(
+            context=self.context,
+            stages={name: self._recorded(name, stage) for name, stage in (stages or STAGE_FUNCTIONS).items()},
+            workers=0,
+            poll_seconds=0.1,
+            lease_seconds=30,
+            max_attempts=1,
+        )
+
+    def _recorded(self, name: str, stage: StageFunction) -> StageFunction:
+        def run(context: StageContext, job: ClaimedJob) -> None:
+            self.runs.append(StageRun(upload_id=job.upload_id, stage=name))
+            stage(context, job)
+
+        return run
+
+    def step(self) -> StageRun | None:
+        """Run exactly one claimable job; which one, or None when there was nothing to do."""
+        before = len(self.runs)
+        if not self.runner.run_one("test-stepper"):
+            return None
+        assert len(self.runs) == before + 1, self.runs[before:]
+        return self.runs[-1]
+
+    def run(self, upload_id: int, stage: str) -> None:
+        """Run the next job, which must be this stage of this upload."""
+        assert self.step() == StageRun(upload_id=upload_id, stage=stage)
+
+    def drain(self) -> list[StageRun]:
+        """Run jobs until none is left; the jobs run."""
+        ran = []
+        while (run := self.step()) is not None:
+            ran.append(run)
+        return ran
+
+
+@contextmanager
+def stage_stepper(
+    server: LiveServer, *, stages: Mapping[str, StageFunction] | None = None, **settings: Any
+) -> Iterator[StageStepper]:
+    """A StageStepper on the server's database and object store, closed at the end."""
+    engine = make_engine(server.database_url)
+    try:
+        yield StageStepper(
+            server=server, session_factory=make_session_factory(engine), stages=stages, **settings
+        )
+    finally:
+        engine.dispose()

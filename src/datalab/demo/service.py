@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -15,11 +16,13 @@ from sqlalchemy.orm import Session
 from datalab.accounts import service as accounts
 from datalab.accounts.models import ApiKey, Organization
 from datalab.accounts.security import API_KEY_ALPHABET, API_KEY_LENGTH, hash_api_key
-from datalab.demo.synthetic import write_export_csv
+from datalab.demo.synthetic import export_header, export_rows, write_export_csv
 from datalab.exports.models import PRODUCT_KEYS, Export
 from datalab.exports.service import publish_export
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
+from datalab.students.models import Student
+from datalab.students.service import load_students
 
 DEMO_ORGANIZATION = "Sample University"
 DEMO_FICE = "001024"
@@ -29,6 +32,10 @@ DEMO_USER = "api-service@sample-university.edu"
 DEMO_FILES_PER_PRODUCT = 2
 DEMO_ROWS = {"score-reporter": 186}
 DEMO_DEFAULT_ROWS = 250
+DEMO_STUDENTS = 2000
+# The demo's students are the people of a synthetic inquiry list, so eMatch files built from the demo's
+# export files find them.
+DEMO_STUDENT_SEED = 1000 * PRODUCT_KEYS.index("inquiry")
 
 
 @dataclass(frozen=True)
@@ -49,10 +56,27 @@ def _derived(settings: Settings, purpose: str, length: int) -> str:
     return "".join(API_KEY_ALPHABET[byte % len(API_KEY_ALPHABET)] for byte in digest[:length])
 
 
+def demo_students(*, today: date) -> Iterator[dict[str, str]]:
+    """The demo's student database as student-file rows (deterministic)."""
+    header = export_header("inquiry")
+    for row in export_rows("inquiry", count=DEMO_STUDENTS, seed=DEMO_STUDENT_SEED, today=today):
+        person = dict(zip(header, row, strict=True))
+        yield {
+            "StudentKey": person["STUDENTPIN"],
+            "FirstName": person["FIRSTNAME"],
+            "LastName": person["LASTNAME"],
+            "BirthDate": person["BIRTHDATE"],
+            "Email": person["EMAIL"],
+            "ZipCode": person["POSTALCODE"],
+            "StateCode": person["STATE"],
+            "HSGradYear": person["GRADUATIONYEAR"],
+        }
+
+
 def seed_demo(
     *, db: Session, store: ObjectStore, settings: Settings, base_url: str, now: datetime
 ) -> DemoCredentials:
-    """Create the demo organization, account, key and exports unless they exist; return the credentials."""
+    """Create the demo organization, account, key, exports and students unless they exist."""
     password = _derived(settings, "password", 20)
     plain_key = _derived(settings, "api-key", API_KEY_LENGTH)
     organization = db.scalar(select(Organization).where(Organization.fice == DEMO_FICE))
@@ -104,6 +128,8 @@ def seed_demo(
                         else f"Demo {published_at:%b%Y} {copy + 1}",
                         now=published_at,
                     )
+    if db.scalar(select(Student.id).limit(1)) is None:
+        load_students(db=db, rows=demo_students(today=now.date()), now=now)
     db.flush()
     return DemoCredentials(
         apiKey=plain_key,

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import transaction, utcnow
 from datalab.pipeline.models import PipelineJob
+from datalab.pipeline.service import defer_job
 from datalab.storage.base import ObjectStore
 from datalab.students.matching import Matcher
 from datalab.uploads.models import Upload
@@ -64,19 +65,29 @@ def _claimable(now: datetime) -> object:
 
 
 def claim_job(
-    *, session_factory: sessionmaker[Session], worker_id: str, lease: timedelta, now: datetime
+    *,
+    session_factory: sessionmaker[Session],
+    worker_id: str,
+    lease: timedelta,
+    now: datetime,
+    job_id: int | None = None,
 ) -> ClaimedJob | None:
-    """Take the oldest claimable job (pending, or running with an expired lease), or None."""
+    """Take the oldest claimable job (pending, or running with an expired lease), or None.
+
+    With `job_id`, only that job is taken (a queue that hands out job ids, such as procrastinate).
+    """
     with transaction(session_factory) as db:
         candidates = select(PipelineJob.id).where(_claimable(now)).order_by(PipelineJob.id).limit(1)  # type: ignore[arg-type]
+        if job_id is not None:
+            candidates = candidates.where(PipelineJob.id == job_id)
         if db.get_bind().dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
-        job_id = db.scalar(candidates)
-        if job_id is None:
+        claimed_id = db.scalar(candidates)
+        if claimed_id is None:
             return None
         row = db.execute(
             update(PipelineJob)
-            .where(PipelineJob.id == job_id, _claimable(now))  # type: ignore[arg-type]
+            .where(PipelineJob.id == claimed_id, _claimable(now))  # type: ignore[arg-type]
             .values(
                 state="running",
                 locked_by=worker_id,
@@ -87,7 +98,7 @@ def claim_job(
         ).first()
         if row is None:
             return None
-        return ClaimedJob(id=job_id, upload_id=row[0], stage=row[1], attempts=row[2], worker_id=worker_id)
+        return ClaimedJob(id=claimed_id, upload_id=row[0], stage=row[1], attempts=row[2], worker_id=worker_id)
 
 
 def finish_job(*, db: Session, job: ClaimedJob, now: datetime) -> None:
@@ -123,16 +134,14 @@ def _give_up_or_retry(
     detail = f"{type(error).__name__}: {error}"[:2000]
     with transaction(session_factory) as db:
         if job.attempts < max_attempts:
-            db.execute(
+            run_after = now + timedelta(seconds=5 * 2 ** (job.attempts - 1))
+            retried = db.execute(
                 update(PipelineJob)
                 .where(PipelineJob.id == job.id, PipelineJob.locked_by == job.worker_id)
-                .values(
-                    state="pending",
-                    last_error=detail,
-                    lease_until=None,
-                    run_after=now + timedelta(seconds=5 * 2 ** (job.attempts - 1)),
-                )
+                .values(state="pending", last_error=detail, lease_until=None, run_after=run_after)
             )
+            if retried.rowcount == 1:  # type: ignore[attr-defined]
+                defer_job(db=db, job_id=job.id, at=run_after)
             return
         db.execute(
             update(PipelineJob)
@@ -150,6 +159,68 @@ def _give_up_or_retry(
                 "please upload it again, and contact support if this keeps happening.",
             )
         )
+
+
+def run_claimed(
+    *,
+    context: StageContext,
+    stages: dict[str, StageFunction],
+    job: ClaimedJob,
+    lease: timedelta,
+    max_attempts: int,
+) -> None:
+    """Run a claimed job's stage while a heartbeat keeps its lease; a failure is retried or given up."""
+    stopped = threading.Event()
+
+    def heartbeat() -> None:
+        while not stopped.wait(lease.total_seconds() / 3):
+            try:
+                _extend_lease(session_factory=context.session_factory, job=job, lease=lease)
+            except Exception:
+                log.exception("could not extend the lease of pipeline job %s", job.id)
+
+    beating = threading.Thread(target=heartbeat, name=f"lease-{job.id}", daemon=True)
+    beating.start()
+    try:
+        stage = stages.get(job.stage)
+        if stage is None:
+            raise LookupError(f"no stage named {job.stage!r}")
+        stage(context, job)
+    except Exception as exc:
+        log.exception("pipeline stage %s of upload %s failed", job.stage, job.upload_id)
+        _give_up_or_retry(
+            session_factory=context.session_factory,
+            job=job,
+            error=exc,
+            max_attempts=max_attempts,
+            now=utcnow(),
+        )
+    finally:
+        stopped.set()
+        beating.join()
+
+
+def run_queued_job(
+    *,
+    context: StageContext,
+    stages: dict[str, StageFunction],
+    job_id: int,
+    worker_id: str,
+    lease: timedelta,
+    max_attempts: int,
+) -> None:
+    """Run a job a queue handed out; if another worker holds it, hand it back for when its lease ends."""
+    job = claim_job(
+        session_factory=context.session_factory, worker_id=worker_id, lease=lease, now=utcnow(), job_id=job_id
+    )
+    if job is not None:
+        run_claimed(context=context, stages=stages, job=job, lease=lease, max_attempts=max_attempts)
+        return
+    with transaction(context.session_factory) as db:
+        held = db.get(PipelineJob, job_id)
+        # A finished job needs nothing; a pending one waiting for its retry time is queued for that time.
+        if held is not None and held.state == "running" and held.lease_until is not None:
+            defer_job(db=db, job_id=job_id, at=held.lease_until + timedelta(seconds=1))
 
 
 class EmbeddedRunner:
@@ -197,34 +268,14 @@ class EmbeddedRunner:
         )
         if job is None:
             return False
-        stage = self.stages.get(job.stage)
-        heartbeat_stop = threading.Event()
-        heartbeat = threading.Thread(target=self._heartbeat, args=(job, heartbeat_stop), daemon=True)
-        heartbeat.start()
-        try:
-            if stage is None:
-                raise LookupError(f"no stage named {job.stage!r}")
-            stage(self.context, job)
-        except Exception as exc:
-            log.exception("pipeline stage %s of upload %s failed", job.stage, job.upload_id)
-            _give_up_or_retry(
-                session_factory=self.context.session_factory,
-                job=job,
-                error=exc,
-                max_attempts=self.max_attempts,
-                now=utcnow(),
-            )
-        finally:
-            heartbeat_stop.set()
-            heartbeat.join()
+        run_claimed(
+            context=self.context,
+            stages=self.stages,
+            job=job,
+            lease=self.lease,
+            max_attempts=self.max_attempts,
+        )
         return True
-
-    def _heartbeat(self, job: ClaimedJob, stopped: threading.Event) -> None:
-        while not stopped.wait(self.lease.total_seconds() / 3):
-            try:
-                _extend_lease(session_factory=self.context.session_factory, job=job, lease=self.lease)
-            except Exception:
-                log.exception("could not extend the lease of pipeline job %s", job.id)
 
     def _work(self, worker_id: str) -> None:
         while not self._stop.is_set():

@@ -6,7 +6,9 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from procrastinate.schema import SchemaManager
+from sqlalchemy import Engine, select, text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from datalab.pipeline.models import STAGES, PipelineJob
@@ -18,9 +20,28 @@ PROCRASTINATE_QUEUE = "pipeline"
 PROCRASTINATE_TASK = "datalab.run_pipeline_job"
 
 _DEFER = text(
-    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, NULL, NULL, CAST(:args AS jsonb), NULL)"
-    "::procrastinate_job_to_defer_v1])"
+    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, NULL, NULL, "
+    "CAST(:args AS jsonb), CAST(:at AS timestamptz))::procrastinate_job_to_defer_v1])"
 )
+
+
+# Serializes concurrent installs of procrastinate's schema (any fixed 64-bit number would do).
+_SCHEMA_LOCK = 0x6461_7461_6C61_62
+
+
+def libpq_url(database_url: str) -> str:
+    """The SQLAlchemy URL as the plain postgresql:// conninfo psycopg expects."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def ensure_procrastinate_schema(engine: Engine) -> None:
+    """Install procrastinate's tables and functions unless they are there (the schema ships with it)."""
+    with engine.begin() as connection:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        if connection.scalar(text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")):
+            return
+        driver = connection.connection.driver_connection
+        driver.execute(SchemaManager.get_schema())  # type: ignore[union-attr]
 
 
 def enqueue_stage(*, db: Session, upload_id: int, stage: str, now: datetime) -> PipelineJob:
@@ -36,16 +57,23 @@ def enqueue_stage(*, db: Session, upload_id: int, stage: str, now: datetime) -> 
     else:
         job.state, job.attempts, job.run_after, job.finished_at, job.locked_by = "pending", 0, now, None, None
     db.flush()
-    if db.info.get(QUEUE_INFO_KEY) == "procrastinate":
-        db.execute(
-            _DEFER,
-            {
-                "queue": PROCRASTINATE_QUEUE,
-                "task": PROCRASTINATE_TASK,
-                "args": json.dumps({"job_id": job.id}),
-            },
-        )
+    defer_job(db=db, job_id=job.id, at=None)
     return job
+
+
+def defer_job(*, db: Session, job_id: int, at: datetime | None) -> None:
+    """Hand a job to procrastinate in the caller's transaction, when procrastinate runs the stages."""
+    if db.info.get(QUEUE_INFO_KEY) != "procrastinate":
+        return
+    db.execute(
+        _DEFER,
+        {
+            "queue": PROCRASTINATE_QUEUE,
+            "task": PROCRASTINATE_TASK,
+            "args": json.dumps({"job_id": job_id}),
+            "at": at,
+        },
+    )
 
 
 def move_upload(

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, literal, select, tuple_
+from sqlalchemy import delete, func, insert, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from datalab.exports.service import publish_export
@@ -62,10 +62,9 @@ def _copy_staged(
     if model is EnrollmentRecord:
         columns += ["entry_year", "entry_term"]
         sources += [StagedRow.entry_year, StagedRow.entry_term]
-    result = db.execute(
-        insert(model).from_select(columns, select(*sources).where(StagedRow.upload_id == upload.id))
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    db.execute(insert(model).from_select(columns, select(*sources).where(StagedRow.upload_id == upload.id)))
+    # rowcount of INSERT ... SELECT is not reported by every driver
+    return int(db.scalar(select(func.count()).select_from(model).where(model.upload_id == upload.id)) or 0)
 
 
 def apply_enrollment(*, db: Session, upload: Upload, now: datetime) -> dict[str, int]:

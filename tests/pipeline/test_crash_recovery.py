@@ -1,0 +1,141 @@
+"""Crash safety and scale-out: workers killed mid-stage, servers restarted, procrastinate workers.
+
+A file is uploaded through the HTTP API; once it is `ingesting`, the process doing the work is killed
+with SIGKILL. After a new process starts, the file must reach `done` with exactly its rows: no loss, no
+duplicates.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import distinct, func, select
+
+from datalab.demo.uploads import write_enrollment_csv
+from datalab.pipeline.models import StagedRow
+from datalab.records.models import EnrollmentRecord
+from datalab.uploads.models import Upload
+from tests.support.databases import postgres_url
+from tests.support.server import LiveServer, LoggedIn
+from tests.support.uploads import upload_and_wait
+
+LARGE_ROWS = 150_000
+# A short lease so that work held by a killed process is taken again within seconds.
+FAST_RECOVERY = {"pipeline_lease_seconds": "3", "pipeline_poll_seconds": "0.2"}
+
+needs_postgresql = pytest.mark.skipif(
+    postgres_url() is None, reason="procrastinate workers need PostgreSQL (set DATALAB_TEST_DATABASE_URL)"
+)
+
+
+@pytest.fixture(scope="module")
+def large_file(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    path = tmp_path_factory.mktemp("large") / "enrollment.csv"
+    write_enrollment_csv(path, count=LARGE_ROWS, seed=7)
+    return path.read_bytes()
+
+
+def _wait_for(
+    client: httpx2.Client, server: LiveServer, login: LoggedIn, uid: str, statuses: set[str], timeout: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    record: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = client.get(f"{server.base_url}/files/{uid}", headers=login.headers)
+        if response.status_code == 200:
+            record = response.json()
+            if record["status"] in statuses:
+                return record
+        time.sleep(0.05)
+    raise AssertionError(f"file {uid} did not reach {statuses}: {record.get('status')} {record.get('error')}")
+
+
+def _stored(server: LiveServer, uid: str) -> tuple[int, int, int]:
+    """Production rows of the upload, distinct row numbers among them, and rows left in staging."""
+    with server.db() as db:
+        upload_id = db.scalar(select(Upload.id).where(Upload.uid == uid))
+        rows = db.execute(
+            select(func.count(), func.count(distinct(EnrollmentRecord.row_number))).where(
+                EnrollmentRecord.upload_id == upload_id
+            )
+        ).one()
+        staged = db.scalar(
+            select(func.count()).select_from(StagedRow).where(StagedRow.upload_id == upload_id)
+        )
+    return int(rows[0]), int(rows[1]), int(staged or 0)
+
+
+def _expected_accepted(record: dict[str, Any]) -> int:
+    return int(record["meta"]["acceptedRows"])
+
+
+def test_the_embedded_runner_finishes_a_file_after_the_server_is_killed_mid_ingest(
+    client: httpx2.Client, make_server: Any, large_file: bytes
+) -> None:
+    server: LiveServer = make_server(pipeline_workers="1", **FAST_RECOVERY)
+    login = server.login()
+    record = upload_and_wait(
+        client,
+        server,
+        login,
+        large_file,
+        file_name="big.csv",
+        until=frozenset({"ingesting", "done", "failure"}),
+    )
+    assert record["status"] == "ingesting", "the file must be caught while ingesting"
+    server.kill()
+    server.start()
+    login = server.login()
+    done = _wait_for(client, server, login, record["id"], {"done", "failure"}, timeout=300)
+    assert done["status"] == "done", done["error"]
+    accepted = _expected_accepted(done)
+    assert accepted + done["meta"]["rejectedRows"] == LARGE_ROWS
+    assert done["meta"]["loadedRows"] == accepted
+    assert _stored(server, record["id"]) == (accepted, accepted, 0)
+
+
+@needs_postgresql
+def test_procrastinate_workers_process_every_product(client: httpx2.Client, make_server: Any) -> None:
+    server: LiveServer = make_server(pipeline_queue="procrastinate", pipeline_workers="2", **FAST_RECOVERY)
+    server.start_worker()
+    login = server.login()
+    files = {
+        "enrollment": b"UniqueID,EntryYear,EntryTerm,Applied,ZipCode\r\n00123,2026,Fall,2025-11-02,02134\r\n",
+        "affinity": b"FirstName,LastName,Address1,City,StateCode,ZipCode\r\n"
+        b"Ann,Lee,1 Elm St,Boston,MA,02134\r\n",
+        "ematch": b"UniqueID,FirstName,LastName,BirthDate,Email\r\n007,Ann,Lee,2008-04-01,ann@example.edu\r\n",
+    }
+    for product, content in files.items():
+        record = upload_and_wait(
+            client, server, login, content, product_type=product, until=frozenset({"done", "failure"})
+        )
+        assert record["status"] == "done", (product, record["error"])
+
+
+@needs_postgresql
+def test_a_procrastinate_worker_killed_mid_ingest_is_recovered_by_the_next_worker(
+    client: httpx2.Client, make_server: Any, large_file: bytes
+) -> None:
+    server: LiveServer = make_server(pipeline_queue="procrastinate", pipeline_workers="1", **FAST_RECOVERY)
+    first = server.start_worker()
+    login = server.login()
+    record = upload_and_wait(
+        client,
+        server,
+        login,
+        large_file,
+        file_name="big.csv",
+        until=frozenset({"ingesting", "done", "failure"}),
+    )
+    assert record["status"] == "ingesting", "the file must be caught while ingesting"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    server.start_worker()
+    done = _wait_for(client, server, login, record["id"], {"done", "failure"}, timeout=300)
+    assert done["status"] == "done", done["error"]
+    accepted = _expected_accepted(done)
+    assert _stored(server, record["id"]) == (accepted, accepted, 0)
