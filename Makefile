@@ -38,6 +38,7 @@ format: install
 bench: install
 	$(BIN)/python -m bench.download
 	$(BIN)/python -m bench.upload
+	$(BIN)/python -m bench.pipeline
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

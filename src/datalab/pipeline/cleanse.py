@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, LayoutField, load_layout, normalize_header
-from datalab.layouts.cleansing import clean_value
+from datalab.layouts.cleansing import Cleaned, clean_value
 from datalab.pipeline.artifacts import REPORT_COLUMNS, CsvObject, cleansed_key, report_key
 from datalab.pipeline.readers import ReadError, open_table
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job
@@ -24,15 +24,18 @@ from datalab.pipeline.service import enqueue_stage, move_upload
 from datalab.uploads.models import Upload
 
 ROW_COLUMN = "_row"
+CLEANED_CACHE_SIZE = 20_000
 
 
 @dataclass(frozen=True)
 class _MappedField:
     position: int
-    field: LayoutField
+    layout_field: LayoutField
     column: int
     header: str
     value_map: Mapping[str, str] | None
+    # Columns repeat values (terms, years, states, dates): each distinct raw value is cleaned once.
+    cleaned: dict[str, Cleaned] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,14 +100,18 @@ class Cleanser:
             raw = row[mapped.column]
             if not raw:
                 continue
-            cleaned = clean_value(raw, mapped.field, value_map=mapped.value_map, today=self.today)
+            cleaned = mapped.cleaned.get(raw)
+            if cleaned is None:
+                cleaned = clean_value(raw, mapped.layout_field, value_map=mapped.value_map, today=self.today)
+                if len(mapped.cleaned) < CLEANED_CACHE_SIZE:
+                    mapped.cleaned[raw] = cleaned
             values[mapped.position] = cleaned.value
             if cleaned.warning is not None:
                 warned = True
                 for code, message in _warnings(cleaned.warning):
                     self.counts.warnings += 1
                     report.writerow(
-                        [row_number, mapped.header, mapped.field.name, raw, "warning", code, message]
+                        [row_number, mapped.header, mapped.layout_field.name, raw, "warning", code, message]
                     )
         problems = [
             (self.headers_by_position.get(position, ""), name, "required_missing", f"{name} is required")

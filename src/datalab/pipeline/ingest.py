@@ -14,7 +14,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from datalab.db import transaction, utcnow
@@ -73,10 +73,16 @@ def bulk_stage(db: Session, rows: Iterator[tuple[Any, ...]]) -> int:
                 copy.write_row(row)
                 count += 1
         return count
-    statement = insert(StagedRow)
-    while batch := list(islice(rows, BATCH_ROWS)):
-        db.execute(statement, [dict(zip(STAGED_COLUMNS, row, strict=True)) for row in batch])
-        count += len(batch)
+    # The DB-API cursor directly: going through the ORM costs more than the insert itself.
+    placeholders = ", ".join("?" * len(STAGED_COLUMNS))
+    statement = f"INSERT INTO staged_rows ({', '.join(STAGED_COLUMNS)}) VALUES ({placeholders})"
+    cursor = db.connection().connection.cursor()
+    try:
+        while batch := list(islice(rows, BATCH_ROWS)):
+            cursor.executemany(statement, batch)
+            count += len(batch)
+    finally:
+        cursor.close()
     return count
 
 

@@ -1,0 +1,120 @@
+"""Pipeline benchmark: a generated enrollment CSV uploaded, analyzed, cleansed, ingested and processed.
+
+Prints the time from the start of the upload to `done` as a ratio of reading the same file with polars
+(every column as text) in the same run, rows per second, each stage's time, and the peak memory of the
+server (which runs the pipeline) and of the polars reader. Run with `make bench` (or
+`python -m bench.pipeline --rows 100000` for a quicker look; `--database-url` for PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx2
+from sqlalchemy import select
+from tests.support.databases import DatabaseFactory
+from tests.support.server import LiveServer, server_env
+
+from bench.download import peak_report, status_kib
+from bench.upload import new_form, timed_upload
+from datalab.demo.uploads import write_enrollment_csv
+from datalab.pipeline.models import PipelineJob
+from datalab.uploads.models import Upload
+
+POLARS_READ = """
+import json, resource, sys, time
+import polars as pl
+started = time.perf_counter()
+frame = pl.read_csv(sys.argv[1], infer_schema=False)
+elapsed = time.perf_counter() - started
+print(json.dumps({"seconds": elapsed, "rows": frame.height,
+                  "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def polars_read(path: Path) -> dict[str, float]:
+    """Seconds, rows and peak RSS of polars reading the file with every column as text (own process)."""
+    result = subprocess.run(
+        [sys.executable, "-c", POLARS_READ, str(path)], check=True, capture_output=True, text=True
+    )
+    figures: dict[str, float] = json.loads(result.stdout)
+    return figures
+
+
+def wait_done(server: LiveServer, uid: str, headers: dict[str, str]) -> dict[str, object]:
+    """Poll the file until the pipeline is finished with it."""
+    while True:
+        record: dict[str, object] = httpx2.get(f"{server.base_url}/files/{uid}", headers=headers).json()
+        if record["status"] in {"done", "failure", "canceled", "fields_mapping_required"}:
+            return record
+        time.sleep(0.1)
+
+
+def stage_seconds(server: LiveServer, uid: str) -> dict[str, float]:
+    """How long each stage's job took, from the database's job records."""
+    with server.db() as db:
+        upload_id = db.scalar(select(Upload.id).where(Upload.uid == uid))
+        jobs = db.scalars(
+            select(PipelineJob).where(PipelineJob.upload_id == upload_id).order_by(PipelineJob.id)
+        )
+        return {
+            job.stage: (job.finished_at - job.created_at).total_seconds()
+            for job in jobs
+            if job.finished_at is not None
+        }
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="records in the file (default 1,000,000)")
+    parser.add_argument("--database-url", default=None, help="a PostgreSQL URL to create a database in")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="datalab-bench-") as work:
+        home = Path(work)
+        source = home / "enrollment.csv"
+        write_enrollment_csv(source, count=args.rows, seed=1)
+        factory = DatabaseFactory(args.database_url)
+        database_url = factory.new_url(home)
+        server = LiveServer(
+            home=home,
+            database_url=database_url,
+            env=server_env(home=home, database_url=database_url, extra={"DATALAB_PIPELINE_WORKERS": "1"}),
+        )
+        server.start()
+        try:
+            assert server.process is not None
+            baseline = polars_read(source)
+            form = new_form(server)
+            headers = server.login().headers
+            peak_before = status_kib(server.process.pid, "VmHWM")
+            started = time.perf_counter()
+            timed_upload(form, source)
+            record = wait_done(server, str(form["id"]), headers)
+            elapsed = time.perf_counter() - started
+            if record["status"] != "done":
+                raise SystemExit(f"the file ended in {record['status']}: {record.get('error')}")
+            size = source.stat().st_size
+            print(f"file: {args.rows:,} rows, {size / 2**20:.0f} MiB, database {database_url.split(':')[0]}")
+            print(
+                f"polars read_csv (all text): {baseline['seconds']:.2f} s, "
+                f"peak RSS {baseline['peak_kib'] / 1024:.0f} MiB"
+            )
+            print(f"pipeline upload -> done: {elapsed:.2f} s, {args.rows / elapsed:,.0f} rows/s")
+            print(f"ratio pipeline/polars: {elapsed / baseline['seconds']:.1f}")
+            for stage, seconds in stage_seconds(server, str(form["id"])).items():
+                print(f"  {stage:<8} {seconds:7.2f} s (queued to finished)")
+            print(peak_report(server.process.pid, peak_before, f"the pipeline of {args.rows:,} rows"))
+        finally:
+            server.stop()
+            factory.drop_all()
+
+
+if __name__ == "__main__":
+    main()
