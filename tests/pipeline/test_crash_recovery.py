@@ -107,7 +107,8 @@ def test_procrastinate_workers_process_every_product(client: httpx2.Client, make
         "enrollment": b"UniqueID,EntryYear,EntryTerm,Applied,ZipCode\r\n00123,2026,Fall,2025-11-02,02134\r\n",
         "affinity": b"FirstName,LastName,Address1,City,StateCode,ZipCode\r\n"
         b"Ann,Lee,1 Elm St,Boston,MA,02134\r\n",
-        "ematch": b"UniqueID,FirstName,LastName,BirthDate,Email\r\n007,Ann,Lee,2008-04-01,ann@example.edu\r\n",
+        "ematch": b"UniqueID,FirstName,LastName,BirthDate,Email\r\n"
+        b"007,Ann,Lee,2008-04-01,ann@example.edu\r\n",
     }
     for product, content in files.items():
         record = upload_and_wait(
