@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -53,16 +54,15 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        sweeper = None
-        if not store.reports_uploads:
-            sweeper = UploadSweeper(
-                session_factory=session_factory,
-                store=store,
-                bucket=settings.uploads_bucket,
-                max_size=settings.max_upload_bytes,
-                interval_seconds=settings.upload_sweep_interval_seconds,
-            )
-            sweeper.start()
+        sweeper = UploadSweeper(
+            session_factory=session_factory,
+            store=store,
+            bucket=settings.uploads_bucket,
+            max_size=settings.max_upload_bytes,
+            interval_seconds=settings.upload_sweep_interval_seconds,
+            canceled_retention=timedelta(hours=settings.canceled_retention_hours),
+        )
+        sweeper.start()
         runner = None
         if settings.pipeline_workers and settings.pipeline_queue == "embedded":
             runner = EmbeddedRunner(
@@ -79,8 +79,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         finally:
             if runner is not None:
                 runner.stop()
-            if sweeper is not None:
-                sweeper.stop()
+            sweeper.stop()
             engine.dispose()
 
     app = FastAPI(

@@ -103,13 +103,17 @@ def ingest(ctx: StageContext, job: ClaimedJob) -> None:
         db.execute(delete(StagedRow).where(StagedRow.upload_id == upload.id))
         staged = bulk_stage(db, staged_rows(path, upload.id))
         now = utcnow()
-        if move_upload(
+        moved = move_upload(
             db=db,
             upload_id=upload.id,
             from_status="ingesting",
             status="processing",
             now=now,
             meta={**upload.meta, "stagedRows": staged},
-        ):
+        )
+        if moved:
             enqueue_stage(db=db, upload_id=upload.id, stage="process", now=now)
         finish_job(db=db, job=job, now=now)
+    if moved:
+        # The rows are in the database now; the cleansed copy was only the hand-off.
+        ctx.store.delete(bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid))

@@ -60,6 +60,8 @@ class Upload(OrgOwned, Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When the file of a canceled upload was removed from the store, after the retention period.
+    file_removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     organization: Mapped[Organization] = relationship(lazy="joined")
 

@@ -93,8 +93,33 @@ def sweep_uploads(
     return moved
 
 
+def purge_canceled_files(
+    *,
+    session_factory: sessionmaker[Session],
+    store: ObjectStore,
+    bucket: str,
+    cutoff: datetime,
+    now: datetime,
+) -> int:
+    """Remove the files of uploads canceled before the cutoff; returns how many were removed."""
+    with transaction(session_factory) as db:
+        expired = db.execute(
+            across_organizations(Upload)
+            .where(Upload.status == "canceled", Upload.file_removed_at.is_(None), Upload.updated_at < cutoff)
+            .order_by(Upload.updated_at)
+            .limit(SWEEP_BATCH)
+            .with_only_columns(Upload.id, Upload.object_key)
+        ).all()
+    for upload_id, key in expired:
+        store.delete(bucket=bucket, key=key)
+        with transaction(session_factory) as db:
+            db.execute(update(Upload).where(Upload.id == upload_id).values(file_removed_at=now))
+    return len(expired)
+
+
 class UploadSweeper:
-    """A daemon thread running sweep_uploads every interval until stopped."""
+    """A daemon thread that, every interval until stopped, finds arrived uploads (on stores that do not
+    report them) and removes the files of uploads canceled longer ago than the retention period."""
 
     def __init__(
         self,
@@ -104,8 +129,10 @@ class UploadSweeper:
         bucket: str,
         max_size: int,
         interval_seconds: float,
+        canceled_retention: timedelta,
     ) -> None:
         self.session_factory = session_factory
+        self.canceled_retention = canceled_retention
         self.store = store
         self.bucket = bucket
         self.max_size = max_size
@@ -122,16 +149,28 @@ class UploadSweeper:
         self._stop.set()
         self._thread.join(timeout=30)
 
+    def sweep_once(self, *, now: datetime) -> None:
+        """One round of the sweeper's work."""
+        if not self.store.reports_uploads:
+            sweep_uploads(
+                session_factory=self.session_factory,
+                store=self.store,
+                bucket=self.bucket,
+                max_size=self.max_size,
+                now=now,
+            )
+        purge_canceled_files(
+            session_factory=self.session_factory,
+            store=self.store,
+            bucket=self.bucket,
+            cutoff=now - self.canceled_retention,
+            now=now,
+        )
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_seconds):
             try:
-                sweep_uploads(
-                    session_factory=self.session_factory,
-                    store=self.store,
-                    bucket=self.bucket,
-                    max_size=self.max_size,
-                    now=utcnow(),
-                )
+                self.sweep_once(now=utcnow())
             except Exception:
                 # A store or database hiccup must not end the sweeper; the next round retries.
                 log.exception("upload sweep failed")
