@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from datalab.accounts.models import ApiKey, Organization, User
 from datalab.exports.models import Export
+from datalab.students.models import Student
 from tests.support.accounts import (
     add_account,
     add_organization,
@@ -385,3 +386,39 @@ def test_demo_is_idempotent(server: LiveServer) -> None:
     assert keys_before.count(server.demo.api_key[:8]) == 1
     # The credentials printed the second time still log in.
     assert server.login().organization_uid == organization_uid
+
+
+def test_students_load_inserts_then_updates_and_keeps_leading_zeros(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    key = unique("00")
+    students = tmp_path / "students.csv"
+    students.write_text(
+        "StudentKey,FirstName,LastName,BirthDate,Email,ZipCode\n"
+        f"{key},Ann,O'Brien,4/1/2008,Ann.OBrien@Example.edu,2134\n",
+        encoding="utf-8",
+    )
+    assert admin_json(server, "students", "load", str(students)) == {"inserted": 1, "updated": 0}
+    assert admin_json(server, "students", "load", str(students)) == {"inserted": 0, "updated": 1}
+    with server.db() as db:
+        student = db.scalar(select(Student).where(Student.student_key == key))
+        assert student is not None
+        assert (student.birth_date, student.zip_code, student.zip5) == ("2008/04/01", "02134", "02134")
+        assert (student.email_key, student.name_key) == ("ann.obrien@example.edu", "ann|obrien")
+
+
+def test_students_load_refuses_a_bad_file_and_loads_nothing(server: LiveServer, tmp_path: Path) -> None:
+    key = unique("S")
+    no_key = tmp_path / "no-key.csv"
+    no_key.write_text("FirstName,LastName\nAnn,Lee\n", encoding="utf-8")
+    assert "lacks StudentKey" in admin_fails(server, "students", "load", str(no_key))
+    half_bad = tmp_path / "half-bad.csv"
+    half_bad.write_text(f"StudentKey,FirstName,LastName\n{key},Ann,Lee\n{key}-2,,Lee\n", encoding="utf-8")
+    assert "row 3" in admin_fails(server, "students", "load", str(half_bad))
+    with server.db() as db:
+        assert db.scalar(select(Student).where(Student.student_key == key)) is None
+
+
+def test_the_demo_seeds_the_student_database(server: LiveServer) -> None:
+    with server.db() as db:
+        assert len(db.scalars(select(Student.id)).all()) >= 2000

@@ -50,3 +50,11 @@ def test_environment_overrides_and_derived_values(monkeypatch: pytest.MonkeyPatc
     assert settings.storage_access_key_id.startswith("AKIA") and len(settings.storage_access_key_id) == 20
     other = Settings(secret_key="t" * 40)
     assert other.storage_secret_access_key != settings.storage_secret_access_key
+
+
+def test_the_procrastinate_queue_is_refused_on_sqlite(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATALAB_DEV_MODE", "1")
+    monkeypatch.setenv("DATALAB_PIPELINE_QUEUE", "procrastinate")
+    monkeypatch.delenv("DATALAB_DATABASE_URL", raising=False)
+    with pytest.raises(ValueError, match="DATALAB_PIPELINE_QUEUE=procrastinate needs PostgreSQL"):
+        Settings()

@@ -76,7 +76,10 @@ class Settings(BaseSettings):
         description="On S3: lifetime of the presigned GET a download ticket redirects to.",
     )
     upload_sweep_interval_seconds: int = Field(
-        default=15, ge=1, description="On S3: how often the bucket is checked for uploads that arrived."
+        default=15,
+        ge=1,
+        description="How often canceled files past retention are removed and, on S3, how often the bucket "
+        "is checked for uploads that arrived.",
     )
     pipeline_queue: Literal["embedded", "procrastinate"] = Field(
         default="embedded",
@@ -97,7 +100,8 @@ class Settings(BaseSettings):
     pipeline_workers: int = Field(
         default=2,
         ge=0,
-        description="Pipeline worker threads inside `datalab serve` (0: this process runs none).",
+        description="Pipeline worker threads inside `datalab serve` (0: this process runs none), or "
+        "concurrent jobs of each `datalab worker`.",
     )
     pipeline_poll_seconds: float = Field(
         default=1.0, gt=0, description="How long an idle pipeline worker waits before looking for work again."
