@@ -50,7 +50,9 @@ def polars_read(path: Path) -> dict[str, float]:
 def wait_done(server: LiveServer, uid: str, headers: dict[str, str]) -> dict[str, object]:
     """Poll the file until the pipeline is finished with it."""
     while True:
-        record: dict[str, object] = httpx2.get(f"{server.base_url}/files/{uid}", headers=headers).json()
+        record: dict[str, object] = httpx2.get(
+            f"{server.base_url}/files/{uid}", headers=headers, timeout=120
+        ).json()
         if record["status"] in {"done", "failure", "canceled", "fields_mapping_required"}:
             return record
         time.sleep(0.1)
@@ -106,7 +108,13 @@ def main() -> None:
                 f"polars read_csv (all text): {baseline['seconds']:.2f} s, "
                 f"peak RSS {baseline['peak_kib'] / 1024:.0f} MiB"
             )
+            meta = record["meta"]
+            assert isinstance(meta, dict)
             print(f"pipeline upload -> done: {elapsed:.2f} s, {args.rows / elapsed:,.0f} rows/s")
+            print(
+                f"rows: {meta['acceptedRows']:,} accepted ({meta['warnedRows']:,} with warnings), "
+                f"{meta['rejectedRows']:,} rejected, {meta['loadedRows']:,} loaded"
+            )
             print(f"ratio pipeline/polars: {elapsed / baseline['seconds']:.1f}")
             for stage, seconds in stage_seconds(server, str(form["id"])).items():
                 print(f"  {stage:<8} {seconds:7.2f} s (queued to finished)")

@@ -61,10 +61,11 @@ def enrollment_rows(*, count: int, seed: int, entry_year: int = 2026) -> Iterato
             "Springfield",
             state,
             zip_code,
-            rng.choice(("M", "F", "Female", "male", "")),
+            # about 2% of the values are ones a person typed wrong: they are reported, not loaded
+            rng.choice(("M", "F", "Female", "male", "", *(("X",) if rng.random() < 0.1 else ()))),
             f"{rng.randint(1, 12)}/{rng.randint(1, 28)}/{rng.randint(2006, 2009)}",
             rng.choice(_TERMS),
-            str(entry_year),
+            "" if rng.random() < 0.01 else str(entry_year),
             str(entry_year),
             rng.choice(("First-Year", "Transfer")),
             f"{entry_year - 1}-{rng.randint(1, 9):02d}-{rng.randint(1, 28):02d}",

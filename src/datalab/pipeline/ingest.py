@@ -1,8 +1,9 @@
 """The `ingesting` stage: load the cleansed rows into staging with each database's bulk path.
 
-The whole load is one transaction that first clears the upload's staged rows, so a stage run again after
-a crash never duplicates a row: either every row of the file is staged and the upload is `processing`,
-or nothing changed.
+The upload's staged rows are cleared first and the status moves to `processing` only in the transaction
+that ends the load, so a stage run again after a crash never duplicates a row. On PostgreSQL the whole
+load is that one transaction (COPY); on SQLite rows go in short batches so that API requests are not
+held up by a large file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import transaction, utcnow
 from datalab.pipeline.artifacts import cleansed_key
@@ -60,29 +61,38 @@ def staged_rows(path: Path, upload_id: int) -> Iterator[tuple[int, int, str, str
             )
 
 
-def bulk_stage(db: Session, rows: Iterator[tuple[Any, ...]]) -> int:
-    """Insert staging rows with PostgreSQL's COPY, or batched executemany elsewhere; returns the count."""
+def copy_rows(db: Session, rows: Iterator[tuple[Any, ...]]) -> int:
+    """Stream staging rows into PostgreSQL with COPY, in the session's transaction; returns the count."""
     count = 0
-    if db.get_bind().dialect.name == "postgresql":
-        driver = db.connection().connection.driver_connection
-        with (
-            driver.cursor() as cursor,  # type: ignore[union-attr]
-            cursor.copy(f"COPY staged_rows ({', '.join(STAGED_COLUMNS)}) FROM STDIN") as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
-                count += 1
-        return count
+    driver = db.connection().connection.driver_connection
+    with (
+        driver.cursor() as cursor,  # type: ignore[union-attr]
+        cursor.copy(f"COPY staged_rows ({', '.join(STAGED_COLUMNS)}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+            count += 1
+    return count
+
+
+def insert_rows(factory: sessionmaker[Session], rows: Iterator[tuple[Any, ...]]) -> int:
+    """Insert staging rows in batches, one short transaction each; returns the count.
+
+    SQLite has one writer at a time: short transactions let API requests in between. Rows of a load that
+    stopped half-way are invisible (the status has not moved) and are cleared when the stage runs again.
+    """
     # The DB-API cursor directly: going through the ORM costs more than the insert itself.
     placeholders = ", ".join("?" * len(STAGED_COLUMNS))
     statement = f"INSERT INTO staged_rows ({', '.join(STAGED_COLUMNS)}) VALUES ({placeholders})"
-    cursor = db.connection().connection.cursor()
-    try:
-        while batch := list(islice(rows, BATCH_ROWS)):
-            cursor.executemany(statement, batch)
-            count += len(batch)
-    finally:
-        cursor.close()
+    count = 0
+    while batch := list(islice(rows, BATCH_ROWS)):
+        with transaction(factory) as db:
+            cursor = db.connection().connection.cursor()
+            try:
+                cursor.executemany(statement, batch)
+            finally:
+                cursor.close()
+        count += len(batch)
     return count
 
 
@@ -94,26 +104,32 @@ def ingest(ctx: StageContext, job: ClaimedJob) -> None:
             finish_job(db=db, job=job, now=utcnow())
             return
         db.expunge(upload)
+        copy = db.get_bind().dialect.name == "postgresql"
+        if not copy:
+            db.execute(delete(StagedRow).where(StagedRow.upload_id == upload.id))
     with (
         ctx.store.readable_path(
             bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid), temp_dir=ctx.temp_dir
         ) as path,
-        transaction(ctx.session_factory) as db,
     ):
-        db.execute(delete(StagedRow).where(StagedRow.upload_id == upload.id))
-        staged = bulk_stage(db, staged_rows(path, upload.id))
-        now = utcnow()
-        moved = move_upload(
-            db=db,
-            upload_id=upload.id,
-            from_status="ingesting",
-            status="processing",
-            now=now,
-            meta={**upload.meta, "stagedRows": staged},
-        )
-        if moved:
-            enqueue_stage(db=db, upload_id=upload.id, stage="process", now=now)
-        finish_job(db=db, job=job, now=now)
+        rows = staged_rows(path, upload.id)
+        staged = 0 if copy else insert_rows(ctx.session_factory, rows)
+        with transaction(ctx.session_factory) as db:
+            if copy:
+                db.execute(delete(StagedRow).where(StagedRow.upload_id == upload.id))
+                staged = copy_rows(db, rows)
+            now = utcnow()
+            moved = move_upload(
+                db=db,
+                upload_id=upload.id,
+                from_status="ingesting",
+                status="processing",
+                now=now,
+                meta={**upload.meta, "stagedRows": staged},
+            )
+            if moved:
+                enqueue_stage(db=db, upload_id=upload.id, stage="process", now=now)
+            finish_job(db=db, job=job, now=now)
     if moved:
         # The rows are in the database now; the cleansed copy was only the hand-off.
         ctx.store.delete(bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid))

@@ -45,4 +45,4 @@ def process(ctx: StageContext, job: ClaimedJob) -> None:
             now=now,
             meta={**upload.meta, **outcome},
         )
-        finish_job(db=db, job=job, now=now)
+        finish_job(db=db, job=job, now=utcnow())
