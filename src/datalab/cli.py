@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from datalab.client.cli import register as register_client_commands
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -28,6 +30,7 @@ user_cli = typer.Typer(help="Users and service accounts.", no_args_is_help=True)
 key_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 export_cli = typer.Typer(help="Export files.", no_args_is_help=True)
 student_cli = typer.Typer(help="The student database eMatch files are matched against.", no_args_is_help=True)
+register_client_commands(app)
 app.add_typer(admin, name="admin")
 admin.add_typer(org_cli, name="org")
 admin.add_typer(user_cli, name="user")

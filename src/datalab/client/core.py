@@ -86,6 +86,12 @@ def safe_file_name(url: str, fallback: str) -> str:
     return name[:200] or fallback
 
 
+def shown_url(url: str) -> str:
+    """A URL as logs may show it: host and file name only (signed URLs carry secrets in path and query)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…/{parts.path.rsplit('/', 1)[-1]}"
+
+
 def _md5_of(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as handle:
@@ -233,11 +239,11 @@ class Client:
                 response = self._http.request(method, url, **kwargs)
             except httpx2.TransportError as exc:
                 if attempt + 1 == attempts:
-                    raise ConnectionFailed(f"{method} {urlsplit(url).path}: {exc}") from exc
+                    raise ConnectionFailed(f"{method} {shown_url(url)}: {exc}") from exc
             else:
                 if response.status_code not in RETRY_STATUSES or attempt + 1 == attempts:
                     return response
-            log.info("retrying %s %s (attempt %s)", method, urlsplit(url).path, attempt + 2)
+            log.info("retrying %s %s (attempt %s)", method, shown_url(url), attempt + 2)
             self._sleep(self._delay(attempt, response))
         raise AssertionError("unreachable")
 
