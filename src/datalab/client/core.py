@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import logging
 import os
 import random
@@ -40,7 +42,7 @@ ENVIRONMENT = {
     "password": "ENCOURA_PASSWORD",
     "organization": "ENCOURA_ORGANIZATION_UID",
 }
-# Session tokens live 20 minutes; refresh well before.
+# Session tokens live 20 minutes: without an `exp` claim to go by, refresh after 15.
 TOKEN_REFRESH_SECONDS = 15 * 60
 PAGE_SIZE = 100
 CHUNK_BYTES = 1024 * 1024
@@ -84,6 +86,17 @@ def safe_file_name(url: str, fallback: str) -> str:
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
     name = re.sub(r"[^\w.()+ -]", "_", name).strip(" .")
     return name[:200] or fallback
+
+
+def token_lifetime(token: str) -> float:
+    """Seconds until a session token should be refreshed: a minute (or half its life) before its `exp`."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        remaining = float(claims["exp"]) - time.time()
+    except (IndexError, ValueError, KeyError, TypeError):
+        return TOKEN_REFRESH_SECONDS
+    return max(remaining - min(60.0, remaining / 2), 0.0)
 
 
 def shown_url(url: str) -> str:
@@ -158,7 +171,7 @@ class Client:
         self._clock = clock
         self._sleep = sleep
         self._token: str | None = None
-        self._token_at = 0.0
+        self._refresh_at = 0.0
         self._http = httpx2.Client(
             timeout=httpx2.Timeout(timeout, connect=min(timeout, 15.0)), transport=transport
         )
@@ -189,7 +202,7 @@ class Client:
         if response.status_code != 200:
             raise _api_error(response)
         body = response.json()
-        self._token, self._token_at = str(body["sessionToken"]), self._clock()
+        self._set_token(str(body["sessionToken"]))
         user: dict[str, Any] = body.get("user") or {}
         organizations = user.get("organizations") or []
         if self.organization is None:
@@ -206,14 +219,18 @@ class Client:
             retry=True,
         )
         if response.status_code == 200:
-            self._token, self._token_at = str(response.json()["sessionToken"]), self._clock()
+            self._set_token(str(response.json()["sessionToken"]))
         else:
             self.login()
+
+    def _set_token(self, token: str) -> None:
+        self._token = token
+        self._refresh_at = self._clock() + token_lifetime(token)
 
     def _headers(self) -> dict[str, str]:
         if self._token is None:
             self.login()
-        elif self._clock() - self._token_at > TOKEN_REFRESH_SECONDS:
+        elif self._clock() >= self._refresh_at:
             self._refresh()
         return {
             "x-api-key": self.api_key,
