@@ -32,6 +32,8 @@ from datalab.storage.sigv4 import Credentials
 from datalab.uploads.routes import router as uploads_router
 from datalab.uploads.service import UploadReceiver
 from datalab.uploads.tasks import UploadSweeper
+from datalab.web.routes import STATIC_DIR as WEB_STATIC
+from datalab.web.routes import router as web_router
 
 API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-exchange API.
 
@@ -102,6 +104,9 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     api.include_router(exports_router)
     api.include_router(uploads_router)
     app.include_router(api)
+    # Data Center before the store's catch-all /{bucket}/{key} routes.
+    app.mount("/datacenter/static", StaticFiles(directory=str(WEB_STATIC)), name="datacenter-static")
+    app.include_router(web_router)
     if not store.one_time_urls:
         app.include_router(tickets_router)
 

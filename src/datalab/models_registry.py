@@ -11,6 +11,7 @@ from datalab.pipeline import models as pipeline_models
 from datalab.records import models as records_models
 from datalab.students import models as students_models
 from datalab.uploads import models as uploads_models
+from datalab.web import models as web_models
 
 TABLE_MODULES = (
     accounts_models,
@@ -19,6 +20,7 @@ TABLE_MODULES = (
     pipeline_models,
     students_models,
     records_models,
+    web_models,
 )
 
 

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         "Must be changed outside dev mode.",
     )
     session_token_ttl_seconds: int = Field(default=1200, ge=30, description="Lifetime of a session token.")
+    datacenter_session_hours: float = Field(
+        default=12,
+        gt=0,
+        description="How long a Data Center sign-in lasts before the browser must sign in again.",
+    )
     require_api_key_on_login: bool = Field(
         default=True, description="Refuse /v1/login without a valid x-api-key header."
     )

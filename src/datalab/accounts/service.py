@@ -247,16 +247,15 @@ def login(
         key_row = check_api_key(db=db, plain_key=api_key, now=now)
     elif settings.require_api_key_on_login:
         raise unauthorized("Missing x-api-key header", code="missing_api_key")
-    scopes = _throttle_scopes(user_name, client_address)
-    newly_locked = _reserve_attempt(db=db, settings=settings, scopes=scopes, now=now)
-    user = get_user(db=db, user_name=user_name)
-    password_ok = verify_password(user.password_hash if user else None, password)
-    key_matches = key_row is None or (user is not None and key_row.user_id == user.id)
-    if user is None or not password_ok or not key_matches:
-        raise unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
-    if user.status != "Active":
-        raise unauthorized("This account is inactive", code="inactive_user")
-    _forgive_attempt(db=db, scopes=scopes, newly_locked=newly_locked)
+    user = authenticate(
+        db=db,
+        settings=settings,
+        user_name=user_name,
+        password=password,
+        client_address=client_address,
+        now=now,
+        api_key_user_id=key_row.user_id if key_row is not None else None,
+    )
     token = issue_token(
         secret_key=settings.secret_key,
         user_uid=user.uid,
@@ -264,6 +263,30 @@ def login(
         ttl=timedelta(seconds=settings.session_token_ttl_seconds),
     )
     return LoginResult(user=user, session_token=token)
+
+
+def authenticate(
+    *,
+    db: Session,
+    settings: Settings,
+    user_name: str,
+    password: str,
+    client_address: str,
+    now: datetime,
+    api_key_user_id: int | None = None,
+) -> User:
+    """The active user with this name and password (throttled per userName and address), else 401."""
+    scopes = _throttle_scopes(user_name, client_address)
+    newly_locked = _reserve_attempt(db=db, settings=settings, scopes=scopes, now=now)
+    user = get_user(db=db, user_name=user_name)
+    password_ok = verify_password(user.password_hash if user else None, password)
+    key_matches = api_key_user_id is None or (user is not None and api_key_user_id == user.id)
+    if user is None or not password_ok or not key_matches:
+        raise unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+    if user.status != "Active":
+        raise unauthorized("This account is inactive", code="inactive_user")
+    _forgive_attempt(db=db, scopes=scopes, newly_locked=newly_locked)
+    return user
 
 
 def user_from_token(*, db: Session, settings: Settings, token: str, now: datetime) -> User:

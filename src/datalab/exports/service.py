@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import secrets
+import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -194,6 +197,7 @@ def issue_download_url(
     ttl_seconds: int,
     temp_dir: Path,
     now: datetime,
+    method: str = "API",
 ) -> str:
     """A one-time signed URL for an export (optionally a slice of its rows, or another format)."""
     export = get_export(db=db, org=org, uid=uid)
@@ -230,6 +234,7 @@ def issue_download_url(
             token=token,
             export_id=export.id,
             user_id=org.user.id if org.user else None,
+            method=method,
             file_type=chosen_type,
             derived_key=derived_key,
             created_at=now,
@@ -376,3 +381,77 @@ class ExportDownloads:
                 key=key,
                 derived=ticket.derived_key is not None,
             )
+
+
+@dataclass
+class ExportBundle:
+    """Several exports zipped into one temporary file, delivered together once every byte went out."""
+
+    session_factory: sessionmaker[Session]
+    path: Path
+    ticket_ids: list[int]
+
+    def finish(self, *, bytes_sent: int, complete: bool, now: datetime) -> None:
+        """Record a delivery of each export when the whole archive was sent; remove the archive."""
+        try:
+            if complete:
+                with transaction(self.session_factory) as db:
+                    for ticket_id in self.ticket_ids:
+                        ticket = db.get(DownloadTicket, ticket_id)
+                        if ticket is not None:
+                            record_delivery(db=db, ticket=ticket, bytes_sent=bytes_sent, now=now)
+        finally:
+            self.path.unlink(missing_ok=True)
+
+
+def bundle_exports(
+    *,
+    db: Session,
+    session_factory: sessionmaker[Session],
+    store: ObjectStore,
+    bucket: str,
+    org: OrgContext,
+    uids: list[str],
+    temp_dir: Path,
+    now: datetime,
+    method: str,
+) -> ExportBundle:
+    """Zip the organization's exports (streamed from the store, never held in memory) for one download."""
+    exports = [get_export(db=db, org=org, uid=uid) for uid in dict.fromkeys(uids)]
+    if not exports:
+        raise bad_request("Choose at least one export file", code="nothing_selected")
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=temp_dir, suffix=".zip")
+    os.close(handle)
+    path = Path(name)
+    used: set[str] = set()
+    try:
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for export in exports:
+                member = f"{export.product_key}/{export.file_name}"
+                if member in used:
+                    member = f"{export.product_key}/{export.uid}-{export.file_name}"
+                used.add(member)
+                with (
+                    store.open_stream(bucket=bucket, key=export.object_key) as source,
+                    archive.open(member, "w") as target,
+                ):
+                    shutil.copyfileobj(source, target, 1024 * 1024)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    tickets = [
+        DownloadTicket(
+            token=secrets.token_urlsafe(32),
+            export_id=export.id,
+            user_id=org.user.id if org.user else None,
+            method=method,
+            created_at=now,
+            expires_at=now,
+            claimed_at=now,
+        )
+        for export in exports
+    ]
+    db.add_all(tickets)
+    db.flush()
+    return ExportBundle(session_factory=session_factory, path=path, ticket_ids=[t.id for t in tickets])

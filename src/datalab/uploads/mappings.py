@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from datalab.errors import ApiError
 from datalab.layouts import normalize_header
 from datalab.scoping import OrgContext, scoped
 from datalab.uploads.models import FieldMapping
@@ -62,3 +63,38 @@ def save_mapping(
     mapping.updated_at = now
     db.flush()
     return mapping
+
+
+def list_mappings(*, db: Session, org: OrgContext) -> list[FieldMapping]:
+    """The organization's saved mappings, by product and most recently changed first."""
+    return list(
+        db.scalars(
+            scoped(FieldMapping, org).order_by(FieldMapping.product_type, FieldMapping.updated_at.desc())
+        )
+    )
+
+
+def get_mapping(*, db: Session, org: OrgContext, uid: str) -> FieldMapping:
+    """One of the organization's saved mappings, else 404."""
+    mapping = db.scalar(scoped(FieldMapping, org).where(FieldMapping.uid == uid))
+    if mapping is None:
+        raise ApiError(404, "mapping_not_found", f"Mapping with id: {uid} is NOT found.")
+    return mapping
+
+
+def rename_mapping(*, db: Session, org: OrgContext, uid: str, name: str, now: datetime) -> FieldMapping:
+    """Give a saved mapping a name people recognize."""
+    mapping = get_mapping(db=db, org=org, uid=uid)
+    cleaned = " ".join(name.split())
+    if not cleaned or len(cleaned) > 200:
+        raise ApiError(422, "invalid_name", "A mapping's name must be 1 to 200 characters.")
+    mapping.name = cleaned
+    mapping.updated_at = now
+    db.flush()
+    return mapping
+
+
+def delete_mapping(*, db: Session, org: OrgContext, uid: str) -> None:
+    """Forget a saved mapping: the next file with those headers is mapped again."""
+    db.delete(get_mapping(db=db, org=org, uid=uid))
+    db.flush()

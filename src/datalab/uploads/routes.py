@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -181,6 +181,11 @@ def get_file_errors(
     file_name, stream = service.open_row_report(
         db=db, org=org, store=store, bucket=settings.uploads_bucket, uid=uid
     )
+    return report_response(file_name, stream)
+
+
+def report_response(file_name: str, stream: IO[bytes]) -> StreamingResponse:
+    """A row report streamed as a CSV attachment."""
 
     def chunks() -> Iterator[bytes]:
         with stream:

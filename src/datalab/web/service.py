@@ -1,0 +1,107 @@
+"""Data Center sessions: sign-in with the account's password, CSRF tokens, organization switching."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from datalab.accounts.models import Membership, Organization
+from datalab.accounts.service import authenticate
+from datalab.errors import ApiError
+from datalab.scoping import OrgContext
+from datalab.settings import Settings
+from datalab.web.models import WebSession
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def sign_in(
+    *, db: Session, settings: Settings, user_name: str, password: str, client_address: str, now: datetime
+) -> tuple[WebSession, str]:
+    """Check the password (throttled like the API's login) and open a session; returns it and its cookie."""
+    user = authenticate(
+        db=db,
+        settings=settings,
+        user_name=user_name,
+        password=password,
+        client_address=client_address,
+        now=now,
+    )
+    if not user.memberships:
+        raise ApiError(403, "no_organization", "This account belongs to no organization.")
+    db.execute(delete(WebSession).where(WebSession.expires_at < now))
+    token = secrets.token_urlsafe(32)
+    session = WebSession(
+        token_hash=_digest(token),
+        user=user,
+        organization_id=user.memberships[0].organization_id,
+        csrf_token=new_csrf_token(),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + timedelta(hours=settings.datacenter_session_hours),
+    )
+    db.add(session)
+    db.flush()
+    return session, token
+
+
+def find_session(*, db: Session, token: str | None, now: datetime) -> WebSession | None:
+    """The live session a cookie belongs to (None when absent, expired, revoked or the user is inactive)."""
+    if not token:
+        return None
+    session = db.scalar(select(WebSession).where(WebSession.token_hash == _digest(token)))
+    if session is None or session.expires_at <= now:
+        return None
+    user = session.user
+    if user.status != "Active" or session.created_at < user.tokens_valid_after:
+        return None
+    if session.organization_id not in {m.organization_id for m in user.memberships}:
+        return None
+    session.last_seen_at = now
+    return session
+
+
+def sign_out(*, db: Session, session: WebSession) -> None:
+    """End the session (the cookie stops working at once)."""
+    db.delete(session)
+
+
+def new_csrf_token() -> str:
+    """A fresh anti-forgery token."""
+    return secrets.token_urlsafe(32)
+
+
+def same_token(expected: str, submitted: str | None) -> bool:
+    """Whether a submitted token is the expected one (compared in constant time)."""
+    return bool(submitted) and hmac.compare_digest(expected.encode(), str(submitted).encode())
+
+
+def csrf_ok(session: WebSession, submitted: str | None) -> bool:
+    """Whether a form carried the session's CSRF token."""
+    return same_token(session.csrf_token, submitted)
+
+
+def switch_organization(*, db: Session, session: WebSession, organization_uid: str) -> Organization:
+    """Act in another of the user's organizations; 403 when the user is not a member."""
+    membership = db.scalar(
+        select(Membership)
+        .join(Organization, Membership.organization_id == Organization.id)
+        .where(Membership.user_id == session.user_id, Organization.uid == organization_uid)
+    )
+    if membership is None:
+        raise ApiError(403, "not_a_member", "You are not a member of that organization.")
+    session.organization_id = membership.organization_id
+    db.flush()
+    return membership.organization
+
+
+def org_of(session: WebSession) -> OrgContext:
+    """The organization context the pages act in."""
+    return OrgContext(user=session.user, organization=session.organization)
