@@ -94,6 +94,7 @@ function setupMapping() {
       const rows = fieldset.querySelector(".value-rows");
       const legend = fieldset.querySelector("legend");
       legend.textContent = select.value ? `${field} ← ${select.value}` : field;
+      fieldset.hidden = !select.value;
       rows.replaceChildren();
       (samples[select.value] || []).forEach((value, index) => {
         const row = document.createElement("div");
