@@ -208,10 +208,22 @@ def test_the_pipeline_reads_uploads_from_s3(make_server: ServerFactory, moto_end
     form = _create_upload(server, headers, "from_s3.csv")
     assert _post_form(form, b"UniqueID,EntryYear,Applied\n00077,2026,2025/10/01\n").status_code == 204
 
-    def enqueued() -> bool:
+    def done() -> bool:
         record = httpx2.get(f"{server.base_url}/files/{form['id']}", headers=headers).json()
-        return bool(record["status"] == "enqueued")
+        return bool(record["status"] == "done")
 
-    assert wait_for(enqueued, timeout=15)
+    assert wait_for(done, timeout=30)
     record = httpx2.get(f"{server.base_url}/files/{form['id']}", headers=headers).json()
     assert record["meta"]["data"] == [{"UniqueID": "00077", "EntryYear": "2026", "Applied": "2025/10/01"}]
+    assert (record["meta"]["acceptedRows"], record["meta"]["loadedRows"]) == (1, 1)
+    # The row report stays beside the upload in the bucket; the cleansed hand-off file is gone.
+    keys = {
+        item["Key"]
+        for item in _client(moto_endpoint).list_objects_v2(Bucket=UPLOADS_BUCKET, Prefix="pipeline/")[
+            "Contents"
+        ]
+    }
+    assert keys == {f"pipeline/{form['id']}/errors.csv"}
+    report = httpx2.get(f"{server.base_url}/files/{form['id']}/errors", headers=headers)
+    assert report.status_code == 200
+    assert report.text == "row,column,field,value,severity,code,message\r\n"
