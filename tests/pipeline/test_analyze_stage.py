@@ -50,7 +50,9 @@ def test_a_file_named_after_the_layout_goes_through_with_its_meta(
         upload = db.scalar(select(Upload).where(Upload.uid == record["id"]))
         assert upload is not None
         assert upload.encoding == "utf-8"
-        jobs = list(db.scalars(select(PipelineJob).where(PipelineJob.upload_id == upload.id)))
+        jobs = list(
+            db.scalars(select(PipelineJob).where(PipelineJob.upload_id == upload.id).order_by(PipelineJob.id))
+        )
     assert [(job.stage, job.state, job.attempts) for job in jobs] == [
         ("analyze", "done", 1),
         ("cleanse", "done", 1),

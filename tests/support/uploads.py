@@ -183,9 +183,11 @@ def upload_row(server: LiveServer, uid: str) -> Upload:
 
 
 def pipeline_jobs(server: LiveServer, upload_id: int) -> list[tuple[str, str]]:
-    """(stage, state) of every pipeline job of an upload."""
+    """(stage, state) of every pipeline job of an upload, in the order they were queued."""
     with server.db() as db:
-        jobs = db.scalars(select(PipelineJob).where(PipelineJob.upload_id == upload_id))
+        jobs = db.scalars(
+            select(PipelineJob).where(PipelineJob.upload_id == upload_id).order_by(PipelineJob.id)
+        )
         return [(job.stage, job.state) for job in jobs]
 
 
@@ -345,6 +347,7 @@ class StageStepper:
         server: LiveServer,
         session_factory: sessionmaker[Session],
         stages: Mapping[str, StageFunction] | None = None,
+        max_attempts: int = 1,
         **settings: Any,
     ) -> None:
         self.settings = server_settings(server, **settings)
@@ -359,7 +362,7 @@ class StageStepper:
             workers=0,
             poll_seconds=0.1,
             lease_seconds=30,
-            max_attempts=1,
+            max_attempts=max_attempts,
         )
 
     def _recorded(self, name: str, stage: StageFunction) -> StageFunction:
@@ -391,13 +394,21 @@ class StageStepper:
 
 @contextmanager
 def stage_stepper(
-    server: LiveServer, *, stages: Mapping[str, StageFunction] | None = None, **settings: Any
+    server: LiveServer,
+    *,
+    stages: Mapping[str, StageFunction] | None = None,
+    max_attempts: int = 1,
+    **settings: Any,
 ) -> Iterator[StageStepper]:
     """A StageStepper on the server's database and object store, closed at the end."""
     engine = make_engine(server.database_url)
     try:
         yield StageStepper(
-            server=server, session_factory=make_session_factory(engine), stages=stages, **settings
+            server=server,
+            session_factory=make_session_factory(engine),
+            stages=stages,
+            max_attempts=max_attempts,
+            **settings,
         )
     finally:
         engine.dispose()

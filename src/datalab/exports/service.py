@@ -73,8 +73,14 @@ def publish_export(
     now: datetime,
     order_name: str = "",
     created_by: User | None = None,
+    list_path: str | None = None,
+    named_at: datetime | None = None,
 ) -> Export:
-    """Store a CSV file as a new, not yet delivered export of the organization."""
+    """Store a CSV file as a new, not yet delivered export of the organization.
+
+    A caller that may publish the same file again after a failed transaction passes a stable
+    `list_path` and `named_at`: the object key is then the same and a retry overwrites, not orphans.
+    """
     if product_key not in PRODUCT_KEYS:
         raise ExportError(f"productKey must be one of {', '.join(PRODUCT_KEYS)}, not {product_key!r}")
     if not source.is_file():
@@ -85,9 +91,9 @@ def publish_export(
         organization_name=organization.name,
         fice=organization.fice,
         order_name=order_name,
-        at=now,
+        at=named_at or now,
     )
-    list_path = new_uid()
+    list_path = list_path or new_uid()
     key = f"{organization.uid}/{product_key}/{list_path}/{file_name}"
     info = store.put_file(bucket=bucket, key=key, source=source, content_type=CSV_CONTENT_TYPE)
     export = Export(

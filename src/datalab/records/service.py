@@ -8,12 +8,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlalchemy import delete, func, insert, literal, select, tuple_
 from sqlalchemy.orm import Session
 
+from datalab.exports.models import Export
 from datalab.exports.service import publish_export
 from datalab.pipeline.models import StagedRow
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
@@ -109,6 +110,16 @@ def _staged_batches(db: Session, upload: Upload) -> Iterator[list[StagedRow]]:
 def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime) -> dict[str, Any]:
     """Match every person against the student database, keep the results and publish the matched rows."""
     db.execute(delete(EmatchResult).where(EmatchResult.upload_id == upload.id))
+    # Processing the file again replaces its results export (same object key, see below).
+    for earlier in db.scalars(
+        select(Export).where(
+            Export.organization_id == upload.organization_id,
+            Export.product_key == "ematch",
+            Export.list_path == upload.uid,
+        )
+    ):
+        db.delete(earlier)
+    db.flush()
     organization = upload.organization
     matched = unmatched = 0
     outputs.temp_dir.mkdir(parents=True, exist_ok=True)
@@ -173,6 +184,9 @@ def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime
             product_key="ematch",
             source=export_path,
             now=now,
-            order_name=f"eMatch results of {upload.file_name}",
+            order_name=f"eMatch results of {PurePosixPath(upload.file_name).stem}",
+            # Stable across retries of the stage: a retry overwrites the same object.
+            list_path=upload.uid,
+            named_at=upload.created_at,
         )
     return {"matchedRows": matched, "unmatchedRows": unmatched, "exportUid": export.uid}

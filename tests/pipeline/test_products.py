@@ -1,0 +1,249 @@
+"""Each product end to end through the HTTP API, down to the production rows it leaves behind."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import func, select
+
+from datalab.accounts.models import Organization
+from datalab.db import utcnow
+from datalab.pipeline.models import StagedRow
+from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
+from datalab.records.service import EMATCH_EXPORT_COLUMNS
+from datalab.students.models import Student
+from datalab.students.service import load_students
+from datalab.uploads.models import Upload
+from tests.support.accounts import add_account, add_organization, login_as, unique
+from tests.support.exports import bare_client, download_url, parse_csv
+from tests.support.server import LiveServer, LoggedIn
+from tests.support.uploads import upload_and_wait, upload_row
+
+
+def _done(
+    client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, content: bytes, **extra: Any
+) -> dict[str, Any]:
+    """Upload a file, wait for it to be `done`, and check its staged rows were cleared."""
+    record = upload_and_wait(client, server, logged_in, content, **extra)
+    assert (record["status"], record["error"]) == ("done", None), record
+    upload_id = upload_row(server, record["id"]).id
+    with server.db() as db:
+        staged = db.scalar(
+            select(func.count()).select_from(StagedRow).where(StagedRow.upload_id == upload_id)
+        )
+    assert staged == 0
+    return record
+
+
+def _enrollment(server: LiveServer, entry_year: str) -> list[tuple[str, str, str, str]]:
+    """(organization uid, upload uid, UniqueID, EntryTerm) of every enrollment record of an entry year."""
+    with server.db() as db:
+        rows = db.execute(
+            select(Organization.uid, Upload.uid, EnrollmentRecord.unique_id, EnrollmentRecord.entry_term)
+            .join(Upload, Upload.id == EnrollmentRecord.upload_id)
+            .join(Organization, Organization.id == EnrollmentRecord.organization_id)
+            .where(EnrollmentRecord.entry_year == entry_year)
+        ).all()
+        found = [(org_uid, uid, unique_id, term) for org_uid, uid, unique_id, term in rows]
+    return sorted(found)
+
+
+def test_an_enrollment_file_replaces_the_same_terms_of_its_organization_only(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    org = demo.organization_uid
+    first = _done(
+        client,
+        working,
+        demo,
+        b"UniqueID,EntryYear,EntryTerm,Applied\r\n"
+        b"00001,2027,Fall,2026/10/01\r\n"
+        b"00002,2027,FA27,2026/10/02\r\n"
+        b"00003,2027,Spring,2026/10/03\r\n",
+    )
+    assert (first["meta"]["loadedRows"], first["meta"]["replacedRows"]) == (3, 0)
+    # Another organization's records of the same term are its own business.
+    other_organization = add_organization(working, name=unique("Other College"))
+    other = login_as(working, add_account(working, organization_uids=[other_organization.uid]))
+    theirs = _done(
+        client, working, other, b"UniqueID,EntryYear,EntryTerm,Applied\r\n00001,2027,Fall,2026/09/01\r\n"
+    )
+    assert _enrollment(working, "2027") == sorted(
+        [
+            (org, first["id"], "00001", "FALL"),
+            (org, first["id"], "00002", "FALL"),
+            (org, first["id"], "00003", "SPRING"),
+            (other_organization.uid, theirs["id"], "00001", "FALL"),
+        ]
+    )
+
+    second = _done(
+        client,
+        working,
+        demo,
+        b"UniqueID,EntryYear,EntryTerm,Enrolled\r\n00001,2027,Fall,2027/08/20\r\n00009,2027,Fall,2027/08/21\r\n",
+    )
+    assert (second["meta"]["loadedRows"], second["meta"]["replacedRows"]) == (2, 2)
+    assert _enrollment(working, "2027") == sorted(
+        [
+            (org, first["id"], "00003", "SPRING"),
+            (org, second["id"], "00001", "FALL"),
+            (org, second["id"], "00009", "FALL"),
+            (other_organization.uid, theirs["id"], "00001", "FALL"),
+        ]
+    )
+    with working.db() as db:
+        replaced = db.scalars(
+            select(EnrollmentRecord.record).where(
+                EnrollmentRecord.upload_id == upload_row(working, second["id"]).id,
+                EnrollmentRecord.unique_id == "00001",
+            )
+        ).one()
+    assert json.loads(replaced) == {
+        "UniqueID": "00001",
+        "EntryTerm": "FALL",
+        "EntryYear": "2027",
+        "Enrolled": "2027/08/20",
+    }
+
+
+AFFINITY_CSV = (
+    b"FirstName,LastName,Address1,City,StateCode,ZipCode,Email\r\n"
+    b"Ann,Lee,1 Main St,Boston,Massachusetts,2134,ANN@Example.EDU\r\n"
+    b"Bo,Diaz,2 Elm St,Wichita,KS,67202,\r\n"
+)
+
+
+@pytest.mark.parametrize("product_type", ["affinity", "legacy"])
+def test_an_affinity_file_adds_its_people(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn, product_type: str
+) -> None:
+    record = _done(client, working, demo, AFFINITY_CSV, file_name="people.csv", product_type=product_type)
+    assert record["productType"] == "affinity"
+    assert record["meta"]["loadedRows"] == 2
+    upload = upload_row(working, record["id"])
+    with working.db() as db:
+        rows = db.scalars(
+            select(AffinityRecord)
+            .where(AffinityRecord.upload_id == upload.id)
+            .order_by(AffinityRecord.row_number)
+        ).all()
+        stored = [
+            (row.organization_id, row.row_number, row.unique_id, json.loads(row.record)) for row in rows
+        ]
+    assert stored == [
+        (
+            upload.organization_id,
+            2,
+            "",
+            {
+                "FirstName": "Ann",
+                "LastName": "Lee",
+                "Email": "ann@example.edu",
+                "Address1": "1 Main St",
+                "City": "Boston",
+                "StateCode": "MA",
+                "ZipCode": "02134",
+            },
+        ),
+        (
+            upload.organization_id,
+            3,
+            "",
+            {
+                "FirstName": "Bo",
+                "LastName": "Diaz",
+                "Address1": "2 Elm St",
+                "City": "Wichita",
+                "StateCode": "KS",
+                "ZipCode": "67202",
+            },
+        ),
+    ]
+
+
+STUDENTS = [
+    ("000101", "Ann", "Lee", "2008-04-01", "ann.lee@example.com", "02134", "MA", "2026"),
+    ("000102", "Bo", "Diaz", "2008-05-02", "bo@example.com", "67202", "KS", "2026"),
+    ("000103", "Cy", "Park", "2007-06-03", "cy@example.com", "10001", "NY", "2025"),
+    # Two students nobody can tell apart without an email: same name, birth date and ZIP.
+    ("000104", "Sam", "Smith", "2008-07-04", "sam1@example.com", "30301", "GA", "2026"),
+    ("000105", "Sam", "Smith", "2008-07-04", "sam2@example.com", "30301", "GA", "2026"),
+]
+EMATCH_CSV = (
+    b"UniqueID,FirstName,LastName,BirthDate,Email,Address1,ZipCode\r\n"
+    # Another name, but the email of 000101 (in another case).
+    b"U1,Anna,Li,2008-04-01,Ann.Lee@Example.com,,\r\n"
+    # 000102's name and birth date, another email.
+    b"U2,Bo,Diaz,05/02/2008,bo.d@other.org,,\r\n"
+    # 000103's name (another spelling) and ZIP (as ZIP+4), another birth date, no email.
+    b"U3,CY,park,2007-01-01,,5 Oak St,10001-1234\r\n"
+    # Matches both twins by every rule: ambiguous, so no match.
+    b"U4,Sam,Smith,2008-07-04,,7 Pine St,30301\r\n"
+    # Nobody.
+    b"U5,Zed,Unknown,2009-01-01,zed@example.com,,\r\n"
+)
+
+
+def test_an_ematch_file_is_matched_and_its_matches_published(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    columns = (
+        "StudentKey",
+        "FirstName",
+        "LastName",
+        "BirthDate",
+        "Email",
+        "ZipCode",
+        "StateCode",
+        "HSGradYear",
+    )
+    with working.db() as db:
+        loaded = load_students(
+            db=db, rows=[dict(zip(columns, row, strict=True)) for row in STUDENTS], now=utcnow()
+        )
+        db.commit()
+    assert loaded.inserted == len(STUDENTS)
+
+    record = _done(client, working, demo, EMATCH_CSV, file_name="people.csv", product_type="ematch")
+    meta = record["meta"]
+    assert (meta["acceptedRows"], meta["matchedRows"], meta["unmatchedRows"]) == (5, 3, 2)
+
+    upload = upload_row(working, record["id"])
+    with working.db() as db:
+        results = db.execute(
+            select(
+                EmatchResult.row_number, EmatchResult.unique_id, EmatchResult.matched_by, Student.student_key
+            )
+            .outerjoin(Student, Student.id == EmatchResult.student_id)
+            .where(EmatchResult.upload_id == upload.id)
+            .order_by(EmatchResult.row_number)
+        ).all()
+    assert [tuple(row) for row in results] == [
+        (2, "U1", "email", "000101"),
+        (3, "U2", "name_birth_date", "000102"),
+        (4, "U3", "name_zip", "000103"),
+        (5, "U4", "", None),
+        (6, "U5", "", None),
+    ]
+
+    listed = client.get(
+        f"{working.base_url}/datacenter/exports", headers=demo.headers, params={"productKey": "ematch"}
+    )
+    assert listed.status_code == 200, listed.text
+    (export,) = [item for item in listed.json() if item["uid"] == meta["exportUid"]]
+    assert (export["productKey"], export["quantity"], export["status"]) == ("ematch", 3, "NotDelivered")
+    assert export["organizationUid"] == demo.organization_uid
+
+    with bare_client() as bare:
+        downloaded = bare.get(download_url(client, working, demo, export["uid"]))
+    assert downloaded.status_code == 200, downloaded.text
+    assert parse_csv(downloaded.text) == [
+        list(EMATCH_EXPORT_COLUMNS),
+        ["U1", "Anna", "Li", "2008/04/01", "ann.lee@example.com", "", "email", "000101", "2026", "MA"],
+        ["U2", "Bo", "Diaz", "2008/05/02", "bo.d@other.org", "", "name_birth_date", "000102", "2026", "KS"],
+        ["U3", "CY", "park", "2007/01/01", "", "10001-1234", "name_zip", "000103", "2025", "NY"],
+    ]
