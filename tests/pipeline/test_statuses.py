@@ -429,5 +429,5 @@ def test_a_stage_that_crashed_before_it_finished_is_retried_without_doubling_any
     assert attempts == 2
     assert exports_after == (exports_before or 0) + (1 if product == "ematch" else 0)
     # A retried publication overwrites its object instead of leaving an orphan beside it.
-    results = list((idle.home / "objects" / "datalab-exports").rglob("eMatch_*results*"))
+    results = list((idle.home / "objects" / "datalab-exports").glob(f"*/ematch/{uid}/*"))
     assert len(results) == (1 if product == "ematch" else 0)
