@@ -270,7 +270,7 @@ def download_exports(
             file_type=None,
             skip=None,
             limit=None,
-            base_url=public_base_url(request, settings) + "/v1",
+            base_url=public_base_url(request, settings),
             ttl_seconds=settings.download_url_ttl_seconds,
             temp_dir=settings.home / "tmp",
             now=now,
