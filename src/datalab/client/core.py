@@ -122,6 +122,10 @@ class _ProgressReader:
         self.progress = progress
         self.done = 0
 
+    def fileno(self) -> int:
+        # Lets the multipart encoder size the body: stores want a Content-Length, not chunks.
+        return self.handle.fileno()
+
     def read(self, size: int = -1) -> bytes:
         chunk = self.handle.read(size)
         self.done += len(chunk)
