@@ -333,8 +333,9 @@ class Client:
             except DownloadError as exc:
                 temp.unlink(missing_ok=True)
                 last_error = exc
-                log.info("download of %s failed (%s); asking for a new URL", uid, exc)
-                self._sleep(self._delay(attempt, None))
+                if attempt < self.retries:
+                    log.info("download of %s failed (%s); asking for a new URL", uid, exc)
+                    self._sleep(self._delay(attempt, None))
                 continue
             except BaseException:
                 temp.unlink(missing_ok=True)
