@@ -4,8 +4,8 @@ Credentials come from ENCOURA_API_KEY, ENCOURA_USERNAME, ENCOURA_PASSWORD and, o
 ENCOURA_ORGANIZATION_UID and ENCOURA_BASE_URL (or --base-url).
 
 Exit codes, for schedulers: 0 done; 1 some files failed (the next run retries them); 2 bad usage or
-configuration; 3 credentials refused; 4 server unreachable or answering errors; 5 an uploaded file
-could not be processed.
+configuration, or a request the server refused (400, 404, 422); 3 credentials refused; 4 server
+unreachable or failing (5xx); 5 an uploaded file could not be processed.
 """
 
 from __future__ import annotations
@@ -76,7 +76,10 @@ def _client(base_url: str | None, organization: str | None) -> Iterator[Client]:
         raise _fail(f"refused: {exc.message}", EXIT_AUTH) from None
     except ProcessingFailed as exc:
         raise _fail(str(exc), EXIT_PROCESSING) from None
-    except (ConnectionFailed, ApiError) as exc:
+    except ApiError as exc:
+        # A request the server refuses as such (bad filter, unknown id) will not succeed on a retry.
+        raise _fail(str(exc), EXIT_USAGE if exc.status < 500 else EXIT_UNAVAILABLE) from None
+    except ConnectionFailed as exc:
         raise _fail(str(exc), EXIT_UNAVAILABLE) from None
     except DataLabError as exc:
         raise _fail(str(exc), EXIT_PARTIAL) from None

@@ -347,12 +347,18 @@ class Client:
         digest = hashlib.md5(usedforsecurity=False)
         written = 0
         try:
-            with self._http.stream("GET", url, follow_redirects=True) as response:
+            # The stored bytes, not a compressed rendition: length and ETag describe what was stored.
+            with self._http.stream(
+                "GET", url, follow_redirects=True, headers={"Accept-Encoding": "identity"}
+            ) as response:
                 if response.status_code != 200:
                     raise DownloadError(f"the download URL answered {response.status_code}")
                 expected = response.headers.get("content-length")
                 total = int(expected) if expected and expected.isdigit() else None
                 etag = response.headers.get("etag", "").strip('"')
+                if response.headers.get("content-encoding", "identity").lower() != "identity":
+                    # A proxy compressed it anyway: the headers describe the compressed bytes.
+                    total, etag = None, ""
                 with temp.open("wb") as handle:
                     for chunk in response.iter_bytes(CHUNK_BYTES):
                         handle.write(chunk)
