@@ -91,6 +91,9 @@ class Cleanser:
         self.groups = [[positions[name] for name in group] for group in layout.require_one_of]
         self.group_names = [", ".join(group) for group in layout.require_one_of]
         self.headers_by_position = {mapped.position: mapped.header for mapped in plan}
+        # Only mapped fields can hold a value: the cleansed file leaves the others out.
+        self.output_positions = sorted(self.headers_by_position)
+        self.output_fields = [layout.fields[position].name for position in self.output_positions]
 
     def clean(self, row_number: int, row: list[str], out: CsvObject, report: CsvObject) -> None:
         """Clean one row: write it to `out` when accepted, and its problems to `report`."""
@@ -131,7 +134,7 @@ class Cleanser:
         self.counts.accepted += 1
         if warned:
             self.counts.warned += 1
-        out.writerow([row_number, *values])
+        out.writerow([row_number, *(values[position] for position in self.output_positions)])
 
 
 def _outcome(counts: CleanseCounts, max_rejected_percent: float, uid: str) -> str | None:
@@ -176,23 +179,28 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
                 bucket=ctx.uploads_bucket, key=upload.object_key, temp_dir=ctx.temp_dir
             ) as path,
             open_table(path, file_name=upload.file_name) as (info, rows),
-            CsvObject(
-                store=ctx.store,
-                bucket=ctx.uploads_bucket,
-                key=cleansed_key(upload.uid),
-                header=[ROW_COLUMN, *(f.name for f in layout.fields)],
-            ) as out,
-            CsvObject(
-                store=ctx.store, bucket=ctx.uploads_bucket, key=report_key(upload.uid), header=REPORT_COLUMNS
-            ) as report,
         ):
             cleanser = Cleanser(
                 layout=layout, plan=_plan(layout, info.headers, upload), today=utcnow().date()
             )
-            for row_number, row in enumerate(rows, start=2):
-                cleanser.clean(row_number, row, out, report)
-            out.commit()
-            report.commit()
+            with (
+                CsvObject(
+                    store=ctx.store,
+                    bucket=ctx.uploads_bucket,
+                    key=cleansed_key(upload.uid),
+                    header=[ROW_COLUMN, *cleanser.output_fields],
+                ) as out,
+                CsvObject(
+                    store=ctx.store,
+                    bucket=ctx.uploads_bucket,
+                    key=report_key(upload.uid),
+                    header=REPORT_COLUMNS,
+                ) as report,
+            ):
+                for row_number, row in enumerate(rows, start=2):
+                    cleanser.clean(row_number, row, out, report)
+                out.commit()
+                report.commit()
     except ReadError as exc:
         with transaction(ctx.session_factory) as db:
             move_upload(
