@@ -11,12 +11,13 @@ from sqlalchemy import select
 
 from datalab.records.models import EnrollmentRecord
 from tests.conftest import ServerFactory
-from tests.support.checks import assert_envelope, s3_error
+from tests.support.checks import assert_envelope, s3_error, wait_for
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import (
     create_upload,
     form_parts,
     get_file,
+    object_path,
     pipeline_jobs,
     post_parts,
     send_file,
@@ -226,3 +227,21 @@ def test_a_canceled_form_cannot_be_used(client: httpx2.Client, working: LiveServ
         "message": "File with id: not-a-real-id is NOT found.",
         "detail": "File with id: not-a-real-id is NOT found.",
     }
+
+
+def test_the_file_of_a_canceled_upload_is_removed_after_the_retention_period(
+    client: httpx2.Client, make_server: ServerFactory
+) -> None:
+    server = make_server(
+        pipeline_workers="0", canceled_retention_hours="0.0005", upload_sweep_interval_seconds="1"
+    )
+    logged_in = server.login()
+    uid = send_file(client, server, logged_in, b"UniqueID,EntryYear,Applied\n1,2026,2025/1/1\n")
+    row = upload_row(server, uid)
+    assert object_path(server, row.object_key).is_file()
+    assert _cancel(client, server, logged_in, uid).json()["status"] == "canceled"
+    # Kept during the retention period (1.8 s here), then removed by the sweeper.
+    assert object_path(server, row.object_key).is_file()
+    assert wait_for(lambda: not object_path(server, row.object_key).exists(), timeout=15)
+    assert upload_row(server, uid).file_removed_at is not None
+    assert get_file(client, server, logged_in, uid)["status"] == "canceled"
