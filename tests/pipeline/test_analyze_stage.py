@@ -156,3 +156,22 @@ def test_hostile_files_fail_with_their_own_error(
     assert record["meta"]["errorCode"] == expected
     assert says in record["error"]
     assert record["recordVolume"] == 0
+
+
+def test_columns_with_few_distinct_values_are_listed_for_value_mapping(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    rows = "".join(
+        f"{index:05d},2026,2025/11/{1 + index % 28:02d},{('Man', 'Woman', ' man ', '')[index % 4]}\n"
+        for index in range(60)
+    )
+    record = upload_and_wait(
+        client,
+        working,
+        demo,
+        ("Student Number,Year,Applied On,Sex\n" + rows).encode(),
+        datasource="DataCenter",
+    )
+    assert record["status"] == "fields_mapping_required", record
+    # Trimmed, blanks left out, case kept; columns with more than 25 distinct values are not listed.
+    assert record["meta"]["codedValues"] == {"Year": ["2026"], "Sex": ["Man", "Woman", "man"]}

@@ -23,6 +23,9 @@ from datalab.uploads.mappings import find_mapping
 from datalab.uploads.models import Upload
 
 SAMPLE_ROWS = 50
+# A column with at most this many distinct values is a coded one (gender, term, state...): its values are
+# listed in meta so that a person can map them; beyond that the column stops being tracked.
+CODED_VALUES = 25
 
 
 @dataclass
@@ -33,16 +36,36 @@ class FileSummary:
     total_rows: int = 0
     empty: list[int] = field(default_factory=list)
     sample: list[dict[str, str]] = field(default_factory=list)
+    # Distinct trimmed values per column while there are few of them; None once a column has too many.
+    distinct: list[set[str] | None] = field(default_factory=list)
+
+    def coded_values(self) -> dict[str, list[str]]:
+        """The distinct values of each column that has few of them, sorted."""
+        return {
+            header: sorted(values)
+            for header, values in zip(self.info.headers, self.distinct, strict=True)
+            if values
+        }
 
 
 def summarize(info: TableInfo, rows: Iterator[list[str]]) -> FileSummary:
     """Count the records and the empty cells of each column, keeping the first 50 records."""
     summary = FileSummary(info=info, empty=[0] * len(info.headers))
+    summary.distinct = [set() for _ in info.headers]
+    distinct = summary.distinct
     for row in rows:
         summary.total_rows += 1
         for index, value in enumerate(row):
-            if not value.strip():
+            text = value.strip()
+            if not text:
                 summary.empty[index] += 1
+                continue
+            seen = distinct[index]
+            if seen is not None and text not in seen:
+                if len(seen) >= CODED_VALUES:
+                    distinct[index] = None
+                else:
+                    seen.add(text)
         if len(summary.sample) < SAMPLE_ROWS:
             summary.sample.append(dict(zip(info.headers, row, strict=True)))
     return summary
@@ -118,6 +141,7 @@ def analyze(ctx: StageContext, job: ClaimedJob) -> None:
             "data": summary.sample,
             "headersMap": headers_map,
             "sourceFormat": summary.info.source_format,
+            "codedValues": summary.coded_values(),
         }
         values: dict[str, Any] = {"record_volume": summary.total_rows, "encoding": summary.info.encoding}
         if not missing:

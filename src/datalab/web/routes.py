@@ -442,10 +442,14 @@ def upload_report(
 
 
 def _distinct_values(meta: dict[str, Any]) -> dict[str, list[str]]:
-    """The distinct values seen in each column of the sampled rows (for value mappings)."""
-    seen: dict[str, list[str]] = {}
+    """The distinct values of each column: all of them for coded columns, else those of the sample."""
+    seen: dict[str, list[str]] = {
+        header: list(values) for header, values in meta.get("codedValues", {}).items()
+    }
     for row in meta.get("data", []):
         for header, value in row.items():
+            if header in meta.get("codedValues", {}):
+                continue
             values = seen.setdefault(header, [])
             text = str(value).strip()
             if text and text not in values and len(values) < 25:
