@@ -155,6 +155,11 @@ def _quick_start(credentials: dict[str, str], root: str) -> str:
             "Log in:",
             f"  curl {root}/v1/login --header 'Content-Type: application/json' "
             f"--header 'x-api-key: {credentials['apiKey']}' --data '{body}'",
+            f"Data Center (web pages): {root}/datacenter   (sign in with the userName and password)",
+            "Campus client:",
+            f"  ENCOURA_BASE_URL={root}/v1 ENCOURA_API_KEY={credentials['apiKey']} "
+            f"ENCOURA_USERNAME={credentials['userName']} ENCOURA_PASSWORD={credentials['password']} "
+            ".venv/bin/datalab sync ./datalab-files",
         ]
     )
 
