@@ -28,6 +28,7 @@ from datalab.errors import ApiError
 from datalab.exports import service as exports
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Export
 from datalab.layouts import load_layout
+from datalab.settings import Settings
 from datalab.storage.streaming import ByteRange, FileStreamResponse
 from datalab.uploads import mappings
 from datalab.uploads import service as uploads
@@ -120,7 +121,7 @@ def render(request: Request, template: str, session: WebSession | None, **contex
     return TEMPLATES.TemplateResponse(request, template, {"session": session, **context})
 
 
-def _secure(request: Request, settings: Any) -> bool:
+def _secure(request: Request, settings: Settings) -> bool:
     return urlsplit(public_base_url(request, settings)).scheme == "https"
 
 
