@@ -19,6 +19,7 @@ from datalab.accounts.security import API_KEY_ALPHABET, API_KEY_LENGTH, hash_api
 from datalab.demo.synthetic import export_header, export_rows, write_export_csv
 from datalab.exports.models import PRODUCT_KEYS, Export
 from datalab.exports.service import publish_export
+from datalab.scoping import OrgContext, scoped
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
 from datalab.students.models import Student
@@ -98,7 +99,8 @@ def seed_demo(
     key_hash = hash_api_key(plain_key)
     if db.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash)) is None:
         db.add(ApiKey(user=user, name="demo", prefix=plain_key[:8], key_hash=key_hash))
-    has_exports = db.scalar(select(Export.id).where(Export.organization_id == organization.id).limit(1))
+    owner = OrgContext(user=None, organization=organization)
+    has_exports = db.scalar(scoped(Export, owner).with_only_columns(Export.id).limit(1))
     if has_exports is None:
         temp_dir = settings.home / "tmp"
         temp_dir.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, load_layout, match_headers, missing_required
 from datalab.pipeline.readers import ReadError, TableInfo, open_table
-from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job
+from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
+from datalab.scoping import OrgContext
 from datalab.uploads.mappings import find_mapping
 from datalab.uploads.models import Upload
 
@@ -76,7 +77,10 @@ def _mapping_for(
 ) -> tuple[dict[str, str], dict[str, dict[str, str]], list[dict[str, object]]]:
     headers_map = match_headers(layout, headers)
     saved = find_mapping(
-        db=db, organization_id=upload.organization_id, product_type=upload.product_type, headers=headers
+        db=db,
+        org=OrgContext(user=None, organization=upload.organization),
+        product_type=upload.product_type,
+        headers=headers,
     )
     if saved is not None:
         for entry in headers_map:
@@ -110,23 +114,14 @@ def _read(ctx: StageContext, upload: Upload) -> FileSummary:
 def analyze(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `analyzing` stage of one upload (a no-op when the upload has moved on already)."""
     with transaction(ctx.session_factory) as db:
-        upload = db.get(Upload, job.upload_id)
-        if upload is None or upload.status != "analyzing":
-            finish_job(db=db, job=job, now=utcnow())
+        upload = upload_waiting(db=db, job=job, status="analyzing")
+        if upload is None:
             return
         db.expunge(upload)
     try:
         summary = _read(ctx, upload)
     except ReadError as exc:
-        with transaction(ctx.session_factory) as db:
-            _move(
-                db,
-                upload.id,
-                status="failure",
-                error=exc.message,
-                meta={"errorCode": exc.code, "errorRow": exc.row},
-            )
-            finish_job(db=db, job=job, now=utcnow())
+        fail_unreadable(context=ctx, job=job, upload=upload, error=exc)
         return
     layout = load_layout(upload.product_type)
     headers = summary.info.headers

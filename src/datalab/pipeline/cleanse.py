@@ -12,14 +12,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, LayoutField, load_layout, normalize_header
 from datalab.layouts.cleansing import Cleaned, clean_value
 from datalab.pipeline.artifacts import REPORT_COLUMNS, CsvObject, cleansed_key, report_key
 from datalab.pipeline.readers import ReadError, open_table
-from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job
+from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
 from datalab.uploads.models import Upload
 
@@ -151,27 +149,15 @@ def _outcome(counts: CleanseCounts, max_rejected_percent: float, uid: str) -> st
     return None
 
 
-def _start(db: Session, job: ClaimedJob) -> Upload | None:
-    upload = db.get(Upload, job.upload_id)
-    if upload is not None and upload.status == "enqueued":
-        if not move_upload(
-            db=db, upload_id=upload.id, from_status="enqueued", status="cleansing", now=utcnow()
-        ):
-            return None
-        upload.status = "cleansing"
-    if upload is None or upload.status != "cleansing":
-        return None
-    db.expunge(upload)
-    return upload
-
-
 def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `cleansing` stage of one upload (a no-op when the upload is not waiting for it)."""
     with transaction(ctx.session_factory) as db:
-        upload = _start(db, job)
+        # A retried stage finds its upload in `cleansing` already.
+        move_upload(db=db, upload_id=job.upload_id, from_status="enqueued", status="cleansing", now=utcnow())
+        upload = upload_waiting(db=db, job=job, status="cleansing")
         if upload is None:
-            finish_job(db=db, job=job, now=utcnow())
             return
+        db.expunge(upload)
     layout = load_layout(upload.product_type)
     try:
         with (
@@ -202,17 +188,7 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
                 out.commit()
                 report.commit()
     except ReadError as exc:
-        with transaction(ctx.session_factory) as db:
-            move_upload(
-                db=db,
-                upload_id=upload.id,
-                from_status="cleansing",
-                status="failure",
-                now=utcnow(),
-                error=exc.message,
-                meta={**upload.meta, "errorCode": exc.code, "errorRow": exc.row},
-            )
-            finish_job(db=db, job=job, now=utcnow())
+        fail_unreadable(context=ctx, job=job, upload=upload, error=exc)
         return
     counts = cleanser.counts
     meta = {

@@ -22,9 +22,8 @@ from datalab.db import transaction, utcnow
 from datalab.pipeline.artifacts import cleansed_key
 from datalab.pipeline.cleanse import ROW_COLUMN
 from datalab.pipeline.models import StagedRow
-from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job
+from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
-from datalab.uploads.models import Upload
 
 BATCH_ROWS = 5000
 STAGED_COLUMNS = ("upload_id", "row_number", "unique_id", "entry_year", "entry_term", "record")
@@ -39,11 +38,9 @@ def staged_rows(path: Path, upload_id: int) -> Iterator[tuple[int, int, str, str
             raise ValueError(f"{path.name} is not a cleansed file")
         fields = header[1:]
         positions = {name: index for index, name in enumerate(fields)}
-
-        def column(name: str) -> int | None:
-            return positions.get(name)
-
-        unique_id, entry_year, entry_term = column("UniqueID"), column("EntryYear"), column("EntryTerm")
+        unique_id, entry_year, entry_term = (
+            positions.get(name) for name in ("UniqueID", "EntryYear", "EntryTerm")
+        )
         for row in reader:
             values = row[1:]
             record = json.dumps(
@@ -99,9 +96,8 @@ def insert_rows(factory: sessionmaker[Session], rows: Iterator[tuple[Any, ...]])
 def ingest(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `ingesting` stage of one upload (a no-op when the upload is not waiting for it)."""
     with transaction(ctx.session_factory) as db:
-        upload = db.get(Upload, job.upload_id)
-        if upload is None or upload.status != "ingesting":
-            finish_job(db=db, job=job, now=utcnow())
+        upload = upload_waiting(db=db, job=job, status="ingesting")
+        if upload is None:
             return
         db.expunge(upload)
         copy = db.get_bind().dialect.name == "postgresql"

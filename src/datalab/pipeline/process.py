@@ -12,18 +12,16 @@ from sqlalchemy import delete
 
 from datalab.db import transaction, utcnow
 from datalab.pipeline.models import StagedRow
-from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job
+from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import move_upload
 from datalab.records.service import Outputs, apply_affinity, apply_ematch, apply_enrollment
-from datalab.uploads.models import Upload
 
 
 def process(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `processing` stage of one upload (a no-op when the upload is not waiting for it)."""
     with transaction(ctx.session_factory) as db:
-        upload = db.get(Upload, job.upload_id)
-        if upload is None or upload.status != "processing":
-            finish_job(db=db, job=job, now=utcnow())
+        upload = upload_waiting(db=db, job=job, status="processing")
+        if upload is None:
             return
         now = utcnow()
         outcome: dict[str, Any]

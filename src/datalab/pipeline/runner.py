@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import transaction, utcnow
 from datalab.pipeline.models import PipelineJob
-from datalab.pipeline.service import defer_job
+from datalab.pipeline.readers import ReadError
+from datalab.pipeline.service import defer_job, move_upload
 from datalab.storage.base import ObjectStore
 from datalab.students.matching import Matcher
 from datalab.uploads.models import Upload
@@ -99,6 +100,30 @@ def claim_job(
         if row is None:
             return None
         return ClaimedJob(id=claimed_id, upload_id=row[0], stage=row[1], attempts=row[2], worker_id=worker_id)
+
+
+def upload_waiting(*, db: Session, job: ClaimedJob, status: str) -> Upload | None:
+    """The job's upload if it is in `status`; otherwise the stage has nothing to do: the job is finished."""
+    upload = db.get(Upload, job.upload_id)
+    if upload is None or upload.status != status:
+        finish_job(db=db, job=job, now=utcnow())
+        return None
+    return upload
+
+
+def fail_unreadable(*, context: StageContext, job: ClaimedJob, upload: Upload, error: ReadError) -> None:
+    """End an upload whose file cannot be read in `failure`, with the reader's code, message and row."""
+    with transaction(context.session_factory) as db:
+        move_upload(
+            db=db,
+            upload_id=upload.id,
+            from_status=upload.status,
+            status="failure",
+            now=utcnow(),
+            error=error.message,
+            meta={**upload.meta, "errorCode": error.code, "errorRow": error.row},
+        )
+        finish_job(db=db, job=job, now=utcnow())
 
 
 def finish_job(*, db: Session, job: ClaimedJob, now: datetime) -> None:

@@ -18,6 +18,7 @@ from datalab.exports.models import Export
 from datalab.exports.service import publish_export
 from datalab.pipeline.models import StagedRow
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
+from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectStore
 from datalab.students.matching import Matcher, Person
 from datalab.students.models import Student
@@ -48,6 +49,11 @@ class Outputs:
     matcher: Matcher
 
 
+def _owner(upload: Upload) -> OrgContext:
+    # The pipeline acts for the organization that uploaded the file, without a user.
+    return OrgContext(user=None, organization=upload.organization)
+
+
 def _copy_staged(
     db: Session, model: type[EnrollmentRecord | AffinityRecord], upload: Upload, now: datetime
 ) -> int:
@@ -74,12 +80,12 @@ def apply_enrollment(*, db: Session, upload: Upload, now: datetime) -> dict[str,
     terms = (
         select(StagedRow.entry_year, StagedRow.entry_term).where(StagedRow.upload_id == upload.id).distinct()
     )
-    replaced = db.execute(
-        delete(EnrollmentRecord).where(
-            EnrollmentRecord.organization_id == upload.organization_id,
-            tuple_(EnrollmentRecord.entry_year, EnrollmentRecord.entry_term).in_(terms),
-        )
+    earlier = (
+        scoped(EnrollmentRecord, _owner(upload))
+        .where(tuple_(EnrollmentRecord.entry_year, EnrollmentRecord.entry_term).in_(terms))
+        .with_only_columns(EnrollmentRecord.id)
     )
+    replaced = db.execute(delete(EnrollmentRecord).where(EnrollmentRecord.id.in_(earlier)))
     loaded = _copy_staged(db, EnrollmentRecord, upload, now)
     return {"loadedRows": loaded, "replacedRows": int(replaced.rowcount)}  # type: ignore[attr-defined]
 
@@ -112,11 +118,7 @@ def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime
     db.execute(delete(EmatchResult).where(EmatchResult.upload_id == upload.id))
     # Processing the file again replaces its results export (same object key, see below).
     for earlier in db.scalars(
-        select(Export).where(
-            Export.organization_id == upload.organization_id,
-            Export.product_key == "ematch",
-            Export.list_path == upload.uid,
-        )
+        scoped(Export, _owner(upload)).where(Export.product_key == "ematch", Export.list_path == upload.uid)
     ):
         db.delete(earlier)
     db.flush()

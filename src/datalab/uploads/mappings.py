@@ -7,7 +7,6 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datalab.errors import ApiError
@@ -23,14 +22,12 @@ def header_key(headers: list[str]) -> str:
 
 
 def find_mapping(
-    *, db: Session, organization_id: int, product_type: str, headers: list[str]
+    *, db: Session, org: OrgContext, product_type: str, headers: list[str]
 ) -> FieldMapping | None:
     """The mapping the organization saved for this product and header set, if any."""
     return db.scalar(
-        select(FieldMapping).where(
-            FieldMapping.organization_id == organization_id,
-            FieldMapping.product_type == product_type,
-            FieldMapping.header_key == header_key(headers),
+        scoped(FieldMapping, org).where(
+            FieldMapping.product_type == product_type, FieldMapping.header_key == header_key(headers)
         )
     )
 
