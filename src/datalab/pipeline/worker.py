@@ -16,7 +16,8 @@ import uuid
 from datetime import timedelta
 
 import procrastinate
-from sqlalchemy import Engine, select, text
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.app import make_store
 from datalab.db import make_engine, make_session_factory, transaction, upgrade_database
@@ -36,10 +37,9 @@ from datalab.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def requeue_unfinished(engine: Engine) -> int:
+def requeue_unfinished(session_factory: sessionmaker[Session]) -> int:
     """Queue again every unfinished pipeline job that procrastinate has no waiting or running job for."""
-    factory = make_session_factory(engine, info={QUEUE_INFO_KEY: "procrastinate"})
-    with transaction(factory) as db:
+    with transaction(session_factory) as db:
         queued = {
             int(job_id)
             for job_id in db.scalars(
@@ -64,10 +64,10 @@ def run_worker(*, settings: Settings) -> None:
     engine = make_engine(settings.resolved_database_url)
     upgrade_database(engine)
     ensure_procrastinate_schema(engine)
-    requeued = requeue_unfinished(engine)
+    session_factory = make_session_factory(engine, info={QUEUE_INFO_KEY: "procrastinate"})
+    requeued = requeue_unfinished(session_factory)
     if requeued:
         log.info("queued %s unfinished pipeline jobs again", requeued)
-    session_factory = make_session_factory(engine, info={QUEUE_INFO_KEY: "procrastinate"})
     context = make_stage_context(
         settings=settings, session_factory=session_factory, store=make_store(settings)
     )
