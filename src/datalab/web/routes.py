@@ -383,18 +383,11 @@ def _upload_context(upload: Upload) -> dict[str, Any]:
     }
 
 
-@router.get("/uploads/{uid}")
-def upload_page(
-    request: Request,
-    uid: str,
-    session: SessionDep,
-    db: DbDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    now: NowDep,
-) -> HTMLResponse:
-    """One upload: its status (followed live while it moves), counts, failure reason and actions."""
-    upload = uploads.read_upload(
+def read_upload(
+    uid: str, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep, now: NowDep
+) -> Upload:
+    """The organization's upload named in the path, with its arrival noticed as the API does."""
+    return uploads.read_upload(
         db=db,
         store=store,
         bucket=settings.uploads_bucket,
@@ -403,23 +396,20 @@ def upload_page(
         max_size=settings.max_upload_bytes,
         now=now,
     )
+
+
+UploadDep = Annotated[Upload, Depends(read_upload)]
+
+
+@router.get("/uploads/{uid}")
+def upload_page(request: Request, session: SessionDep, upload: UploadDep) -> HTMLResponse:
+    """One upload: its status (followed live while it moves), counts, failure reason and actions."""
     return render(request, "upload.html", session, **_upload_context(upload))
 
 
 @router.get("/uploads/{uid}/status")
-def upload_status(
-    uid: str, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep, now: NowDep
-) -> JSONResponse:
+def upload_status(upload: UploadDep) -> JSONResponse:
     """The upload's status, for the page that follows it."""
-    upload = uploads.read_upload(
-        db=db,
-        store=store,
-        bucket=settings.uploads_bucket,
-        org=web.org_of(session),
-        uid=uid,
-        max_size=settings.max_upload_bytes,
-        now=now,
-    )
     return JSONResponse({"status": upload.status, "updatedAt": upload.updated_at.isoformat()})
 
 

@@ -44,7 +44,6 @@ def sign_in(
         organization_id=user.memberships[0].organization_id,
         csrf_token=new_csrf_token(),
         created_at=now,
-        last_seen_at=now,
         expires_at=now + timedelta(hours=settings.datacenter_session_hours),
     )
     db.add(session)
@@ -64,7 +63,6 @@ def find_session(*, db: Session, token: str | None, now: datetime) -> WebSession
         return None
     if session.organization_id not in {m.organization_id for m in user.memberships}:
         return None
-    session.last_seen_at = now
     return session
 
 

@@ -28,7 +28,6 @@ def upgrade() -> None:
         sa.Column("organization_id", sa.Integer(), nullable=False),
         sa.Column("csrf_token", sa.String(length=64), nullable=False),
         sa.Column("created_at", datalab.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("last_seen_at", datalab.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", datalab.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["organization_id"],
