@@ -19,10 +19,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 
 from datalab.accounts import service as accounts
-from datalab.accounts.models import ApiKey
 from datalab.deps import DbDep, NowDep, SettingsDep, StoreDep, public_base_url, raw_body
 from datalab.errors import ApiError
 from datalab.exports import service as exports
@@ -574,9 +572,10 @@ def create_api_key(request: Request, session: SessionDep, body: BodyDep, db: DbD
 def revoke_api_key(uid: str, session: SessionDep, body: BodyDep, db: DbDep, now: NowDep) -> RedirectResponse:
     """Revoke one of the user's own keys."""
     checked_form(session, body)
-    if db.scalar(select(ApiKey.id).where(ApiKey.uid == uid, ApiKey.user_id == session.user_id)) is None:
-        raise ApiError(404, "key_not_found", "No such API key.")
-    accounts.revoke_api_key(db=db, uid=uid, now=now, user=session.user)
+    try:
+        accounts.revoke_api_key(db=db, uid=uid, now=now, user=session.user)
+    except accounts.AccountError:
+        raise ApiError(404, "key_not_found", "No such API key.") from None
     return RedirectResponse("/datacenter/api-keys", status_code=303)
 
 
