@@ -12,6 +12,7 @@ import httpx2
 from sqlalchemy import select
 
 from datalab.accounts.models import ApiKey, Organization, User
+from datalab.demo.service import DEMO_STUDENTS, demo_students
 from datalab.exports.models import Export
 from datalab.students.models import Student
 from tests.support.accounts import (
@@ -420,5 +421,18 @@ def test_students_load_refuses_a_bad_file_and_loads_nothing(server: LiveServer, 
 
 
 def test_the_demo_seeds_the_student_database(server: LiveServer) -> None:
+    expected = {row["StudentKey"]: row for row in demo_students(today=datetime.now(UTC).date())}
+    assert len(expected) == DEMO_STUDENTS
     with server.db() as db:
-        assert len(db.scalars(select(Student.id)).all()) >= 2000
+        stored = {
+            student.student_key: student
+            for student in db.scalars(select(Student).where(Student.student_key.in_(expected)))
+        }
+    assert stored.keys() == expected.keys()
+    sample = next(iter(expected.values()))
+    student = stored[sample["StudentKey"]]
+    assert (student.first_name, student.last_name, student.zip_code) == (
+        sample["FirstName"],
+        sample["LastName"],
+        sample["ZipCode"],
+    )

@@ -8,7 +8,6 @@ duplicates.
 from __future__ import annotations
 
 import signal
-import time
 from typing import Any
 
 import httpx2
@@ -16,12 +15,12 @@ import pytest
 from sqlalchemy import distinct, func, select
 
 from datalab.demo.uploads import write_enrollment_csv
-from datalab.pipeline.models import StagedRow
+from datalab.pipeline.models import PipelineJob, StagedRow
 from datalab.records.models import EnrollmentRecord
 from datalab.uploads.models import Upload
 from tests.support.databases import postgres_url
-from tests.support.server import LiveServer, LoggedIn
-from tests.support.uploads import upload_and_wait
+from tests.support.server import LiveServer
+from tests.support.uploads import upload_and_wait, wait_for_status
 
 LARGE_ROWS = 150_000
 # A short lease so that work held by a killed process is taken again within seconds.
@@ -37,21 +36,6 @@ def large_file(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     path = tmp_path_factory.mktemp("large") / "enrollment.csv"
     write_enrollment_csv(path, count=LARGE_ROWS, seed=7)
     return path.read_bytes()
-
-
-def _wait_for(
-    client: httpx2.Client, server: LiveServer, login: LoggedIn, uid: str, statuses: set[str], timeout: float
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    record: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = client.get(f"{server.base_url}/files/{uid}", headers=login.headers)
-        if response.status_code == 200:
-            record = response.json()
-            if record["status"] in statuses:
-                return record
-        time.sleep(0.05)
-    raise AssertionError(f"file {uid} did not reach {statuses}: {record.get('status')} {record.get('error')}")
 
 
 def _stored(server: LiveServer, uid: str) -> tuple[int, int, int]:
@@ -90,7 +74,9 @@ def test_the_embedded_runner_finishes_a_file_after_the_server_is_killed_mid_inge
     server.kill()
     server.start()
     login = server.login()
-    done = _wait_for(client, server, login, record["id"], {"done", "failure"}, timeout=300)
+    done = wait_for_status(
+        client, server, login, record["id"], until=frozenset({"done", "failure"}), timeout=300
+    )
     assert done["status"] == "done", done["error"]
     accepted = _expected_accepted(done)
     assert accepted + done["meta"]["rejectedRows"] == LARGE_ROWS
@@ -110,11 +96,20 @@ def test_procrastinate_workers_process_every_product(client: httpx2.Client, make
         "ematch": b"UniqueID,FirstName,LastName,BirthDate,Email\r\n"
         b"007,Ann,Lee,2008-04-01,ann@example.edu\r\n",
     }
+    results = {}
     for product, content in files.items():
         record = upload_and_wait(
             client, server, login, content, product_type=product, until=frozenset({"done", "failure"})
         )
         assert record["status"] == "done", (product, record["error"])
+        results[product] = record["meta"]
+    assert results["enrollment"]["loadedRows"] == 1
+    assert results["affinity"]["loadedRows"] == 1
+    # Ann Lee is not among the demo's students: matched against them and reported unmatched.
+    assert (results["ematch"]["matchedRows"], results["ematch"]["unmatchedRows"]) == (0, 1)
+    with server.db() as db:
+        jobs = db.scalars(select(PipelineJob.state)).all()
+    assert set(jobs) == {"done"}
 
 
 @needs_postgresql
@@ -136,7 +131,9 @@ def test_a_procrastinate_worker_killed_mid_ingest_is_recovered_by_the_next_worke
     first.send_signal(signal.SIGKILL)
     first.wait()
     server.start_worker()
-    done = _wait_for(client, server, login, record["id"], {"done", "failure"}, timeout=300)
+    done = wait_for_status(
+        client, server, login, record["id"], until=frozenset({"done", "failure"}), timeout=300
+    )
     assert done["status"] == "done", done["error"]
     accepted = _expected_accepted(done)
     assert _stored(server, record["id"]) == (accepted, accepted, 0)
