@@ -5,14 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from datalab.client.cli import register as register_client_commands
+from datalab.console import emit, fail
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -41,12 +42,6 @@ admin.add_typer(student_cli, name="students")
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
-def fail(message: str) -> typer.Exit:
-    """Print an error to stderr and return the exit to raise."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
-
-
 def _load_settings() -> Settings:
     from pydantic import ValidationError
 
@@ -72,11 +67,6 @@ def admin_session() -> Iterator[tuple[Session, ObjectStore, Settings]]:
             yield db, web_app.state.store, settings
     finally:
         web_app.state.engine.dispose()
-
-
-def emit(payload: Any, as_json: bool, human: Callable[[], str]) -> None:
-    """Print the payload as JSON or as the human text."""
-    typer.echo(json.dumps(payload, indent=2) if as_json else human())
 
 
 def _now() -> datetime:

@@ -10,7 +10,6 @@ unreachable or failing (5xx); 5 an uploaded file could not be processed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -37,6 +36,7 @@ from datalab.client.models import Export, FileRecord
 from datalab.client.sftp import SftpHook, SftpTarget
 from datalab.client.sync import ExecHook, Hook
 from datalab.client.sync import sync as run_sync
+from datalab.console import emit, fail
 
 EXIT_PARTIAL, EXIT_USAGE, EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_PROCESSING = 1, 2, 3, 4, 5
 
@@ -56,11 +56,6 @@ exports_cli = typer.Typer(help="Export files of the organization.", no_args_is_h
 files_cli = typer.Typer(help="Uploaded files of the organization.", no_args_is_help=True)
 
 
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=code)
-
-
 @contextmanager
 def _client(base_url: str | None, organization: str | None) -> Iterator[Client]:
     """A client from the environment; errors become messages and exit codes."""
@@ -71,22 +66,18 @@ def _client(base_url: str | None, organization: str | None) -> Iterator[Client]:
         with Client(base_url=base_url, organization=organization) as client:
             yield client
     except ConfigurationError as exc:
-        raise _fail(str(exc), EXIT_USAGE) from None
+        raise fail(str(exc), EXIT_USAGE) from None
     except AuthenticationError as exc:
-        raise _fail(f"refused: {exc.message}", EXIT_AUTH) from None
+        raise fail(f"refused: {exc.message}", EXIT_AUTH) from None
     except ProcessingFailed as exc:
-        raise _fail(str(exc), EXIT_PROCESSING) from None
+        raise fail(str(exc), EXIT_PROCESSING) from None
     except ApiError as exc:
         # A request the server refuses as such (bad filter, unknown id) will not succeed on a retry.
-        raise _fail(str(exc), EXIT_USAGE if exc.status < 500 else EXIT_UNAVAILABLE) from None
+        raise fail(str(exc), EXIT_USAGE if exc.status < 500 else EXIT_UNAVAILABLE) from None
     except ConnectionFailed as exc:
-        raise _fail(str(exc), EXIT_UNAVAILABLE) from None
+        raise fail(str(exc), EXIT_UNAVAILABLE) from None
     except DataLabError as exc:
-        raise _fail(str(exc), EXIT_PARTIAL) from None
-
-
-def _emit(payload: Any, as_json: bool, human: Callable[[], str]) -> None:
-    typer.echo(json.dumps(payload, indent=2, default=str) if as_json else human())
+        raise fail(str(exc), EXIT_PARTIAL) from None
 
 
 def _interactive(as_json: bool) -> bool:
@@ -147,7 +138,7 @@ def login(
         "organization": client.organization,
         "organizations": user.get("organizations", []),
     }
-    _emit(
+    emit(
         payload,
         as_json,
         lambda: f"logged in as {payload['userName']}; organization {payload['organization']}",
@@ -165,7 +156,7 @@ def exports_list(
     """List export files."""
     with _client(base_url, organization) as client:
         rows = [_export_row(export) for export in client.exports(status=status, product_key=product)]
-    _emit(
+    emit(
         rows,
         as_json,
         lambda: (
@@ -192,7 +183,7 @@ def exports_download(
     with _client(base_url, organization) as client, _progress_bars(_interactive(as_json)) as bars:
         for uid in uids:
             paths.append(str(client.download(uid, dest, progress=bars(uid[:8]))))
-    _emit({"downloaded": paths}, as_json, lambda: "\n".join(paths))
+    emit({"downloaded": paths}, as_json, lambda: "\n".join(paths))
 
 
 def upload(
@@ -210,7 +201,7 @@ def upload(
     with _client(base_url, organization) as client, _progress_bars(_interactive(as_json)) as bars:
         record = client.upload(file, product, description, wait=wait, progress=bars(file.name))
     row = _file_row(record)
-    _emit(row, as_json, lambda: f"{record.id}  {record.status}  {record.file_name}")
+    emit(row, as_json, lambda: f"{record.id}  {record.status}  {record.file_name}")
 
 
 @files_cli.command("list")
@@ -224,7 +215,7 @@ def files_list(
     """List uploaded files."""
     with _client(base_url, organization) as client:
         rows = [_file_row(record) for record in client.files(status=status, product_type=product)]
-    _emit(
+    emit(
         rows,
         as_json,
         lambda: (
@@ -248,7 +239,7 @@ def files_show(
     """Show one uploaded file's record."""
     with _client(base_url, organization) as client:
         record = client.file(file_id)
-    _emit(
+    emit(
         record.raw,
         as_json,
         lambda: (
@@ -298,7 +289,7 @@ def sync(
                 hooks=hooks,
                 progress=lambda export: bars(f"{export.product_key} {export.uid[:8]}"),
             )
-    _emit(
+    emit(
         report.as_json(),
         as_json,
         lambda: (
