@@ -329,7 +329,7 @@ class Client:
             name = safe_file_name(url, fallback=f"{uid}.csv")
             temp = directory / f".{name}.{uid[:8]}.part"
             try:
-                self._fetch(url, temp, progress)
+                md5 = self._fetch(url, temp, progress)
             except DownloadError as exc:
                 temp.unlink(missing_ok=True)
                 last_error = exc
@@ -340,10 +340,11 @@ class Client:
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
-            return self._place(temp, directory / name, on_conflict)
+            return self._place(temp, md5, directory / name, on_conflict)
         raise DownloadError(f"export {uid} could not be downloaded: {last_error}")
 
-    def _fetch(self, url: str, temp: Path, progress: Progress | None) -> None:
+    def _fetch(self, url: str, temp: Path, progress: Progress | None) -> str:
+        """Write the URL's bytes to temp, checked; returns their MD5."""
         digest = hashlib.md5(usedforsecurity=False)
         written = 0
         try:
@@ -374,11 +375,12 @@ class Client:
             raise DownloadError(f"received {written} of {total} bytes")
         if re.fullmatch(r"[0-9a-f]{32}", etag) and digest.hexdigest() != etag:
             raise DownloadError("the file's MD5 does not match the ETag the server sent")
+        return digest.hexdigest()
 
     @staticmethod
-    def _place(temp: Path, target: Path, on_conflict: Conflict) -> Path:
+    def _place(temp: Path, md5: str, target: Path, on_conflict: Conflict) -> Path:
         if target.exists() and on_conflict != "overwrite":
-            if target.stat().st_size == temp.stat().st_size and _md5_of(target) == _md5_of(temp):
+            if target.stat().st_size == temp.stat().st_size and _md5_of(target) == md5:
                 temp.unlink()
                 return target
             if on_conflict == "error":
