@@ -24,10 +24,10 @@ from tests.support.client import (
     datalab_command,
     files_under,
     run_client,
-    sha256_of,
     stored_exports,
 )
 from tests.support.server import LiveServer, free_port
+from tests.support.uploads import sha256_of
 
 SYNC_FILES = [SYNC_STATE, ".datalab-sync.lock"]
 BIG_EXPORT_BYTES = 200 * 1024 * 1024

@@ -15,7 +15,7 @@ from datalab.pipeline.models import StagedRow
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
 from datalab.records.service import EMATCH_EXPORT_COLUMNS
 from datalab.students.models import Student
-from datalab.students.service import load_students
+from datalab.students.service import STUDENT_COLUMNS, load_students
 from datalab.uploads.models import Upload
 from tests.support.accounts import add_account, add_organization, login_as, unique
 from tests.support.exports import bare_client, download_url, parse_csv
@@ -191,16 +191,7 @@ EMATCH_CSV = (
 def test_an_ematch_file_is_matched_and_its_matches_published(
     client: httpx2.Client, working: LiveServer, demo: LoggedIn
 ) -> None:
-    columns = (
-        "StudentKey",
-        "FirstName",
-        "LastName",
-        "BirthDate",
-        "Email",
-        "ZipCode",
-        "StateCode",
-        "HSGradYear",
-    )
+    columns = STUDENT_COLUMNS
     with working.db() as db:
         loaded = load_students(
             db=db, rows=[dict(zip(columns, row, strict=True)) for row in STUDENTS], now=utcnow()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import subprocess
@@ -67,15 +66,6 @@ def stored_exports(server: LiveServer, organization_uid: str | None = None) -> d
             )
             for row in rows
         }
-
-
-def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file, read in chunks (some are hundreds of megabytes)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def files_under(directory: Path) -> list[str]:
