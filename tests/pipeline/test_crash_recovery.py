@@ -19,7 +19,7 @@ from datalab.pipeline.models import PipelineJob, StagedRow
 from datalab.records.models import EnrollmentRecord
 from datalab.uploads.models import Upload
 from tests.support.databases import postgres_url
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import upload_and_wait, wait_for_status
 
 LARGE_ROWS = 150_000
@@ -57,27 +57,34 @@ def _expected_accepted(record: dict[str, Any]) -> int:
     return int(record["meta"]["acceptedRows"])
 
 
+def _caught_ingesting(
+    client: httpx2.Client, server: LiveServer, login: LoggedIn, content: bytes
+) -> dict[str, Any]:
+    """Upload the file and return its record as soon as it is `ingesting` (the moment to crash)."""
+    record = upload_and_wait(
+        client, server, login, content, file_name="big.csv", until=frozenset({"ingesting", "done", "failure"})
+    )
+    assert record["status"] == "ingesting", "the file must be caught while ingesting"
+    return record
+
+
+def _finished(client: httpx2.Client, server: LiveServer, login: LoggedIn, uid: str) -> dict[str, Any]:
+    """Wait for the pipeline to finish the file after the crash; it must end `done`."""
+    done = wait_for_status(client, server, login, uid, until=frozenset({"done", "failure"}), timeout=300)
+    assert done["status"] == "done", done["error"]
+    return done
+
+
 def test_the_embedded_runner_finishes_a_file_after_the_server_is_killed_mid_ingest(
     client: httpx2.Client, make_server: Any, large_file: bytes
 ) -> None:
     server: LiveServer = make_server(pipeline_workers="1", **FAST_RECOVERY)
     login = server.login()
-    record = upload_and_wait(
-        client,
-        server,
-        login,
-        large_file,
-        file_name="big.csv",
-        until=frozenset({"ingesting", "done", "failure"}),
-    )
-    assert record["status"] == "ingesting", "the file must be caught while ingesting"
+    record = _caught_ingesting(client, server, login, large_file)
     server.kill()
     server.start()
     login = server.login()
-    done = wait_for_status(
-        client, server, login, record["id"], until=frozenset({"done", "failure"}), timeout=300
-    )
-    assert done["status"] == "done", done["error"]
+    done = _finished(client, server, login, record["id"])
     accepted = _expected_accepted(done)
     assert accepted + done["meta"]["rejectedRows"] == LARGE_ROWS
     assert done["meta"]["loadedRows"] == accepted
@@ -119,21 +126,10 @@ def test_a_procrastinate_worker_killed_mid_ingest_is_recovered_by_the_next_worke
     server: LiveServer = make_server(pipeline_queue="procrastinate", pipeline_workers="1", **FAST_RECOVERY)
     first = server.start_worker()
     login = server.login()
-    record = upload_and_wait(
-        client,
-        server,
-        login,
-        large_file,
-        file_name="big.csv",
-        until=frozenset({"ingesting", "done", "failure"}),
-    )
-    assert record["status"] == "ingesting", "the file must be caught while ingesting"
+    record = _caught_ingesting(client, server, login, large_file)
     first.send_signal(signal.SIGKILL)
     first.wait()
     server.start_worker()
-    done = wait_for_status(
-        client, server, login, record["id"], until=frozenset({"done", "failure"}), timeout=300
-    )
-    assert done["status"] == "done", done["error"]
+    done = _finished(client, server, login, record["id"])
     accepted = _expected_accepted(done)
     assert _stored(server, record["id"]) == (accepted, accepted, 0)
