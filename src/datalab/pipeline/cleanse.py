@@ -203,25 +203,16 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
     failure = _outcome(counts, ctx.max_rejected_percent, upload.uid)
     with transaction(ctx.session_factory) as db:
         now = utcnow()
-        if failure is not None:
-            move_upload(
-                db=db,
-                upload_id=upload.id,
-                from_status="cleansing",
-                status="failure",
-                now=now,
-                error=failure,
-                meta=meta,
-                record_volume=counts.total,
-            )
-        elif move_upload(
+        moved = move_upload(
             db=db,
             upload_id=upload.id,
             from_status="cleansing",
-            status="ingesting",
+            status="ingesting" if failure is None else "failure",
             now=now,
+            error=failure,
             meta=meta,
             record_volume=counts.total,
-        ):
+        )
+        if moved and failure is None:
             enqueue_stage(db=db, upload_id=upload.id, stage="ingest", now=now)
         finish_job(db=db, job=job, now=now)
