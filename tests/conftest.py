@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,11 +39,11 @@ def database_factory() -> Iterator[DatabaseFactory]:
     factory.drop_all()
 
 
-@pytest.fixture(scope="session")
-def make_server(
+@contextmanager
+def _servers(
     tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
 ) -> Iterator[ServerFactory]:
-    """Start a seeded server with DATALAB_* settings (and other variables); each is stopped at the end."""
+    """A factory of seeded servers with DATALAB_* settings (and other variables), stopped on exit."""
     started: list[LiveServer] = []
 
     def start(environment: dict[str, str] | None = None, **settings: str) -> LiveServer:
@@ -60,15 +61,30 @@ def make_server(
         server.start()
         return server
 
-    yield start
-    for server in started:
-        server.stop()
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def make_server(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+) -> Iterator[ServerFactory]:
+    """Start servers for one test module; they are stopped when the module is done, which keeps the
+    number of live servers (and of their database connections) bounded however long the suite is."""
+    with _servers(tmp_path_factory, database_factory) as start:
+        yield start
 
 
 @pytest.fixture(scope="session")
-def server(make_server: ServerFactory) -> LiveServer:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+) -> Iterator[LiveServer]:
     """The shared demo server; tests that change accounts or settings start their own."""
-    return make_server()
+    with _servers(tmp_path_factory, database_factory) as start:
+        yield start()
 
 
 @pytest.fixture

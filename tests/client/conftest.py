@@ -11,7 +11,7 @@ from tests.conftest import ServerFactory
 from tests.support.server import LiveServer
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def api(make_server: ServerFactory) -> LiveServer:
     """A demo server for the client tests (they deliver its exports), with two pipeline workers."""
     return make_server(pipeline_workers="2", pipeline_poll_seconds="0.1")

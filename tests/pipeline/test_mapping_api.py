@@ -243,5 +243,6 @@ def test_the_file_of_a_canceled_upload_is_removed_after_the_retention_period(
     # Kept during the retention period (1.8 s here), then removed by the sweeper.
     assert object_path(server, row.object_key).is_file()
     assert wait_for(lambda: not object_path(server, row.object_key).exists(), timeout=15)
-    assert upload_row(server, uid).file_removed_at is not None
+    # The removal is recorded just after the object is deleted.
+    assert wait_for(lambda: upload_row(server, uid).file_removed_at is not None, timeout=5)
     assert get_file(client, server, logged_in, uid)["status"] == "canceled"
