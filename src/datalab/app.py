@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse
@@ -14,26 +15,26 @@ from swagger_ui_bundle import swagger_ui_path
 
 from datalab import __version__
 from datalab.accounts.routes import router as accounts_router
-from datalab.db import make_engine, make_session_factory, upgrade_database
 from datalab.errors import install_error_handlers
 from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
 from datalab.exports.service import ExportDownloads
+from datalab.limits import RequestGate, RequestLimiter
 from datalab.pipeline.runner import EmbeddedRunner
-from datalab.pipeline.service import QUEUE_INFO_KEY, ensure_procrastinate_schema
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
+from datalab.runtime import build_runtime, make_store
 from datalab.settings import Settings
-from datalab.storage.base import ObjectStore
 from datalab.storage.local import LocalObjectStore
 from datalab.storage.post_endpoint import post_router
 from datalab.storage.routes import store_router
-from datalab.storage.s3 import S3ObjectStore, make_s3_client
-from datalab.storage.sigv4 import Credentials
 from datalab.uploads.routes import router as uploads_router
 from datalab.uploads.service import UploadReceiver
 from datalab.uploads.tasks import UploadSweeper
 from datalab.web.routes import STATIC_DIR as WEB_STATIC
 from datalab.web.routes import router as web_router
+
+# make_store moved to datalab.runtime; still importable from here.
+__all__ = ["create_app", "make_store"]
 
 API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-exchange API.
 
@@ -45,14 +46,13 @@ Errors are JSON: `{"code": ..., "message": ..., "detail": ...}`.
 
 def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     """Build the application for the given settings (migrating the database first unless told not to)."""
-    settings.home.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
-    if migrate:
-        upgrade_database(engine)
-        if settings.pipeline_queue == "procrastinate":
-            ensure_procrastinate_schema(engine)
-    session_factory = make_session_factory(engine, info={QUEUE_INFO_KEY: settings.pipeline_queue})
-    store = make_store(settings)
+    runtime = build_runtime(settings, migrate=migrate)
+    engine, session_factory, store = runtime.engine, runtime.session_factory, runtime.store
+    limiter = RequestLimiter(
+        slots=settings.max_concurrent_requests,
+        max_wait=settings.request_queue_seconds,
+        max_queue=settings.request_queue_max,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +63,10 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
             max_size=settings.max_upload_bytes,
             interval_seconds=settings.upload_sweep_interval_seconds,
             canceled_retention=timedelta(hours=settings.canceled_retention_hours),
+        )
+        # Threads for sync routes: every admitted request can have one, with room for streaming bodies.
+        to_thread.current_default_thread_limiter().total_tokens = max(
+            40, 2 * settings.max_concurrent_requests
         )
         sweeper.start()
         runner = None
@@ -95,9 +99,19 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.runtime = runtime
     app.state.session_factory = session_factory
+    app.state.read_session_factory = runtime.read_session_factory
     app.state.store = store
+    app.state.limiter = limiter
     install_error_handlers(app)
+    store_prefixes = (f"/{settings.exports_bucket}", f"/{settings.uploads_bucket}", "/download/")
+    app.add_middleware(
+        RequestGate,
+        limiter=limiter,
+        read_timeout=settings.request_read_timeout_seconds,
+        store_prefixes=store_prefixes,
+    )
 
     api = APIRouter(prefix="/v1")
     api.include_router(accounts_router)
@@ -124,7 +138,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         )
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     if isinstance(store, LocalObjectStore):
@@ -141,18 +155,3 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
             post_router(settings=settings, store=store, gates={settings.uploads_bucket: receiver})
         )
     return app
-
-
-def make_store(settings: Settings) -> ObjectStore:
-    """The object store the settings choose."""
-    if settings.storage_backend == "s3":
-        client = make_s3_client(region=settings.storage_region, endpoint_url=settings.s3_endpoint_url or None)
-        return S3ObjectStore(client=client, spool_dir=settings.home / "tmp")
-    return LocalObjectStore(
-        root=settings.home / "objects",
-        credentials=Credentials(
-            access_key_id=settings.storage_access_key_id,
-            secret_access_key=settings.storage_secret_access_key,
-        ),
-        region=settings.storage_region,
-    )

@@ -17,6 +17,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Execution option marking a read-only engine view (see make_session_factory).
+READ_ONLY_OPTION = "datalab_read_only"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -84,24 +86,52 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         # A deferred transaction that reads and then writes fails at once (SQLITE_BUSY) when another
         # writer committed in between; taking the write lock up front makes writers wait their turn.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only sessions (READ_ONLY_OPTION) begin deferred: in WAL mode they never wait for a writer
+        # and never make one wait.
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for a database URL, with the per-backend settings this project relies on."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout: float = 30) -> Engine:
+    """Create the engine for a database URL, with the per-backend settings this project relies on.
+
+    `pool_size` connections are kept open; up to `max_overflow` more are opened under load, and a
+    checkout waits at most `pool_timeout` seconds for one (the request limiter keeps requests from
+    ever getting there).
+    """
+    pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": pool_timeout}
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
+        in_memory = not path or path == ":memory:"
+        if not in_memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            **({} if in_memory else pool),
+        )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
-def make_session_factory(engine: Engine, *, info: dict[str, Any] | None = None) -> sessionmaker[Session]:
-    """A session factory whose objects stay readable after commit; `info` is copied into every session."""
-    return sessionmaker(bind=engine, expire_on_commit=False, info=info or {})
+def make_session_factory(
+    engine: Engine, *, info: dict[str, Any] | None = None, read_only: bool = False
+) -> sessionmaker[Session]:
+    """A session factory whose objects stay readable after commit; `info` is copied into every session.
+
+    A read-only factory's transactions never take SQLite's write lock (they begin deferred); a session
+    from it that writes anyway fails rather than waits, so use it only where nothing is written.
+    """
+    if not read_only:
+        return sessionmaker(bind=engine, expire_on_commit=False, info=info or {})
+    bind = engine.execution_options(**{READ_ONLY_OPTION: True})
+    return sessionmaker(bind=bind, expire_on_commit=False, info={**(info or {}), READ_ONLY_OPTION: True})
+
+
+def is_read_only(session: Session) -> bool:
+    """Whether the session came from a read-only factory (and must not write)."""
+    return bool(session.info.get(READ_ONLY_OPTION))
 
 
 @contextmanager

@@ -2,40 +2,79 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from datalab.accounts import service as accounts
-from datalab.db import utcnow
+from datalab.db import transaction, utcnow
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> ObjectStore:
+async def get_store(request: Request) -> ObjectStore:
     """The app's object store."""
     store: ObjectStore = request.app.state.store
     return store
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    """A session for the request, committed when the handler returns, rolled back when it raises."""
-    with request.app.state.session_factory() as session:
+def _finish(session: Session, write_factory: sessionmaker[Session], *, ok: bool) -> None:
+    try:
+        if ok:
+            session.commit()
+    finally:
+        session.close()
+    touches = accounts.pending_api_key_uses(session)
+    if ok and touches:
+        # At most once a minute per key: a short write transaction of its own, after the read.
+        with transaction(write_factory) as db:
+            accounts.record_api_key_uses(db=db, uses=touches)
+
+
+async def _session(request: Request, factory: sessionmaker[Session]) -> AsyncIterator[Session]:
+    # Created here (no I/O until first used); committed and closed in one worker thread hop.
+    write_factory: sessionmaker[Session] = request.app.state.session_factory
+    session = factory()
+    try:
         yield session
-        session.commit()
+    except BaseException:
+        await run_in_threadpool(_finish, session, write_factory, ok=False)
+        raise
+    await run_in_threadpool(_finish, session, write_factory, ok=True)
 
 
-def get_now() -> datetime:
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """A session for the request, committed when the handler returns, rolled back when it raises."""
+    async for session in _session(request, request.app.state.session_factory):
+        yield session
+
+
+async def get_read_db(request: Request) -> AsyncIterator[Session]:
+    """A session for a request that only reads: on SQLite it never takes or waits for the write lock.
+
+    With a store that does not report arrivals (S3), reading an upload may record its arrival, so
+    there the session is a writing one.
+    """
+    store: ObjectStore = request.app.state.store
+    factory = (
+        request.app.state.read_session_factory if store.reports_uploads else request.app.state.session_factory
+    )
+    async for session in _session(request, factory):
+        yield session
+
+
+async def get_now() -> datetime:
     """The request's notion of now."""
     return utcnow()
 
@@ -44,22 +83,26 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 # scope="function": commit before the response goes out, so a client never sees a 200 for unsaved data.
 DbDep = Annotated[Session, Depends(get_db, scope="function")]
+ReadDbDep = Annotated[Session, Depends(get_read_db, scope="function")]
 NowDep = Annotated[datetime, Depends(get_now)]
+AuthorizationHeader = Annotated[
+    str | None, Header(description="Bearer <sessionToken> or JWT <sessionToken>", max_length=8192)
+]
+ApiKeyHeader = Annotated[
+    str | None, Header(description="Your API key; optional with a session token", max_length=256)
+]
+OrganizationHeader = Annotated[
+    str | None, Header(description="Organization uid from the login response", max_length=256)
+]
 
 
 def get_org_context(
     db: DbDep,
     settings: SettingsDep,
     now: NowDep,
-    authorization: Annotated[
-        str | None, Header(description="Bearer <sessionToken> or JWT <sessionToken>")
-    ] = None,
-    x_api_key: Annotated[
-        str | None, Header(description="Your API key; optional with a session token")
-    ] = None,
-    organization: Annotated[
-        str | None, Header(description="Organization uid from the login response")
-    ] = None,
+    authorization: AuthorizationHeader = None,
+    x_api_key: ApiKeyHeader = None,
+    organization: OrganizationHeader = None,
 ) -> OrgContext:
     """The authenticated user and the organization the request acts in."""
     return accounts.org_context(
@@ -72,7 +115,27 @@ def get_org_context(
     )
 
 
+def get_read_org_context(
+    db: ReadDbDep,
+    settings: SettingsDep,
+    now: NowDep,
+    authorization: AuthorizationHeader = None,
+    x_api_key: ApiKeyHeader = None,
+    organization: OrganizationHeader = None,
+) -> OrgContext:
+    """The same as get_org_context, on the read-only session of a route that only reads."""
+    return accounts.org_context(
+        db=db,
+        settings=settings,
+        authorization=authorization,
+        api_key=x_api_key,
+        organization_uid=organization,
+        now=now,
+    )
+
+
 OrgDep = Annotated[OrgContext, Depends(get_org_context)]
+ReadOrgDep = Annotated[OrgContext, Depends(get_read_org_context)]
 
 
 def public_base_url(request: Request, settings: Settings) -> str:

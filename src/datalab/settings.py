@@ -119,6 +119,37 @@ class Settings(BaseSettings):
     pipeline_max_attempts: int = Field(
         default=3, ge=1, description="Tries of a pipeline stage before its upload ends in failure."
     )
+    max_concurrent_requests: int = Field(
+        default=8,
+        ge=1,
+        le=32,
+        description="Requests of one server process doing database work at once; the others queue.",
+    )
+    request_queue_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="Longest a request waits in the queue for a turn; one that would wait longer gets "
+        "503 with Retry-After at once.",
+    )
+    request_queue_max: int = Field(
+        default=1000, ge=1, description="Most requests of one server process waiting in the queue."
+    )
+    request_read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a client may take to send a request's headers, or between two parts of its "
+        "body, before the connection is closed (headers) or the request gets 408 (body).",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request line plus headers a request may send (431 beyond).",
+    )
+    max_connections: int = Field(
+        default=1024, ge=1, description="Open connections one server process accepts (503 beyond)."
+    )
     storage_region: str = Field(default="us-east-1", description="Region named in signed URLs.")
     exports_bucket: str = Field(default="datalab-exports", description="Bucket holding export files.")
     uploads_bucket: str = Field(default="datalab-uploads", description="Bucket receiving uploaded files.")

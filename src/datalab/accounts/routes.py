@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Request
 
 from datalab.accounts import service
 from datalab.accounts.schemas import LOGIN_BODY_SCHEMA, LoginOut, TokenOut, parse_login_body, user_out
-from datalab.deps import DbDep, NowDep, SettingsDep
+from datalab.deps import DbDep, NowDep, ReadDbDep, SettingsDep
 
 router = APIRouter(tags=["Authorization"])
 
@@ -75,7 +75,7 @@ def login(
     responses={401: {"description": "Unauthorized"}},
 )
 def refresh_token(
-    db: DbDep,
+    db: ReadDbDep,
     settings: SettingsDep,
     now: NowDep,
     authorization: Annotated[str | None, Header()] = None,

@@ -8,15 +8,20 @@ from urllib.parse import parse_qs
 from pydantic import BaseModel
 
 from datalab.accounts.models import User
-from datalab.bodies import parse_json_object
+from datalab.accounts.service import MAX_PASSWORD_LENGTH, MAX_USER_NAME_LENGTH
+from datalab.bodies import check_text, decode_text, parse_json_object
 from datalab.errors import bad_request
 
 LOGIN_BODY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["userName", "password", "acceptedTerms"],
     "properties": {
-        "userName": {"type": "string", "description": "Service account email (also accepted as 'username')"},
-        "password": {"type": "string"},
+        "userName": {
+            "type": "string",
+            "maxLength": MAX_USER_NAME_LENGTH,
+            "description": "Service account email (also accepted as 'username')",
+        },
+        "password": {"type": "string", "maxLength": MAX_PASSWORD_LENGTH},
         "acceptedTerms": {
             "type": "boolean",
             "description": "Must be true (the strings 'true'/'True' work too)",
@@ -92,9 +97,23 @@ def _accepted(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
 
+def check_credentials_size(user_name: str, password: str) -> None:
+    """A 400 for a userName or password longer than any account can have (nothing is looked up)."""
+    if len(user_name) > MAX_USER_NAME_LENGTH:
+        raise bad_request(
+            f"userName must be at most {MAX_USER_NAME_LENGTH} characters", code="invalid_user_name"
+        )
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise bad_request(
+            f"password must be at most {MAX_PASSWORD_LENGTH} characters", code="invalid_password"
+        )
+    check_text(user_name, where="userName")
+    check_text(password, where="password")
+
+
 def parse_login_body(raw: bytes, content_type: str) -> LoginForm:
     """Read a login body sent as JSON (whatever the Content-Type says) or as a urlencoded form."""
-    text = raw.decode("utf-8", errors="replace").strip()
+    text = decode_text(raw).strip()
     fields: dict[str, Any]
     media_type = content_type.split(";", maxsplit=1)[0].strip().lower()
     if media_type == "application/x-www-form-urlencoded" and not text.startswith("{"):
@@ -110,6 +129,7 @@ def parse_login_body(raw: bytes, content_type: str) -> LoginForm:
         or not password
     ):
         raise bad_request("userName and password are required", code="missing_credentials")
+    check_credentials_size(user_name, password)
     if not _accepted(by_name.get("acceptedterms")):
         raise bad_request("acceptedTerms must be true", code="terms_not_accepted")
     return LoginForm(userName=user_name, password=password)

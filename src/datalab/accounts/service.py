@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, select, update
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from datalab.accounts.models import USER_STATUSES, ApiKey, LoginThrottle, Membership, Organization, User
 from datalab.accounts.security import (
@@ -20,14 +22,19 @@ from datalab.accounts.security import (
     read_token,
     verify_password,
 )
+from datalab.db import is_read_only
 from datalab.errors import ApiError, bad_request, forbidden, unauthorized
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
 
 INVALID_CREDENTIALS = "Invalid userName or password"
+# Longest userName an account can have (its column's size) and longest password an account can have.
+MAX_USER_NAME_LENGTH = 254
+MAX_PASSWORD_LENGTH = 1024
 INVALID_API_KEY = "Invalid API key"
 # Writing last_used_at on every request would turn every read into a write.
 API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
+PENDING_KEY_USES = "datalab_pending_api_key_uses"
 
 
 class AccountError(ValueError):
@@ -79,6 +86,10 @@ def create_user(
         raise AccountError("userName must not be empty")
     if len(password) < 8:
         raise AccountError("passwords must be at least 8 characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AccountError(f"passwords must be at most {MAX_PASSWORD_LENGTH} characters")
+    if len(user_name) > MAX_USER_NAME_LENGTH:
+        raise AccountError(f"userName must be at most {MAX_USER_NAME_LENGTH} characters")
     if not organizations:
         raise AccountError("a user must belong to at least one organization")
     if get_user(db=db, user_name=user_name) is not None:
@@ -142,18 +153,51 @@ def list_api_keys(*, db: Session, user: User) -> list[ApiKey]:
 
 
 def check_api_key(*, db: Session, plain_key: str, now: datetime) -> ApiKey:
-    """The active API key with this value (its last-used time refreshed), else 401."""
+    """The active API key with this value (its last-used time refreshed), else 401.
+
+    On a read-only session the refresh is left for `record_api_key_uses` after the request's reads.
+    """
     api_key = db.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(plain_key.strip())))
     if api_key is None or api_key.revoked_at is not None:
         raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
     if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL:
-        api_key.last_used_at = now
-        db.flush()
+        if is_read_only(db):
+            db.info.setdefault(PENDING_KEY_USES, {})[api_key.id] = now
+        else:
+            api_key.last_used_at = now
+            db.flush()
     return api_key
 
 
-def _throttle_scopes(user_name: str, client_address: str) -> list[tuple[str, str]]:
-    return [("user:" + user_name.strip().lower(), "userName"), ("addr:" + client_address, "address")]
+def pending_api_key_uses(db: Session) -> dict[int, datetime]:
+    """The key uses a read-only session noted and did not write (taken out of the session)."""
+    uses: dict[int, datetime] = db.info.pop(PENDING_KEY_USES, {})
+    return uses
+
+
+def record_api_key_uses(*, db: Session, uses: dict[int, datetime]) -> None:
+    """Write noted key uses, unless a concurrent request already recorded a recent one."""
+    for key_id, at in uses.items():
+        db.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.id == key_id,
+                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= at - API_KEY_TOUCH_INTERVAL),
+            )
+            .values(last_used_at=at)
+        )
+
+
+def _throttle_scopes(settings: Settings, user_name: str, client_address: str) -> list[tuple[str, str]]:
+    """The counters an attempt counts against, keyed by a keyed digest: never by what the client sent."""
+
+    def digest(kind: str, value: str) -> str:
+        return hmac.new(settings.secret_key.encode(), f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+    return [
+        ("user:" + digest("user", user_name.strip().lower()), "userName"),
+        ("addr:" + digest("addr", client_address), "address"),
+    ]
 
 
 def _too_many(locked_until: datetime, now: datetime) -> ApiError:
@@ -187,28 +231,35 @@ def _reserve_attempt(
 
     Counting first (rows locked, committed at once) throttles a burst of parallel guesses as surely as a
     sequence. The attempt that reaches a limit is still checked, and locks the scope for the next ones.
-    Returns the scopes this attempt locked, for a successful login to take back.
+    An attempt refused because a scope is locked out writes nothing. Returns the scopes this attempt
+    locked, for a successful login to take back.
     """
     window = timedelta(seconds=settings.login_failure_window_seconds)
     limits = {"userName": settings.login_max_failures, "address": settings.login_max_failures_per_address}
-    rows = [(_locked_counter(db=db, scope=scope, now=now), label) for scope, label in scopes]
-    locks = [
-        row.locked_until for row, _label in rows if row.locked_until is not None and row.locked_until > now
+    existing = [
+        db.get(LoginThrottle, scope, with_for_update=True, populate_existing=True) for scope, _ in scopes
     ]
+    locks = [
+        row.locked_until
+        for row in existing
+        if row is not None and row.locked_until and row.locked_until > now
+    ]
+    if locks:
+        db.rollback()
+        raise _too_many(max(locks), now)
+    rows = [(_locked_counter(db=db, scope=scope, now=now), label) for scope, label in scopes]
     newly_locked = []
-    if not locks:
-        for row, label in rows:
-            if now - row.window_started_at > window:
-                row.failures = 0
-                row.window_started_at = now
-            row.failures += 1
-            if row.failures >= limits[label]:
-                row.locked_until = now + timedelta(seconds=settings.login_lockout_seconds)
-                newly_locked.append(row.scope)
+    for row, label in rows:
+        if now - row.window_started_at > window:
+            row.failures = 0
+            row.window_started_at = now
+            row.locked_until = None
+        row.failures += 1
+        if row.failures >= limits[label]:
+            row.locked_until = now + timedelta(seconds=settings.login_lockout_seconds)
+            newly_locked.append(row.scope)
     # Committed now: the attempt counts even though this request may end in a rolled-back 401.
     db.commit()
-    if locks:
-        raise _too_many(max(locks), now)
     return newly_locked
 
 
@@ -276,7 +327,10 @@ def authenticate(
     api_key_user_id: int | None = None,
 ) -> User:
     """The active user with this name and password (throttled per userName and address), else 401."""
-    scopes = _throttle_scopes(user_name, client_address)
+    if len(user_name) > MAX_USER_NAME_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
+        # No account has such a name or password: refused without counting (nothing is stored).
+        raise unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+    scopes = _throttle_scopes(settings, user_name, client_address)
     newly_locked = _reserve_attempt(db=db, settings=settings, scopes=scopes, now=now)
     user = get_user(db=db, user_name=user_name)
     password_ok = verify_password(user.password_hash if user else None, password)
@@ -295,7 +349,12 @@ def user_from_token(*, db: Session, settings: Settings, token: str, now: datetim
         claims = read_token(secret_key=settings.secret_key, token=token, now=now)
     except InvalidToken as exc:
         raise unauthorized(str(exc), code="invalid_token") from exc
-    user = db.scalar(select(User).where(User.uid == claims.user_uid))
+    # One query: the user, their memberships and each membership's organization.
+    user = (
+        db.execute(select(User).where(User.uid == claims.user_uid).options(joinedload(User.memberships)))
+        .unique()
+        .scalar_one_or_none()
+    )
     if user is None or user.status != "Active":
         raise unauthorized("session token belongs to an inactive or unknown account", code="invalid_token")
     if claims.issued_at < user.tokens_valid_after.replace(microsecond=0):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from datalab.deps import DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url
+from datalab.deps import DbDep, NowDep, OrgDep, ReadDbDep, ReadOrgDep, SettingsDep, StoreDep, public_base_url
 from datalab.exports import service
 from datalab.exports.schemas import DownloadUrlOut, ExportOut, export_out
 from datalab.pagination import non_negative, parse_paging
@@ -30,8 +30,8 @@ OptionalText = Annotated[str | None, Query()]
 @router.get("/exports/", include_in_schema=False)
 def read_exports(
     response: Response,
-    db: DbDep,
-    org: OrgDep,
+    db: ReadDbDep,
+    org: ReadOrgDep,
     now: NowDep,
     status: Annotated[str | None, Query(description="Delivered or NotDelivered (case-sensitive)")] = None,
     productKey: Annotated[

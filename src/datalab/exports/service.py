@@ -17,7 +17,7 @@ from typing import IO
 from urllib.parse import quote
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from datalab.accounts.models import Organization, User
 from datalab.db import new_uid, transaction
@@ -143,8 +143,8 @@ def list_exports(
     limit: int | None,
     offset: int,
 ) -> Page[Export]:
-    """The organization's exports, newest first, filtered and paged."""
-    query = scoped(Export, org)
+    """The organization's exports, newest first, filtered and paged (deliveries loaded with the page)."""
+    query = scoped(Export, org).options(selectinload(Export.deliveries))
     if status is not None:
         query = query.where(Export.status == status)
     if product_key is not None:

@@ -8,12 +8,28 @@ from typing import IO, Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from datalab.bodies import parse_json_object
-from datalab.deps import DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url, raw_body
+from datalab.deps import (
+    DbDep,
+    NowDep,
+    OrgDep,
+    ReadDbDep,
+    ReadOrgDep,
+    SettingsDep,
+    StoreDep,
+    public_base_url,
+    raw_body,
+)
 from datalab.pagination import parse_paging
 from datalab.pipeline.artifacts import CSV_CONTENT_TYPE
 from datalab.uploads import service
-from datalab.uploads.schemas import UPLOAD_BODY_SCHEMA, FileOut, UploadFormOut, file_out, parse_upload_request
+from datalab.uploads.schemas import (
+    UPLOAD_BODY_SCHEMA,
+    FileOut,
+    UploadFormOut,
+    file_out,
+    parse_mapping_body,
+    parse_upload_request,
+)
 
 router = APIRouter(prefix="/files", tags=["Files"])
 
@@ -68,8 +84,8 @@ def create_upload(
 @router.get("/", include_in_schema=False)
 def list_files(
     response: Response,
-    db: DbDep,
-    org: OrgDep,
+    db: ReadDbDep,
+    org: ReadOrgDep,
     limit: OptionalText = None,
     offset: OptionalText = None,
     sortBy: OptionalText = None,
@@ -104,7 +120,7 @@ def list_files(
     },
 )
 def get_file(
-    uid: str, db: DbDep, org: OrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
+    uid: str, db: ReadDbDep, org: ReadOrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
 ) -> FileOut:
     """The current state of one upload."""
     upload = service.read_upload(
@@ -145,7 +161,7 @@ def process_file(
     uid: str, body: Annotated[bytes, Depends(raw_body)], db: DbDep, org: OrgDep, now: NowDep
 ) -> FileOut:
     """Map the file's columns (saved for later uploads with the same headers) and queue it."""
-    mapping = parse_json_object(body.decode("utf-8", errors="replace"), wanted="{layoutField: fileHeader}")
+    mapping = parse_mapping_body(body)
     return file_out(service.process_upload(db=db, org=org, uid=uid, body=mapping, now=now))
 
 
@@ -175,7 +191,7 @@ def cancel_file(uid: str, db: DbDep, org: OrgDep, now: NowDep) -> FileOut:
     },
 )
 def get_file_errors(
-    uid: str, db: DbDep, org: OrgDep, settings: SettingsDep, store: StoreDep
+    uid: str, db: ReadDbDep, org: ReadOrgDep, settings: SettingsDep, store: StoreDep
 ) -> StreamingResponse:
     """The warnings and rejections cleansing found, one CSV line each, rows numbered as in a spreadsheet."""
     file_name, stream = service.open_row_report(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
@@ -26,6 +26,7 @@ from datalab.errors import ApiError
 from datalab.exports import service as exports
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Export
 from datalab.layouts import load_layout
+from datalab.pagination import MAX_OFFSET
 from datalab.settings import Settings
 from datalab.storage.streaming import ByteRange, FileStreamResponse
 from datalab.uploads import mappings
@@ -304,7 +305,9 @@ def download_exports(
 
 
 @router.get("/uploads")
-def uploads_page(request: Request, session: SessionDep, db: DbDep, offset: int = 0) -> HTMLResponse:
+def uploads_page(
+    request: Request, session: SessionDep, db: DbDep, offset: Annotated[int, Query(le=MAX_OFFSET)] = 0
+) -> HTMLResponse:
     """Start an upload, and the organization's upload history."""
     page = uploads.list_uploads(
         db=db,
