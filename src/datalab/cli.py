@@ -75,47 +75,32 @@ def _now() -> datetime:
     return utcnow()
 
 
-class RedactSignedQuery(logging.Filter):
-    """Keeps signatures and one-time tokens of signed URLs out of access logs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from datalab.logs import redact_url
-
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_url(arg) if isinstance(arg, str) else arg for arg in record.args)
-        return True
-
-
-def _serve(host: str, port: int) -> None:
-    import uvicorn
-
-    from datalab.app import create_app
+def _serve(host: str, port: int, workers: int = 1) -> None:
+    from datalab.serving import serve as run_server
 
     settings = _load_settings()
     if settings.dev_mode:
         typer.echo("dev mode: placeholder secrets allowed; never expose this server to a network", err=True)
-    web_app = create_app(settings)
-    logging.getLogger("uvicorn.access").addFilter(RedactSignedQuery())
-    trusted = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
-    uvicorn.run(
-        web_app,
-        host=host,
-        port=port,
-        http="httptools",
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
-        server_header=False,
-    )
+    run_server(settings, host=host, port=port, workers=workers)
 
 
 HostOption = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOption = Annotated[int, typer.Option(help="Port to listen on.")]
 
 
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Server processes sharing the port and the data directory (SQLite or PostgreSQL).",
+    ),
+]
+
+
 @app.command()
-def serve(host: HostOption = "127.0.0.1", port: PortOption = 8080) -> None:
+def serve(host: HostOption = "127.0.0.1", port: PortOption = 8080, workers: WorkersOption = 1) -> None:
     """Run the API server (migrations are applied first)."""
-    _serve(host, port)
+    _serve(host, port, workers)
 
 
 @app.command()

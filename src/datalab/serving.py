@@ -1,0 +1,137 @@
+"""Running the server: uvicorn (httptools) with bounded headers and read timeouts, in one or more processes.
+
+With `workers` > 1, uvicorn starts that many processes on one socket; each builds the app from the
+same DATALAB_* environment (after the parent migrated the database once), so they share the data
+directory (SQLite in WAL mode: readers never block, writers take turns) or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from datalab.app import create_app
+from datalab.logs import redact_url
+from datalab.runtime import build_runtime
+from datalab.settings import Settings, load_settings
+
+PROTOCOL = "datalab.serving:BoundedHttpToolsProtocol"
+FACTORY = "datalab.serving:app_from_environment"
+
+
+class RedactSignedQuery(logging.Filter):
+    """Keeps signatures and one-time tokens of signed URLs out of access logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_url(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a size limit and a deadline for a request's line and headers.
+
+    httptools buffers whatever header bytes arrive, and uvicorn sets no deadline for them: a 64 MB
+    header would be read whole, and a client trickling a header byte at a time would hold its
+    connection forever. Here a request whose line and headers exceed `max_header_bytes` gets 431 and
+    the connection is closed; so is one whose headers are not complete `header_timeout` seconds after
+    its first byte (or after the connection opened).
+    """
+
+    header_timeout: float = 30.0
+    max_header_bytes: int = 16 * 1024
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_overdue)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_overdue(self) -> None:
+        self._header_timer = None
+        idle = self.cycle is None or self.cycle.response_complete
+        if self._awaiting_headers and idle and not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        awaiting = self._awaiting_headers
+        if awaiting:
+            self._arm_header_timer()
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if awaiting and self._awaiting_headers and self._header_bytes > self.max_header_bytes:
+            self._refuse_headers()
+
+    def _refuse_headers(self) -> None:
+        message = f"The request line and headers are larger than {self.max_header_bytes} bytes"
+        body = json.dumps({"code": "headers_too_large", "message": message, "detail": message}).encode()
+        head = (
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
+        self._disarm_header_timer()
+        self.transport.write(head + body)
+        self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._awaiting_headers = True
+        self._header_bytes = 0
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+
+def _prepare_process(settings: Settings) -> None:
+    BoundedHttpToolsProtocol.header_timeout = settings.request_read_timeout_seconds
+    BoundedHttpToolsProtocol.max_header_bytes = settings.max_header_bytes
+    logging.getLogger("uvicorn.access").addFilter(RedactSignedQuery())
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process: settings from the environment, database already migrated."""
+    settings = load_settings()
+    _prepare_process(settings)
+    return create_app(settings, migrate=False)
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
+    """Migrate the database, then serve on host:port with `workers` processes."""
+    trusted = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "http": PROTOCOL,
+        "limit_concurrency": settings.max_connections,
+        "proxy_headers": bool(trusted),
+        "forwarded_allow_ips": trusted or None,
+        "server_header": False,
+    }
+    _prepare_process(settings)
+    if workers <= 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    build_runtime(settings, migrate=True).dispose()  # once, before the workers start
+    uvicorn.run(FACTORY, factory=True, workers=workers, **options)
