@@ -51,6 +51,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._awaiting_headers = True
         self._header_bytes = 0
+        self._refused = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._arm_header_timer()
 
@@ -79,6 +80,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_headers()
 
     def _refuse_headers(self) -> None:
+        if self._refused:
+            return
+        self._refused = True
         message = f"The request line and headers are larger than {self.max_header_bytes} bytes"
         body = json.dumps({"code": "headers_too_large", "message": message, "detail": message}).encode()
         head = (
@@ -92,7 +96,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
         self._disarm_header_timer()
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.max_header_bytes:
+            # Headers that arrived in one piece: refused here, and parsing stops (the parser's error
+            # is answered by send_400_response, which stays silent after this answer).
+            self._refuse_headers()
+            raise ValueError("request headers too large")
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:
+            super().send_400_response(msg)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
