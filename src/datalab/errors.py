@@ -12,9 +12,52 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+
+class ErrorOut(BaseModel):
+    """The error envelope, as the OpenAPI document declares it."""
+
+    code: str = Field(description="Stable machine-readable error code")
+    message: str = Field(description="A sentence for people")
+    detail: str | list[dict[str, Any]] = Field(
+        description="The message again, or for request validation errors (422) the list of problems"
+    )
+
+
+_STATUS_DESCRIPTIONS = {
+    400: "Invalid request: a parameter, header or body that is missing or not valid",
+    401: "Missing, invalid or expired session token, or an invalid API key",
+    403: "organization_forbidden: the user does not belong to the Organization sent",
+    404: "Not found in this organization",
+    408: "The request body was not received in time",
+    413: "The request body is larger than this operation accepts",
+    422: "Request validation error (detail lists the problems)",
+    429: "Too many failed logins (see Retry-After)",
+    503: "The server is busy: retry after the number of seconds in Retry-After",
+}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
+}
+# What every operation that needs a session and an Organization can answer before its own work.
+ORG_SCOPED_ERRORS = (400, 401, 403, 422, 503)
+
+
+def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for these statuses, each with the error envelope (descriptions by "s404"...)."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in sorted(set(statuses)):
+        response: dict[str, Any] = {
+            "model": ErrorOut,
+            "description": descriptions.get(f"s{status}", _STATUS_DESCRIPTIONS[status]),
+        }
+        if status in (429, 503):
+            response["headers"] = _RETRY_AFTER
+        responses[status] = response
+    return responses
 
 
 class ApiError(Exception):

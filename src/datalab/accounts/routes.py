@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from datalab.accounts import service
 from datalab.accounts.schemas import LOGIN_BODY_SCHEMA, LoginOut, TokenOut, parse_login_body, user_out
 from datalab.deps import DbDep, NowDep, ReadDbDep, SettingsDep
+from datalab.errors import error_responses
 
 router = APIRouter(tags=["Authorization"])
 
@@ -32,11 +33,9 @@ async def raw_body(request: Request) -> bytes:
             },
         }
     },
-    responses={
-        400: {"description": "Body missing or not valid JSON"},
-        401: {"description": "Unauthorized"},
-        429: {"description": "Too many failed logins"},
-    },
+    responses=error_responses(
+        400, 401, 408, 413, 422, 429, 503, s400="Body missing, not valid JSON, or credentials too long"
+    ),
 )
 def login(
     request: Request,
@@ -65,14 +64,14 @@ def login(
     operation_id="refresh-token",
     response_model=TokenOut,
     summary="Refresh session token",
-    responses={401: {"description": "Unauthorized"}},
+    responses=error_responses(401, 422, 503),
 )
 @router.post(
     "/refresh-token",
     operation_id="refresh-token-post",
     response_model=TokenOut,
     summary="Refresh session token (POST)",
-    responses={401: {"description": "Unauthorized"}},
+    responses=error_responses(401, 413, 422, 503),
 )
 def refresh_token(
     db: ReadDbDep,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from datalab.deps import DbDep, NowDep, OrgDep, ReadDbDep, ReadOrgDep, SettingsDep, StoreDep, public_base_url
+from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.exports import service
 from datalab.exports.schemas import DownloadUrlOut, ExportOut, export_out
 from datalab.pagination import non_negative, parse_paging
@@ -25,7 +26,7 @@ OptionalText = Annotated[str | None, Query()]
     operation_id="readExports",
     response_model=list[ExportOut],
     summary="Retrieve a list of exports",
-    responses={400: {"description": "Invalid parameter"}, 401: {"description": "Unauthorized"}},
+    responses=error_responses(*ORG_SCOPED_ERRORS),
 )
 @router.get("/exports/", include_in_schema=False)
 def read_exports(
@@ -50,11 +51,7 @@ def read_exports(
     return [export_out(export, now=now) for export in page.items]
 
 
-_DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Invalid parameter"},
-    401: {"description": "Unauthorized"},
-    404: {"description": "No such export in this organization"},
-}
+_DOWNLOAD_RESPONSES = error_responses(*ORG_SCOPED_ERRORS, 404, s404="No such export in this organization")
 
 
 @router.get(

@@ -19,6 +19,7 @@ from datalab.deps import (
     public_base_url,
     raw_body,
 )
+from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.pagination import parse_paging
 from datalab.pipeline.artifacts import CSV_CONTENT_TYPE
 from datalab.uploads import service
@@ -40,11 +41,13 @@ _UPLOAD_DOC: dict[str, Any] = {
     "openapi_extra": {
         "requestBody": {"required": True, "content": {"application/json": {"schema": UPLOAD_BODY_SCHEMA}}}
     },
-    "responses": {
-        400: {"description": "Body missing or not valid JSON"},
-        401: {"description": "Unauthorized"},
-        422: {"description": "Invalid fileName or productType"},
-    },
+    "responses": error_responses(
+        *ORG_SCOPED_ERRORS,
+        408,
+        413,
+        s400="Missing Organization header, or a body missing, not valid JSON or not valid text",
+        s422="Invalid fileName, productType, dataSource or fileDescription",
+    ),
 }
 
 
@@ -79,7 +82,7 @@ def create_upload(
     operation_id="getUploadFile",
     response_model=list[FileOut],
     summary="Uploaded files list",
-    responses={400: {"description": "Invalid parameter"}, 401: {"description": "Unauthorized"}},
+    responses=error_responses(*ORG_SCOPED_ERRORS),
 )
 @router.get("/", include_in_schema=False)
 def list_files(
@@ -114,10 +117,7 @@ def list_files(
     operation_id="getFile",
     response_model=FileOut,
     summary="Get uploaded file record and metadata",
-    responses={
-        401: {"description": "Unauthorized"},
-        404: {"description": "File is NOT FOUND for this organization"},
-    },
+    responses=error_responses(*ORG_SCOPED_ERRORS, 404, s404="File is NOT FOUND for this organization"),
 )
 def get_file(
     uid: str, db: ReadDbDep, org: ReadOrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
@@ -155,7 +155,14 @@ def get_file(
             },
         }
     },
-    responses={404: {"description": "No such file"}, 422: {"description": "Invalid mapping or status"}},
+    responses=error_responses(
+        *ORG_SCOPED_ERRORS,
+        404,
+        408,
+        413,
+        s404="No such file",
+        s422="Invalid mapping, or a file not waiting for one",
+    ),
 )
 def process_file(
     uid: str, body: Annotated[bytes, Depends(raw_body)], db: DbDep, org: OrgDep, now: NowDep
@@ -170,10 +177,13 @@ def process_file(
     operation_id="cancelFile",
     response_model=FileOut,
     summary="Cancel a file not yet processed",
-    responses={
-        404: {"description": "No such file"},
-        422: {"description": "This file status is [X] and cannot be canceled."},
-    },
+    responses=error_responses(
+        *ORG_SCOPED_ERRORS,
+        404,
+        413,
+        s404="No such file",
+        s422="This file status is [X] and cannot be canceled.",
+    ),
 )
 def cancel_file(uid: str, db: DbDep, org: OrgDep, now: NowDep) -> FileOut:
     """Cancel an upload that has not gone past `enqueued`."""
@@ -187,7 +197,7 @@ def cancel_file(uid: str, db: DbDep, org: OrgDep, now: NowDep) -> FileOut:
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/csv": {}}, "description": "One line per warning or rejected row"},
-        404: {"description": "No such file, or not cleansed yet"},
+        **error_responses(*ORG_SCOPED_ERRORS, 404, s404="No such file, or not cleansed yet"),
     },
 )
 def get_file_errors(
