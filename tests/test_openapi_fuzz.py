@@ -10,12 +10,14 @@ envelope for errors).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import Case
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -52,12 +54,13 @@ def _fuzz(target: Target, *, headers: dict[str, str] | None, budget: settings) -
     schema = schemathesis.openapi.from_url(target.server.root + "/v1/openapi.json")
     labels = []
     for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
         operation = result.ok()
         labels.append(operation.label)
 
         @budget
         @given(case=operation.as_strategy())
-        def run(case: Case) -> None:
+        def run(case: Case[Any]) -> None:
             case.call_and_validate(base_url=target.server.root, headers=headers, checks=CHECKS, timeout=30)
 
         run()
