@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from datalab.accounts import service as accounts
 from datalab.db import transaction, utcnow
+from datalab.runtime import Runtime
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
@@ -136,6 +138,67 @@ def get_read_org_context(
 
 OrgDep = Annotated[OrgContext, Depends(get_org_context)]
 ReadOrgDep = Annotated[OrgContext, Depends(get_read_org_context)]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One organization-scoped API call that only reads: its credentials and the app's runtime.
+
+    `read(work)` does all of the call's database work in one worker thread: it opens a read-only
+    session, authenticates the call and resolves its organization, runs `work(db, org, now)`, and ends
+    the transaction — one thread hop and one pooled connection per call, however many queries.
+    """
+
+    runtime: Runtime
+    authorization: str | None
+    api_key: str | None
+    organization: str | None
+
+    async def read(self, work: Callable[[Session, OrgContext, datetime], T]) -> T:
+        """The result of `work`, run after authentication in a read-only transaction."""
+        return await run_in_threadpool(self._run, work)
+
+    def _run(self, work: Callable[[Session, OrgContext, datetime], T]) -> T:
+        runtime = self.runtime
+        # Reading an upload may record its arrival when the store does not report arrivals (S3).
+        factory = runtime.read_session_factory if runtime.store.reports_uploads else runtime.session_factory
+        now = utcnow()
+        session = factory()
+        ok = False
+        try:
+            org = accounts.org_context(
+                db=session,
+                settings=runtime.settings,
+                authorization=self.authorization,
+                api_key=self.api_key,
+                organization_uid=self.organization,
+                now=now,
+            )
+            result = work(session, org, now)
+            ok = True
+        finally:
+            _finish(session, runtime.session_factory, ok=ok)
+        return result
+
+
+async def get_api_call(
+    request: Request,
+    authorization: AuthorizationHeader = None,
+    x_api_key: ApiKeyHeader = None,
+    organization: OrganizationHeader = None,
+) -> ApiCall:
+    """The read-only API call of the request (see ApiCall)."""
+    return ApiCall(
+        runtime=request.app.state.runtime,
+        authorization=authorization,
+        api_key=x_api_key,
+        organization=organization,
+    )
+
+
+ApiCallDep = Annotated[ApiCall, Depends(get_api_call)]
 
 
 def public_base_url(request: Request, settings: Settings) -> str:

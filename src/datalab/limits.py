@@ -6,8 +6,10 @@
   while it streams in — and a body that stalls longer than the read timeout (408);
 - admits at most `slots` requests at a time to the routes that use the database, so they can never
   wait on each other for a pool connection or a worker thread. The others wait in a FIFO queue; one
-  whose wait would exceed `max_wait` seconds (estimated from recent service times, or measured) gets a
-  fast 503 with `Retry-After`. A queued request whose client disconnects is dropped, never run.
+  whose wait would exceed `max_wait` seconds (estimated from recent service times and the event
+  loop's lag, or measured) gets a fast 503 with `Retry-After`, and so does every new request while
+  the loop runs more than half a second late (the process is out of CPU: refusing is what it can
+  still do quickly). A queued request whose client disconnects is dropped, never run.
 
 A slot is given back as soon as the response starts: a route's database transaction is over by then,
 so a slow reader of a long download holds no slot.
@@ -38,6 +40,9 @@ LOGIN_BODY_LIMIT = 16 * KIB
 API_BODY_LIMIT = 64 * KIB
 MAPPING_BODY_LIMIT = 256 * KIB
 PAGE_FORM_LIMIT = 256 * KIB
+# The event loop's lag is probed this often; past LAG_SHED_SECONDS of lag new requests are refused.
+LAG_PROBE_SECONDS = 0.05
+LAG_SHED_SECONDS = 0.5
 # Paths that touch no database: never queued.
 UNGATED_PREFIXES = ("/healthz", "/docs", "/datacenter/static/", "/v1/openapi.json")
 
@@ -66,6 +71,28 @@ class RequestLimiter:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._mean_service = 0.005
         self.refused = 0
+        # How late the event loop runs a timer: how long a request waited before it even got here.
+        self.loop_lag = 0.0
+        self._lag_monitor: asyncio.Task[None] | None = None
+
+    @property
+    def shed_lag(self) -> float:
+        """Loop lag past which new requests are refused at once: the process is out of CPU."""
+        return min(LAG_SHED_SECONDS, self.max_wait / 2)
+
+    def watch_loop(self) -> None:
+        """Start measuring the event loop's lag (once per loop; called from the loop)."""
+        if self._lag_monitor is None or self._lag_monitor.done():
+            self._lag_monitor = asyncio.get_running_loop().create_task(self._measure_lag())
+
+    async def _measure_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(LAG_PROBE_SECONDS)
+            late = max(0.0, loop.time() - started - LAG_PROBE_SECONDS)
+            # Up at once, down gradually: one quiet probe does not end an overload.
+            self.loop_lag = late if late > self.loop_lag else 0.7 * self.loop_lag + 0.3 * late
 
     @property
     def queued(self) -> int:
@@ -78,16 +105,16 @@ class RequestLimiter:
         return self.slots - self._free
 
     def _retry_after(self) -> int:
-        estimate = (len(self._waiters) + 1) * self._mean_service / self.slots
+        estimate = self.loop_lag + (len(self._waiters) + 1) * self._mean_service / self.slots
         return max(1, math.ceil(min(estimate, self.max_wait)))
 
     async def acquire(self) -> float:
         """Wait for a slot (raises Overloaded); returns the time it was granted (monotonic)."""
-        if self._free > 0 and not self._waiters:
+        if self._free > 0 and not self._waiters and self.loop_lag <= self.shed_lag:
             self._free -= 1
             return time.monotonic()
-        expected = (len(self._waiters) + 1) * self._mean_service / self.slots
-        if len(self._waiters) >= self.max_queue or expected > self.max_wait:
+        expected = self.loop_lag + (len(self._waiters) + 1) * self._mean_service / self.slots
+        if len(self._waiters) >= self.max_queue or expected > self.max_wait or self.loop_lag > self.shed_lag:
             self.refused += 1
             raise Overloaded(self._retry_after())
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -219,6 +246,7 @@ class RequestGate:
         buffered: list[Message] = []
         granted_at: float | None = None
         if policy.gated:
+            self.limiter.watch_loop()
             try:
                 admitted = await self._admit(receive, buffered)
             except Overloaded as overloaded:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session
 
-from datalab.deps import DbDep, NowDep, OrgDep, ReadDbDep, ReadOrgDep, SettingsDep, StoreDep, public_base_url
+from datalab.deps import ApiCallDep, DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.exports import service
-from datalab.exports.schemas import DownloadUrlOut, ExportOut, export_out
+from datalab.exports.schemas import EXPORT_LIST, DownloadUrlOut, ExportOut, export_out
 from datalab.pagination import non_negative, parse_paging
+from datalab.scoping import OrgContext
 from datalab.storage.routes import s3_error_response
 from datalab.storage.sigv4 import S3Error
 
@@ -29,26 +32,32 @@ OptionalText = Annotated[str | None, Query()]
     responses=error_responses(*ORG_SCOPED_ERRORS),
 )
 @router.get("/exports/", include_in_schema=False)
-def read_exports(
-    response: Response,
-    db: ReadDbDep,
-    org: ReadOrgDep,
-    now: NowDep,
+async def read_exports(
+    api: ApiCallDep,
     status: Annotated[str | None, Query(description="Delivered or NotDelivered (case-sensitive)")] = None,
     productKey: Annotated[
         str | None, Query(description="e.g. score-reporter; all products when absent")
     ] = None,
     limit: OptionalText = None,
     offset: OptionalText = None,
-) -> list[ExportOut]:
+) -> Response:
     """The organization's export files; 200 with [] when none match."""
-    status_filter, product_filter = service.parse_export_filters(status=status, product_key=productKey)
-    page_limit, page_offset = parse_paging(limit=limit, offset=offset)
-    page = service.list_exports(
-        db=db, org=org, status=status_filter, product_key=product_filter, limit=page_limit, offset=page_offset
-    )
-    response.headers["total-count"] = str(page.total)
-    return [export_out(export, now=now) for export in page.items]
+
+    def work(db: Session, org: OrgContext, now: datetime) -> tuple[bytes, int]:
+        status_filter, product_filter = service.parse_export_filters(status=status, product_key=productKey)
+        page_limit, page_offset = parse_paging(limit=limit, offset=offset)
+        page = service.list_exports(
+            db=db,
+            org=org,
+            status=status_filter,
+            product_key=product_filter,
+            limit=page_limit,
+            offset=page_offset,
+        )
+        return EXPORT_LIST.dump_json([export_out(export, now=now) for export in page.items]), page.total
+
+    body, total = await api.read(work)
+    return Response(body, media_type="application/json", headers={"total-count": str(total)})
 
 
 _DOWNLOAD_RESPONSES = error_responses(*ORG_SCOPED_ERRORS, 404, s404="No such export in this organization")

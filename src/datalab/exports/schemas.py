@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from datalab.accounts.models import User
 from datalab.exports.models import Delivery, Export
@@ -62,6 +62,10 @@ class ExportOut(BaseModel):
     isExpired: bool
     overdueEmailSentAt: int | None
     isContinuous: bool
+
+
+# Serializes a list page straight to JSON bytes (what the list route sends).
+EXPORT_LIST = TypeAdapter(list[ExportOut])
 
 
 class DownloadUrlOut(BaseModel):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from datalab.bodies import parse_json_object
 from datalab.errors import ApiError
@@ -148,6 +148,10 @@ class FileOut(BaseModel):
     valuesMap: dict[str, Any] | None
     dataSource: str
     error: str | None
+
+
+# Serializes a list page straight to JSON bytes (what the list route sends).
+FILE_LIST = TypeAdapter(list[FileOut])
 
 
 def upload_date(moment: datetime) -> str:
