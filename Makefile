@@ -35,10 +35,13 @@ format: install
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
+# bench.load runs on SQLite, and on PostgreSQL too when DATALAB_TEST_DATABASE_URL is set.
 bench: install
 	$(BIN)/python -m bench.download
 	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.load
+	@if [ -n "$$DATALAB_TEST_DATABASE_URL" ]; then $(BIN)/python -m bench.load --postgres "$$DATALAB_TEST_DATABASE_URL"; fi
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

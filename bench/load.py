@@ -69,14 +69,17 @@ class Connections:
         self.idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = deque()
         self.opened = 0
 
-    async def take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.idle:
-            return self.idle.pop()
+    async def take(self, *, fresh: bool = False) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        """A connection, and whether it was reused (the server may have closed it meanwhile)."""
+        if self.idle and not fresh:
+            reader, writer = self.idle.pop()
+            return reader, writer, True
         self.opened += 1
-        return await asyncio.open_connection(self.host, self.port)
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return reader, writer, False
 
-    def give_back(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-        self.idle.append(connection)
+    def give_back(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.idle.append((reader, writer))
 
     async def close(self) -> None:
         while self.idle:
@@ -86,14 +89,30 @@ class Connections:
                 await writer.wait_closed()
 
 
+class StaleConnection(Exception):
+    """A kept-alive connection the server had closed (its idle timeout): retried on a new one."""
+
+
 async def exchange(connections: Connections, raw: bytes) -> int:
     """Send one request and read its whole answer; the status code."""
-    reader, writer = await connections.take()
+    try:
+        return await _exchange(connections, raw, fresh=False)
+    except StaleConnection:
+        return await _exchange(connections, raw, fresh=True)
+
+
+async def _exchange(connections: Connections, raw: bytes, *, fresh: bool) -> int:
+    reader, writer, reused = await connections.take(fresh=fresh)
     try:
         writer.write(raw)
         await writer.drain()
-        status_line = await reader.readline()
+        try:
+            status_line = await reader.readline()
+        except ConnectionResetError:
+            status_line = b""
         if not status_line:
+            if reused:
+                raise StaleConnection
             raise ConnectionResetError("closed before answering")
         status = int(status_line.split()[1])
         length, close = 0, False
@@ -111,7 +130,7 @@ async def exchange(connections: Connections, raw: bytes) -> int:
     if close:
         writer.close()
     else:
-        connections.give_back((reader, writer))
+        connections.give_back(reader, writer)
     return status
 
 
