@@ -46,7 +46,9 @@ def _servers(
     """A factory of seeded servers with DATALAB_* settings (and other variables), stopped on exit."""
     started: list[LiveServer] = []
 
-    def start(environment: dict[str, str] | None = None, **settings: str) -> LiveServer:
+    def start(
+        environment: dict[str, str] | None = None, serve_args: tuple[str, ...] = (), **settings: str
+    ) -> LiveServer:
         home = tmp_path_factory.mktemp("server")
         database_url = database_factory.new_url(home)
         # Pipeline workers only where a test asks for them: the others observe each hand-off as it is left.
@@ -56,6 +58,7 @@ def _servers(
             home=home,
             database_url=database_url,
             env=server_env(home=home, database_url=database_url, extra=extra),
+            serve_args=serve_args,
         )
         started.append(server)
         server.start()

@@ -50,6 +50,8 @@ class LiveServer:
     process: subprocess.Popen[bytes] | None = None
     demo: DemoAccount | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Extra `datalab serve` arguments, e.g. ("--workers", "2").
+    serve_args: tuple[str, ...] = ()
     _engine: Engine | None = None
 
     @property
@@ -95,7 +97,7 @@ class LiveServer:
         )
         with (self.home / "server.log").open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "datalab", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "datalab", "serve", "--port", str(self.port), *self.serve_args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

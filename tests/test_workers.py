@@ -1,0 +1,67 @@
+"""`datalab serve --workers 2`: two processes on one port and one data directory (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from tests.conftest import ServerFactory
+from tests.support.server import LiveServer, LoggedIn
+from tests.support.uploads import create_upload, form_parts, post_parts
+
+
+@pytest.fixture(scope="module")
+def pair(make_server: ServerFactory) -> LiveServer:
+    return make_server(serve_args=("--workers", "2"), pipeline_workers="1", pipeline_poll_seconds="0.2")
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def test_two_processes_serve_one_data_directory(pair: LiveServer) -> None:
+    assert pair.process is not None
+    workers = _children(pair.process.pid)
+    assert len(workers) >= 2, workers
+
+
+def test_reads_and_writes_from_both_processes_all_succeed(pair: LiveServer) -> None:
+    demo: LoggedIn = pair.login()
+
+    def work(index: int) -> list[int]:
+        with httpx2.Client(timeout=60) as client:
+            statuses = []
+            form = create_upload(client, pair, demo.headers, file_name=f"roster-{index}.csv")
+            posted = post_parts(client, form.url, form_parts(form.fields, b"UniqueID\n1\n", filename="r.csv"))
+            statuses.append(posted.status_code)
+            for _ in range(5):
+                statuses.append(
+                    client.get(pair.base_url + "/datacenter/exports", headers=demo.headers).status_code
+                )
+                statuses.append(
+                    client.get(f"{pair.base_url}/files/{form.id}", headers=demo.headers).status_code
+                )
+            refreshed = client.post(pair.base_url + "/refresh-token", headers=demo.headers)
+            statuses.append(refreshed.status_code)
+            return statuses
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = [status for statuses in pool.map(work, range(16)) for status in statuses]
+    assert set(results) <= {200, 204}, sorted(set(results))
+    listed = httpx2.get(pair.base_url + "/files", params={"limit": "100"}, headers=demo.headers)
+    assert listed.status_code == 200
+    assert int(listed.headers["total-count"]) >= 16
+    log = (pair.home / "server.log").read_text(errors="replace")
+    assert "Traceback" not in log
