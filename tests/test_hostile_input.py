@@ -230,6 +230,21 @@ def test_three_10_mb_user_names_grow_the_database_by_less_than_1_mib(
     assert _throttle_rows(hostile) == rows
 
 
+def test_a_data_center_sign_in_with_a_huge_user_name_stores_nothing(hostile: LiveServer) -> None:
+    before_rows, before_bytes = _throttle_rows(hostile), _database_bytes(hostile)
+    with httpx2.Client(timeout=30) as browser:
+        page = browser.get(hostile.root + "/datacenter/signin")
+        csrf = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        for _ in range(3):
+            response = browser.post(
+                hostile.root + "/datacenter/signin",
+                data={"userName": "u" * 200_000, "password": "whatever", "csrf_token": csrf},
+            )
+            assert response.status_code == 401
+    assert _throttle_rows(hostile) == before_rows
+    assert _database_bytes(hostile) - before_bytes < 1024 * 1024
+
+
 # --- query parameters -----------------------------------------------------------------------------------
 
 

@@ -207,3 +207,23 @@ def test_address_lockout_without_a_trusted_proxy(make_server: ServerFactory) -> 
         assert_envelope(attempt(server, ghost, address=f"192.0.2.{index}"), 401, "invalid_credentials")
     assert_throttled(attempt(server, demo))
     assert_throttled(attempt(server, demo, address="192.0.2.200"))
+
+
+def _throttle_rows(server: LiveServer) -> dict[str, tuple[int, object]]:
+    from sqlalchemy import select
+
+    from datalab.accounts.models import LoginThrottle
+
+    with server.db() as db:
+        return {row.scope: (row.failures, row.locked_until) for row in db.scalars(select(LoginThrottle))}
+
+
+def test_attempts_refused_while_locked_out_store_nothing(throttled: LiveServer, address: str) -> None:
+    account = add_account(throttled)
+    fail(throttled, account, address=address, times=MAX_FAILURES)
+    before = _throttle_rows(throttled)
+    for other_address in (address, fresh_address(), fresh_address()):
+        assert_throttled(attempt(throttled, account, password="wrong again", address=other_address))
+    assert _throttle_rows(throttled) == before
+    # Keyed by digests: neither the userName nor the address appears in what is stored.
+    assert not any(account.user_name in scope or address in scope for scope in before)
