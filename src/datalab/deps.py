@@ -158,9 +158,10 @@ class ApiCall:
 
     async def read(self, work: Callable[[Session, OrgContext, datetime], T]) -> T:
         """The result of `work`, run after authentication in a read-only transaction."""
-        return await run_in_threadpool(self._run, work)
+        return await run_in_threadpool(self.run, work)
 
-    def _run(self, work: Callable[[Session, OrgContext, datetime], T]) -> T:
+    def run(self, work: Callable[[Session, OrgContext, datetime], T]) -> T:
+        """The same, in the calling thread (what `read` runs in a worker thread)."""
         runtime = self.runtime
         # Reading an upload may record its arrival when the store does not report arrivals (S3).
         factory = runtime.read_session_factory if runtime.store.reports_uploads else runtime.session_factory

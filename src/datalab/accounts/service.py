@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, lazyload
 
 from datalab.accounts.models import USER_STATUSES, ApiKey, LoginThrottle, Membership, Organization, User
 from datalab.accounts.security import (
@@ -157,7 +157,12 @@ def check_api_key(*, db: Session, plain_key: str, now: datetime) -> ApiKey:
 
     On a read-only session the refresh is left for `record_api_key_uses` after the request's reads.
     """
-    api_key = db.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(plain_key.strip())))
+    # The key's user is not joined in: callers compare user ids, and the user is loaded already.
+    api_key = db.scalar(
+        select(ApiKey)
+        .options(lazyload(ApiKey.user))
+        .where(ApiKey.key_hash == hash_api_key(plain_key.strip()))
+    )
     if api_key is None or api_key.revoked_at is not None:
         raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
     if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL:
