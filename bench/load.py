@@ -105,25 +105,24 @@ async def _exchange(connections: Connections, raw: bytes, *, fresh: bool) -> int
     reader, writer, reused = await connections.take(fresh=fresh)
     try:
         writer.write(raw)
-        await writer.drain()
         try:
-            status_line = await reader.readline()
-        except ConnectionResetError:
-            status_line = b""
-        if not status_line:
-            if reused:
-                raise StaleConnection
-            raise ConnectionResetError("closed before answering")
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (ConnectionResetError, asyncio.IncompleteReadError) as exc:
+            if reused and not getattr(exc, "partial", b""):
+                raise StaleConnection from None
+            raise ConnectionResetError("closed before answering") from None
+        status_line, *header_lines = head.split(b"\r\n")
         status = int(status_line.split()[1])
         length, close = 0, False
-        while (line := await reader.readline()) not in (b"\r\n", b""):
+        for line in header_lines:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             if name == b"content-length":
                 length = int(value)
             elif name == b"connection" and value.strip().lower() == b"close":
                 close = True
-        await reader.readexactly(length)
+        if length:
+            await reader.readexactly(length)
     except BaseException:
         writer.close()
         raise
@@ -235,6 +234,16 @@ def report(name: str, rate: float, result: Result, root_pid: int) -> str:
     )
 
 
+def answered(home: Path) -> Counter[str]:
+    """Answers the server logged so far (its access log), by status."""
+    counts: Counter[str] = Counter()
+    with (home / "server.log").open("rb") as log:
+        for line in log:
+            if b'HTTP/1.1" ' in line:
+                counts[line.rsplit(b'HTTP/1.1" ', 1)[1][:3].decode()] += 1
+    return counts
+
+
 def start_server(home: Path, database_url: str, workers: int) -> tuple[LiveServer, subprocess.Popen[bytes]]:
     """Seed the demo and start `datalab serve --workers N`; returns once it answers."""
     server = LiveServer(
@@ -289,15 +298,19 @@ def run(args: argparse.Namespace, home: Path, database_url: str, label: str) -> 
         print(report("exports list", args.rate, base, process.pid), flush=True)
         result = asyncio.run(open_loop(server.port, status, rate=args.rate, seconds=args.duration))
         print(report("file status", args.rate, result, process.pid), flush=True)
+        logged_before = answered(home)
         result = asyncio.run(open_loop(server.port, exports, rate=args.overload_rate, seconds=args.duration))
+        normal = base.percentile(0.5) if base.latencies else 0.05
+        recovered = asyncio.run(recovery_seconds(server.port, exports, normal_latency=normal))
+        logged = answered(home) - logged_before
         served = result.statuses.get(200, 0) / args.duration
         print(report("exports list, overloaded", args.overload_rate, result, process.pid), flush=True)
         others = sum(count for code, count in result.statuses.items() if code not in (200, 503))
         print(
             f"{'':<34} saturation throughput {served:.0f} req/s answered 200; non-200/503 answers: {others}"
         )
-        normal = base.percentile(0.5) if base.latencies else 0.05
-        recovered = asyncio.run(recovery_seconds(server.port, exports, normal_latency=normal))
+        by_status = ", ".join(f"{code}: {count}" for code, count in sorted(logged.items()))
+        print(f"{'':<34} the server's access log for the phase: {{{by_status}}} of {result.sent} sent")
         print(f"{'':<34} normal answer {recovered:.2f} s after the overload stopped", flush=True)
         result = asyncio.run(open_loop(server.port, exports, rate=args.rate, seconds=args.duration))
         print(report("exports list, after overload", args.rate, result, process.pid), flush=True)
