@@ -6,7 +6,7 @@
 2. In-process, the work each of those requests does in its worker thread (authentication, queries,
    serialization), timed with process CPU time, and profiled with pyinstrument (`--profile`).
 
-    python -m bench.profile [--requests 500] [--profile]
+    python -m bench.profile [--requests 500] [--profile] [--postgres postgresql+psycopg://...]
 """
 
 from __future__ import annotations
@@ -93,10 +93,12 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=500, help="requests per measurement")
     parser.add_argument("--profile", action="store_true", help="print pyinstrument profiles of the work")
+    parser.add_argument("--postgres", default="", help="a PostgreSQL URL to create the database with")
     args = parser.parse_args()
+    factory = DatabaseFactory(args.postgres or None)
     with tempfile.TemporaryDirectory(prefix="datalab-profile-") as work_dir:
         home = Path(work_dir)
-        database_url = DatabaseFactory(None).new_url(home)
+        database_url = factory.new_url(home)
         env = server_env(home=home, database_url=database_url, extra={"DATALAB_PIPELINE_WORKERS": "0"})
         server = LiveServer(home=home, database_url=database_url, env=env)
         server.start()
@@ -167,6 +169,7 @@ def main() -> None:
             runtime.dispose()
         finally:
             server.stop()
+            factory.drop_all()
 
 
 if __name__ == "__main__":
