@@ -102,7 +102,7 @@ VALUES: dict[str, list[str]] = {
         "1-800-FLOWERS",
         "６１７５５５０１４２",
     ],
-    "Address1": ["1 Main St", "A" * 160, "Apt 4, Building 2"],
+    "Address1": ["1 Main St", "A" * 160, "Apt 4, Building 2", "tab\there", 'back\\slash "q"', "bell\x07"],
     "StateCode": ["MA", "ma", "Massachusetts", "N.Y.", "new york", "Washington, D.C.", "Ontario", "PR", "zz"],
     "ZipCode": ["02134", "2134", "134", "02134-1234", "2134-1234", "K1A 0B1", "SW1A  1AA", "12"],
     "Gender": ["M", "F", "male", "Woman", "Man", "X", "nonbinary"],

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, load_layout, match_headers, missing_required
+from datalab.lifecycle import UploadStatus
 from datalab.pipeline.readers import NOT_BLANK, WHITESPACE, ReadError, TableInfo, column_names, open_table
 from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
@@ -140,7 +141,7 @@ def _read(ctx: StageContext, upload: Upload) -> FileSummary:
 def analyze(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `analyzing` stage of one upload (a no-op when the upload has moved on already)."""
     with transaction(ctx.session_factory) as db:
-        upload = upload_waiting(db=db, job=job, status="analyzing")
+        upload = upload_waiting(db=db, job=job, status=UploadStatus.ANALYZING)
         if upload is None:
             return
         db.expunge(upload)
@@ -167,16 +168,23 @@ def analyze(ctx: StageContext, job: ClaimedJob) -> None:
         values: dict[str, Any] = {"record_volume": summary.total_rows, "encoding": summary.info.encoding}
         if not missing:
             values.update(fields_map=fields_map, values_map=values_map)
-            if _move(db, upload.id, status="enqueued", meta=meta, **values):
+            if _move(db, upload.id, status=UploadStatus.ENQUEUED, meta=meta, **values):
                 enqueue_stage(db=db, upload_id=upload.id, stage="cleanse", now=utcnow())
         elif upload.data_source.strip().lower() == "api":
-            _move(db, upload.id, status="failure", error=_unmapped_error(missing), meta=meta, **values)
+            _move(
+                db,
+                upload.id,
+                status=UploadStatus.FAILURE,
+                error=_unmapped_error(missing),
+                meta=meta,
+                **values,
+            )
         else:
-            _move(db, upload.id, status="fields_mapping_required", meta=meta, **values)
+            _move(db, upload.id, status=UploadStatus.FIELDS_MAPPING_REQUIRED, meta=meta, **values)
         finish_job(db=db, job=job, now=utcnow())
 
 
 def _move(db: Session, upload_id: int, *, status: str, **values: Any) -> bool:
     return move_upload(
-        db=db, upload_id=upload_id, from_status="analyzing", status=status, now=utcnow(), **values
+        db=db, upload_id=upload_id, from_status=UploadStatus.ANALYZING, status=status, now=utcnow(), **values
     )

@@ -9,6 +9,7 @@ the configured limit fails.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -18,8 +19,9 @@ import polars as pl
 
 from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, LayoutField, load_layout, normalize_header
+from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import REPORT_COLUMNS, CsvObject, cleansed_key, report_key
-from datalab.pipeline.columnar import ColumnCleaner, json_record
+from datalab.pipeline.columnar import ColumnCleaner, json_records
 from datalab.pipeline.readers import ReadError, open_table
 from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
@@ -212,18 +214,21 @@ class Cleanser:
                 (pl.col(column) if column is not None else pl.lit("")).alias(name)
                 for column, name in zip(self.key_columns, STAGED_COLUMNS[2:5], strict=True)
             ),
-            json_record(self.record_columns).alias("record"),
-        )
+        ).with_columns(json_records(accepted, self.record_columns))
 
 
 def csv_bytes(frame: pl.DataFrame) -> bytes:
     """The frame's rows as CSV lines the way Python's csv module writes them (blank fields unquoted)."""
+    if frame.is_empty():
+        return b""
     blanked = frame.with_columns(
         pl.when(pl.col(name) != "").then(pl.col(name)).alias(name)
         for name, dtype in frame.schema.items()
         if dtype == pl.String
     )
-    return blanked.write_csv(include_header=False, line_terminator="\r\n").encode("utf-8")
+    buffer = io.BytesIO()
+    blanked.write_csv(buffer, include_header=False, line_terminator="\r\n")
+    return buffer.getvalue()
 
 
 def _outcome(counts: CleanseCounts, max_rejected_percent: float, uid: str) -> str | None:
@@ -244,8 +249,14 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `cleansing` stage of one upload (a no-op when the upload is not waiting for it)."""
     with transaction(ctx.session_factory) as db:
         # A retried stage finds its upload in `cleansing` already.
-        move_upload(db=db, upload_id=job.upload_id, from_status="enqueued", status="cleansing", now=utcnow())
-        upload = upload_waiting(db=db, job=job, status="cleansing")
+        move_upload(
+            db=db,
+            upload_id=job.upload_id,
+            from_status=UploadStatus.ENQUEUED,
+            status=UploadStatus.CLEANSING,
+            now=utcnow(),
+        )
+        upload = upload_waiting(db=db, job=job, status=UploadStatus.CLEANSING)
         if upload is None:
             return
         db.expunge(upload)
@@ -302,8 +313,8 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
         moved = move_upload(
             db=db,
             upload_id=upload.id,
-            from_status="cleansing",
-            status="ingesting" if failure is None else "failure",
+            from_status=UploadStatus.CLEANSING,
+            status=UploadStatus.INGESTING if failure is None else UploadStatus.FAILURE,
             now=now,
             error=failure,
             meta=meta,

@@ -34,56 +34,88 @@ from datalab.pipeline.readers import WHITESPACE
 CLEANED_CACHE_SIZE = 50_000
 
 _SPACE = "[" + "".join(f"\\x{{{ord(char):x}}}" for char in WHITESPACE) + "]"
-_NULL = pl.lit(None, dtype=pl.String)
+_EDGE_SPACE = f"^{_SPACE}|{_SPACE}$"
 
-_Expression = Callable[[pl.Expr, LayoutField], tuple[pl.Expr, pl.Expr]]
+# A rule's body on trimmed, non-blank text: the cleaned values and their warnings (None: no warning at all).
+_Core = Callable[[pl.Series, LayoutField], tuple[pl.Series, pl.Series | None]]
 
 
-def _warning(code: str, field: LayoutField, message: str) -> pl.Expr:
+def _where(mask: pl.Series, text: str) -> pl.Series:
+    """`text` where the mask is true, null elsewhere."""
+    return pl.DataFrame({"mask": mask}).select(pl.when(pl.col("mask")).then(pl.lit(text))).to_series()
+
+
+def _warning(code: str, field: LayoutField, message: str) -> str:
     # the same text as layouts.cleansing._warning
-    return pl.lit(f"{code}: {field.name}: {message}")
+    return f"{code}: {field.name}: {message}"
 
 
-def _text(text: pl.Expr, field: LayoutField) -> tuple[pl.Expr, pl.Expr]:
-    return text, _NULL
+def _patched(series: pl.Series, mask: pl.Series, change: Callable[[pl.Series], pl.Series]) -> pl.Series:
+    """The series with `change` applied to the values the mask selects (usually few)."""
+    if not mask.any():
+        return series
+    # scatter changes a series in place: the caller's series (the raw column) stays as it was
+    return series.clone().scatter(mask.arg_true(), change(series.filter(mask)))
 
 
-def _email(text: pl.Expr, field: LayoutField) -> tuple[pl.Expr, pl.Expr]:
-    # an "@" with text before it and text without "@" after the last one, and no whitespace anywhere
-    valid = text.str.contains(r"(?s)^.+@[^@]+$") & text.str.contains(_SPACE).not_()
-    return (
-        pl.when(valid).then(text.str.to_lowercase()).otherwise(pl.lit("")),
-        pl.when(valid).then(_NULL).otherwise(_warning("email_invalid", field, "not an email address")),
+def _text(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
+    return text, None
+
+
+def _email(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
+    # an "@" with text before the last one and text after it, and no whitespace anywhere
+    last_at_first = text.str.starts_with("@") & (text.str.count_matches("@", literal=True) == 1)
+    valid = (
+        text.str.contains("@", literal=True)
+        & text.str.ends_with("@").not_()
+        & last_at_first.not_()
+        & text.str.contains(_SPACE).not_()
     )
+    value = pl.DataFrame({"text": text, "valid": valid}).select(
+        pl.when(pl.col("valid")).then(pl.col("text").str.to_lowercase()).otherwise(pl.lit(""))
+    )
+    return value.to_series(), _where(valid.not_(), _warning("email_invalid", field, "not an email address"))
 
 
-def _phone(text: pl.Expr, field: LayoutField) -> tuple[pl.Expr, pl.Expr]:
-    digits = text.str.replace_all(r"(?i)\s*(?:ext\.?|extension|x|#).*$", "").str.replace_all(r"\D", "")
+def _phone(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
+    # an extension can only start at an x, X or #
+    cut = _patched(
+        text,
+        text.str.contains("[xX#]"),
+        lambda some: some.str.replace_all(r"(?i)\s*(?:ext\.?|extension|x|#).*$", ""),
+    )
+    digits = cut.str.replace_all(r"\D+", "")
     valid = digits.str.len_chars() >= 10
-    return (
-        pl.when(valid).then(digits.str.slice(-10)).otherwise(pl.lit("")),
-        pl.when(valid).then(_NULL).otherwise(_warning("phone_invalid", field, "fewer than 10 digits")),
+    value = pl.DataFrame({"digits": digits, "valid": valid}).select(
+        pl.when(pl.col("valid")).then(pl.col("digits").str.slice(-10)).otherwise(pl.lit(""))
     )
+    return value.to_series(), _where(valid.not_(), _warning("phone_invalid", field, "fewer than 10 digits"))
 
 
-def _hs_code(text: pl.Expr, field: LayoutField) -> tuple[pl.Expr, pl.Expr]:
+def _hs_code(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
     valid = text.str.contains(r"^\d{6}$")
-    return (
-        pl.when(valid).then(text).otherwise(pl.lit("")),
-        pl.when(valid)
-        .then(_NULL)
-        .when(text.str.contains(r"^\d{5}$"))
+    if valid.all():
+        return text, None
+    hint = text.str.contains(r"^\d{5}$")
+    frame = pl.DataFrame({"text": text, "valid": valid, "hint": hint})
+    return frame.select(
+        value=pl.when(pl.col("valid")).then(pl.col("text")).otherwise(pl.lit("")),
+        warning=pl.when(pl.col("valid"))
+        .then(pl.lit(None, dtype=pl.String))
+        .when(pl.col("hint"))
         .then(
-            _warning(
-                "hs_code_invalid", field, "must be exactly 6 digits (leading zero lost in a spreadsheet?)"
+            pl.lit(
+                _warning(
+                    "hs_code_invalid", field, "must be exactly 6 digits (leading zero lost in a spreadsheet?)"
+                )
             )
         )
-        .otherwise(_warning("hs_code_invalid", field, "must be exactly 6 digits")),
-    )
+        .otherwise(pl.lit(_warning("hs_code_invalid", field, "must be exactly 6 digits"))),
+    ).get_columns()  # type: ignore[return-value]
 
 
-# rule name -> (the rule function the expression mirrors, the expression)
-EXPRESSIONS: Mapping[str, tuple[RuleFunction, _Expression]] = {
+# rule name -> (the rule function the column version mirrors, the column version)
+EXPRESSIONS: Mapping[str, tuple[RuleFunction, _Core]] = {
     "text": (clean_text, _text),
     "email": (clean_email, _email),
     "phone": (clean_phone, _phone),
@@ -91,30 +123,49 @@ EXPRESSIONS: Mapping[str, tuple[RuleFunction, _Expression]] = {
 }
 
 
-def expression_for(layout_field: LayoutField) -> _Expression | None:
-    """The column expression of a field's rule, while RULES still holds the function it mirrors."""
+def expression_for(layout_field: LayoutField) -> _Core | None:
+    """The column version of a field's rule, while RULES still holds the function it mirrors."""
     entry = EXPRESSIONS.get(layout_field.rule)
     if entry is None or RULES[layout_field.rule].function is not entry[0]:
         return None
     return entry[1]
 
 
-def _fitted(raw: pl.Expr, layout_field: LayoutField, expression: _Expression) -> tuple[pl.Expr, pl.Expr]:
+def _fitted(raw: pl.Series, layout_field: LayoutField, core: _Core) -> tuple[pl.Series, pl.Series]:
     # layouts.cleansing._rule: trimmed, blank stays blank without a warning, the result fitted to the width
-    text = raw.str.strip_chars(WHITESPACE)
-    value, warning = expression(text, layout_field)
+    text = _patched(raw, raw.str.contains(_EDGE_SPACE), lambda some: some.str.strip_chars(WHITESPACE))
+    value, warning = core(text, layout_field)
     width = layout_field.width
-    too_long = value.str.len_chars() > width
-    cut = pl.lit(f"truncated: {layout_field.name}: value longer than {width} characters was truncated")
-    fitted_value = pl.when(too_long).then(value.str.slice(0, width).str.strip_chars_end(WHITESPACE))
-    fitted_warning = pl.when(too_long).then(
-        pl.when(warning.is_null()).then(cut).otherwise(pl.concat_str([warning, pl.lit("; "), cut]))
-    )
+    cut = _warning("truncated", layout_field, f"value longer than {width} characters was truncated")
+    # bytes are never fewer than characters: most values are decided without counting characters
+    too_long = value.str.len_bytes() > width
+    if too_long.any():
+        too_long = value.str.len_chars() > width
+    if too_long.any():
+        value = _patched(
+            value, too_long, lambda some: some.str.slice(0, width).str.strip_chars_end(WHITESPACE)
+        )
+        before = warning if warning is not None else pl.Series([None] * len(value), dtype=pl.String)
+        warning = _patched(
+            before,
+            too_long,
+            lambda some: (
+                pl.DataFrame({"w": some})
+                .select(
+                    pl.when(pl.col("w").is_null())
+                    .then(pl.lit(cut))
+                    .otherwise(pl.concat_str([pl.col("w"), pl.lit("; " + cut)]))
+                )
+                .to_series()
+            ),
+        )
+    if warning is None:
+        warning = pl.Series([None] * len(value), dtype=pl.String)
     blank = text == ""
-    return (
-        pl.when(blank).then(pl.lit("")).otherwise(fitted_value.otherwise(value)),
-        pl.when(blank).then(_NULL).otherwise(fitted_warning.otherwise(warning)),
-    )
+    if blank.any():
+        value = _patched(value, blank, lambda some: pl.Series([""] * len(some), dtype=pl.String))
+        warning = _patched(warning, blank, lambda some: pl.Series([None] * len(some), dtype=pl.String))
+    return value.alias("value"), warning.alias("warning")
 
 
 @dataclass
@@ -132,9 +183,7 @@ class ColumnCleaner:
     def clean(self, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
         """The cleaned values ("" when blank or dropped) and the warnings (null when none) of a column."""
         if self._expression is not None:
-            value, warning = _fitted(pl.col("raw"), self.layout_field, self._expression)
-            frame = raw.rename("raw").to_frame().select(value.alias("value"), warning.alias("warning"))
-            return frame.get_column("value"), frame.get_column("warning")
+            return _fitted(raw, self.layout_field, self._expression)
         keys: list[str] = []
         values: list[str] = []
         warnings: list[str | None] = []
@@ -165,20 +214,32 @@ _JSON_ESCAPES = {
 }
 
 
-def json_string(value: pl.Expr) -> pl.Expr:
-    """A JSON string literal of each value, as json.dumps(value, ensure_ascii=False) writes it."""
-    escaped = value.str.replace_many(list(_JSON_ESCAPES), list(_JSON_ESCAPES.values()))
-    return pl.concat_str([pl.lit('"'), escaped, pl.lit('"')])
+_NEEDS_ESCAPE = '["\\\\\\x00-\\x1f]'
 
 
-def json_record(columns: Mapping[str, str]) -> pl.Expr:
-    """A JSON object of the non-blank columns, named as given (name -> column), in order, compact."""
-    members = [
-        pl.when(pl.col(column) != "").then(
-            pl.concat_str([pl.lit(json.dumps(name) + ":"), json_string(pl.col(column))])
-        )
-        for name, column in columns.items()
-    ]
-    if not members:
-        return pl.lit("{}")
-    return pl.concat_str([pl.lit("{"), pl.concat_str(members, separator=",", ignore_nulls=True), pl.lit("}")])
+def json_string(value: pl.Series) -> pl.Series:
+    """The text of a JSON string literal of each value, as json.dumps(value, ensure_ascii=False) writes it,
+    without its quotes."""
+    return _patched(
+        value,
+        value.str.contains(_NEEDS_ESCAPE),
+        lambda some: some.str.replace_many(list(_JSON_ESCAPES), list(_JSON_ESCAPES.values())),
+    )
+
+
+def json_records(frame: pl.DataFrame, columns: Mapping[str, str]) -> pl.Series:
+    """A JSON object per row of the non-blank columns, named as given (name -> column), in order, compact."""
+    if not columns:
+        return pl.Series("record", ["{}"] * frame.height, dtype=pl.String)
+    escaped = pl.DataFrame({column: json_string(frame.get_column(column)) for column in columns.values()})
+    blanks = escaped.select((pl.col(column) == "").any() for column in columns.values()).row(0)
+    members = []
+    for (name, column), has_blanks in zip(columns.items(), blanks, strict=True):
+        member = pl.concat_str([pl.lit(json.dumps(name) + ':"'), pl.col(column), pl.lit('"')])
+        # a column without blanks in these rows needs no test per row
+        members.append(pl.when(pl.col(column) != "").then(member) if has_blanks else member)
+    return escaped.select(
+        pl.concat_str(
+            [pl.lit("{"), pl.concat_str(members, separator=",", ignore_nulls=True), pl.lit("}")]
+        ).alias("record")
+    ).to_series()

@@ -18,6 +18,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import transaction, utcnow
+from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import cleansed_key
 from datalab.pipeline.cleanse import STAGED_COLUMNS
 from datalab.pipeline.models import StagedRow
@@ -87,7 +88,7 @@ def insert_rows(factory: sessionmaker[Session], path: Path) -> int:
 def ingest(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `ingesting` stage of one upload (a no-op when the upload is not waiting for it)."""
     with transaction(ctx.session_factory) as db:
-        upload = upload_waiting(db=db, job=job, status="ingesting")
+        upload = upload_waiting(db=db, job=job, status=UploadStatus.INGESTING)
         if upload is None:
             return
         db.expunge(upload)
@@ -108,8 +109,8 @@ def ingest(ctx: StageContext, job: ClaimedJob) -> None:
             moved = move_upload(
                 db=db,
                 upload_id=upload.id,
-                from_status="ingesting",
-                status="processing",
+                from_status=UploadStatus.INGESTING,
+                status=UploadStatus.PROCESSING,
                 now=now,
                 meta={**upload.meta, "stagedRows": staged},
             )
