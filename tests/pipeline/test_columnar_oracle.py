@@ -15,7 +15,7 @@ import datalab.pipeline.readers
 from datalab.layouts import load_layout
 from datalab.pipeline.analyze import summarize, summarize_frames
 from datalab.pipeline.cleanse import Cleanser, _plan, csv_bytes
-from datalab.pipeline.readers import open_table
+from datalab.pipeline.readers import ReadError, open_table
 from datalab.uploads.models import Upload
 from tests.support.oracle import cleanse_rows
 
@@ -246,6 +246,7 @@ def test_columnar_cleansing_matches_the_row_by_row_oracle(
         "a,b\n1,2\x00\n",
         'a,b\nab"c,d\ne"f,g\n',
         "a,b\n\u00a0,\u3000\n1,2\n",
+        "a,b\n1,2\n" * 30_000 + 'x,"y\n',
     ],
 )
 def test_frames_hold_the_rows_the_row_reader_reads(tmp_path: Path, text: str) -> None:
@@ -276,3 +277,26 @@ def test_the_analysis_of_frames_matches_the_row_by_row_one(tmp_path: Path, encod
     assert found.empty == expected.empty
     assert found.sample == expected.sample
     assert found.coded_values() == expected.coded_values()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'a,b\n1,"' + "y" * 200_000 + '"\n2,3\n',
+        "a,b\n1," + "z" * 140_000 + "\n",
+        "a,b\n1,2\n" * 30_000 + "x,y,z\n",
+    ],
+    ids=["long-quoted-field", "long-field", "ragged-late"],
+)
+def test_frames_raise_what_the_row_reader_raises(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "a.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+    with pytest.raises(ReadError) as expected, open_table(path, file_name="a.csv") as (_, rows):
+        list(rows)
+    with pytest.raises(ReadError) as found, open_table(path, file_name="a.csv") as (_, rows):
+        list(rows.frames())
+    assert (found.value.code, found.value.row, found.value.message) == (
+        expected.value.code,
+        expected.value.row,
+        expected.value.message,
+    )

@@ -362,8 +362,11 @@ def _record_end(data: bytes) -> int:
     return -1
 
 
-def record_blocks(path: Path, start: int) -> Iterator[bytes]:
-    """A CSV file's bytes from `start`, in blocks of a few MiB that end where a record ends."""
+def record_blocks(path: Path, start: int, *, max_record: int | None = None) -> Iterator[bytes]:
+    """A CSV file's bytes from `start`, in blocks of a few MiB that end where a record ends.
+
+    With `max_record`, a record longer than that (a quoted field running on) raises _Fallback.
+    """
     with path.open("rb") as stream:
         stream.seek(start)
         carry = b""
@@ -376,6 +379,8 @@ def record_blocks(path: Path, start: int) -> Iterator[bytes]:
                 return
             cut = _record_end(data)
             if cut < 0:
+                if max_record is not None and len(data) > max_record + _BLOCK_BYTES:
+                    raise _Fallback
                 carry = data
                 continue
             yield data[:cut]
@@ -387,7 +392,9 @@ def _block_frames(path: Path, start: int, table: _Table, width: int) -> Iterator
     raw_width = max(table.raw_width, width)
     names = column_names(raw_width)
     keep = [pl.col(name) for name in names[:width]]
-    for block in record_blocks(path, start):
+    # the row reader's csv module refuses longer fields; bytes are never fewer than characters
+    field_limit = csv.field_size_limit()
+    for block in record_blocks(path, start, max_record=4 * _BLOCK_BYTES):
         try:
             frame = pl.read_csv(
                 block,
@@ -404,6 +411,8 @@ def _block_frames(path: Path, start: int, table: _Table, width: int) -> Iterator
         except pl.exceptions.PolarsError as exc:
             raise _Fallback from exc
         frame = frame.with_columns(pl.col(names).fill_null(""))
+        if frame.select(pl.max_horizontal(pl.col(names).str.len_bytes().max())).item() > field_limit:
+            raise _Fallback
         frame = frame.filter(has_text(frame, names))
         if raw_width > width and not has_text(frame, names[width:]).not_().all():
             raise _Fallback
