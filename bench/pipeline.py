@@ -25,6 +25,7 @@ from tests.support.server import LiveServer, server_env
 from bench.download import peak_report, status_kib
 from bench.upload import new_form, timed_upload
 from datalab.demo.uploads import write_enrollment_csv
+from datalab.lifecycle import SETTLED
 from datalab.pipeline.models import PipelineJob
 from datalab.uploads.models import Upload
 
@@ -51,11 +52,16 @@ def polars_read(path: Path) -> dict[str, float]:
 def wait_done(server: LiveServer, uid: str, headers: dict[str, str]) -> dict[str, object]:
     """Poll the file until the pipeline is finished with it."""
     while True:
-        record: dict[str, object] = httpx2.get(
-            f"{server.base_url}/files/{uid}", headers=headers, timeout=120
-        ).json()
-        if record["status"] in {"done", "failure", "canceled", "fields_mapping_required"}:
-            return record
+        answer = httpx2.get(f"{server.base_url}/files/{uid}", headers=headers, timeout=120)
+        if answer.status_code == 401:
+            # a large file outlasts a session token
+            headers = server.login().headers
+            continue
+        if answer.status_code == 200:
+            record: dict[str, object] = answer.json()
+            if record["status"] in SETTLED:
+                return record
+        # a busy server (503 while SQLite's one writer moves a large file) is asked again
         time.sleep(0.1)
 
 
