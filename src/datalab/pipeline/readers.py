@@ -225,7 +225,7 @@ def open_table(
 
 
 FRAME_ROWS = 50_000
-_BLOCK_BYTES = 8 * 1024 * 1024
+_BLOCK_BYTES = 4 * 1024 * 1024
 # What Python's str.strip() removes: the same characters decide what is blank in a frame.
 WHITESPACE = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
 NOT_BLANK = "[^" + "".join(f"\\x{{{ord(char):x}}}" for char in WHITESPACE) + "]"
