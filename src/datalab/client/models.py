@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-TERMINAL_STATUSES = frozenset({"done", "failure", "canceled", "fields_mapping_required"})
+from datalab.lifecycle import SETTLED
+
+# A file in one of these statuses changes no more by itself: `upload --wait` stops there.
+TERMINAL_STATUSES = SETTLED
 
 
 def _millis(value: Any) -> datetime | None:

@@ -8,15 +8,17 @@ upload fails with the unmapped required fields named, and a person's upload wait
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import polars as pl
 from sqlalchemy.orm import Session
 
 from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, load_layout, match_headers, missing_required
-from datalab.pipeline.readers import ReadError, TableInfo, open_table
+from datalab.lifecycle import UploadStatus
+from datalab.pipeline.readers import NOT_BLANK, WHITESPACE, ReadError, TableInfo, column_names, open_table
 from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
 from datalab.scoping import OrgContext
@@ -49,8 +51,8 @@ class FileSummary:
         }
 
 
-def summarize(info: TableInfo, rows: Iterator[list[str]]) -> FileSummary:
-    """Count the records and the empty cells of each column, keeping the first 50 records."""
+def summarize(info: TableInfo, rows: Iterable[list[str]]) -> FileSummary:
+    """Count the records and the empty cells of each column, keeping the first 50 records (row by row)."""
     summary = FileSummary(info=info, empty=[0] * len(info.headers))
     summary.distinct = [set() for _ in info.headers]
     distinct = summary.distinct
@@ -69,6 +71,31 @@ def summarize(info: TableInfo, rows: Iterator[list[str]]) -> FileSummary:
                     seen.add(text)
         if len(summary.sample) < SAMPLE_ROWS:
             summary.sample.append(dict(zip(info.headers, row, strict=True)))
+    return summary
+
+
+def summarize_frames(info: TableInfo, frames: Iterable[pl.DataFrame]) -> FileSummary:
+    """What summarize finds, computed with polars expressions over the file's frames."""
+    names = column_names(len(info.headers))
+    summary = FileSummary(info=info, empty=[0] * len(names))
+    distinct: list[set[str] | None] = [set() for _ in names]
+    summary.distinct = distinct
+    for frame in frames:
+        summary.total_rows += frame.height
+        if len(summary.sample) < SAMPLE_ROWS:
+            for row in frame.head(SAMPLE_ROWS - len(summary.sample)).rows():
+                summary.sample.append(dict(zip(info.headers, row, strict=True)))
+        empty = frame.select(pl.col(name).str.contains(NOT_BLANK).not_().sum() for name in names).row(0)
+        for index, count in enumerate(empty):
+            summary.empty[index] += int(count)
+        for index, seen in enumerate(distinct):
+            if seen is None:
+                continue
+            # the column's distinct raw values, then those trimmed (few, unless the column is not coded)
+            values = frame.get_column(names[index]).unique().str.strip_chars(WHITESPACE)
+            seen.update(values.filter(values != "").to_list())
+            if len(seen) > CODED_VALUES:
+                distinct[index] = None
     return summary
 
 
@@ -108,13 +135,13 @@ def _read(ctx: StageContext, upload: Upload) -> FileSummary:
         ) as path,
         open_table(path, file_name=upload.file_name) as (info, rows),
     ):
-        return summarize(info, rows)
+        return summarize_frames(info, rows.frames(temp_dir=ctx.temp_dir))
 
 
 def analyze(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `analyzing` stage of one upload (a no-op when the upload has moved on already)."""
     with transaction(ctx.session_factory) as db:
-        upload = upload_waiting(db=db, job=job, status="analyzing")
+        upload = upload_waiting(db=db, job=job, status=UploadStatus.ANALYZING)
         if upload is None:
             return
         db.expunge(upload)
@@ -141,16 +168,23 @@ def analyze(ctx: StageContext, job: ClaimedJob) -> None:
         values: dict[str, Any] = {"record_volume": summary.total_rows, "encoding": summary.info.encoding}
         if not missing:
             values.update(fields_map=fields_map, values_map=values_map)
-            if _move(db, upload.id, status="enqueued", meta=meta, **values):
+            if _move(db, upload.id, status=UploadStatus.ENQUEUED, meta=meta, **values):
                 enqueue_stage(db=db, upload_id=upload.id, stage="cleanse", now=utcnow())
         elif upload.data_source.strip().lower() == "api":
-            _move(db, upload.id, status="failure", error=_unmapped_error(missing), meta=meta, **values)
+            _move(
+                db,
+                upload.id,
+                status=UploadStatus.FAILURE,
+                error=_unmapped_error(missing),
+                meta=meta,
+                **values,
+            )
         else:
-            _move(db, upload.id, status="fields_mapping_required", meta=meta, **values)
+            _move(db, upload.id, status=UploadStatus.FIELDS_MAPPING_REQUIRED, meta=meta, **values)
         finish_job(db=db, job=job, now=utcnow())
 
 
 def _move(db: Session, upload_id: int, *, status: str, **values: Any) -> bool:
     return move_upload(
-        db=db, upload_id=upload_id, from_status="analyzing", status=status, now=utcnow(), **values
+        db=db, upload_id=upload_id, from_status=UploadStatus.ANALYZING, status=status, now=utcnow(), **values
     )

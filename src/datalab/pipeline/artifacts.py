@@ -15,7 +15,7 @@ _FLUSH_CHARS = 1024 * 1024
 
 
 def cleansed_key(upload_uid: str) -> str:
-    """Where the cleansed, accepted rows of an upload are kept between `cleansing` and `ingesting`."""
+    """Where the accepted rows of an upload, as staging rows, are kept between `cleansing` and `ingesting`."""
     return f"pipeline/{upload_uid}/cleansed.csv"
 
 
@@ -41,10 +41,18 @@ class CsvObject:
         if self._buffer.tell() >= _FLUSH_CHARS:
             self._flush()
 
+    def write_bytes(self, data: bytes) -> None:
+        """Append rows already written as UTF-8 CSV (lines ending in CRLF)."""
+        self._flush()
+        if data:
+            self._writer.write(data)
+
     def _flush(self) -> None:
-        self._writer.write(self._buffer.getvalue().encode("utf-8"))
-        self._buffer.seek(0)
-        self._buffer.truncate()
+        text = self._buffer.getvalue()
+        if text:
+            self._writer.write(text.encode("utf-8"))
+            self._buffer.seek(0)
+            self._buffer.truncate()
 
     def commit(self) -> ObjectInfo:
         """Write what is buffered and make the object visible."""

@@ -1,28 +1,33 @@
-"""The `cleansing` stage: map each row to the layout, clean every value, accept or reject the row.
+"""The `cleansing` stage: map the file's columns to the layout, clean them, accept or reject each row.
 
-Accepted rows go to a cleansed CSV beside the upload (the input of `ingesting`); every warning and
-rejection goes to the upload's row report (`GET /v1/files/{id}/errors`). Nothing is dropped silently: the
-counts are written to `meta`, and a file whose rejected share is over the configured limit fails.
+The file is cleansed frame by frame (bounded batches of rows), column by column (see `columnar`).
+Accepted rows go, already in the shape of staging rows, to a CSV beside the upload (the input of
+`ingesting`); every warning and rejection goes to the upload's row report (`GET /v1/files/{id}/errors`).
+Nothing is dropped silently: the counts are written to `meta`, and a file whose rejected share is over
+the configured limit fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import polars as pl
+
 from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, LayoutField, load_layout, normalize_header
-from datalab.layouts.cleansing import Cleaned, clean_value
+from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import REPORT_COLUMNS, CsvObject, cleansed_key, report_key
+from datalab.pipeline.columnar import ColumnCleaner, json_records
 from datalab.pipeline.readers import ReadError, open_table
 from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
 from datalab.uploads.models import Upload
 
-ROW_COLUMN = "_row"
-CLEANED_CACHE_SIZE = 20_000
+STAGED_COLUMNS = ("upload_id", "row_number", "unique_id", "entry_year", "entry_term", "record")
 
 
 @dataclass(frozen=True)
@@ -32,8 +37,6 @@ class _MappedField:
     column: int
     header: str
     value_map: Mapping[str, str] | None
-    # Columns repeat values (terms, years, states, dates): each distinct raw value is cleaned once.
-    cleaned: dict[str, Cleaned] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,69 +73,162 @@ def _plan(layout: Layout, headers: list[str], upload: Upload) -> list[_MappedFie
     return plan
 
 
-def _warnings(text: str) -> Iterator[tuple[str, str]]:
-    for part in text.split("; "):
-        code, _field, message = part.split(": ", 2)
-        yield code, message
+_REPORT_SCHEMA = {
+    "row": pl.Int64,
+    "column": pl.String,
+    "field": pl.String,
+    "value": pl.String,
+    "severity": pl.String,
+    "code": pl.String,
+    "message": pl.String,
+    "seq": pl.Int64,
+}
 
 
 class Cleanser:
-    """Cleans rows of one file against one layout and mapping, writing the cleansed rows and the report."""
+    """Cleans the frames of one file against one layout and mapping, column by column.
 
-    def __init__(self, *, layout: Layout, plan: list[_MappedField], today: date) -> None:
+    Each frame gives the accepted rows as staging rows (``STAGED_COLUMNS``, the record as JSON of its
+    non-blank fields) and its report lines, in row order and, within a row, in the order of the layout's
+    fields: each field's warnings, then the missing required fields, then the unmet "one of" groups.
+    """
+
+    def __init__(self, *, layout: Layout, plan: list[_MappedField], today: date, upload_id: int) -> None:
         self.layout = layout
         self.plan = plan
-        self.today = today
+        self.upload_id = upload_id
         self.counts = CleanseCounts()
-        positions = {f.name: index for index, f in enumerate(layout.fields)}
-        self.required = [(positions[f.name], f.name) for f in layout.fields if f.required]
-        self.groups = [[positions[name] for name in group] for group in layout.require_one_of]
-        self.group_names = [", ".join(group) for group in layout.require_one_of]
-        self.headers_by_position = {mapped.position: mapped.header for mapped in plan}
-        # Only mapped fields can hold a value: the cleansed file leaves the others out.
-        self.output_positions = sorted(self.headers_by_position)
-        self.output_fields = [layout.fields[position].name for position in self.output_positions]
-
-    def clean(self, row_number: int, row: list[str], out: CsvObject, report: CsvObject) -> None:
-        """Clean one row: write it to `out` when accepted, and its problems to `report`."""
-        values = [""] * len(self.layout.fields)
-        warned = False
-        for mapped in self.plan:
-            raw = row[mapped.column]
-            if not raw:
-                continue
-            cleaned = mapped.cleaned.get(raw)
-            if cleaned is None:
-                cleaned = clean_value(raw, mapped.layout_field, value_map=mapped.value_map, today=self.today)
-                if len(mapped.cleaned) < CLEANED_CACHE_SIZE:
-                    mapped.cleaned[raw] = cleaned
-            values[mapped.position] = cleaned.value
-            if cleaned.warning is not None:
-                warned = True
-                for code, message in _warnings(cleaned.warning):
-                    self.counts.warnings += 1
-                    report.writerow(
-                        [row_number, mapped.header, mapped.layout_field.name, raw, "warning", code, message]
-                    )
-        problems = [
-            (self.headers_by_position.get(position, ""), name, "required_missing", f"{name} is required")
-            for position, name in self.required
-            if not values[position]
-        ] + [
-            ("", names, "required_one_of_missing", f"one of {names} is required")
-            for positions, names in zip(self.groups, self.group_names, strict=True)
-            if not any(values[position] for position in positions)
+        self.next_row = 2  # the header is row 1
+        self.cleaners = [ColumnCleaner(m.layout_field, m.value_map, today) for m in plan]
+        by_position = {mapped.position: index for index, mapped in enumerate(plan)}
+        self.required = [
+            (by_position.get(position), f.name) for position, f in enumerate(layout.fields) if f.required
         ]
-        if problems:
-            self.counts.rejected += 1
-            for header, name, code, message in problems:
-                self.counts.rejected_by_field[name] = self.counts.rejected_by_field.get(name, 0) + 1
-                report.writerow([row_number, header, name, "", "error", code, f"row rejected: {message}"])
-            return
-        self.counts.accepted += 1
-        if warned:
-            self.counts.warned += 1
-        out.writerow([row_number, *(values[position] for position in self.output_positions)])
+        positions = {f.name: index for index, f in enumerate(layout.fields)}
+        self.groups = [
+            (
+                [by_position[positions[name]] for name in group if positions[name] in by_position],
+                ", ".join(group),
+            )
+            for group in layout.require_one_of
+        ]
+        self.record_columns = {mapped.layout_field.name: f"v{index}" for index, mapped in enumerate(plan)}
+        names = {mapped.layout_field.name: f"v{index}" for index, mapped in enumerate(plan)}
+        self.key_columns = [names.get(name) for name in ("UniqueID", "EntryYear", "EntryTerm")]
+
+    def clean(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The staging rows of the frame's accepted rows, and the frame's report lines."""
+        height = frame.height
+        first = self.next_row
+        self.next_row += height
+        rows = pl.int_range(first, first + height, dtype=pl.Int64, eager=True).alias("row")
+        columns: dict[str, pl.Series] = {"row": rows}
+        lines: list[pl.DataFrame] = []
+        warned = pl.Series("warned", [False] * height)
+        for index, (mapped, cleaner) in enumerate(zip(self.plan, self.cleaners, strict=True)):
+            raw = frame.get_column(f"c{mapped.column}")
+            value, warning = cleaner.clean(raw)
+            columns[f"v{index}"] = value.alias(f"v{index}")
+            has_warning = warning.is_not_null()
+            if not has_warning.any():
+                continue
+            warned = warned | has_warning
+            parts = pl.col("warning").str.splitn(": ", 3)
+            lines.append(
+                pl.DataFrame({"row": rows, "value": raw, "warning": warning})
+                .filter(has_warning)
+                .with_columns(pl.col("warning").str.split("; "))
+                .explode("warning")
+                .select(
+                    "row",
+                    pl.lit(mapped.header).alias("column"),
+                    pl.lit(mapped.layout_field.name).alias("field"),
+                    "value",
+                    pl.lit("warning").alias("severity"),
+                    parts.struct.field("field_0").alias("code"),
+                    parts.struct.field("field_2").alias("message"),
+                    pl.lit(index, dtype=pl.Int64).alias("seq"),
+                )
+            )
+        values = pl.DataFrame(columns)
+        self.counts.warnings += sum(part.height for part in lines)
+        problems = self._problems(values)
+        rejected = pl.Series("rejected", [False] * height)
+        first_seen: list[tuple[int, int, str]] = []
+        for seq, (header, name, code, message, missing) in enumerate(problems, start=len(self.plan)):
+            if not missing.any():
+                continue
+            rejected = rejected | missing
+            count = int(missing.sum())
+            if name not in self.counts.rejected_by_field:
+                first_seen.append((int(rows.filter(missing)[0]), seq, name))
+            self.counts.rejected_by_field.setdefault(name, 0)
+            lines.append(
+                pl.DataFrame({"row": rows.filter(missing)}).select(
+                    "row",
+                    pl.lit(header).alias("column"),
+                    pl.lit(name).alias("field"),
+                    pl.lit("").alias("value"),
+                    pl.lit("error").alias("severity"),
+                    pl.lit(code).alias("code"),
+                    pl.lit(f"row rejected: {message}").alias("message"),
+                    pl.lit(seq, dtype=pl.Int64).alias("seq"),
+                )
+            )
+            self.counts.rejected_by_field[name] += count
+        # a field's count is listed from the row where it was first missing, as a row-by-row pass would
+        ordered = dict(self.counts.rejected_by_field)
+        for _row, _seq, name in sorted(first_seen):
+            ordered[name] = ordered.pop(name)
+        self.counts.rejected_by_field = ordered
+        rejected_count = int(rejected.sum())
+        self.counts.rejected += rejected_count
+        self.counts.accepted += height - rejected_count
+        self.counts.warned += int((warned & rejected.not_()).sum())
+        report = (
+            pl.concat(lines).sort(["row", "seq"], maintain_order=True)
+            if lines
+            else pl.DataFrame(schema=_REPORT_SCHEMA)
+        )
+        return self._staged(values.filter(rejected.not_())), report.drop("seq")
+
+    def _problems(self, values: pl.DataFrame) -> list[tuple[str, str, str, str, pl.Series]]:
+        everything = pl.Series([True] * values.height)
+        problems = []
+        for index, name in self.required:
+            missing = everything if index is None else values.get_column(f"v{index}") == ""
+            header = "" if index is None else self.plan[index].header
+            problems.append((header, name, "required_missing", f"{name} is required", missing))
+        for indexes, names in self.groups:
+            missing = everything
+            for index in indexes:
+                missing = missing & (values.get_column(f"v{index}") == "")
+            problems.append(("", names, "required_one_of_missing", f"one of {names} is required", missing))
+        return problems
+
+    def _staged(self, accepted: pl.DataFrame) -> pl.DataFrame:
+        return accepted.select(
+            pl.lit(self.upload_id, dtype=pl.Int64).alias("upload_id"),
+            pl.col("row").alias("row_number"),
+            *(
+                (pl.col(column) if column is not None else pl.lit("")).alias(name)
+                for column, name in zip(self.key_columns, STAGED_COLUMNS[2:5], strict=True)
+            ),
+        ).with_columns(json_records(accepted, self.record_columns))
+
+
+def csv_bytes(frame: pl.DataFrame) -> bytes:
+    """The frame's rows as CSV lines the way Python's csv module writes them (blank fields unquoted)."""
+    if frame.is_empty():
+        return b""
+    blanked = frame.with_columns(
+        pl.when(pl.col(name) != "").then(pl.col(name)).alias(name)
+        for name, dtype in frame.schema.items()
+        if dtype == pl.String
+    )
+    buffer = io.BytesIO()
+    blanked.write_csv(buffer, include_header=False, line_terminator="\r\n")
+    return buffer.getvalue()
 
 
 def _outcome(counts: CleanseCounts, max_rejected_percent: float, uid: str) -> str | None:
@@ -153,8 +249,14 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `cleansing` stage of one upload (a no-op when the upload is not waiting for it)."""
     with transaction(ctx.session_factory) as db:
         # A retried stage finds its upload in `cleansing` already.
-        move_upload(db=db, upload_id=job.upload_id, from_status="enqueued", status="cleansing", now=utcnow())
-        upload = upload_waiting(db=db, job=job, status="cleansing")
+        move_upload(
+            db=db,
+            upload_id=job.upload_id,
+            from_status=UploadStatus.ENQUEUED,
+            status=UploadStatus.CLEANSING,
+            now=utcnow(),
+        )
+        upload = upload_waiting(db=db, job=job, status=UploadStatus.CLEANSING)
         if upload is None:
             return
         db.expunge(upload)
@@ -167,14 +269,17 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
             open_table(path, file_name=upload.file_name) as (info, rows),
         ):
             cleanser = Cleanser(
-                layout=layout, plan=_plan(layout, info.headers, upload), today=utcnow().date()
+                layout=layout,
+                plan=_plan(layout, info.headers, upload),
+                today=utcnow().date(),
+                upload_id=upload.id,
             )
             with (
                 CsvObject(
                     store=ctx.store,
                     bucket=ctx.uploads_bucket,
                     key=cleansed_key(upload.uid),
-                    header=[ROW_COLUMN, *cleanser.output_fields],
+                    header=STAGED_COLUMNS,
                 ) as out,
                 CsvObject(
                     store=ctx.store,
@@ -183,8 +288,10 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
                     header=REPORT_COLUMNS,
                 ) as report,
             ):
-                for row_number, row in enumerate(rows, start=2):
-                    cleanser.clean(row_number, row, out, report)
+                for frame in rows.frames(temp_dir=ctx.temp_dir):
+                    staged, lines = cleanser.clean(frame)
+                    out.write_bytes(csv_bytes(staged))
+                    report.write_bytes(csv_bytes(lines))
                 out.commit()
                 report.commit()
     except ReadError as exc:
@@ -206,8 +313,8 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
         moved = move_upload(
             db=db,
             upload_id=upload.id,
-            from_status="cleansing",
-            status="ingesting" if failure is None else "failure",
+            from_status=UploadStatus.CLEANSING,
+            status=UploadStatus.INGESTING if failure is None else UploadStatus.FAILURE,
             now=now,
             error=failure,
             meta=meta,

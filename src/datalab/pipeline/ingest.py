@@ -1,4 +1,7 @@
-"""The `ingesting` stage: load the cleansed rows into staging with each database's bulk path.
+"""The `ingesting` stage: load the accepted rows into staging with each database's bulk path.
+
+Cleansing wrote them as a CSV of staging rows: PostgreSQL reads that file itself (COPY, its bytes
+streamed as they are); SQLite gets it as polars frames of a few MiB, each inserted with one executemany.
 
 The upload's staged rows are cleared first and the status moves to `processing` only in the transaction
 that ends the load, so a stage run again after a crash never duplicates a row. On PostgreSQL the whole
@@ -8,95 +11,84 @@ held up by a large file.
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
-from typing import Any
 
+import polars as pl
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import transaction, utcnow
+from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import cleansed_key
-from datalab.pipeline.cleanse import ROW_COLUMN
+from datalab.pipeline.cleanse import STAGED_COLUMNS
 from datalab.pipeline.models import StagedRow
+from datalab.pipeline.readers import record_blocks
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
 
-BATCH_ROWS = 5000
-STAGED_COLUMNS = ("upload_id", "row_number", "unique_id", "entry_year", "entry_term", "record")
+COPY_CHUNK = 1024 * 1024
+_STAGED_SCHEMA = {
+    "upload_id": pl.Int64,
+    "row_number": pl.Int64,
+    "unique_id": pl.String,
+    "entry_year": pl.String,
+    "entry_term": pl.String,
+    "record": pl.String,
+}
 
 
-def staged_rows(path: Path, upload_id: int) -> Iterator[tuple[int, int, str, str, str, str]]:
-    """The cleansed CSV's rows as staging tuples, the record holding the non-blank fields as JSON."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader)
-        if header[0] != ROW_COLUMN:
-            raise ValueError(f"{path.name} is not a cleansed file")
-        fields = header[1:]
-        positions = {name: index for index, name in enumerate(fields)}
-        unique_id, entry_year, entry_term = (
-            positions.get(name) for name in ("UniqueID", "EntryYear", "EntryTerm")
-        )
-        for row in reader:
-            values = row[1:]
-            record = json.dumps(
-                {name: value for name, value in zip(fields, values, strict=True) if value},
-                separators=(",", ":"),
-                ensure_ascii=False,
-            )
-            yield (
-                upload_id,
-                int(row[0]),
-                values[unique_id] if unique_id is not None else "",
-                values[entry_year] if entry_year is not None else "",
-                values[entry_term] if entry_term is not None else "",
-                record,
-            )
+def _check_header(path: Path) -> int:
+    with path.open("rb") as handle:
+        header = handle.readline()
+    if header.decode("utf-8").strip() != ",".join(STAGED_COLUMNS):
+        raise ValueError(f"{path.name} is not a file of staging rows")
+    return len(header)
 
 
-def copy_rows(db: Session, rows: Iterator[tuple[Any, ...]]) -> int:
-    """Stream staging rows into PostgreSQL with COPY, in the session's transaction; returns the count."""
-    count = 0
+def copy_rows(db: Session, path: Path) -> int:
+    """Stream the staging rows file into PostgreSQL with COPY, in the session's transaction; the count."""
+    start = _check_header(path)
     driver = db.connection().connection.driver_connection
-    with (
-        driver.cursor() as cursor,  # type: ignore[union-attr]
-        cursor.copy(f"COPY staged_rows ({', '.join(STAGED_COLUMNS)}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row(row)
-            count += 1
-    return count
+    columns = ", ".join(STAGED_COLUMNS)
+    statement = (
+        f"COPY staged_rows ({columns}) FROM STDIN "
+        "(FORMAT csv, FORCE_NOT_NULL (unique_id, entry_year, entry_term, record))"
+    )
+    with driver.cursor() as cursor, path.open("rb") as handle:  # type: ignore[union-attr]
+        handle.seek(start)
+        with cursor.copy(statement) as copy:
+            while chunk := handle.read(COPY_CHUNK):
+                copy.write(chunk)
+        return int(cursor.rowcount)
 
 
-def insert_rows(factory: sessionmaker[Session], rows: Iterator[tuple[Any, ...]]) -> int:
-    """Insert staging rows in batches, one short transaction each; returns the count.
+def insert_rows(factory: sessionmaker[Session], path: Path) -> int:
+    """Insert the staging rows file in batches of whole frames, one short transaction each; the count.
 
     SQLite has one writer at a time: short transactions let API requests in between. Rows of a load that
     stopped half-way are invisible (the status has not moved) and are cleared when the stage runs again.
     """
+    start = _check_header(path)
     # The DB-API cursor directly: going through the ORM costs more than the insert itself.
     placeholders = ", ".join("?" * len(STAGED_COLUMNS))
     statement = f"INSERT INTO staged_rows ({', '.join(STAGED_COLUMNS)}) VALUES ({placeholders})"
     count = 0
-    while batch := list(islice(rows, BATCH_ROWS)):
+    for block in record_blocks(path, start):
+        frame = pl.read_csv(block, has_header=False, schema=_STAGED_SCHEMA, empty_string_is_null=False)
         with transaction(factory) as db:
             cursor = db.connection().connection.cursor()
             try:
-                cursor.executemany(statement, batch)
+                cursor.executemany(statement, frame.rows())
             finally:
                 cursor.close()
-        count += len(batch)
+        count += frame.height
     return count
 
 
 def ingest(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `ingesting` stage of one upload (a no-op when the upload is not waiting for it)."""
     with transaction(ctx.session_factory) as db:
-        upload = upload_waiting(db=db, job=job, status="ingesting")
+        upload = upload_waiting(db=db, job=job, status=UploadStatus.INGESTING)
         if upload is None:
             return
         db.expunge(upload)
@@ -108,18 +100,17 @@ def ingest(ctx: StageContext, job: ClaimedJob) -> None:
             bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid), temp_dir=ctx.temp_dir
         ) as path,
     ):
-        rows = staged_rows(path, upload.id)
-        staged = 0 if copy else insert_rows(ctx.session_factory, rows)
+        staged = 0 if copy else insert_rows(ctx.session_factory, path)
         with transaction(ctx.session_factory) as db:
             if copy:
                 db.execute(delete(StagedRow).where(StagedRow.upload_id == upload.id))
-                staged = copy_rows(db, rows)
+                staged = copy_rows(db, path)
             now = utcnow()
             moved = move_upload(
                 db=db,
                 upload_id=upload.id,
-                from_status="ingesting",
-                status="processing",
+                from_status=UploadStatus.INGESTING,
+                status=UploadStatus.PROCESSING,
                 now=now,
                 meta={**upload.meta, "stagedRows": staged},
             )

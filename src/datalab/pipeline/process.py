@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete
 
 from datalab.db import transaction, utcnow
+from datalab.lifecycle import UploadStatus
 from datalab.pipeline.models import StagedRow
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import move_upload
@@ -20,7 +21,7 @@ from datalab.records.service import Outputs, apply_affinity, apply_ematch, apply
 def process(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `processing` stage of one upload (a no-op when the upload is not waiting for it)."""
     with transaction(ctx.session_factory) as db:
-        upload = upload_waiting(db=db, job=job, status="processing")
+        upload = upload_waiting(db=db, job=job, status=UploadStatus.PROCESSING)
         if upload is None:
             return
         now = utcnow()
@@ -38,8 +39,8 @@ def process(ctx: StageContext, job: ClaimedJob) -> None:
         move_upload(
             db=db,
             upload_id=upload.id,
-            from_status="processing",
-            status="done",
+            from_status=UploadStatus.PROCESSING,
+            status=UploadStatus.DONE,
             now=now,
             meta={**upload.meta, **outcome},
         )

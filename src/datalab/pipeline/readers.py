@@ -1,4 +1,11 @@
-"""Uploaded CSV, TXT, TSV, XLSX, XLS and ZIP files read as a header and rows of text, in bounded memory."""
+"""Uploaded CSV, TXT, TSV, XLSX, XLS and ZIP files read as a header and rows of text, in bounded memory.
+
+The rows come one list at a time (``for row in rows``) or as polars frames of text columns
+(``rows.frames()``). Frames of a well-formed text file are parsed by polars straight from disk, in blocks
+cut at record boundaries (text in another encoding is first transcoded to UTF-8 in one streaming pass);
+anything unusual (a ragged row, a stray quote, a lone carriage return, an overlong line) is read by the
+row reader instead, so both ways give the same rows and raise the same errors.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
 
+import polars as pl
 import python_calamine
 
 if TYPE_CHECKING:
@@ -74,6 +82,8 @@ class _Part:
     source: Path | Callable[[], _Stream]
     # detecting costs a full read, and a ZIP member is opened twice (header check, then its rows)
     encoding: str | None = None
+    # what the detecting read learnt about the raw bytes (only when they are UTF-8 without a BOM)
+    facts: _ByteFacts | None = None
 
     @property
     def label(self) -> str:
@@ -94,6 +104,50 @@ class _Table:
     delimiter: str | None
     row_label: str
     records: Iterator[tuple[int, list[str]]]
+    # text only: physical lines before the first data line, and fields in the header row as written
+    data_line: int = 0
+    raw_width: int = 0
+
+
+class _ByteFacts:
+    """What decides whether polars may parse UTF-8 bytes exactly as the row reader would."""
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self.max_line_bytes = max_line_bytes
+        self.quotes = 0
+        self.nul = False
+        self.lone_cr = False
+        self.long_line = False
+        self._since_newline = 0
+        self._pending_cr = False
+
+    def feed(self, chunk: bytes) -> None:
+        """Account for the next chunk of the file."""
+        if not chunk:
+            return
+        self.quotes += chunk.count(b'"')
+        self.nul = self.nul or b"\x00" in chunk
+        if self._pending_cr and not chunk.startswith(b"\n"):
+            self.lone_cr = True
+        if chunk.count(b"\r") - chunk.count(b"\r\n") > (1 if chunk.endswith(b"\r") else 0):
+            self.lone_cr = True
+        self._pending_cr = chunk.endswith(b"\r")
+        # Chunks are at most max_line_bytes long, so a line within one chunk is within the cap; only the
+        # line running across chunks is counted (bytes with its ending: never fewer than its characters).
+        first = chunk.find(b"\n")
+        if first < 0:
+            self._since_newline += len(chunk)
+        else:
+            if self._since_newline + first + 1 > self.max_line_bytes:
+                self.long_line = True
+            self._since_newline = len(chunk) - chunk.rfind(b"\n") - 1
+        if self._since_newline > self.max_line_bytes:
+            self.long_line = True
+
+    @property
+    def columnar(self) -> bool:
+        """Whether the whole file can go through polars."""
+        return not (self.nul or self.lone_cr or self.long_line or self._pending_cr or self.quotes % 2)
 
 
 class _LineTooLongError(Exception):
@@ -136,7 +190,7 @@ _CONTROL_CHARS = dict.fromkeys([*(c for c in range(0x20) if chr(c) not in "\t\n\
 @contextmanager
 def open_table(
     path: Path, *, file_name: str, limits: ReaderLimits = _DEFAULT_LIMITS
-) -> Iterator[tuple[TableInfo, Iterator[list[str]]]]:
+) -> Iterator[tuple[TableInfo, TableRows]]:
     """Open an uploaded file (format from file_name's extension) as its headers and an iterator of rows."""
     kind = _extension(file_name)
     with ExitStack() as stack:
@@ -164,18 +218,218 @@ def open_table(
         if not has_data:
             raise ReadError("headers_only", "The upload has a header row but no data rows.")
         first.records = itertools.chain([peeked] if peeked is not None else [], first.records)
-        rows = _rows(first, parts, limits)
+        rows = TableRows(first, parts, limits)
         stack.callback(rows.close)
         members = [part.member for part in parts if part.member is not None]
         yield TableInfo(first.headers, first.encoding, first.delimiter, source_format, members), rows
 
 
-def _rows(first: _Table, parts: list[_Part], limits: ReaderLimits) -> Generator[list[str], None, None]:
-    width = len(first.headers)
-    yield from _fitted(first, width, parts[0])
-    for part in parts[1:]:
-        with ExitStack() as stack:
-            yield from _fitted(_open_part(part, limits, stack), width, part)
+FRAME_ROWS = 50_000
+_BLOCK_BYTES = 4 * 1024 * 1024
+# What Python's str.strip() removes: the same characters decide what is blank in a frame.
+WHITESPACE = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
+NOT_BLANK = "[^" + "".join(f"\\x{{{ord(char):x}}}" for char in WHITESPACE) + "]"
+
+
+def column_names(width: int) -> list[str]:
+    """The names of a frame's columns: the file's columns by position."""
+    return [f"c{index}" for index in range(width)]
+
+
+class _Fallback(Exception):
+    """polars cannot read this part exactly as the row reader does."""
+
+
+class TableRows:
+    """The data rows of an opened table, as lists of text (iterate) or as polars frames (`frames()`)."""
+
+    def __init__(self, first: _Table, parts: list[_Part], limits: ReaderLimits) -> None:
+        self._first = first
+        self._parts = parts
+        self._limits = limits
+        self._width = len(first.headers)
+        self._rows = self._all_rows()
+
+    def __iter__(self) -> TableRows:
+        return self
+
+    def __next__(self) -> list[str]:
+        return next(self._rows)
+
+    def close(self) -> None:
+        """Release the file handles of the part being read."""
+        self._rows.close()
+
+    def _all_rows(self) -> Generator[list[str], None, None]:
+        yield from _fitted(self._first, self._width, self._parts[0])
+        for part in self._parts[1:]:
+            with ExitStack() as stack:
+                yield from _fitted(_open_part(part, self._limits, stack), self._width, part)
+
+    def frames(self, *, temp_dir: Path | None = None) -> Iterator[pl.DataFrame]:
+        """The rows as frames of text columns named by column_names, each at most a few MiB of the file."""
+        for index, part in enumerate(self._parts):
+            with ExitStack() as stack:
+                table = self._first if index == 0 else _open_part(part, self._limits, stack)
+                yield from self._part_frames(part, table, temp_dir, stack)
+
+    def _part_frames(
+        self, part: _Part, table: _Table, temp_dir: Path | None, stack: ExitStack
+    ) -> Iterator[pl.DataFrame]:
+        source = None
+        if table.row_label == "Line":
+            source = _columnar_source(part, table, self._limits, temp_dir, stack)
+        if source is None:
+            yield from _batched_frames(_fitted(table, self._width, part), self._width)
+            return
+        done = 0
+        try:
+            for frame in _block_frames(*source, table, self._width):
+                done += frame.height
+                yield frame
+        except _Fallback:
+            # the row reader reads the part again and goes on from where polars stopped, raising what it finds
+            with ExitStack() as again:
+                rows = _fitted(_open_part(part, self._limits, again), self._width, part)
+                yield from _batched_frames(itertools.islice(rows, done, None), self._width)
+
+
+def _batched_frames(rows: Iterator[list[str]], width: int) -> Iterator[pl.DataFrame]:
+    names = column_names(width)
+    while batch := list(itertools.islice(rows, FRAME_ROWS)):
+        yield pl.DataFrame(batch, schema=dict.fromkeys(names, pl.String), orient="row")
+
+
+def _columnar_source(
+    part: _Part, table: _Table, limits: ReaderLimits, temp_dir: Path | None, stack: ExitStack
+) -> tuple[Path, int] | None:
+    """A UTF-8 file of the part that polars reads exactly as the row reader would, and its data offset."""
+    facts = part.facts
+    if isinstance(part.source, Path) and part.encoding == "utf-8" and facts is not None:
+        if facts.columnar:
+            return part.source, _offset_of_line(part.source, table.data_line)
+        if not facts.nul:
+            return None
+    return _transcoded(part, table, limits, temp_dir, stack)
+
+
+def _transcoded(
+    part: _Part, table: _Table, limits: ReaderLimits, temp_dir: Path | None, stack: ExitStack
+) -> tuple[Path, int] | None:
+    # One streaming pass: decoded (byte-order mark and NULs dropped, as the row reader does), as UTF-8.
+    assert part.encoding is not None
+    if temp_dir is not None:
+        temp_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="datalab-utf8-", dir=temp_dir)))
+    target = scratch / "part.csv"
+    facts = _ByteFacts(limits.max_line_chars)
+    with closing(part.open_bytes()) as stream, target.open("wb") as sink:
+        for text in _decoded(stream, part.encoding, part):
+            # pieces of at most the line cap keep the check exact (see _ByteFacts.feed)
+            data = text.encode("utf-8", errors="surrogatepass")
+            for start in range(0, len(data), limits.max_line_chars):
+                facts.feed(data[start : start + limits.max_line_chars])
+            sink.write(data)
+    if not facts.columnar:
+        return None
+    return target, _offset_of_line(target, table.data_line)
+
+
+def _offset_of_line(path: Path, lines: int) -> int:
+    offset = 0
+    with path.open("rb") as stream:
+        while lines:
+            chunk = stream.read(_CHUNK)
+            if not chunk:
+                break
+            start = 0
+            while lines and (found := chunk.find(b"\n", start)) >= 0:
+                lines -= 1
+                start = found + 1
+            offset += start if not lines else len(chunk)
+    return offset
+
+
+def _record_end(data: bytes) -> int:
+    # a line break ends a record when an even number of quote marks comes before it
+    position = data.rfind(b"\n")
+    for _ in range(64):
+        if position < 0:
+            return -1
+        if data.count(b'"', 0, position) % 2 == 0:
+            return position + 1
+        position = data.rfind(b"\n", 0, position)
+    return -1
+
+
+def record_blocks(path: Path, start: int, *, max_record: int | None = None) -> Iterator[bytes]:
+    """A CSV file's bytes from `start`, in blocks of a few MiB that end where a record ends.
+
+    With `max_record`, a record longer than that (a quoted field running on) raises _Fallback.
+    """
+    with path.open("rb") as stream:
+        stream.seek(start)
+        carry = b""
+        while True:
+            chunk = stream.read(_BLOCK_BYTES)
+            data = carry + chunk if carry else chunk
+            if not chunk:
+                if data:
+                    yield data
+                return
+            cut = _record_end(data)
+            if cut < 0:
+                if max_record is not None and len(data) > max_record + _BLOCK_BYTES:
+                    raise _Fallback
+                carry = data
+                continue
+            yield data[:cut]
+            carry = data[cut:]
+
+
+def _block_frames(path: Path, start: int, table: _Table, width: int) -> Iterator[pl.DataFrame]:
+    assert table.delimiter is not None
+    raw_width = max(table.raw_width, width)
+    names = column_names(raw_width)
+    keep = [pl.col(name) for name in names[:width]]
+    # the row reader's csv module refuses longer fields; bytes are never fewer than characters
+    field_limit = csv.field_size_limit()
+    for block in record_blocks(path, start, max_record=4 * _BLOCK_BYTES):
+        try:
+            frame = pl.read_csv(
+                block,
+                has_header=False,
+                separator=table.delimiter,
+                quote_char='"',
+                schema=dict.fromkeys(names, pl.String),
+                empty_string_is_null=False,
+                missing_columns="insert",
+                truncate_ragged_lines=False,
+                raise_if_empty=False,
+                encoding="utf8",
+            )
+        except pl.exceptions.PolarsError as exc:
+            raise _Fallback from exc
+        frame = frame.with_columns(pl.col(names).fill_null(""))
+        if frame.select(pl.max_horizontal(pl.col(names).str.len_bytes().max())).item() > field_limit:
+            raise _Fallback
+        frame = frame.filter(has_text(frame, names))
+        if raw_width > width and not has_text(frame, names[width:]).not_().all():
+            raise _Fallback
+        yield frame.select(keep)
+
+
+def has_text(frame: pl.DataFrame, names: list[str]) -> pl.Series:
+    """Whether each row has a character that is not whitespace in one of the columns (str.strip's sense)."""
+    # the first column decides for almost every row: the others are looked at only for the rest
+    mask = frame.get_column(names[0]).str.contains(NOT_BLANK)
+    if len(names) > 1 and not mask.all():
+        undecided = mask.not_().arg_true()
+        rest = frame[undecided].select(
+            pl.any_horizontal(pl.col(name).str.contains(NOT_BLANK) for name in names[1:])
+        )
+        mask = mask.scatter(undecided, rest.to_series())
+    return mask
 
 
 def _fitted(table: _Table, width: int, part: _Part) -> Iterator[list[str]]:
@@ -315,7 +569,7 @@ def _describe(head: bytes) -> str:
 
 
 def _open_text(part: _Part, limits: ReaderLimits, stack: ExitStack) -> _Table:
-    encoding = part.encoding = part.encoding or _detect_encoding(part)
+    encoding = part.encoding = part.encoding or _detect_encoding(part, limits)
     stream = stack.enter_context(closing(part.open_bytes()))
     chunks = _decoded(stream, encoding, part)
     first = next(chunks, "")
@@ -329,11 +583,20 @@ def _open_text(part: _Part, limits: ReaderLimits, stack: ExitStack) -> _Table:
     skipped, header_lines = _header_lines(lines, limits, part)
     delimiter = _sniff_delimiter("".join(header_lines), "\t" if part.kind == "tsv" else ",")
     reader = csv.reader(itertools.chain(header_lines, lines), delimiter=delimiter)
-    headers = _check_headers(next(reader), skipped + 1, limits, part)
-    return _Table(headers, encoding, delimiter, "Line", _text_records(reader, skipped, limits, part))
+    raw = next(reader)
+    headers = _check_headers(raw, skipped + 1, limits, part)
+    return _Table(
+        headers,
+        encoding,
+        delimiter,
+        "Line",
+        _text_records(reader, skipped, limits, part),
+        data_line=skipped + len(header_lines),
+        raw_width=len(raw),
+    )
 
 
-def _detect_encoding(part: _Part) -> str:
+def _detect_encoding(part: _Part, limits: ReaderLimits) -> str:
     # A byte-order mark decides. Otherwise the whole file is streamed through a strict UTF-8 decoder
     # (constant memory, one extra read) so a stray Windows byte deep in the file still selects cp1252
     # instead of failing half-way through the rows.
@@ -358,14 +621,19 @@ def _detect_encoding(part: _Part) -> str:
         if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             return "utf-16"
         decoder = codecs.getincrementaldecoder("utf-8")()
+        facts = _ByteFacts(limits.max_line_chars)
+        piece = min(_BLOCK_BYTES // 8, limits.max_line_chars)
         try:
             chunk = head
             while chunk:
                 decoder.decode(chunk)
-                chunk = stream.read(_CHUNK)
+                for start in range(0, len(chunk), piece):
+                    facts.feed(chunk[start : start + piece])
+                chunk = stream.read(piece)
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             return "cp1252"
+    part.facts = facts
     return "utf-8"
 
 

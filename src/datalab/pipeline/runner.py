@@ -21,6 +21,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import transaction, utcnow
+from datalab.lifecycle import TERMINAL, UploadStatus, status_values
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.readers import ReadError
 from datalab.pipeline.service import defer_job, move_upload
@@ -118,7 +119,7 @@ def fail_unreadable(*, context: StageContext, job: ClaimedJob, upload: Upload, e
             db=db,
             upload_id=upload.id,
             from_status=upload.status,
-            status="failure",
+            status=UploadStatus.FAILURE,
             now=utcnow(),
             error=error.message,
             meta={**upload.meta, "errorCode": error.code, "errorRow": error.row},
@@ -176,9 +177,9 @@ def _give_up_or_retry(
         # The person who uploaded gets a reason they can act on, not a stack trace.
         db.execute(
             update(Upload)
-            .where(Upload.id == job.upload_id, Upload.status.not_in(("done", "failure", "canceled")))
+            .where(Upload.id == job.upload_id, Upload.status.not_in(status_values(TERMINAL)))
             .values(
-                status="failure",
+                status=UploadStatus.FAILURE.value,
                 updated_at=now,
                 error=f"The file could not be processed ({job.stage} failed {job.attempts} times); "
                 "please upload it again, and contact support if this keeps happening.",

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from datalab.lifecycle import UploadStatus, transition
 from datalab.pipeline.models import STAGES, PipelineJob
 from datalab.uploads.models import Upload
 
@@ -79,10 +80,14 @@ def defer_job(*, db: Session, job_id: int, at: datetime | None) -> None:
 def move_upload(
     *, db: Session, upload_id: int, from_status: str, status: str, now: datetime, **values: Any
 ) -> bool:
-    """Change an upload's status if it is still `from_status` (False when something else moved it)."""
+    """Change an upload's status if it is still `from_status` (False when something else moved it).
+
+    The move must be one the lifecycle has (InvalidTransitionError otherwise).
+    """
+    new = transition(from_status, status)
     moved = db.execute(
         update(Upload)
-        .where(Upload.id == upload_id, Upload.status == from_status)
-        .values(status=status, updated_at=now, **values)
+        .where(Upload.id == upload_id, Upload.status == UploadStatus(from_status).value)
+        .values(status=new.value, updated_at=now, **values)
     )
     return bool(moved.rowcount == 1)  # type: ignore[attr-defined]

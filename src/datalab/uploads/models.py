@@ -10,22 +10,13 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from datalab.accounts.models import Organization
 from datalab.db import Base, OrgOwned, UTCDateTime, new_uid, utcnow
+from datalab.lifecycle import UploadStatus
 
 PRODUCT_TYPES = ("enrollment", "affinity", "ematch")
 # The older API calls affinity files "legacy".
 PRODUCT_TYPE_ALIASES = {"legacy": "affinity"}
-UPLOAD_STATUSES = (
-    "uploading",
-    "analyzing",
-    "fields_mapping_required",
-    "enqueued",
-    "cleansing",
-    "ingesting",
-    "processing",
-    "done",
-    "failure",
-    "canceled",
-)
+# The statuses in lifecycle order (datalab.lifecycle defines them and the moves between them).
+UPLOAD_STATUSES = tuple(status.value for status in UploadStatus)
 
 
 class Upload(OrgOwned, Base):
@@ -41,7 +32,7 @@ class Upload(OrgOwned, Base):
     file_name: Mapped[str] = mapped_column(String(255))
     object_key: Mapped[str] = mapped_column(String(1024), unique=True)
     product_type: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(30), default="uploading")
+    status: Mapped[str] = mapped_column(String(30), default=UploadStatus.UPLOADING.value)
     data_source: Mapped[str] = mapped_column(String(30), default="API")
     file_description: Mapped[str] = mapped_column(Text, default="")
     record_volume: Mapped[int] = mapped_column(Integer, default=0)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from datalab.db import new_uid, transaction
 from datalab.errors import ApiError, bad_request
 from datalab.layouts import load_layout, missing_required
+from datalab.lifecycle import CANCELABLE, UploadStatus, status_values, transition
 from datalab.pagination import Page, paginate
 from datalab.pipeline.artifacts import report_key
 from datalab.pipeline.models import PipelineJob
@@ -220,7 +221,7 @@ class UploadReceiver:
                     message="The provided token is malformed or otherwise invalid.",
                     extras=[("Token-0", session_token or "")],
                 )
-            if upload.status != "uploading" or upload.form_expires_at <= now:
+            if upload.status != UploadStatus.UPLOADING or upload.form_expires_at <= now:
                 raise _expired_token(upload.form_token)
             if upload.object_key != key:
                 raise S3Error(status=403, code="AccessDenied", message="Access Denied")
@@ -233,8 +234,13 @@ class UploadReceiver:
             with transaction(self.session_factory) as db:
                 moved = db.execute(
                     update(Upload)
-                    .where(Upload.id == upload_id, Upload.status == "uploading")
-                    .values(status="analyzing", uploaded_at=now, updated_at=now, size_bytes=writer.size)
+                    .where(Upload.id == upload_id, Upload.status == UploadStatus.UPLOADING.value)
+                    .values(
+                        status=UploadStatus.ANALYZING.value,
+                        uploaded_at=now,
+                        updated_at=now,
+                        size_bytes=writer.size,
+                    )
                 )
                 if moved.rowcount != 1:  # type: ignore[attr-defined]
                     writer.abort()
@@ -253,9 +259,6 @@ class UploadReceiver:
         return info
 
 
-CANCELABLE = ("uploading", "analyzing", "fields_mapping_required", "enqueued")
-
-
 def _status_conflict(upload: Upload, action: str) -> ApiError:
     return ApiError(
         422,
@@ -269,8 +272,8 @@ def cancel_upload(*, db: Session, org: OrgContext, uid: str, now: datetime) -> U
     upload = get_upload(db=db, org=org, uid=uid)
     moved = db.execute(
         update(Upload)
-        .where(Upload.id == upload.id, Upload.status.in_(CANCELABLE))
-        .values(status="canceled", updated_at=now)
+        .where(Upload.id == upload.id, Upload.status.in_(status_values(CANCELABLE)))
+        .values(status=UploadStatus.CANCELED.value, updated_at=now)
     )
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         db.refresh(upload)
@@ -289,8 +292,8 @@ def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, An
     upload = get_upload(db=db, org=org, uid=uid)
     headers = [str(entry["name"]) for entry in upload.meta.get("headers", [])]
     # A failure can be mapped only when it came from analysis finding no complete mapping.
-    waiting = upload.status == "fields_mapping_required" or (
-        upload.status == "failure" and upload.fields_map is None
+    waiting = upload.status == UploadStatus.FIELDS_MAPPING_REQUIRED or (
+        upload.status == UploadStatus.FAILURE and upload.fields_map is None
     )
     if not waiting or not headers:
         raise _status_conflict(upload, "processed")
@@ -338,7 +341,7 @@ def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, An
         update(Upload)
         .where(Upload.id == upload.id, Upload.status == upload.status)
         .values(
-            status="enqueued",
+            status=transition(upload.status, UploadStatus.ENQUEUED).value,
             error=None,
             fields_map=fields_map,
             values_map=values_map,

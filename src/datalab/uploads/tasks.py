@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import transaction, utcnow
+from datalab.lifecycle import UploadStatus
 from datalab.pipeline.service import enqueue_stage
 from datalab.scoping import across_organizations
 from datalab.storage.base import ObjectStore, StreamDigest
@@ -31,7 +32,7 @@ def reconcile_upload(
     *, db: Session, store: ObjectStore, bucket: str, upload: Upload, max_size: int, now: datetime
 ) -> None:
     """Move an `uploading` record on once its object arrived: to `analyzing`, or `failure` if it is bad."""
-    if store.reports_uploads or upload.status != "uploading":
+    if store.reports_uploads or upload.status != UploadStatus.UPLOADING:
         return
     info = store.info(bucket=bucket, key=upload.object_key)
     if info is None:
@@ -53,11 +54,13 @@ def reconcile_upload(
         "etag": digest.etag,
     }
     if problem is None:
-        values["status"] = "analyzing"
+        values["status"] = UploadStatus.ANALYZING.value
     else:
-        values.update(status="failure", error=f"Upload rejected: {problem}.")
+        values.update(status=UploadStatus.FAILURE.value, error=f"Upload rejected: {problem}.")
     moved = db.execute(
-        update(Upload).where(Upload.id == upload.id, Upload.status == "uploading").values(**values)
+        update(Upload)
+        .where(Upload.id == upload.id, Upload.status == UploadStatus.UPLOADING.value)
+        .values(**values)
     )
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         return
@@ -76,7 +79,9 @@ def sweep_uploads(
         ids = list(
             db.scalars(
                 across_organizations(Upload)
-                .where(Upload.status == "uploading", Upload.form_expires_at > now - SWEEP_GRACE)
+                .where(
+                    Upload.status == UploadStatus.UPLOADING.value, Upload.form_expires_at > now - SWEEP_GRACE
+                )
                 .order_by(Upload.created_at)
                 .limit(SWEEP_BATCH)
                 .with_only_columns(Upload.id)
@@ -89,7 +94,7 @@ def sweep_uploads(
             if upload is None:
                 continue
             reconcile_upload(db=db, store=store, bucket=bucket, upload=upload, max_size=max_size, now=now)
-            moved += upload.status != "uploading"
+            moved += upload.status != UploadStatus.UPLOADING
     return moved
 
 
@@ -105,7 +110,11 @@ def purge_canceled_files(
     with transaction(session_factory) as db:
         expired = db.execute(
             across_organizations(Upload)
-            .where(Upload.status == "canceled", Upload.file_removed_at.is_(None), Upload.updated_at < cutoff)
+            .where(
+                Upload.status == UploadStatus.CANCELED.value,
+                Upload.file_removed_at.is_(None),
+                Upload.updated_at < cutoff,
+            )
             .order_by(Upload.updated_at)
             .limit(SWEEP_BATCH)
             .with_only_columns(Upload.id, Upload.object_key)

@@ -26,6 +26,7 @@ from datalab.errors import ApiError
 from datalab.exports import service as exports
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Export
 from datalab.layouts import load_layout
+from datalab.lifecycle import CANCELABLE, LIVE
 from datalab.pagination import MAX_OFFSET
 from datalab.settings import Settings
 from datalab.storage.streaming import ByteRange, FileStreamResponse
@@ -40,7 +41,6 @@ from datalab.web.models import WebSession
 COOKIE = "datalab_session"
 SIGNIN_CSRF_COOKIE = "datalab_signin"
 DATA_SOURCE = "DataCenter"
-CANCELABLE = ("uploading", "analyzing", "fields_mapping_required", "enqueued")
 CODED_RULES = ("gender", "state", "term", "boolean", "athlete")
 MAX_FORM_BYTES = 256 * 1024
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -379,8 +379,7 @@ def _upload_context(upload: Upload) -> dict[str, Any]:
         "meta": meta,
         "cancelable": upload.status in CANCELABLE,
         "has_report": "errorReport" in meta,
-        "live": upload.status
-        in ("uploading", "analyzing", "enqueued", "cleansing", "ingesting", "processing"),
+        "live": upload.status in LIVE,
     }
 
 

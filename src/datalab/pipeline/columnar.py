@@ -1,0 +1,245 @@
+"""Cleansing rules applied to whole columns: polars expressions, or each distinct value cleaned once.
+
+``layouts.cleansing.RULES`` stays the definition of what a rule does. A few rules that see mostly distinct
+values (free text, e-mail addresses, phone numbers, high-school codes) also have a polars expression here
+that gives the same value and warning; it is used only while ``RULES`` still holds the function it mirrors,
+so a rule changed in ``layouts.cleansing`` is applied through its function. Every other rule — and every
+field with a value mapping — is applied to each distinct raw value of the column once, with
+``clean_value``, and the results are joined back to the rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+
+import polars as pl
+
+from datalab.layouts.cleansing import (
+    RULES,
+    Cleaned,
+    RuleFunction,
+    clean_email,
+    clean_hs_code,
+    clean_phone,
+    clean_text,
+    clean_value,
+)
+from datalab.layouts.model import LayoutField
+from datalab.pipeline.readers import WHITESPACE
+
+# Distinct values whose cleaning is remembered from one batch of rows to the next, per column.
+CLEANED_CACHE_SIZE = 50_000
+
+_SPACE = "[" + "".join(f"\\x{{{ord(char):x}}}" for char in WHITESPACE) + "]"
+_EDGE_SPACE = f"^{_SPACE}|{_SPACE}$"
+
+# A rule's body on trimmed, non-blank text: the cleaned values and their warnings (None: no warning at all).
+_Core = Callable[[pl.Series, LayoutField], tuple[pl.Series, pl.Series | None]]
+
+
+def _where(mask: pl.Series, text: str) -> pl.Series:
+    """`text` where the mask is true, null elsewhere."""
+    return pl.DataFrame({"mask": mask}).select(pl.when(pl.col("mask")).then(pl.lit(text))).to_series()
+
+
+def _warning(code: str, field: LayoutField, message: str) -> str:
+    # the same text as layouts.cleansing._warning
+    return f"{code}: {field.name}: {message}"
+
+
+def _patched(series: pl.Series, mask: pl.Series, change: Callable[[pl.Series], pl.Series]) -> pl.Series:
+    """The series with `change` applied to the values the mask selects (usually few)."""
+    if not mask.any():
+        return series
+    # scatter changes a series in place: the caller's series (the raw column) stays as it was
+    return series.clone().scatter(mask.arg_true(), change(series.filter(mask)))
+
+
+def _text(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
+    return text, None
+
+
+def _email(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
+    # an "@" with text before the last one and text after it, and no whitespace anywhere
+    last_at_first = text.str.starts_with("@") & (text.str.count_matches("@", literal=True) == 1)
+    valid = (
+        text.str.contains("@", literal=True)
+        & text.str.ends_with("@").not_()
+        & last_at_first.not_()
+        & text.str.contains(_SPACE).not_()
+    )
+    value = pl.DataFrame({"text": text, "valid": valid}).select(
+        pl.when(pl.col("valid")).then(pl.col("text").str.to_lowercase()).otherwise(pl.lit(""))
+    )
+    return value.to_series(), _where(valid.not_(), _warning("email_invalid", field, "not an email address"))
+
+
+def _phone(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
+    # an extension can only start at an x, X or #
+    cut = _patched(
+        text,
+        text.str.contains("[xX#]"),
+        lambda some: some.str.replace_all(r"(?i)\s*(?:ext\.?|extension|x|#).*$", ""),
+    )
+    digits = cut.str.replace_all(r"\D+", "")
+    valid = digits.str.len_chars() >= 10
+    value = pl.DataFrame({"digits": digits, "valid": valid}).select(
+        pl.when(pl.col("valid")).then(pl.col("digits").str.slice(-10)).otherwise(pl.lit(""))
+    )
+    return value.to_series(), _where(valid.not_(), _warning("phone_invalid", field, "fewer than 10 digits"))
+
+
+def _hs_code(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
+    valid = text.str.contains(r"^\d{6}$")
+    if valid.all():
+        return text, None
+    hint = text.str.contains(r"^\d{5}$")
+    frame = pl.DataFrame({"text": text, "valid": valid, "hint": hint})
+    return frame.select(
+        value=pl.when(pl.col("valid")).then(pl.col("text")).otherwise(pl.lit("")),
+        warning=pl.when(pl.col("valid"))
+        .then(pl.lit(None, dtype=pl.String))
+        .when(pl.col("hint"))
+        .then(
+            pl.lit(
+                _warning(
+                    "hs_code_invalid", field, "must be exactly 6 digits (leading zero lost in a spreadsheet?)"
+                )
+            )
+        )
+        .otherwise(pl.lit(_warning("hs_code_invalid", field, "must be exactly 6 digits"))),
+    ).get_columns()  # type: ignore[return-value]
+
+
+# rule name -> (the rule function the column version mirrors, the column version)
+EXPRESSIONS: Mapping[str, tuple[RuleFunction, _Core]] = {
+    "text": (clean_text, _text),
+    "email": (clean_email, _email),
+    "phone": (clean_phone, _phone),
+    "hs_code": (clean_hs_code, _hs_code),
+}
+
+
+def expression_for(layout_field: LayoutField) -> _Core | None:
+    """The column version of a field's rule, while RULES still holds the function it mirrors."""
+    entry = EXPRESSIONS.get(layout_field.rule)
+    if entry is None or RULES[layout_field.rule].function is not entry[0]:
+        return None
+    return entry[1]
+
+
+def _fitted(raw: pl.Series, layout_field: LayoutField, core: _Core) -> tuple[pl.Series, pl.Series]:
+    # layouts.cleansing._rule: trimmed, blank stays blank without a warning, the result fitted to the width
+    text = _patched(raw, raw.str.contains(_EDGE_SPACE), lambda some: some.str.strip_chars(WHITESPACE))
+    value, warning = core(text, layout_field)
+    width = layout_field.width
+    cut = _warning("truncated", layout_field, f"value longer than {width} characters was truncated")
+    # bytes are never fewer than characters: most values are decided without counting characters
+    too_long = value.str.len_bytes() > width
+    if too_long.any():
+        too_long = value.str.len_chars() > width
+    if too_long.any():
+        value = _patched(
+            value, too_long, lambda some: some.str.slice(0, width).str.strip_chars_end(WHITESPACE)
+        )
+        before = warning if warning is not None else pl.Series([None] * len(value), dtype=pl.String)
+        warning = _patched(
+            before,
+            too_long,
+            lambda some: (
+                pl.DataFrame({"w": some})
+                .select(
+                    pl.when(pl.col("w").is_null())
+                    .then(pl.lit(cut))
+                    .otherwise(pl.concat_str([pl.col("w"), pl.lit("; " + cut)]))
+                )
+                .to_series()
+            ),
+        )
+    if warning is None:
+        warning = pl.Series([None] * len(value), dtype=pl.String)
+    blank = text == ""
+    if blank.any():
+        value = _patched(value, blank, lambda some: pl.Series([""] * len(some), dtype=pl.String))
+        warning = _patched(warning, blank, lambda some: pl.Series([None] * len(some), dtype=pl.String))
+    return value.alias("value"), warning.alias("warning")
+
+
+@dataclass
+class ColumnCleaner:
+    """Cleans one mapped column of a file, batch after batch."""
+
+    layout_field: LayoutField
+    value_map: Mapping[str, str] | None
+    today: date
+    cache: dict[str, Cleaned] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._expression = None if self.value_map else expression_for(self.layout_field)
+
+    def clean(self, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
+        """The cleaned values ("" when blank or dropped) and the warnings (null when none) of a column."""
+        if self._expression is not None:
+            return _fitted(raw, self.layout_field, self._expression)
+        keys: list[str] = []
+        values: list[str] = []
+        warnings: list[str | None] = []
+        for text in raw.unique().to_list():
+            if not text:
+                continue
+            cleaned = self.cache.get(text)
+            if cleaned is None:
+                cleaned = clean_value(text, self.layout_field, value_map=self.value_map, today=self.today)
+                if len(self.cache) < CLEANED_CACHE_SIZE:
+                    self.cache[text] = cleaned
+            keys.append(text)
+            values.append(cleaned.value)
+            warnings.append(cleaned.warning)
+        mapping = pl.DataFrame(
+            {"raw": keys, "value": values, "warning": warnings},
+            schema={"raw": pl.String, "value": pl.String, "warning": pl.String},
+        )
+        joined = raw.rename("raw").to_frame().join(mapping, on="raw", how="left", maintain_order="left")
+        return joined.get_column("value").fill_null(""), joined.get_column("warning")
+
+
+# json.dumps(..., ensure_ascii=False) escapes these and nothing else
+_JSON_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    **{chr(code): json.dumps(chr(code)).strip('"') for code in range(0x20)},
+}
+
+
+_NEEDS_ESCAPE = '["\\\\\\x00-\\x1f]'
+
+
+def json_string(value: pl.Series) -> pl.Series:
+    """The text of a JSON string literal of each value, as json.dumps(value, ensure_ascii=False) writes it,
+    without its quotes."""
+    return _patched(
+        value,
+        value.str.contains(_NEEDS_ESCAPE),
+        lambda some: some.str.replace_many(list(_JSON_ESCAPES), list(_JSON_ESCAPES.values())),
+    )
+
+
+def json_records(frame: pl.DataFrame, columns: Mapping[str, str]) -> pl.Series:
+    """A JSON object per row of the non-blank columns, named as given (name -> column), in order, compact."""
+    if not columns:
+        return pl.Series("record", ["{}"] * frame.height, dtype=pl.String)
+    escaped = pl.DataFrame({column: json_string(frame.get_column(column)) for column in columns.values()})
+    blanks = escaped.select((pl.col(column) == "").any() for column in columns.values()).row(0)
+    members = []
+    for (name, column), has_blanks in zip(columns.items(), blanks, strict=True):
+        member = pl.concat_str([pl.lit(json.dumps(name) + ':"'), pl.col(column), pl.lit('"')])
+        # a column without blanks in these rows needs no test per row
+        members.append(pl.when(pl.col(column) != "").then(member) if has_blanks else member)
+    return escaped.select(
+        pl.concat_str(
+            [pl.lit("{"), pl.concat_str(members, separator=",", ignore_nulls=True), pl.lit("}")]
+        ).alias("record")
+    ).to_series()
