@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from datalab.accounts.models import ApiKey, Organization, User
 from datalab.demo.service import DEMO_STUDENTS, demo_students
 from datalab.exports.models import Export
-from datalab.students.models import Student
+from datalab.students.matching import current_model
+from datalab.students.models import MatchModel, Student
 from tests.support.accounts import (
     add_account,
     add_organization,
@@ -399,13 +400,38 @@ def test_students_load_inserts_then_updates_and_keeps_leading_zeros(
         f"{key},Ann,O'Brien,4/1/2008,Ann.OBrien@Example.edu,2134\n",
         encoding="utf-8",
     )
-    assert admin_json(server, "students", "load", str(students)) == {"inserted": 1, "updated": 0}
-    assert admin_json(server, "students", "load", str(students)) == {"inserted": 0, "updated": 1}
+    first = admin_json(server, "students", "load", str(students))
+    assert (first["inserted"], first["updated"]) == (1, 0)
+    second = admin_json(server, "students", "load", str(students))
+    assert (second["inserted"], second["updated"]) == (0, 1)
+    # Each load trains the matching model on the whole student database and stores it.
+    assert second["model"]["id"] > first["model"]["id"]
+    assert second["model"]["students"] == first["model"]["students"] >= 1
     with server.db() as db:
         student = db.scalar(select(Student).where(Student.student_key == key))
         assert student is not None
         assert (student.birth_date, student.zip_code, student.zip5) == ("2008/04/01", "02134", "02134")
         assert (student.email_key, student.name_key) == ("ann.obrien@example.edu", "ann|obrien")
+
+
+def test_students_train_stores_a_model_the_matcher_uses(server: LiveServer) -> None:
+    trained = admin_json(server, "students", "train")
+    with server.db() as db:
+        stored = db.scalar(select(MatchModel).order_by(MatchModel.id.desc()).limit(1))
+        assert stored is not None
+        count = db.scalar(select(func.count(Student.id)))
+        model_id, settings = current_model(db)
+    assert (trained["id"], trained["students"]) == (stored.id, stored.student_count) == (model_id, count)
+    assert datetime.fromisoformat(trained["trainedAt"]) == stored.trained_at
+    # splink's settings: the comparisons with their estimated probabilities, the prior from the count.
+    assert settings == json.loads(stored.settings)
+    assert settings["probability_two_random_records_match"] == 1 / count
+    assert {c["output_column_name"] for c in settings["comparisons"]} >= {
+        "first_name",
+        "last_name",
+        "dob",
+        "email",
+    }
 
 
 def test_students_load_refuses_a_bad_file_and_loads_nothing(server: LiveServer, tmp_path: Path) -> None:

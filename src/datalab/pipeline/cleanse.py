@@ -85,7 +85,11 @@ class Cleanser:
         self.today = today
         self.counts = CleanseCounts()
         positions = {f.name: index for index, f in enumerate(layout.fields)}
-        self.required = [(positions[f.name], f.name) for f in layout.fields if f.required]
+        self.required = [(positions[f.name], f.name) for f in layout.fields if f.required and f.row_required]
+        # Required fields whose blank or unusable value only warns (the row is kept).
+        self.wanted = [
+            (positions[f.name], f.name) for f in layout.fields if f.required and not f.row_required
+        ]
         self.groups = [[positions[name] for name in group] for group in layout.require_one_of]
         self.group_names = [", ".join(group) for group in layout.require_one_of]
         self.headers_by_position = {mapped.position: mapped.header for mapped in plan}
@@ -114,6 +118,21 @@ class Cleanser:
                     report.writerow(
                         [row_number, mapped.header, mapped.layout_field.name, raw, "warning", code, message]
                     )
+        for position, name in self.wanted:
+            if not values[position]:
+                warned = True
+                self.counts.warnings += 1
+                report.writerow(
+                    [
+                        row_number,
+                        self.headers_by_position.get(position, ""),
+                        name,
+                        "",
+                        "warning",
+                        "required_missing",
+                        f"{name} has no usable value: the row is kept without it",
+                    ]
+                )
         problems = [
             (self.headers_by_position.get(position, ""), name, "required_missing", f"{name} is required")
             for position, name in self.required

@@ -168,49 +168,85 @@ def _last(raw: str) -> tuple[str | None, tuple[str, ...] | None]:
     return "".join(words), tuple(sorted(set(parts)))
 
 
-def _dob(raw: str) -> str | None:
-    text = raw.strip().replace("/", "-")
-    if len(text) == 8 and text.isdigit():
-        text = f"{text[:4]}-{text[4:6]}-{text[6:]}"
-    return text if len(text) == 10 and text[4] == "-" and text[7] == "-" else None
+_RAW_SCHEMA = pa.schema([("unique_id", pa.int64())] + [(name, pa.string()) for name in LINK_COLUMNS])
+
+_FOLD_SQL = "nullif(trim(regexp_replace(replace(strip_accents(lower({0})), chr(39), ''), '[^0-9a-z]+', ' ', 'g')), '')"
+
+_PREPARE_SQL = f"""
+WITH base AS (
+    SELECT r.*, split_part(trim(zip_code), '-', 1) AS zip_text,
+        right(regexp_replace(phone, '[^0-9]', '', 'g'), 10) AS phone_digits,
+        replace(trim(birth_date), '/', '-') AS dob_text,
+        lower(trim(email)) AS email_text
+    FROM raw r
+)
+SELECT base.unique_id,
+    f.first_name, f.first_aliases, l.last_name, l.last_parts,
+    CASE
+        WHEN regexp_full_match(dob_text, '[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}') THEN dob_text
+        WHEN regexp_full_match(dob_text, '[0-9]{{8}}')
+            THEN substr(dob_text, 1, 4) || '-' || substr(dob_text, 5, 2) || '-' || substr(dob_text, 7, 2)
+    END AS dob,
+    nullif(email_text, '') AS email,
+    CASE WHEN contains(email_text, '@') THEN split_part(email_text, '@', 1) END AS email_local,
+    CASE WHEN regexp_full_match(zip_text, '[0-9]+') THEN zip_text END AS zip,
+    CASE WHEN regexp_full_match(zip_text, '[0-9]{{3,}}') THEN substr(zip_text, 1, 3) END AS zip3,
+    {_FOLD_SQL.format("address")} AS address,
+    {_FOLD_SQL.format("city")} AS city,
+    CASE WHEN length(phone_digits) >= 7 THEN phone_digits END AS phone,
+    nullif(trim(hs_code), '') AS hs_code,
+    CASE WHEN upper(left(trim(gender), 1)) IN ('M', 'F') THEN upper(left(trim(gender), 1)) END AS gender,
+    nullif(replace({_FOLD_SQL.format("identifier")}, ' ', ''), '') AS identifier
+FROM base
+LEFT JOIN first_names f ON f.raw = base.first_name
+LEFT JOIN last_names l ON l.raw = base.last_name
+ORDER BY base.unique_id
+"""
 
 
-def _or_none(text: str) -> str | None:
-    return text or None
+def _name_lookup(con: duckdb.DuckDBPyConnection, column: str, parse: Any) -> pa.Table:
+    raws = [row[0] for row in con.execute(f"SELECT DISTINCT {column} FROM raw").fetchall()]
+    parsed = [parse(raw or "") for raw in raws]
+    return pa.table(
+        {
+            "raw": pa.array(raws, pa.string()),
+            column: pa.array([name for name, _ in parsed], pa.string()),
+            "first_aliases" if column == "first_name" else "last_parts": pa.array(
+                [list(more) if more else None for _, more in parsed], pa.list_(pa.string())
+            ),
+        }
+    )
 
 
-def prepare(records: Iterable[Mapping[str, str]], *, first_id: int = 0) -> pa.Table:
-    """Records (``LINK_COLUMNS`` keys, missing ones blank) as the table the model compares.
+def prepare_table(raw: pa.Table) -> pa.Table:
+    """A table of raw link columns (all text, plus ``unique_id``) as the table the model compares."""
+    con = duckdb.connect()
+    try:
+        con.register("raw", raw)
+        first_names = _name_lookup(con, "first_name", _first)
+        last_names = _name_lookup(con, "last_name", _last)
+        con.register("first_names", first_names)
+        con.register("last_names", last_names)
+        prepared: pa.Table = con.sql(_PREPARE_SQL).to_arrow_table()
+    finally:
+        con.close()
+    return prepared.cast(_SCHEMA)
 
-    ``unique_id`` numbers the records from ``first_id`` in order unless a record carries its own
-    ``unique_id``.
-    """
-    columns: dict[str, list[Any]] = {name: [] for name in _SCHEMA.names}
+
+def raw_table(records: Iterable[Mapping[str, Any]], *, first_id: int = 0) -> pa.Table:
+    """Records with ``LINK_COLUMNS`` keys (missing ones blank) as a raw table; ``unique_id`` numbers them
+    from ``first_id`` unless a record carries its own."""
+    columns: dict[str, list[Any]] = {name: [] for name in _RAW_SCHEMA.names}
     for number, record in enumerate(records, start=first_id):
-        first, aliases = _first(record.get("first_name", "") or "")
-        last, parts = _last(record.get("last_name", "") or "")
-        email = (record.get("email", "") or "").strip().casefold() or None
-        zip_code = (record.get("zip_code", "") or "").strip().split("-", 1)[0]
-        zip_code = zip_code if zip_code.isdigit() else ""
-        phone = _NON_DIGIT.sub("", record.get("phone", "") or "")[-10:]
-        gender = (record.get("gender", "") or "").strip().upper()[:1]
         columns["unique_id"].append(int(record.get("unique_id", number)))
-        columns["first_name"].append(first)
-        columns["first_aliases"].append(list(aliases) if aliases else None)
-        columns["last_name"].append(last)
-        columns["last_parts"].append(list(parts) if parts else None)
-        columns["dob"].append(_dob(record.get("birth_date", "") or ""))
-        columns["email"].append(email)
-        columns["email_local"].append(email.split("@", 1)[0] if email and "@" in email else None)
-        columns["zip"].append(_or_none(zip_code))
-        columns["zip3"].append(zip_code[:3] if len(zip_code) >= 3 else None)
-        columns["address"].append(_or_none(_fold(record.get("address", "") or "")))
-        columns["city"].append(_or_none(_fold(record.get("city", "") or "")))
-        columns["phone"].append(phone if len(phone) >= 7 else None)
-        columns["hs_code"].append(_or_none((record.get("hs_code", "") or "").strip()))
-        columns["gender"].append(gender if gender in ("M", "F") else None)
-        columns["identifier"].append(_or_none(_NON_WORD.sub("", _fold(record.get("identifier", "") or ""))))
-    return pa.table(columns, schema=_SCHEMA)
+        for name in LINK_COLUMNS:
+            columns[name].append(str(record.get(name, "") or ""))
+    return pa.table(columns, schema=_RAW_SCHEMA)
+
+
+def prepare(records: Iterable[Mapping[str, Any]], *, first_id: int = 0) -> pa.Table:
+    """Records (``LINK_COLUMNS`` keys, missing ones blank) as the table the model compares."""
+    return prepare_table(raw_table(records, first_id=first_id))
 
 
 # --- the model -----------------------------------------------------------------------------------------
@@ -392,7 +428,8 @@ def default_model() -> dict[str, Any]:
 
 
 def _quiet() -> None:
-    logging.getLogger("splink").setLevel(logging.WARNING)
+    # splink reports levels it could not train (expected: most pairs agree on nothing) as warnings.
+    logging.getLogger("splink").setLevel(logging.ERROR)
 
 
 def train_model(
@@ -404,28 +441,37 @@ def train_model(
 ) -> dict[str, Any]:
     """Estimate the model's parameters, as splink settings.
 
-    The u probabilities (how often two different people agree by chance) are sampled from the student
-    database; the prior is one match per person (``1 / number of students``). The m probabilities are
-    estimated with EM on the pairs that ``people`` forms with the students when a file of people is
-    given; otherwise they are those of ``base`` (the shipped model by default), which were so estimated.
+    The u probabilities (how often two different people agree by chance) are sampled from pairs of
+    students; the prior is one match per person (``1 / number of students``). With a file of ``people``
+    the m probabilities are estimated by EM on the pairs it forms with the students; otherwise they are
+    those of ``base`` (the shipped model by default, itself so estimated). A database too small to
+    sample keeps the u probabilities of ``base``.
     """
     _quiet()
-    settings = dict(base or default_model()) if people is None else model_settings()
-    settings["link_type"] = "link_only"
     con = duckdb.connect()
     try:
         db_api = DuckDBAPI(con)
-        left = db_api.register(students, dataset_display_name="students")
-        right = db_api.register(people if people is not None else students, dataset_display_name="people")
-        linker = Linker([left, right], settings, log_level=None)
-        linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=seed)
-        if people is not None:
+        if people is None:
+            settings = dict(base or default_model())
+            settings["link_type"] = "dedupe_only"
+            linker = Linker(
+                db_api.register(students, dataset_display_name="students"), settings, log_level=None
+            )
+            if students.num_rows >= 2:
+                linker.training.estimate_u_using_random_sampling(max_pairs=1e6, seed=seed)
+        else:
+            left = db_api.register(students, dataset_display_name="students")
+            right = db_api.register(people, dataset_display_name="people")
+            linker = Linker([left, right], model_settings(), log_level=None)
+            linker.training.estimate_u_using_random_sampling(max_pairs=1e6, seed=seed)
             # Each session estimates the m probabilities of the comparisons outside its blocking rule.
             for rule in (block_on("dob"), block_on("first_name", "last_name")):
                 linker.training.estimate_parameters_using_expectation_maximisation(rule)
         trained: dict[str, Any] = linker.misc.save_model_to_json()
     finally:
         con.close()
+    trained.pop("linker_uid", None)
+    trained["link_type"] = "link_only"
     trained["probability_two_random_records_match"] = 1.0 / max(students.num_rows, 2)
     return trained
 

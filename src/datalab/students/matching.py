@@ -1,5 +1,10 @@
 """Matching people of an eMatch file against the student database, behind a small interface.
 
+``ProbabilisticMatcher`` (the default) scores candidate students with a Fellegi-Sunter model (splink on
+DuckDB) and applies deterministic guards, see ``datalab.students.linkage``. It reads a snapshot of the
+student database that is built once per state of the database (a load, an update or a newly trained
+model) and reused for every file.
+
 The rule matcher compares normalized forms, strongest rule first: the email address, then first and last
 name with the birth date, then first and last name with the 5-digit ZIP. A rule that finds more than one
 student is ambiguous and does not match (a wrong match is worse than none).
@@ -7,15 +12,19 @@ student is ambiguous and does not match (a wrong match is worse than none).
 
 from __future__ import annotations
 
+import json
+import threading
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from sqlalchemy import or_, select
+import pyarrow as pa
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from datalab.students.models import Student
+from datalab.students.linkage import LINK_COLUMNS, StudentIndex, default_model, prepare_table, raw_table
+from datalab.students.models import MatchModel, Student
 
 
 def email_key(email: str) -> str:
@@ -49,25 +58,41 @@ class Person:
     birth_date: str = ""
     email: str = ""
     zip_code: str = ""
+    address: str = ""
+    city: str = ""
+    phone: str = ""
+    hs_code: str = ""
+    gender: str = ""
 
 
 @dataclass(frozen=True)
 class Match:
-    """The student a person matched and the rule that matched them."""
+    """The student a person matched, the rule that matched them, how sure and on what evidence.
+
+    ``duplicate_keys`` are other student records of the same person (same email, birth date and ZIP).
+    """
 
     student_id: int
     student_key: str
     rule: str
+    probability: float = 1.0
+    evidence: str = ""
+    duplicate_keys: tuple[str, ...] = field(default=())
 
 
 class Matcher(Protocol):
     """Finds the student each person is, if any; the answer lists one entry per person, in order."""
+
+    # The match probability a match needs (1 for deterministic rules).
+    threshold: float
 
     def match(self, *, db: Session, people: Sequence[Person]) -> list[Match | None]: ...
 
 
 class RuleMatcher:
     """Deterministic matching on normalized email, name + birth date, and name + ZIP."""
+
+    threshold = 1.0
 
     def match(self, *, db: Session, people: Sequence[Person]) -> list[Match | None]:
         """Match a batch of people with one query for the whole batch."""
@@ -101,5 +126,136 @@ class RuleMatcher:
                 Match(student_id=found[1].id, student_key=found[1].student_key, rule=found[0])
                 if found
                 else None
+            )
+        return results
+
+
+_SNAPSHOT_COLUMNS = (
+    Student.id,
+    Student.first_name,
+    Student.last_name,
+    Student.birth_date,
+    Student.email,
+    Student.zip_code,
+    Student.address,
+    Student.city,
+    Student.phone,
+    Student.hs_code,
+    Student.gender,
+)
+_SNAPSHOT_BATCH = 50_000
+
+
+def student_snapshot(db: Session) -> pa.Table:
+    """Every student as the prepared table the model compares (``unique_id`` is the student's id)."""
+    parts = []
+    result = db.execute(
+        select(*_SNAPSHOT_COLUMNS).order_by(Student.id).execution_options(yield_per=_SNAPSHOT_BATCH)
+    )
+    for rows in result.partitions():
+        columns = list(zip(*rows, strict=True))
+        raw = {"unique_id": pa.array(columns[0], pa.int64())}
+        for name, values in zip(LINK_COLUMNS[:10], columns[1:], strict=True):
+            raw[name] = pa.array(values, pa.string())
+        raw["identifier"] = pa.nulls(len(rows), pa.string())
+        parts.append(prepare_table(pa.table(raw)))
+    if not parts:
+        return prepare_table(raw_table([]))
+    return pa.concat_tables(parts)
+
+
+def current_model(db: Session) -> tuple[int, dict[str, Any]]:
+    """The model in use: the newest trained one (its id), else the shipped one (id 0)."""
+    stored = db.scalars(select(MatchModel).order_by(MatchModel.id.desc()).limit(1)).first()
+    if stored is None:
+        return 0, default_model()
+    settings: dict[str, Any] = json.loads(stored.settings)
+    return stored.id, settings
+
+
+class ProbabilisticMatcher:
+    """splink's Fellegi-Sunter model plus deterministic guards (``datalab.students.linkage``).
+
+    The student snapshot is kept between files and rebuilt only when the student database or the model
+    changed (another count of students, a later update, a newer model). Safe to share between threads.
+    """
+
+    def __init__(self, *, threshold: float) -> None:
+        self.threshold = threshold
+        self._lock = threading.Lock()
+        self._version: tuple[Any, ...] | None = None
+        self._index: StudentIndex | None = None
+
+    def _current_index(self, db: Session) -> StudentIndex:
+        model_id, settings = current_model(db)
+        count, updated = db.execute(select(func.count(Student.id), func.max(Student.updated_at))).one()
+        version = (model_id, count, updated)
+        if self._index is None or version != self._version:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+            self._index = StudentIndex(student_snapshot(db), settings, threshold=self.threshold)
+            self._version = version
+        return self._index
+
+    def close(self) -> None:
+        """Release the snapshot."""
+        with self._lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+                self._version = None
+
+    def match(self, *, db: Session, people: Sequence[Person]) -> list[Match | None]:
+        """Match people in one linkage run (pass large batches: each run scans the snapshot's blocks)."""
+        if not people:
+            return []
+        raw = raw_table(
+            {
+                "first_name": p.first_name,
+                "last_name": p.last_name,
+                "birth_date": p.birth_date,
+                "email": p.email,
+                "zip_code": p.zip_code,
+                "address": p.address,
+                "city": p.city,
+                "phone": p.phone,
+                "hs_code": p.hs_code,
+                "gender": p.gender,
+            }
+            for p in people
+        )
+        with self._lock:
+            index = self._current_index(db)
+            decisions = index.link(prepare_table(raw))
+        ids = {d.student for d in decisions if d.student is not None}
+        ids |= {dup for d in decisions for dup in d.duplicates}
+        keys: dict[int, str] = {}
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), 5000):
+            chunk = wanted[start : start + 5000]
+            keys.update(
+                db.execute(select(Student.id, Student.student_key).where(Student.id.in_(chunk))).all()
+            )
+        results: list[Match | None] = []
+        for decision in decisions:
+            if decision.student is None or decision.student not in keys:
+                results.append(None)
+                continue
+            # One person recorded as several students resolves to the lowest key; the others are reported.
+            (chosen_key, chosen), *others = sorted(
+                (keys[student], student)
+                for student in (decision.student, *decision.duplicates)
+                if student in keys
+            )
+            results.append(
+                Match(
+                    student_id=chosen,
+                    student_key=chosen_key,
+                    rule="probabilistic",
+                    probability=decision.probability,
+                    evidence=decision.evidence,
+                    duplicate_keys=tuple(key for key, _ in others),
+                )
             )
         return results

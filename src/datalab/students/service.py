@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from itertools import islice
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from datalab.layouts import LayoutField
-from datalab.layouts.cleansing import clean_birth_date, clean_email, clean_state, clean_year, clean_zip
-from datalab.students.matching import email_key, name_key, zip5
-from datalab.students.models import Student
+from datalab.layouts.cleansing import (
+    clean_birth_date,
+    clean_email,
+    clean_gender,
+    clean_hs_code,
+    clean_phone,
+    clean_state,
+    clean_year,
+    clean_zip,
+)
+from datalab.students.linkage import train_model
+from datalab.students.matching import email_key, name_key, student_snapshot, zip5
+from datalab.students.models import MatchModel, Student
 
 STUDENT_COLUMNS = (
     "StudentKey",
@@ -26,9 +37,14 @@ STUDENT_COLUMNS = (
     "ZipCode",
     "StateCode",
     "HSGradYear",
+    "Address1",
+    "City",
+    "Phone",
+    "HSCode",
+    "Gender",
 )
 REQUIRED_COLUMNS = ("StudentKey", "FirstName", "LastName")
-_BATCH = 1000
+_BATCH = 10_000
 
 
 class StudentFileError(ValueError):
@@ -52,6 +68,9 @@ _EMAIL = _field("Email", 254, "email")
 _ZIP = _field("ZipCode", 10, "zip")
 _STATE = _field("StateCode", 2, "state")
 _YEAR = _field("HSGradYear", 4, "year")
+_PHONE = _field("Phone", 10, "phone")
+_HS_CODE = _field("HSCode", 6, "hs_code")
+_GENDER = _field("Gender", 1, "gender")
 
 
 def _student_values(row: dict[str, str], today: date) -> dict[str, str]:
@@ -69,6 +88,11 @@ def _student_values(row: dict[str, str], today: date) -> dict[str, str]:
         "email_key": email_key(email),
         "name_key": name_key(first, last),
         "zip5": zip5(zip_code),
+        "address": row.get("Address1", "").strip()[:150],
+        "city": row.get("City", "").strip()[:50],
+        "phone": clean_phone(row.get("Phone", ""), _PHONE, today=today).value,
+        "hs_code": clean_hs_code(row.get("HSCode", ""), _HS_CODE, today=today).value,
+        "gender": clean_gender(row.get("Gender", ""), _GENDER, today=today).value,
     }
 
 
@@ -90,27 +114,53 @@ def read_student_file(path: Path) -> Iterator[dict[str, str]]:
 
 
 def load_students(*, db: Session, rows: Iterable[dict[str, str]], now: datetime) -> LoadResult:
-    """Insert or update students by StudentKey (text: leading zeros are kept)."""
+    """Insert or update students by StudentKey (text: leading zeros are kept), in bulk statements.
+
+    A key repeated in the file is one student: its last row wins.
+    """
     result = LoadResult()
     today = now.date()
     iterator = iter(rows)
     while batch := list(islice(iterator, _BATCH)):
-        keys = [row["StudentKey"].strip() for row in batch]
-        existing = {
-            s.student_key: s for s in db.scalars(select(Student).where(Student.student_key.in_(keys)))
-        }
-        for key, row in zip(keys, batch, strict=True):
-            values = _student_values(row, today)
-            student = existing.get(key)
-            if student is None:
-                student = Student(student_key=key, updated_at=now, **values)
-                db.add(student)
-                existing[key] = student
-                result.inserted += 1
-            else:
-                for name, value in values.items():
-                    setattr(student, name, value)
-                student.updated_at = now
-                result.updated += 1
-        db.flush()
+        values = {row["StudentKey"].strip(): _student_values(row, today) for row in batch}
+        existing = dict(
+            db.execute(
+                select(Student.student_key, Student.id).where(Student.student_key.in_(list(values)))
+            ).all()
+        )
+        new = [
+            {"student_key": key, "updated_at": now, **fields}
+            for key, fields in values.items()
+            if key not in existing
+        ]
+        changed = [
+            {"id": existing[key], "updated_at": now, **fields}
+            for key, fields in values.items()
+            if key in existing
+        ]
+        if new:
+            db.execute(insert(Student), new)
+        if changed:
+            db.execute(update(Student), changed)
+        result.inserted += len(new)
+        result.updated += len(batch) - len(new)
     return result
+
+
+@dataclass
+class TrainResult:
+    """A newly stored matching model."""
+
+    model_id: int
+    student_count: int
+    trained_at: datetime
+
+
+def train_and_store(*, db: Session, now: datetime) -> TrainResult:
+    """Estimate the matching model on the student database and store it (its splink settings JSON)."""
+    snapshot = student_snapshot(db)
+    settings = train_model(snapshot)
+    model = MatchModel(settings=json.dumps(settings), student_count=snapshot.num_rows, trained_at=now)
+    db.add(model)
+    db.flush()
+    return TrainResult(model_id=model.id, student_count=snapshot.num_rows, trained_at=now)
