@@ -419,7 +419,7 @@ def test_students_train_stores_a_model_the_matcher_uses(server: LiveServer) -> N
     with server.db() as db:
         stored = db.scalar(select(MatchModel).order_by(MatchModel.id.desc()).limit(1))
         assert stored is not None
-        count = db.scalar(select(func.count(Student.id)))
+        count = db.scalar(select(func.count(Student.id))) or 0
         model_id, settings = current_model(db)
     assert (trained["id"], trained["students"]) == (stored.id, stored.student_count) == (model_id, count)
     assert datetime.fromisoformat(trained["trainedAt"]) == stored.trained_at

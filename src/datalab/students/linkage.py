@@ -170,7 +170,10 @@ def _last(raw: str) -> tuple[str | None, tuple[str, ...] | None]:
 
 _RAW_SCHEMA = pa.schema([("unique_id", pa.int64())] + [(name, pa.string()) for name in LINK_COLUMNS])
 
-_FOLD_SQL = "nullif(trim(regexp_replace(replace(strip_accents(lower({0})), chr(39), ''), '[^0-9a-z]+', ' ', 'g')), '')"
+_FOLD_SQL = (
+    "nullif(trim(regexp_replace(replace(strip_accents(lower({0})), chr(39), ''), "
+    "'[^0-9a-z]+', ' ', 'g')), '')"
+)
 
 _PREPARE_SQL = f"""
 WITH base AS (
