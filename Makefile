@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python -m bench.download
 	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.matching
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -454,18 +454,20 @@ def students_load(
     as_json: JsonOption = False,
 ) -> None:
     """Insert or update students (by StudentKey) from a CSV file, all or nothing; then train the matcher."""
+    from datalab.students.matching import matching_dir
     from datalab.students.service import StudentFileError, load_students, read_student_file, train_and_store
 
     if not file.is_file():
         raise fail(f"{file} is not a readable file")
-    with admin_session() as (db, _store, _settings):
+    with admin_session() as (db, _store, settings):
         try:
             result = load_students(db=db, rows=read_student_file(file), now=_now())
         except StudentFileError as exc:
             raise fail(str(exc)) from None
         payload: dict[str, object] = {"inserted": result.inserted, "updated": result.updated}
         if train:
-            model = train_and_store(db=db, now=_now())
+            db.flush()
+            model = train_and_store(db=db, now=_now(), snapshot_dir=matching_dir(settings))
             payload["model"] = {"id": model.model_id, "students": model.student_count}
     emit(payload, as_json, lambda: f"{payload['inserted']} students added, {payload['updated']} updated")
 
@@ -473,10 +475,11 @@ def students_load(
 @student_cli.command("train")
 def students_train(as_json: JsonOption = False) -> None:
     """Train the eMatch matching model on the student database and store it (it is used from now on)."""
+    from datalab.students.matching import matching_dir
     from datalab.students.service import train_and_store
 
-    with admin_session() as (db, _store, _settings):
-        model = train_and_store(db=db, now=_now())
+    with admin_session() as (db, _store, settings):
+        model = train_and_store(db=db, now=_now(), snapshot_dir=matching_dir(settings))
         payload = {
             "id": model.model_id,
             "students": model.student_count,

@@ -11,7 +11,7 @@ from datalab.pipeline.process import process
 from datalab.pipeline.runner import StageContext, StageFunction
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
-from datalab.students.matching import Matcher, ProbabilisticMatcher, RuleMatcher
+from datalab.students.matching import Matcher, ProbabilisticMatcher, RuleMatcher, matching_dir
 
 STAGE_FUNCTIONS: dict[str, StageFunction] = {
     "analyze": analyze,
@@ -25,7 +25,7 @@ def make_matcher(settings: Settings) -> Matcher:
     """The eMatch matcher these settings choose (one per process: it keeps the student snapshot)."""
     if settings.ematch_matcher == "rules":
         return RuleMatcher()
-    return ProbabilisticMatcher(threshold=settings.ematch_threshold)
+    return ProbabilisticMatcher(threshold=settings.ematch_threshold, snapshot_dir=matching_dir(settings))
 
 
 def make_stage_context(

@@ -393,8 +393,9 @@ def _comparisons() -> list[Any]:
 def _blocking_rules() -> list[Any]:
     return [
         block_on("email"),
-        block_on("dob", "substr(first_name, 1, 1)"),
-        block_on("dob", "substr(last_name, 1, 1)"),
+        block_on("dob", "first_name"),
+        block_on("dob", "last_name"),
+        block_on("dob", "zip"),
         block_on("first_name", "last_name"),
         block_on("last_name", "zip"),
         block_on("first_name", "zip"),

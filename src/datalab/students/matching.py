@@ -13,13 +13,16 @@ student is ambiguous and does not match (a wrong match is worse than none).
 from __future__ import annotations
 
 import json
+import os
 import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
@@ -173,28 +176,75 @@ def current_model(db: Session) -> tuple[int, dict[str, Any]]:
     return stored.id, settings
 
 
+def matching_dir(settings: Any) -> Path:
+    """Where the student snapshot is stored under these settings (inside the data directory)."""
+    home: Path = settings.home
+    return home / "matching"
+
+
+def snapshot_version(db: Session) -> tuple[int, int, str]:
+    """What the snapshot depends on: the model in use, the number of students and their latest update."""
+    model_id = db.scalar(select(func.max(MatchModel.id))) or 0
+    count, updated = db.execute(select(func.count(Student.id), func.max(Student.updated_at))).one()
+    return model_id, int(count), updated.strftime("%Y%m%dT%H%M%S%f") if updated else "none"
+
+
+def _snapshot_file(directory: Path, version: tuple[int, int, str]) -> Path:
+    model_id, count, updated = version
+    return directory / f"students-{model_id}-{count}-{updated}.parquet"
+
+
+def write_snapshot(directory: Path, version: tuple[int, int, str], snapshot: pa.Table) -> Path:
+    """Store a snapshot for this state of the database (replacing older ones), for every process to read."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = _snapshot_file(directory, version)
+    partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    pq.write_table(snapshot, partial)
+    partial.replace(target)
+    for older in directory.glob("students-*.parquet"):
+        if older != target:
+            older.unlink(missing_ok=True)
+    return target
+
+
+def read_snapshot(db: Session, directory: Path | None) -> tuple[tuple[int, int, str], pa.Table]:
+    """The snapshot of the database's current state: the stored file if any, else built (and stored)."""
+    version = snapshot_version(db)
+    if directory is not None:
+        stored = _snapshot_file(directory, version)
+        if stored.is_file():
+            return version, pq.read_table(stored)
+    snapshot = student_snapshot(db)
+    if directory is not None:
+        write_snapshot(directory, version, snapshot)
+    return version, snapshot
+
+
 class ProbabilisticMatcher:
     """splink's Fellegi-Sunter model plus deterministic guards (``datalab.students.linkage``).
 
-    The student snapshot is kept between files and rebuilt only when the student database or the model
-    changed (another count of students, a later update, a newer model). Safe to share between threads.
+    The student snapshot is kept between files and replaced only when the student database or the model
+    changed (another count of students, a later update, a newer model). Loading students writes the new
+    snapshot to ``snapshot_dir``, where every process finds it instead of rebuilding it from the database.
+    Safe to share between threads.
     """
 
-    def __init__(self, *, threshold: float) -> None:
+    def __init__(self, *, threshold: float, snapshot_dir: Path | None = None) -> None:
         self.threshold = threshold
+        self.snapshot_dir = snapshot_dir
         self._lock = threading.Lock()
         self._version: tuple[Any, ...] | None = None
         self._index: StudentIndex | None = None
 
     def _current_index(self, db: Session) -> StudentIndex:
-        model_id, settings = current_model(db)
-        count, updated = db.execute(select(func.count(Student.id), func.max(Student.updated_at))).one()
-        version = (model_id, count, updated)
+        version = snapshot_version(db)
         if self._index is None or version != self._version:
             if self._index is not None:
                 self._index.close()
                 self._index = None
-            self._index = StudentIndex(student_snapshot(db), settings, threshold=self.threshold)
+            version, snapshot = read_snapshot(db, self.snapshot_dir)
+            _, settings = current_model(db)
+            self._index = StudentIndex(snapshot, settings, threshold=self.threshold)
             self._version = version
         return self._index
 

@@ -9,23 +9,22 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from itertools import islice
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from datalab.layouts import LayoutField
-from datalab.layouts.cleansing import (
-    clean_birth_date,
-    clean_email,
-    clean_gender,
-    clean_hs_code,
-    clean_phone,
-    clean_state,
-    clean_year,
-    clean_zip,
-)
+from datalab.layouts.cleansing import RULES, clean_email, clean_phone
 from datalab.students.linkage import train_model
-from datalab.students.matching import email_key, name_key, student_snapshot, zip5
+from datalab.students.matching import (
+    email_key,
+    name_key,
+    snapshot_version,
+    student_snapshot,
+    write_snapshot,
+    zip5,
+)
 from datalab.students.models import MatchModel, Student
 
 STUDENT_COLUMNS = (
@@ -45,6 +44,10 @@ STUDENT_COLUMNS = (
 )
 REQUIRED_COLUMNS = ("StudentKey", "FirstName", "LastName")
 _BATCH = 10_000
+# Core inserts (not ORM ones): a load is a bulk statement per batch.
+_STUDENTS_TABLE = cast(Table, Student.__table__)
+# Distinct raw values whose cleaned form is remembered during one load (birth dates, ZIPs, codes...).
+_CLEANED_CACHE_SIZE = 500_000
 
 
 class StudentFileError(ValueError):
@@ -73,26 +76,43 @@ _HS_CODE = _field("HSCode", 6, "hs_code")
 _GENDER = _field("Gender", 1, "gender")
 
 
-def _student_values(row: dict[str, str], today: date) -> dict[str, str]:
+class _Cleaner:
+    """The student columns' cleansing rules, each distinct raw value cleaned once per load."""
+
+    def __init__(self, today: date) -> None:
+        self.today = today
+        self.cache: dict[tuple[str, str], str] = {}
+
+    def __call__(self, field: LayoutField, raw: str) -> str:
+        key = (field.name, raw)
+        cleaned = self.cache.get(key)
+        if cleaned is None:
+            cleaned = RULES[field.rule](raw, field, today=self.today).value
+            if len(self.cache) < _CLEANED_CACHE_SIZE:
+                self.cache[key] = cleaned
+        return cleaned
+
+
+def _student_values(row: dict[str, str], clean: _Cleaner) -> dict[str, str]:
     first, last = row["FirstName"].strip(), row["LastName"].strip()
-    email = clean_email(row.get("Email", ""), _EMAIL, today=today).value
-    zip_code = clean_zip(row.get("ZipCode", ""), _ZIP, today=today).value
+    email = clean_email(row.get("Email", ""), _EMAIL, today=clean.today).value
+    zip_code = clean(_ZIP, row.get("ZipCode", ""))
     return {
         "first_name": first[:64],
         "last_name": last[:64],
-        "birth_date": clean_birth_date(row.get("BirthDate", ""), _BIRTH, today=today).value,
+        "birth_date": clean(_BIRTH, row.get("BirthDate", "")),
         "email": email,
         "zip_code": zip_code,
-        "state_code": clean_state(row.get("StateCode", ""), _STATE, today=today).value[:2],
-        "hs_grad_year": clean_year(row.get("HSGradYear", ""), _YEAR, today=today).value,
+        "state_code": clean(_STATE, row.get("StateCode", ""))[:2],
+        "hs_grad_year": clean(_YEAR, row.get("HSGradYear", "")),
         "email_key": email_key(email),
         "name_key": name_key(first, last),
         "zip5": zip5(zip_code),
         "address": row.get("Address1", "").strip()[:150],
         "city": row.get("City", "").strip()[:50],
-        "phone": clean_phone(row.get("Phone", ""), _PHONE, today=today).value,
-        "hs_code": clean_hs_code(row.get("HSCode", ""), _HS_CODE, today=today).value,
-        "gender": clean_gender(row.get("Gender", ""), _GENDER, today=today).value,
+        "phone": clean_phone(row.get("Phone", ""), _PHONE, today=clean.today).value,
+        "hs_code": clean(_HS_CODE, row.get("HSCode", "")),
+        "gender": clean(_GENDER, row.get("Gender", "")),
     }
 
 
@@ -119,10 +139,10 @@ def load_students(*, db: Session, rows: Iterable[dict[str, str]], now: datetime)
     A key repeated in the file is one student: its last row wins.
     """
     result = LoadResult()
-    today = now.date()
+    clean = _Cleaner(now.date())
     iterator = iter(rows)
     while batch := list(islice(iterator, _BATCH)):
-        values = {row["StudentKey"].strip(): _student_values(row, today) for row in batch}
+        values = {row["StudentKey"].strip(): _student_values(row, clean) for row in batch}
         existing = dict(
             db.execute(
                 select(Student.student_key, Student.id).where(Student.student_key.in_(list(values)))
@@ -139,7 +159,7 @@ def load_students(*, db: Session, rows: Iterable[dict[str, str]], now: datetime)
             if key in existing
         ]
         if new:
-            db.execute(insert(Student), new)
+            db.execute(insert(_STUDENTS_TABLE), new)
         if changed:
             db.execute(update(Student), changed)
         result.inserted += len(new)
@@ -156,11 +176,17 @@ class TrainResult:
     trained_at: datetime
 
 
-def train_and_store(*, db: Session, now: datetime) -> TrainResult:
-    """Estimate the matching model on the student database and store it (its splink settings JSON)."""
+def train_and_store(*, db: Session, now: datetime, snapshot_dir: Path | None = None) -> TrainResult:
+    """Estimate the matching model on the student database and store it (its splink settings JSON).
+
+    With ``snapshot_dir``, the student snapshot the matcher reads is stored there for the new model, so
+    that the pipeline does not rebuild it.
+    """
     snapshot = student_snapshot(db)
     settings = train_model(snapshot)
     model = MatchModel(settings=json.dumps(settings), student_count=snapshot.num_rows, trained_at=now)
     db.add(model)
     db.flush()
+    if snapshot_dir is not None:
+        write_snapshot(snapshot_dir, snapshot_version(db), snapshot)
     return TrainResult(model_id=model.id, student_count=snapshot.num_rows, trained_at=now)
