@@ -11,12 +11,14 @@ from sqlalchemy import func, select
 
 from datalab.accounts.models import Organization
 from datalab.db import utcnow
+from datalab.demo.service import demo_students
 from datalab.pipeline.models import StagedRow
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
 from datalab.records.service import EMATCH_EXPORT_COLUMNS
 from datalab.students.models import Student
 from datalab.students.service import STUDENT_COLUMNS, load_students
 from datalab.uploads.models import Upload
+from tests.conftest import ServerFactory
 from tests.support.accounts import add_account, add_organization, login_as, unique
 from tests.support.exports import bare_client, download_url, parse_csv
 from tests.support.server import LiveServer, LoggedIn
@@ -293,3 +295,61 @@ def test_an_ematch_file_is_matched_and_its_matches_published(
     assert "Email exact" in evidence["U1"] and "BirthDate exact" in evidence["U1"]
     assert "FirstName nickname" in evidence["U8"] and "LastName part of compound" in evidence["U8"]
     assert [row[12] for row in rows] == ["", "", "000107", ""]
+
+
+def test_the_demo_matches_its_own_people_with_the_shipped_model(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    # The demo's students are the people of its inquiry list: written back as an eMatch file (with a
+    # nickname-free typo here and there), each finds its own StudentKey.
+    people = list(demo_students(today=utcnow().date()))[:40]
+    lines = ["UniqueID,FirstName,LastName,BirthDate,Email,ZipCode"]
+    for index, person in enumerate(people):
+        first = person["FirstName"] if index % 4 else person["FirstName"].upper()
+        last = person["LastName"] if index % 5 else person["LastName"] + "e"
+        lines.append(f"D{index},{first},{last},{person['BirthDate']},{person['Email']},{person['ZipCode']}")
+    content = ("\r\n".join(lines) + "\r\n").encode()
+    record = _done(client, working, demo, content, file_name="demo-people.csv", product_type="ematch")
+    assert (record["meta"]["matchedRows"], record["meta"]["unmatchedRows"]) == (40, 0)
+    upload = upload_row(working, record["id"])
+    with working.db() as db:
+        found = dict(
+            db.execute(
+                select(EmatchResult.unique_id, Student.student_key)
+                .join(Student, Student.id == EmatchResult.student_id)
+                .where(EmatchResult.upload_id == upload.id)
+            ).all()
+        )
+    assert found == {f"D{index}": person["StudentKey"] for index, person in enumerate(people)}
+
+
+def test_the_rules_matcher_is_still_there(make_server: ServerFactory, client: httpx2.Client) -> None:
+    server = make_server(pipeline_workers="2", pipeline_poll_seconds="0.1", ematch_matcher="rules")
+    logged_in = server.login()
+    with server.db() as db:
+        load_students(
+            db=db, rows=[dict(zip(STUDENT_COLUMNS[:8], row, strict=True)) for row in STUDENTS], now=utcnow()
+        )
+        db.commit()
+    record = _done(client, server, logged_in, EMATCH_CSV, file_name="people.csv", product_type="ematch")
+    upload = upload_row(server, record["id"])
+    with server.db() as db:
+        results = db.execute(
+            select(EmatchResult.unique_id, EmatchResult.matched_by, Student.student_key)
+            .outerjoin(Student, Student.id == EmatchResult.student_id)
+            .where(EmatchResult.upload_id == upload.id)
+            .order_by(EmatchResult.row_number)
+        ).all()
+    # Exact rules: the namesake in 000103's ZIP matches, the day-first duplicate is ambiguous, the twin
+    # matches by the family email, the nickname does not match by name but by email.
+    assert [tuple(row) for row in results] == [
+        ("U1", "email", "000101"),
+        ("U2", "name_birth_date", "000102"),
+        ("U3", "name_zip", "000103"),
+        ("U4", "", None),
+        ("U5", "", None),
+        ("U6", "", None),
+        ("U7", "email", "000108"),
+        ("U8", "email", "000109"),
+    ]
+    assert record["meta"]["matchThreshold"] == 1.0
