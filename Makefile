@@ -40,6 +40,7 @@ bench: install
 	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.matching
+	$(BIN)/python -m bench.linkage_quality
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -27,7 +27,7 @@ from datalab.uploads.models import Upload
 MATCH_BATCH = 1000
 # People matched in one run of the matcher: each run scans the student snapshot's blocks once, so runs are
 # large; the rows of one run are all that is held in memory.
-MATCH_CHUNK = 20_000
+MATCH_CHUNK = 50_000
 EMATCH_EXPORT_COLUMNS = (
     "UniqueID",
     "FirstName",
