@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from datalab.accounts.models import ApiKey, Organization, User
 from datalab.demo.service import DEMO_STUDENTS, demo_students
 from datalab.exports.models import Export
+from datalab.students.linkage import default_model
 from datalab.students.matching import current_model
 from datalab.students.models import MatchModel, Student
 from tests.support.accounts import (
@@ -432,6 +433,34 @@ def test_students_train_stores_a_model_the_matcher_uses(server: LiveServer) -> N
         "dob",
         "email",
     }
+
+
+def test_students_train_with_an_ematch_file_estimates_m_by_em(server: LiveServer, tmp_path: Path) -> None:
+    people = tmp_path / "people.csv"
+    rows = list(demo_students(today=datetime.now(UTC).date()))[:500]
+    people.write_text(
+        "UniqueID,FirstName,LastName,BirthDate,Email,ZipCode\n"
+        + "".join(
+            f"P{i},{r['FirstName']},{r['LastName']},{r['BirthDate']},{email},{r['ZipCode']}\n"
+            for i, r in enumerate(rows)
+            for email in [r["Email"] if i % 3 else ""]
+        ),
+        encoding="utf-8",
+    )
+    trained = admin_json(server, "students", "train", "--people", str(people))
+    with server.db() as db:
+        _, settings = current_model(db)
+    assert trained["students"] >= DEMO_STUDENTS
+
+    def m_of(model: dict[str, Any], name: str) -> list[float]:
+        (comparison,) = [c for c in model["comparisons"] if c["output_column_name"] == name]
+        return [level.get("m_probability") for level in comparison["comparison_levels"]]
+
+    # EM on this file's pairs, not the shipped model's m probabilities.
+    assert m_of(settings, "email") != m_of(default_model(), "email")
+    assert "is not a readable file" in admin_fails(
+        server, "students", "train", "--people", str(tmp_path / "nope")
+    )
 
 
 def test_students_load_refuses_a_bad_file_and_loads_nothing(server: LiveServer, tmp_path: Path) -> None:

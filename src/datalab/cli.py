@@ -473,13 +473,25 @@ def students_load(
 
 
 @student_cli.command("train")
-def students_train(as_json: JsonOption = False) -> None:
+def students_train(
+    people: Annotated[
+        Path | None,
+        typer.Option(
+            help="An eMatch CSV (layout field names as headers): the m probabilities are then estimated "
+            "with EM on the pairs its people form with the students, instead of kept from the shipped model."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
     """Train the eMatch matching model on the student database and store it (it is used from now on)."""
     from datalab.students.matching import matching_dir
-    from datalab.students.service import train_and_store
+    from datalab.students.service import read_people_file, train_and_store
 
+    if people is not None and not people.is_file():
+        raise fail(f"{people} is not a readable file")
     with admin_session() as (db, _store, settings):
-        model = train_and_store(db=db, now=_now(), snapshot_dir=matching_dir(settings))
+        rows = read_people_file(people, today=_now().date()) if people is not None else None
+        model = train_and_store(db=db, now=_now(), snapshot_dir=matching_dir(settings), people=rows)
         payload = {
             "id": model.model_id,
             "students": model.student_count,

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from datalab.layouts import LayoutField
 from datalab.layouts.cleansing import RULES, clean_email, clean_phone
-from datalab.students.linkage import train_model
+from datalab.students.linkage import EMATCH_FIELDS, from_fields, prepare, train_model
 from datalab.students.matching import (
     email_key,
     name_key,
@@ -176,14 +176,33 @@ class TrainResult:
     trained_at: datetime
 
 
-def train_and_store(*, db: Session, now: datetime, snapshot_dir: Path | None = None) -> TrainResult:
+def read_people_file(path: Path, *, today: date) -> Iterator[dict[str, str]]:
+    """The people of an eMatch-shaped CSV (layout field names as headers) as link columns, dates cleaned."""
+    clean = _Cleaner(today)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        for row in csv.DictReader(handle):
+            values = {name: (value or "") for name, value in row.items() if name is not None}
+            values["BirthDate"] = clean(_BIRTH, values.get("BirthDate", ""))
+            values["ZipCode"] = clean(_ZIP, values.get("ZipCode", ""))
+            yield from_fields(values, EMATCH_FIELDS)
+
+
+def train_and_store(
+    *,
+    db: Session,
+    now: datetime,
+    snapshot_dir: Path | None = None,
+    people: Iterable[dict[str, str]] | None = None,
+) -> TrainResult:
     """Estimate the matching model on the student database and store it (its splink settings JSON).
 
+    ``people`` (link columns, e.g. from ``read_people_file``) adds EM estimation of the m probabilities
+    on the pairs they form with the students; without them the m probabilities are the shipped model's.
     With ``snapshot_dir``, the student snapshot the matcher reads is stored there for the new model, so
     that the pipeline does not rebuild it.
     """
     snapshot = student_snapshot(db)
-    settings = train_model(snapshot)
+    settings = train_model(snapshot, people=prepare(people) if people is not None else None)
     model = MatchModel(settings=json.dumps(settings), student_count=snapshot.num_rows, trained_at=now)
     db.add(model)
     db.flush()
