@@ -12,6 +12,7 @@ student is ambiguous and does not match (a wrong match is worse than none).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -35,6 +36,7 @@ def email_key(email: str) -> str:
     return email.strip().casefold()
 
 
+@functools.lru_cache(maxsize=100_000)
 def _letters(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(char for char in decomposed if char.isalpha())

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from itertools import islice
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from datalab.layouts import LayoutField
@@ -133,6 +133,52 @@ def read_student_file(path: Path) -> Iterator[dict[str, str]]:
             yield row
 
 
+_INSERT_COLUMNS = (
+    "student_key",
+    "first_name",
+    "last_name",
+    "birth_date",
+    "email",
+    "zip_code",
+    "state_code",
+    "hs_grad_year",
+    "email_key",
+    "name_key",
+    "zip5",
+    "address",
+    "city",
+    "phone",
+    "hs_code",
+    "gender",
+    "updated_at",
+)
+
+
+def _insert_students(db: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert new students in one bulk operation: COPY on PostgreSQL, one executemany on SQLite."""
+    connection = db.connection()
+    names = ", ".join(_INSERT_COLUMNS)
+    if connection.dialect.name == "postgresql":
+        driver = cast(Any, connection.connection.driver_connection)
+        with driver.cursor() as cursor, cursor.copy(f"COPY students ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in _INSERT_COLUMNS])
+        return
+    # The driver's executemany with plain tuples; the one timestamp of the batch bound once, as the
+    # column's type would.
+    bind = _STUDENTS_TABLE.c.updated_at.type.bind_processor(connection.dialect)
+    stamps = {id(row["updated_at"]): row["updated_at"] for row in rows}
+    bound = {key: bind(value) if bind else value for key, value in stamps.items()}
+    placeholders = ", ".join("?" for _ in _INSERT_COLUMNS)
+    connection.exec_driver_sql(
+        f"INSERT INTO students ({names}) VALUES ({placeholders})",
+        [
+            tuple(bound[id(row[name])] if name == "updated_at" else row[name] for name in _INSERT_COLUMNS)
+            for row in rows
+        ],
+    )
+
+
 def load_students(*, db: Session, rows: Iterable[dict[str, str]], now: datetime) -> LoadResult:
     """Insert or update students by StudentKey (text: leading zeros are kept), in bulk statements.
 
@@ -159,7 +205,7 @@ def load_students(*, db: Session, rows: Iterable[dict[str, str]], now: datetime)
             if key in existing
         ]
         if new:
-            db.execute(insert(_STUDENTS_TABLE), new)
+            _insert_students(db, new)
         if changed:
             db.execute(update(Student), changed)
         result.inserted += len(new)
