@@ -84,3 +84,36 @@ def test_febrl4_f1() -> None:
     answers = [left_ids[d.student] if d.student is not None else None for d in decisions]
     scores = score(answers, truth)
     assert scores.f1 >= 0.95, (scores.precision, scores.recall)
+
+
+def test_an_empty_student_database_matches_nobody() -> None:
+    index = StudentIndex(prepare([]), default_model(), threshold=DEFAULT_THRESHOLD)
+    try:
+        decisions = index.link(
+            prepare([{"first_name": "Ann", "last_name": "Lee", "birth_date": "2008/04/01"}])
+        )
+    finally:
+        index.close()
+    assert [(d.student, d.reason) for d in decisions] == [(None, "no students")]
+
+
+def test_names_dates_and_contacts_are_prepared_for_comparison() -> None:
+    (row,) = prepare(
+        [
+            {
+                "first_name": " J. Michael ",
+                "last_name": "García-López Jr.",
+                "birth_date": "2008/07/31",
+                "email": " Mike.G@Example.COM ",
+                "zip_code": "02134-1234",
+                "address": "12 O'Neil St.",
+                "phone": "(617) 555-0100 x12",
+                "gender": "male",
+            }
+        ]
+    ).to_pylist()
+    assert row["first_name"] == "michael" and "mike" in row["first_aliases"]
+    assert (row["last_name"], row["last_parts"]) == ("garcialopez", ["garcia", "lopez"])
+    assert (row["dob"], row["email"], row["email_local"]) == ("2008-07-31", "mike.g@example.com", "mike.g")
+    assert (row["zip"], row["zip3"], row["address"]) == ("02134", "021", "12 oneil st")
+    assert row["gender"] == "M"

@@ -623,6 +623,8 @@ class StudentIndex:
         """One decision per person, in the order of ``people``."""
         if people.num_rows == 0:
             return []
+        if self.student_count == 0:
+            return [Decision(None, reason="no students") for _ in range(people.num_rows)]
         self._calls += 1
         people_sdf = self._db_api.register(
             people, dataset_display_name="people", table_name=f"people_{self._calls}"
