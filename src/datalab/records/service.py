@@ -20,6 +20,7 @@ from datalab.pipeline.models import StagedRow
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectStore
+from datalab.students.linkage import CERTAIN
 from datalab.students.matching import Matcher, Person
 from datalab.students.models import Student
 from datalab.uploads.models import Upload
@@ -43,8 +44,6 @@ EMATCH_EXPORT_COLUMNS = (
     "MatchEvidence",
     "DuplicateStudentKeys",
 )
-# The band of a match by its probability: certain from this probability up, probable under it.
-CERTAIN_PROBABILITY = 0.99
 
 
 @dataclass(frozen=True)
@@ -197,7 +196,7 @@ def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime
                     if match is None:
                         bands["none"] += 1
                         continue
-                    bands["certain" if match.probability >= CERTAIN_PROBABILITY else "probable"] += 1
+                    bands["certain" if match.probability >= CERTAIN else "probable"] += 1
                     duplicates += bool(match.duplicate_keys)
                     grad_year, state = students[match.student_id]
                     writer.writerow(

@@ -42,6 +42,7 @@ from nicknames import NickNamer
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 __all__ = [
+    "CERTAIN",
     "DEFAULT_THRESHOLD",
     "EMATCH_FIELDS",
     "LINK_COLUMNS",
@@ -73,7 +74,7 @@ LINK_COLUMNS = (
 # The match probability a pair needs to be a match (DATALAB_EMATCH_THRESHOLD); chosen by the quality
 # tests: on both labelled sets F1 is flat between 0.5 and 0.99, and 0.9 keeps a margin on either side.
 DEFAULT_THRESHOLD = 0.9
-# Probability above which a match is "certain" (the band under it, down to the threshold, is "probable").
+# Probability from which a match is "certain" (the band under it, down to the threshold, is "probable").
 CERTAIN = 0.99
 # How much stronger (in match weight, log2 of the Bayes factor) the best candidate must be than the next
 # different student for the row to match it rather than be ambiguous.
@@ -86,7 +87,6 @@ _PARTICLES = frozenset(
     {"de", "la", "del", "van", "von", "der", "den", "st", "le", "da", "di", "du", "dos", "los"}
 )
 _NON_WORD = re.compile(r"[^0-9a-z]+")
-_NON_DIGIT = re.compile(r"\D+")
 
 _SCHEMA = pa.schema(
     [
@@ -715,15 +715,3 @@ class StudentIndex:
         if rivals and top.weight - rivals[0].weight < AMBIGUITY_MARGIN:
             return Decision(None, top.probability, reason="ambiguous")
         return Decision(top.student, top.probability, top.evidence, tuple(duplicates))
-
-
-def band(probability: float, threshold: float, matched: bool) -> str:
-    """The band of a decision: ``certain``, ``probable`` or ``none``."""
-    if not matched:
-        return "none"
-    return "certain" if probability >= max(CERTAIN, threshold) else "probable"
-
-
-def is_finite(value: float) -> bool:
-    """Whether a probability is a real number (splink may return NaN for empty comparisons)."""
-    return not math.isnan(value)
