@@ -216,9 +216,10 @@ def read_snapshot(db: Session, directory: Path | None) -> tuple[tuple[int, int, 
     """The snapshot of the database's current state: the stored file if any, else built (and stored)."""
     version = snapshot_version(db)
     if directory is not None:
-        stored = _snapshot_file(directory, version)
-        if stored.is_file():
-            return version, pq.read_table(stored)
+        try:
+            return version, pq.read_table(_snapshot_file(directory, version))
+        except FileNotFoundError:  # not written yet, or replaced by a newer state meanwhile
+            pass
     snapshot = student_snapshot(db)
     if directory is not None:
         write_snapshot(directory, version, snapshot)
