@@ -155,10 +155,9 @@ def student_snapshot(db: Session) -> pa.Table:
     """Every student as the prepared table the model compares (``unique_id`` is the student's id)."""
     parts = []
     # A Core statement on the session's connection: rows come as plain tuples, without ORM loading.
-    result = (
-        db.connection()
-        .execution_options(yield_per=_SNAPSHOT_BATCH)
-        .execute(select(*_SNAPSHOT_COLUMNS).order_by(Student.id))
+    # (The option is the statement's: on the connection it would outlive this query.)
+    result = db.connection().execute(
+        select(*_SNAPSHOT_COLUMNS).order_by(Student.id).execution_options(yield_per=_SNAPSHOT_BATCH)
     )
     for rows in result.partitions():
         columns = list(zip(*rows, strict=True))
