@@ -40,6 +40,8 @@ bench: install
 	$(BIN)/python -m bench.download
 	$(BIN)/python -m bench.upload
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.matching
+	$(BIN)/python -m bench.linkage_quality
 	$(BIN)/python -m bench.profile
 	$(BIN)/python -m bench.load
 	@if [ -n "$$DATALAB_TEST_DATABASE_URL" ]; then $(BIN)/python -m bench.load --postgres "$$DATALAB_TEST_DATABASE_URL"; fi

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from datalab.accounts.models import ApiKey, Organization, User
 from datalab.demo.service import DEMO_STUDENTS, demo_students
 from datalab.exports.models import Export
-from datalab.students.models import Student
+from datalab.students.linkage import default_model
+from datalab.students.matching import current_model
+from datalab.students.models import MatchModel, Student
 from tests.support.accounts import (
     add_account,
     add_organization,
@@ -399,13 +401,66 @@ def test_students_load_inserts_then_updates_and_keeps_leading_zeros(
         f"{key},Ann,O'Brien,4/1/2008,Ann.OBrien@Example.edu,2134\n",
         encoding="utf-8",
     )
-    assert admin_json(server, "students", "load", str(students)) == {"inserted": 1, "updated": 0}
-    assert admin_json(server, "students", "load", str(students)) == {"inserted": 0, "updated": 1}
+    first = admin_json(server, "students", "load", str(students))
+    assert (first["inserted"], first["updated"]) == (1, 0)
+    second = admin_json(server, "students", "load", str(students))
+    assert (second["inserted"], second["updated"]) == (0, 1)
+    # Each load trains the matching model on the whole student database and stores it.
+    assert second["model"]["id"] > first["model"]["id"]
+    assert second["model"]["students"] == first["model"]["students"] >= 1
     with server.db() as db:
         student = db.scalar(select(Student).where(Student.student_key == key))
         assert student is not None
         assert (student.birth_date, student.zip_code, student.zip5) == ("2008/04/01", "02134", "02134")
         assert (student.email_key, student.name_key) == ("ann.obrien@example.edu", "ann|obrien")
+
+
+def test_students_train_stores_a_model_the_matcher_uses(server: LiveServer) -> None:
+    trained = admin_json(server, "students", "train")
+    with server.db() as db:
+        stored = db.scalar(select(MatchModel).order_by(MatchModel.id.desc()).limit(1))
+        assert stored is not None
+        count = db.scalar(select(func.count(Student.id))) or 0
+        model_id, settings = current_model(db)
+    assert (trained["id"], trained["students"]) == (stored.id, stored.student_count) == (model_id, count)
+    assert datetime.fromisoformat(trained["trainedAt"]) == stored.trained_at
+    # splink's settings: the comparisons with their estimated probabilities, the prior from the count.
+    assert settings == json.loads(stored.settings)
+    assert settings["probability_two_random_records_match"] == 1 / count
+    assert {c["output_column_name"] for c in settings["comparisons"]} >= {
+        "first_name",
+        "last_name",
+        "dob",
+        "email",
+    }
+
+
+def test_students_train_with_an_ematch_file_estimates_m_by_em(server: LiveServer, tmp_path: Path) -> None:
+    people = tmp_path / "people.csv"
+    rows = list(demo_students(today=datetime.now(UTC).date()))[:500]
+    people.write_text(
+        "UniqueID,FirstName,LastName,BirthDate,Email,ZipCode\n"
+        + "".join(
+            f"P{i},{r['FirstName']},{r['LastName']},{r['BirthDate']},{email},{r['ZipCode']}\n"
+            for i, r in enumerate(rows)
+            for email in [r["Email"] if i % 3 else ""]
+        ),
+        encoding="utf-8",
+    )
+    trained = admin_json(server, "students", "train", "--people", str(people))
+    with server.db() as db:
+        _, settings = current_model(db)
+    assert trained["students"] >= DEMO_STUDENTS
+
+    def m_of(model: dict[str, Any], name: str) -> list[float]:
+        (comparison,) = [c for c in model["comparisons"] if c["output_column_name"] == name]
+        return [level.get("m_probability") for level in comparison["comparison_levels"]]
+
+    # EM on this file's pairs, not the shipped model's m probabilities.
+    assert m_of(settings, "email") != m_of(default_model(), "email")
+    assert "is not a readable file" in admin_fails(
+        server, "students", "train", "--people", str(tmp_path / "nope")
+    )
 
 
 def test_students_load_refuses_a_bad_file_and_loads_nothing(server: LiveServer, tmp_path: Path) -> None:

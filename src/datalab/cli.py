@@ -429,23 +429,60 @@ def students_load(
         Path,
         typer.Argument(
             help="UTF-8 CSV with a header row: StudentKey, FirstName, LastName, and optionally BirthDate, "
-            "Email, ZipCode, StateCode, HSGradYear."
+            "Email, ZipCode, StateCode, HSGradYear, Address1, City, Phone, HSCode, Gender."
         ),
     ],
+    train: Annotated[
+        bool,
+        typer.Option("--train/--no-train", help="Train the eMatch matching model on the loaded students."),
+    ] = True,
     as_json: JsonOption = False,
 ) -> None:
-    """Insert or update students (by StudentKey) from a CSV file, all or nothing."""
-    from datalab.students.service import StudentFileError, load_students, read_student_file
+    """Insert or update students (by StudentKey) from a CSV file, all or nothing; then train the matcher."""
+    from datalab.students.matching import matching_dir
+    from datalab.students.service import StudentFileError, load_students, read_student_file, train_and_store
 
     if not file.is_file():
         raise fail(f"{file} is not a readable file")
-    with admin_session() as (db, _store, _settings):
+    with admin_session() as (db, _store, settings):
         try:
             result = load_students(db=db, rows=read_student_file(file), now=_now())
         except StudentFileError as exc:
             raise fail(str(exc)) from None
-        payload = {"inserted": result.inserted, "updated": result.updated}
+        payload: dict[str, object] = {"inserted": result.inserted, "updated": result.updated}
+        if train:
+            db.flush()
+            model = train_and_store(db=db, now=_now(), snapshot_dir=matching_dir(settings))
+            payload["model"] = {"id": model.model_id, "students": model.student_count}
     emit(payload, as_json, lambda: f"{payload['inserted']} students added, {payload['updated']} updated")
+
+
+@student_cli.command("train")
+def students_train(
+    people: Annotated[
+        Path | None,
+        typer.Option(
+            help="An eMatch CSV (layout field names as headers): the m probabilities are then estimated "
+            "with EM on the pairs its people form with the students, instead of kept from the shipped model."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train the eMatch matching model on the student database and store it (it is used from now on)."""
+    from datalab.students.matching import matching_dir
+    from datalab.students.service import read_people_file, train_and_store
+
+    if people is not None and not people.is_file():
+        raise fail(f"{people} is not a readable file")
+    with admin_session() as (db, _store, settings):
+        rows = read_people_file(people, today=_now().date()) if people is not None else None
+        model = train_and_store(db=db, now=_now(), snapshot_dir=matching_dir(settings), people=rows)
+        payload = {
+            "id": model.model_id,
+            "students": model.student_count,
+            "trainedAt": model.trained_at.isoformat(),
+        }
+    emit(payload, as_json, lambda: f"model {payload['id']} trained on {payload['students']} students")
 
 
 def main() -> None:

@@ -97,6 +97,17 @@ class Settings(BaseSettings):
         le=100,
         description="A file whose rejected rows are more than this share of its rows ends in `failure`.",
     )
+    ematch_matcher: Literal["probabilistic", "rules"] = Field(
+        default="probabilistic",
+        description="How eMatch rows are matched to students: `probabilistic` (splink's Fellegi-Sunter model "
+        "plus deterministic guards) or `rules` (exact email, or exact name with birth date or ZIP).",
+    )
+    ematch_threshold: float = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        description="Match probability an eMatch row needs to match a student (probabilistic matcher).",
+    )
     canceled_retention_hours: float = Field(
         default=24.0,
         ge=0,

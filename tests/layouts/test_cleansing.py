@@ -160,6 +160,8 @@ def test_text_is_trimmed_and_otherwise_kept(field_name: str, raw: str, expected:
         ("6/15/26", "2026/06/15"),  # one year ahead, inclusive
         ("6/15/1975", "1975/06/15"),  # 50 years back, inclusive
         ("06/15/2025", "2025/06/15"),  # today
+        ("13/1/2024", "2024/01/13"),  # day first, unambiguously (13 cannot be a month)
+        ("31-07-2025", "2025/07/31"),
     ],
 )
 def test_dates_in_every_format_become_yyyy_mm_dd(raw: str, expected: str) -> None:
@@ -169,7 +171,7 @@ def test_dates_in_every_format_become_yyyy_mm_dd(raw: str, expected: str) -> Non
 @pytest.mark.parametrize(
     "raw",
     [
-        "13/1/2024",
+        "13/13/2024",
         "2/30/2024",
         "2/29/2023",
         "0/10/2024",
@@ -228,6 +230,12 @@ def test_birth_dates_between_80_and_10_years_back(raw: str, expected: str) -> No
 @pytest.mark.parametrize("raw", ["6/16/2015", "6/14/1945", "1/1/20", "3/5/2024", "2030-01-01", "1/1/1900"])
 def test_birth_dates_out_of_range_are_blanked(raw: str) -> None:
     _assert_warned("BirthDate", raw, "date_out_of_range")
+
+
+def test_an_unambiguous_day_first_birth_date_is_read_as_written() -> None:
+    _assert_clean("BirthDate", "31/07/2008", "2008/07/31")
+    # Ambiguous: month first, as every other date.
+    _assert_clean("BirthDate", "05/07/2008", "2008/05/07")
 
 
 def test_birth_date_garbage_is_invalid() -> None:

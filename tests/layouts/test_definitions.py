@@ -209,6 +209,11 @@ def test_unknown_product_names_the_valid_ones(product: str) -> None:
     assert not isinstance(info.value, LayoutError)
 
 
+def test_ematch_keeps_a_row_without_a_usable_birth_date() -> None:
+    birth = load_layout("ematch").field("BirthDate")
+    assert (birth.required, birth.row_required) == (True, False)
+
+
 def test_layout_field_lookup() -> None:
     layout = load_layout("affinity")
     assert layout.field("ZipCode") == LayoutField("ZipCode", 20, required=True, rule="zip")
@@ -285,6 +290,11 @@ def _delete(path: tuple[str | int, ...]) -> Mutation:
             r"width 2 cannot hold the output of rule 'year' \(needs at least 4\)",
         ),
         (_set(("fields", 0, "required"), "yes"), "'required' must be true or false, got 'yes'"),
+        (
+            _set(("fields", 0, "rowRequired"), "no"),
+            r"fields\[0\] \(UniqueID\): 'rowRequired' must be true or false",
+        ),
+        (_set(("fields", 1, "rowRequired"), False), "only a required field can be false"),
         (_set(("fields", 0, "name"), ""), r"fields\[0\]: 'name' must be a non-empty string"),
         (_set(("fields", 0, "name"), " UniqueID"), "without surrounding spaces"),
         (_set(("fields", 0, "name"), "--"), "'name' must be a non-empty string"),

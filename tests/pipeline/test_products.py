@@ -11,12 +11,14 @@ from sqlalchemy import func, select
 
 from datalab.accounts.models import Organization
 from datalab.db import utcnow
+from datalab.demo.service import demo_students
 from datalab.pipeline.models import StagedRow
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
 from datalab.records.service import EMATCH_EXPORT_COLUMNS
 from datalab.students.models import Student
 from datalab.students.service import STUDENT_COLUMNS, load_students
 from datalab.uploads.models import Upload
+from tests.conftest import ServerFactory
 from tests.support.accounts import add_account, add_organization, login_as, unique
 from tests.support.exports import bare_client, download_url, parse_csv
 from tests.support.server import LiveServer, LoggedIn
@@ -172,26 +174,38 @@ STUDENTS = [
     # Two students nobody can tell apart without an email: same name, birth date and ZIP.
     ("000104", "Sam", "Smith", "2008-07-04", "sam1@example.com", "30301", "GA", "2026"),
     ("000105", "Sam", "Smith", "2008-07-04", "sam2@example.com", "30301", "GA", "2026"),
+    # One person recorded twice (same email, birth date and ZIP): a duplicate, not an ambiguity.
+    ("000106", "Dee", "Ray", "2008-07-31", "dee.ray@example.com", "60601", "IL", "2026"),
+    ("000107", "Dee", "Ray", "2008-07-31", "dee.ray@example.com", "60601", "IL", "2026"),
+    # A twin whose brother is not in the database (same family email, birth date and ZIP).
+    ("000108", "Liam", "Tran", "2008-03-03", "tran.family@example.com", "73301", "TX", "2026"),
+    ("000109", "Michael", "Jordan-Reyes", "2008-09-09", "mjr@example.com", "94105", "CA", "2026"),
 ]
 EMATCH_CSV = (
     b"UniqueID,FirstName,LastName,BirthDate,Email,Address1,ZipCode\r\n"
-    # Another name, but the email of 000101 (in another case).
+    # A typo in each name, the email of 000101 (in another case) and its birth date.
     b"U1,Anna,Li,2008-04-01,Ann.Lee@Example.com,,\r\n"
     # 000102's name and birth date, another email.
     b"U2,Bo,Diaz,05/02/2008,bo.d@other.org,,\r\n"
-    # 000103's name (another spelling) and ZIP (as ZIP+4), another birth date, no email.
+    # 000103's name and ZIP (as ZIP+4), but another birth date and no email: a namesake.
     b"U3,CY,park,2007-01-01,,5 Oak St,10001-1234\r\n"
-    # Matches both twins by every rule: ambiguous, so no match.
+    # Both Sam Smiths fit equally: ambiguous, so no match.
     b"U4,Sam,Smith,2008-07-04,,7 Pine St,30301\r\n"
     # Nobody.
     b"U5,Zed,Unknown,2009-01-01,zed@example.com,,\r\n"
+    # A day-first birth date; the person is recorded twice in the database.
+    b"U6,Dee,Ray,31/07/2008,dee.ray@example.com,,60601\r\n"
+    # 000108's twin: same family, another first name.
+    b"U7,Noah,Tran,2008-03-03,tran.family@example.com,,73301\r\n"
+    # A nickname, one part of the compound surname, and a birth date nobody can read (kept, with a warning).
+    b"U8,Mike,Reyes,not a date,mjr@example.com,,94105\r\n"
 )
 
 
 def test_an_ematch_file_is_matched_and_its_matches_published(
     client: httpx2.Client, working: LiveServer, demo: LoggedIn
 ) -> None:
-    columns = STUDENT_COLUMNS
+    columns = STUDENT_COLUMNS[:8]
     with working.db() as db:
         loaded = load_students(
             db=db, rows=[dict(zip(columns, row, strict=True)) for row in STUDENTS], now=utcnow()
@@ -201,40 +215,141 @@ def test_an_ematch_file_is_matched_and_its_matches_published(
 
     record = _done(client, working, demo, EMATCH_CSV, file_name="people.csv", product_type="ematch")
     meta = record["meta"]
-    assert (meta["acceptedRows"], meta["matchedRows"], meta["unmatchedRows"]) == (5, 3, 2)
+    assert (meta["acceptedRows"], meta["rejectedRows"], meta["warnedRows"]) == (8, 0, 1)
+    assert (meta["matchedRows"], meta["unmatchedRows"]) == (4, 4)
+    assert meta["matchThreshold"] == 0.9
+    assert meta["matchBands"]["none"] == 4
+    assert meta["matchBands"]["certain"] + meta["matchBands"]["probable"] == 4
+    assert meta["duplicateStudentMatches"] == 1
 
     upload = upload_row(working, record["id"])
     with working.db() as db:
         results = db.execute(
             select(
-                EmatchResult.row_number, EmatchResult.unique_id, EmatchResult.matched_by, Student.student_key
+                EmatchResult.row_number,
+                EmatchResult.unique_id,
+                EmatchResult.matched_by,
+                Student.student_key,
+                EmatchResult.match_probability,
             )
             .outerjoin(Student, Student.id == EmatchResult.student_id)
             .where(EmatchResult.upload_id == upload.id)
             .order_by(EmatchResult.row_number)
         ).all()
-    assert [tuple(row) for row in results] == [
-        (2, "U1", "email", "000101"),
-        (3, "U2", "name_birth_date", "000102"),
-        (4, "U3", "name_zip", "000103"),
+    assert [tuple(row[:4]) for row in results] == [
+        (2, "U1", "probabilistic", "000101"),
+        (3, "U2", "probabilistic", "000102"),
+        (4, "U3", "", None),
         (5, "U4", "", None),
         (6, "U5", "", None),
+        (7, "U6", "probabilistic", "000106"),
+        (8, "U7", "", None),
+        (9, "U8", "probabilistic", "000109"),
     ]
+    assert all(row[4] is not None and 0.9 <= row[4] <= 1 for row in results if row[3])
 
     listed = client.get(
         f"{working.base_url}/datacenter/exports", headers=demo.headers, params={"productKey": "ematch"}
     )
     assert listed.status_code == 200, listed.text
     (export,) = [item for item in listed.json() if item["uid"] == meta["exportUid"]]
-    assert (export["productKey"], export["quantity"], export["status"]) == ("ematch", 3, "NotDelivered")
+    assert (export["productKey"], export["quantity"], export["status"]) == ("ematch", 4, "NotDelivered")
     assert export["organizationUid"] == demo.organization_uid
 
     with bare_client() as bare:
         downloaded = bare.get(download_url(client, working, demo, export["uid"]))
     assert downloaded.status_code == 200, downloaded.text
-    assert parse_csv(downloaded.text) == [
-        list(EMATCH_EXPORT_COLUMNS),
-        ["U1", "Anna", "Li", "2008/04/01", "ann.lee@example.com", "", "email", "000101", "2026", "MA"],
-        ["U2", "Bo", "Diaz", "2008/05/02", "bo.d@other.org", "", "name_birth_date", "000102", "2026", "KS"],
-        ["U3", "CY", "park", "2007/01/01", "", "10001-1234", "name_zip", "000103", "2025", "NY"],
+    header, *rows = parse_csv(downloaded.text)
+    assert header == list(EMATCH_EXPORT_COLUMNS)
+    assert [row[:10] for row in rows] == [
+        [
+            "U1",
+            "Anna",
+            "Li",
+            "2008/04/01",
+            "ann.lee@example.com",
+            "",
+            "probabilistic",
+            "000101",
+            "2026",
+            "MA",
+        ],
+        ["U2", "Bo", "Diaz", "2008/05/02", "bo.d@other.org", "", "probabilistic", "000102", "2026", "KS"],
+        [
+            "U6",
+            "Dee",
+            "Ray",
+            "2008/07/31",
+            "dee.ray@example.com",
+            "60601",
+            "probabilistic",
+            "000106",
+            "2026",
+            "IL",
+        ],
+        ["U8", "Mike", "Reyes", "", "mjr@example.com", "94105", "probabilistic", "000109", "2026", "CA"],
     ]
+    probabilities = [float(row[10]) for row in rows]
+    assert all(0.9 <= p <= 1 for p in probabilities)
+    evidence = {row[0]: row[11] for row in rows}
+    assert "Email exact" in evidence["U1"] and "BirthDate exact" in evidence["U1"]
+    assert "FirstName nickname" in evidence["U8"] and "LastName part of compound" in evidence["U8"]
+    assert [row[12] for row in rows] == ["", "", "000107", ""]
+
+
+def test_the_demo_matches_its_own_people_with_the_shipped_model(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    # The demo's students are the people of its inquiry list: written back as an eMatch file (with a
+    # nickname-free typo here and there), each finds its own StudentKey.
+    people = list(demo_students(today=utcnow().date()))[:40]
+    lines = ["UniqueID,FirstName,LastName,BirthDate,Email,ZipCode"]
+    for index, person in enumerate(people):
+        first = person["FirstName"] if index % 4 else person["FirstName"].upper()
+        last = person["LastName"] if index % 5 else person["LastName"] + "e"
+        lines.append(f"D{index},{first},{last},{person['BirthDate']},{person['Email']},{person['ZipCode']}")
+    content = ("\r\n".join(lines) + "\r\n").encode()
+    record = _done(client, working, demo, content, file_name="demo-people.csv", product_type="ematch")
+    assert (record["meta"]["matchedRows"], record["meta"]["unmatchedRows"]) == (40, 0)
+    upload = upload_row(working, record["id"])
+    with working.db() as db:
+        found = dict(
+            db.execute(
+                select(EmatchResult.unique_id, Student.student_key)
+                .join(Student, Student.id == EmatchResult.student_id)
+                .where(EmatchResult.upload_id == upload.id)
+            ).all()
+        )
+    assert found == {f"D{index}": person["StudentKey"] for index, person in enumerate(people)}
+
+
+def test_the_rules_matcher_is_still_there(make_server: ServerFactory, client: httpx2.Client) -> None:
+    server = make_server(pipeline_workers="2", pipeline_poll_seconds="0.1", ematch_matcher="rules")
+    logged_in = server.login()
+    with server.db() as db:
+        load_students(
+            db=db, rows=[dict(zip(STUDENT_COLUMNS[:8], row, strict=True)) for row in STUDENTS], now=utcnow()
+        )
+        db.commit()
+    record = _done(client, server, logged_in, EMATCH_CSV, file_name="people.csv", product_type="ematch")
+    upload = upload_row(server, record["id"])
+    with server.db() as db:
+        results = db.execute(
+            select(EmatchResult.unique_id, EmatchResult.matched_by, Student.student_key)
+            .outerjoin(Student, Student.id == EmatchResult.student_id)
+            .where(EmatchResult.upload_id == upload.id)
+            .order_by(EmatchResult.row_number)
+        ).all()
+    # Exact rules: the namesake in 000103's ZIP matches, the day-first duplicate is ambiguous, the twin
+    # matches by the family email, the nickname does not match by name but by email.
+    assert [tuple(row) for row in results] == [
+        ("U1", "email", "000101"),
+        ("U2", "name_birth_date", "000102"),
+        ("U3", "name_zip", "000103"),
+        ("U4", "", None),
+        ("U5", "", None),
+        ("U6", "", None),
+        ("U7", "email", "000108"),
+        ("U8", "email", "000109"),
+    ]
+    assert record["meta"]["matchThreshold"] == 1.0

@@ -43,7 +43,8 @@ def cleanse_rows(
     """Cleanse the rows one by one, as the pipeline did before it worked on columns."""
     result = OracleResult()
     positions = {f.name: index for index, f in enumerate(layout.fields)}
-    required = [(positions[f.name], f.name) for f in layout.fields if f.required]
+    required = [(positions[f.name], f.name) for f in layout.fields if f.required and f.row_required]
+    wanted = [(positions[f.name], f.name) for f in layout.fields if f.required and not f.row_required]
     groups = [[positions[name] for name in group] for group in layout.require_one_of]
     group_names = [", ".join(group) for group in layout.require_one_of]
     headers_by_position = {mapped.position: mapped.header for mapped in plan}
@@ -67,6 +68,22 @@ def cleanse_rows(
                 result.report.append(
                     [row_number, mapped.header, mapped.layout_field.name, raw, "warning", code, message]
                 )
+        for position, name in wanted:
+            if values[position]:
+                continue
+            warned = True
+            result.warnings += 1
+            result.report.append(
+                [
+                    row_number,
+                    headers_by_position.get(position, ""),
+                    name,
+                    "",
+                    "warning",
+                    "required_missing",
+                    f"{name} has no usable value: the row is kept without it",
+                ]
+            )
         problems = [
             (headers_by_position.get(position, ""), name, "required_missing", f"{name} is required")
             for position, name in required

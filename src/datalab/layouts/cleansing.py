@@ -173,12 +173,16 @@ def _date_candidates(text: str) -> list[date] | None:
                 return None
         else:
             month = int(parts["m"])
+        day = int(parts["d"])
+        if month > 12 and 1 <= day <= 12 and not pattern.pattern.startswith("(?P<y>"):
+            # Day first, and unambiguously so (31/07/2008): read as written.
+            month, day = day, month
         year_text = parts["y"]
         years = [int(year_text)] if len(year_text) == 4 else [c + int(year_text) for c in (1900, 2000, 2100)]
         found = []
         for year in years:
             try:
-                found.append(date(year, month, int(parts["d"])))
+                found.append(date(year, month, day))
             except ValueError:
                 continue
         return found or None
@@ -202,7 +206,9 @@ def clean_date(value: str, field: LayoutField, today: date) -> tuple[str, str | 
     Text after the first space (a time) is dropped, then the value is parsed as ``m/d/yy``,
     ``m/d/yyyy``, ``yyyy-mm-dd``, ``yyyymmdd``, ``dd-Mon-yyyy``, ``dd-Mon-yy``, ``mm-dd-yy``,
     ``mm-dd-yyyy``, an ISO date-time (its calendar date as written, no time-zone conversion) or
-    ``yyyy/mm/dd``. Month names may be abbreviated or spelled out, in any case. Choice: a 2-digit year
+    ``yyyy/mm/dd``. Month names may be abbreviated or spelled out, in any case. A month-first form whose
+    first number cannot be a month but whose second can (``31/07/2008``) is read day first: the date is
+    unambiguous (an ambiguous one, ``05/07/2008``, stays month first). Choice: a 2-digit year
     takes the century that puts the date inside the allowed window (it cannot fit two, the window is
     shorter than a century); when no century fits, the value is out of range.
     """

@@ -27,6 +27,8 @@ PRODUCTS = ("enrollment", "affinity", "ematch")
 
 _TOP_KEYS = {"product", "notes", "fields", "requireOneOf"}
 _FIELD_KEYS = {"name", "width", "required", "rule"}
+# "rowRequired": false keeps a row whose value of a required field is blank or unusable, with a warning.
+_OPTIONAL_FIELD_KEYS = {"rowRequired"}
 
 
 def normalize_header(text: str) -> str:
@@ -63,8 +65,9 @@ def _parse_layout(data: object, source: str) -> Layout:
         where = f"fields[{index}]"
         if not isinstance(raw, dict):
             raise fail(f"{where} must be an object with {', '.join(sorted(_FIELD_KEYS))}")
-        if set(raw) != _FIELD_KEYS:
-            missing, extra = sorted(_FIELD_KEYS - set(raw)), sorted(set(raw) - _FIELD_KEYS)
+        if not _FIELD_KEYS <= set(raw) <= _FIELD_KEYS | _OPTIONAL_FIELD_KEYS:
+            missing = sorted(_FIELD_KEYS - set(raw))
+            extra = sorted(set(raw) - _FIELD_KEYS - _OPTIONAL_FIELD_KEYS)
             detail = "; ".join(
                 part
                 for part in (
@@ -89,11 +92,18 @@ def _parse_layout(data: object, source: str) -> Layout:
                 f"{where}: width {width} cannot hold the output of rule {rule!r} "
                 f"(needs at least {RULES[rule].min_width})"
             )
+        row_required = raw.get("rowRequired", True)
+        if not isinstance(row_required, bool) or not (row_required or required):
+            raise fail(
+                f"{where}: 'rowRequired' must be true or false, and only a required field can be false"
+            )
         key = normalize_header(name)
         if key in keys:
             raise fail(f"{where}: duplicate field (same header key as {keys[key]!r})")
         keys[key] = name
-        fields.append(LayoutField(name=name, width=width, required=required, rule=rule))
+        fields.append(
+            LayoutField(name=name, width=width, required=required, rule=rule, row_required=row_required)
+        )
 
     raw_groups = data.get("requireOneOf", [])
     if not isinstance(raw_groups, list):

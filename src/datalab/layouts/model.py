@@ -13,12 +13,18 @@ class LayoutError(ValueError):
 
 @dataclass(frozen=True)
 class LayoutField:
-    """One Standard Import Layout field: upstream spelling, max width, required flag, cleansing rule."""
+    """One Standard Import Layout field: upstream spelling, max width, required flag, cleansing rule.
+
+    ``required``: the field must be mapped to a file header, and a row without a usable value is rejected,
+    unless ``row_required`` is false: then such a row is kept with a warning (eMatch's BirthDate, so that a
+    person with a missing birth date is still matched on the rest).
+    """
 
     name: str
     width: int
     required: bool
     rule: str
+    row_required: bool = True
 
 
 @dataclass(frozen=True)

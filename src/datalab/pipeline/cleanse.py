@@ -102,7 +102,15 @@ class Cleanser:
         self.cleaners = [ColumnCleaner(m.layout_field, m.value_map, today) for m in plan]
         by_position = {mapped.position: index for index, mapped in enumerate(plan)}
         self.required = [
-            (by_position.get(position), f.name) for position, f in enumerate(layout.fields) if f.required
+            (by_position.get(position), f.name)
+            for position, f in enumerate(layout.fields)
+            if f.required and f.row_required
+        ]
+        # Required fields whose blank or unusable value only warns: the row is kept without it.
+        self.wanted = [
+            (by_position.get(position), f.name)
+            for position, f in enumerate(layout.fields)
+            if f.required and not f.row_required
         ]
         positions = {f.name: index for index, f in enumerate(layout.fields)}
         self.groups = [
@@ -151,11 +159,28 @@ class Cleanser:
                 )
             )
         values = pl.DataFrame(columns)
+        for seq, (wanted, name) in enumerate(self.wanted, start=len(self.plan)):
+            blank = self._blank(values, wanted)
+            if not blank.any():
+                continue
+            warned = warned | blank
+            lines.append(
+                self._row_lines(
+                    rows.filter(blank),
+                    header="" if wanted is None else self.plan[wanted].header,
+                    name=name,
+                    severity="warning",
+                    code="required_missing",
+                    message=f"{name} has no usable value: the row is kept without it",
+                    seq=seq,
+                )
+            )
         self.counts.warnings += sum(part.height for part in lines)
         problems = self._problems(values)
         rejected = pl.Series("rejected", [False] * height)
         first_seen: list[tuple[int, int, str]] = []
-        for seq, (header, name, code, message, missing) in enumerate(problems, start=len(self.plan)):
+        first_problem = len(self.plan) + len(self.wanted)
+        for seq, (header, name, code, message, missing) in enumerate(problems, start=first_problem):
             if not missing.any():
                 continue
             rejected = rejected | missing
@@ -164,15 +189,14 @@ class Cleanser:
                 first_seen.append((int(rows.filter(missing)[0]), seq, name))
             self.counts.rejected_by_field.setdefault(name, 0)
             lines.append(
-                pl.DataFrame({"row": rows.filter(missing)}).select(
-                    "row",
-                    pl.lit(header).alias("column"),
-                    pl.lit(name).alias("field"),
-                    pl.lit("").alias("value"),
-                    pl.lit("error").alias("severity"),
-                    pl.lit(code).alias("code"),
-                    pl.lit(f"row rejected: {message}").alias("message"),
-                    pl.lit(seq, dtype=pl.Int64).alias("seq"),
+                self._row_lines(
+                    rows.filter(missing),
+                    header=header,
+                    name=name,
+                    severity="error",
+                    code=code,
+                    message=f"row rejected: {message}",
+                    seq=seq,
                 )
             )
             self.counts.rejected_by_field[name] += count
@@ -192,11 +216,32 @@ class Cleanser:
         )
         return self._staged(values.filter(rejected.not_())), report.drop("seq")
 
+    @staticmethod
+    def _blank(values: pl.DataFrame, index: int | None) -> pl.Series:
+        # An unmapped field is blank on every row.
+        return pl.Series([True] * values.height) if index is None else values.get_column(f"v{index}") == ""
+
+    @staticmethod
+    def _row_lines(
+        rows: pl.Series, *, header: str, name: str, severity: str, code: str, message: str, seq: int
+    ) -> pl.DataFrame:
+        # One report line per row, about a field as a whole (no raw value).
+        return pl.DataFrame({"row": rows}).select(
+            "row",
+            pl.lit(header).alias("column"),
+            pl.lit(name).alias("field"),
+            pl.lit("").alias("value"),
+            pl.lit(severity).alias("severity"),
+            pl.lit(code).alias("code"),
+            pl.lit(message).alias("message"),
+            pl.lit(seq, dtype=pl.Int64).alias("seq"),
+        )
+
     def _problems(self, values: pl.DataFrame) -> list[tuple[str, str, str, str, pl.Series]]:
         everything = pl.Series([True] * values.height)
         problems = []
         for index, name in self.required:
-            missing = everything if index is None else values.get_column(f"v{index}") == ""
+            missing = self._blank(values, index)
             header = "" if index is None else self.plan[index].header
             problems.append((header, name, "required_missing", f"{name} is required", missing))
         for indexes, names in self.groups:

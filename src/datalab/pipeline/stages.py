@@ -11,7 +11,7 @@ from datalab.pipeline.process import process
 from datalab.pipeline.runner import StageContext, StageFunction
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
-from datalab.students.matching import RuleMatcher
+from datalab.students.matching import Matcher, ProbabilisticMatcher, RuleMatcher, matching_dir
 
 STAGE_FUNCTIONS: dict[str, StageFunction] = {
     "analyze": analyze,
@@ -19,6 +19,13 @@ STAGE_FUNCTIONS: dict[str, StageFunction] = {
     "ingest": ingest,
     "process": process,
 }
+
+
+def make_matcher(settings: Settings) -> Matcher:
+    """The eMatch matcher these settings choose (one per process: it keeps the student snapshot)."""
+    if settings.ematch_matcher == "rules":
+        return RuleMatcher()
+    return ProbabilisticMatcher(threshold=settings.ematch_threshold, snapshot_dir=matching_dir(settings))
 
 
 def make_stage_context(
@@ -31,6 +38,6 @@ def make_stage_context(
         uploads_bucket=settings.uploads_bucket,
         exports_bucket=settings.exports_bucket,
         temp_dir=settings.home / "tmp",
-        matcher=RuleMatcher(),
+        matcher=make_matcher(settings),
         max_rejected_percent=settings.pipeline_max_rejected_percent,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from datalab.db import Base, OrgOwned, UTCDateTime, utcnow
@@ -51,3 +51,6 @@ class EmatchResult(_ImportedRow, Base):
     )
     # Which rule matched (email, name_birth_date, name_zip), or "" when nothing did.
     matched_by: Mapped[str] = mapped_column(String(30), default="")
+    # How likely the match is (the probabilistic matcher's score; 1 for a rule), and which fields agreed.
+    match_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    evidence: Mapped[str] = mapped_column(Text, default="")

@@ -20,11 +20,15 @@ from datalab.pipeline.models import StagedRow
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectStore
+from datalab.students.linkage import CERTAIN
 from datalab.students.matching import Matcher, Person
 from datalab.students.models import Student
 from datalab.uploads.models import Upload
 
 MATCH_BATCH = 1000
+# People matched in one run of the matcher: each run scans the student snapshot's blocks once, so runs are
+# large; the rows of one run are all that is held in memory.
+MATCH_CHUNK = 50_000
 EMATCH_EXPORT_COLUMNS = (
     "UniqueID",
     "FirstName",
@@ -36,6 +40,9 @@ EMATCH_EXPORT_COLUMNS = (
     "StudentKey",
     "StudentHSGradYear",
     "StudentStateCode",
+    "MatchProbability",
+    "MatchEvidence",
+    "DuplicateStudentKeys",
 )
 
 
@@ -113,6 +120,32 @@ def _staged_batches(db: Session, upload: Upload) -> Iterator[list[StagedRow]]:
         after = batch[-1].row_number
 
 
+def _staged_chunks(db: Session, upload: Upload) -> Iterator[list[tuple[StagedRow, dict[str, str]]]]:
+    chunk: list[tuple[StagedRow, dict[str, str]]] = []
+    for batch in _staged_batches(db, upload):
+        chunk.extend((row, json.loads(row.record)) for row in batch)
+        if len(chunk) >= MATCH_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _person(record: dict[str, str]) -> Person:
+    return Person(
+        first_name=record.get("FirstName", ""),
+        last_name=record.get("LastName", ""),
+        birth_date=record.get("BirthDate", ""),
+        email=record.get("Email", ""),
+        zip_code=record.get("ZipCode", ""),
+        address=record.get("Address1", ""),
+        city=record.get("City", ""),
+        phone=record.get("CellPhoneNumber", ""),
+        hs_code=record.get("HSCode", ""),
+        gender=record.get("Gender", ""),
+    )
+
+
 def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime) -> dict[str, Any]:
     """Match every person against the student database, keep the results and publish the matched rows."""
     db.execute(delete(EmatchResult).where(EmatchResult.upload_id == upload.id))
@@ -123,34 +156,29 @@ def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime
         db.delete(earlier)
     db.flush()
     organization = upload.organization
-    matched = unmatched = 0
+    bands = {"certain": 0, "probable": 0, "none": 0}
+    duplicates = 0
     outputs.temp_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=outputs.temp_dir) as work:
         export_path = Path(work) / "ematch.csv"
         with export_path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\r\n")
             writer.writerow(EMATCH_EXPORT_COLUMNS)
-            for batch in _staged_batches(db, upload):
-                records = [json.loads(row.record) for row in batch]
-                people = [
-                    Person(
-                        first_name=record.get("FirstName", ""),
-                        last_name=record.get("LastName", ""),
-                        birth_date=record.get("BirthDate", ""),
-                        email=record.get("Email", ""),
-                        zip_code=record.get("ZipCode", ""),
+            for chunk in _staged_chunks(db, upload):
+                matches = outputs.matcher.match(db=db, people=[_person(record) for _, record in chunk])
+                found = [m.student_id for m in matches if m]
+                students: dict[int, tuple[str, str]] = {}
+                for start in range(0, len(found), MATCH_BATCH):
+                    students.update(
+                        (id_, (grad_year, state))
+                        for id_, grad_year, state in db.execute(
+                            select(Student.id, Student.hs_grad_year, Student.state_code).where(
+                                Student.id.in_(found[start : start + MATCH_BATCH])
+                            )
+                        )
                     )
-                    for record in records
-                ]
-                matches = outputs.matcher.match(db=db, people=people)
-                students = {
-                    s.id: s
-                    for s in db.scalars(
-                        select(Student).where(Student.id.in_([m.student_id for m in matches if m]))
-                    )
-                }
                 results = []
-                for row, record, match in zip(batch, records, matches, strict=True):
+                for (row, record), match in zip(chunk, matches, strict=True):
                     results.append(
                         {
                             "organization_id": upload.organization_id,
@@ -161,23 +189,30 @@ def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime
                             "created_at": now,
                             "student_id": match.student_id if match else None,
                             "matched_by": match.rule if match else "",
+                            "match_probability": match.probability if match else None,
+                            "evidence": match.evidence if match else "",
                         }
                     )
                     if match is None:
-                        unmatched += 1
+                        bands["none"] += 1
                         continue
-                    matched += 1
-                    student = students[match.student_id]
+                    bands["certain" if match.probability >= CERTAIN else "probable"] += 1
+                    duplicates += bool(match.duplicate_keys)
+                    grad_year, state = students[match.student_id]
                     writer.writerow(
                         [
                             *(record.get(name, "") for name in EMATCH_EXPORT_COLUMNS[:6]),
                             match.rule,
-                            student.student_key,
-                            student.hs_grad_year,
-                            student.state_code,
+                            match.student_key,
+                            grad_year,
+                            state,
+                            f"{match.probability:.4f}",
+                            match.evidence,
+                            " ".join(match.duplicate_keys),
                         ]
                     )
-                db.execute(insert(EmatchResult), results)
+                for start in range(0, len(results), MATCH_BATCH):
+                    db.execute(insert(EmatchResult), results[start : start + MATCH_BATCH])
         export = publish_export(
             db=db,
             store=outputs.store,
@@ -191,4 +226,11 @@ def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime
             list_path=upload.uid,
             named_at=upload.created_at,
         )
-    return {"matchedRows": matched, "unmatchedRows": unmatched, "exportUid": export.uid}
+    return {
+        "matchedRows": bands["certain"] + bands["probable"],
+        "unmatchedRows": bands["none"],
+        "matchBands": bands,
+        "matchThreshold": outputs.matcher.threshold,
+        "duplicateStudentMatches": duplicates,
+        "exportUid": export.uid,
+    }
