@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, delete, or_, select, update
+from sqlalchemy import Select, bindparam, case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, lazyload
 
@@ -381,6 +382,20 @@ def _token_user(user: User | None, claims: TokenClaims) -> User:
     return user
 
 
+@functools.cache
+def _principal_query(*, with_key: bool) -> Select[Any]:
+    """The user by uid with memberships and organizations (and the key row by its hash), built once."""
+    query: Select[Any] = (
+        select(User).where(User.uid == bindparam("user_uid")).options(joinedload(User.memberships))
+    )
+    if with_key:
+        # The key row joined in by its hash (an outer join: no such key still yields the user).
+        query = query.add_columns(
+            ApiKey.id, ApiKey.user_id, ApiKey.revoked_at, ApiKey.last_used_at
+        ).outerjoin(ApiKey, ApiKey.key_hash == bindparam("key_hash"))
+    return query
+
+
 def principal(
     *, db: Session, settings: Settings, token: str, api_key: str | None, now: datetime
 ) -> tuple[User, int | None]:
@@ -393,13 +408,10 @@ def principal(
         claims = read_token(secret_key=settings.secret_key, token=token, now=now)
     except InvalidToken as exc:
         raise unauthorized(str(exc), code="invalid_token") from exc
-    query: Select[Any] = select(User).where(User.uid == claims.user_uid).options(joinedload(User.memberships))
+    params = {"user_uid": claims.user_uid}
     if api_key is not None:
-        # The key row joined in by its hash (an outer join: no such key still yields the user).
-        query = query.add_columns(
-            ApiKey.id, ApiKey.user_id, ApiKey.revoked_at, ApiKey.last_used_at
-        ).outerjoin(ApiKey, ApiKey.key_hash == hash_api_key(api_key.strip()))
-    row = db.execute(query).unique().first()
+        params["key_hash"] = hash_api_key(api_key.strip())
+    row = db.execute(_principal_query(with_key=api_key is not None), params).unique().first()
     user = _token_user(None if row is None else row[0], claims)
     if api_key is None or row is None:
         return user, None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import secrets
@@ -17,7 +18,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 import pydantic_core
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from datalab.accounts.models import Organization, User
@@ -167,22 +168,14 @@ def _user_columns() -> tuple[Any, ...]:
     )
 
 
-def export_list_json(
-    *,
-    db: Session,
-    org: OrgContext,
-    status: str | None,
-    product_key: str | None,
-    limit: int | None,
-    offset: int,
-    now: datetime,
-) -> tuple[bytes, int]:
-    """The JSON body of one page of `list_exports` and the total number of matches, in two queries.
+# A SELECT of any columns (Select is generic in its row's column types).
+_Rows = Select[*tuple[Any, ...]]
 
-    The same body `EXPORT_LIST.dump_json([export_out(e) ...])` gives, without ORM objects: the page
-    with its total as a window count, then the page's deliveries with their users.
-    """
-    query = (
+
+@functools.cache
+def _export_page_query(*, by_status: bool, by_product: bool, limited: bool) -> _Rows:
+    """The export list's page query with its total as a window count, built once per filter shape."""
+    query: _Rows = (
         select(
             Export.id,
             Export.uid,
@@ -200,42 +193,82 @@ def export_list_json(
             func.count().over().label("total"),
         )
         .outerjoin(User, User.id == Export.created_by_user_id)
-        .where(Export.organization_id == org.organization.id)
+        .where(Export.organization_id == bindparam("organization_id"))
     )
-    if status is not None:
-        query = query.where(Export.status == status)
-    if product_key is not None:
-        query = query.where(Export.product_key == product_key)
-    query = query.order_by(Export.created_at.desc(), Export.id.desc()).offset(offset)
+    if by_status:
+        query = query.where(Export.status == bindparam("status"))
+    if by_product:
+        query = query.where(Export.product_key == bindparam("product_key"))
+    query = query.order_by(Export.created_at.desc(), Export.id.desc()).offset(bindparam("offset"))
+    if limited:
+        query = query.limit(bindparam("limit"))
+    return query
+
+
+@functools.cache
+def _export_count_query(*, by_status: bool, by_product: bool) -> _Rows:
+    page = _export_page_query(by_status=by_status, by_product=by_product, limited=False)
+    return select(func.count()).select_from(page.offset(None).order_by(None).subquery())
+
+
+@functools.cache
+def _deliveries_query() -> _Rows:
+    return (
+        select(
+            Delivery.export_id,
+            Delivery.uid,
+            Delivery.method,
+            Delivery.file_type,
+            Delivery.delivered_at,
+            *_user_columns(),
+        )
+        .outerjoin(User, User.id == Delivery.user_id)
+        .where(Delivery.export_id.in_(bindparam("export_ids", expanding=True)))
+        .order_by(Delivery.export_id, Delivery.delivered_at, Delivery.id)
+    )
+
+
+def export_list_json(
+    *,
+    db: Session,
+    org: OrgContext,
+    status: str | None,
+    product_key: str | None,
+    limit: int | None,
+    offset: int,
+    now: datetime,
+) -> tuple[bytes, int]:
+    """The JSON body of one page of `list_exports` and the total number of matches, in two queries.
+
+    The same body `EXPORT_LIST.dump_json([export_out(e) ...])` gives, without ORM objects: the page
+    with its total as a window count, then the page's deliveries with their users. The statements
+    are built once and run on the session's connection (Core rows, no ORM loading).
+    """
+    by_status, by_product = status is not None, product_key is not None
+    params: dict[str, Any] = {"organization_id": org.organization.id, "offset": offset}
+    if by_status:
+        params["status"] = status
+    if by_product:
+        params["product_key"] = product_key
     if limit is not None:
-        query = query.limit(limit)
-    rows = db.execute(query).all()
+        params["limit"] = limit
+    connection = db.connection()
+    query = _export_page_query(by_status=by_status, by_product=by_product, limited=limit is not None)
+    rows = connection.execute(query, params).all()
     if rows:
         total = int(rows[0].total)
     elif offset == 0 and limit != 0:
         total = 0
     else:
         # An empty page past the end (or limit=0): the window count has no row to ride on.
-        total_query = select(func.count()).select_from(
-            query.limit(None).offset(None).order_by(None).subquery()
+        total = int(
+            connection.execute(
+                _export_count_query(by_status=by_status, by_product=by_product), params
+            ).scalar_one()
         )
-        total = int(db.scalar(total_query) or 0)
     deliveries: dict[int, list[dict[str, Any]]] = {row.id: [] for row in rows}
     if rows:
-        delivery_rows = db.execute(
-            select(
-                Delivery.export_id,
-                Delivery.uid,
-                Delivery.method,
-                Delivery.file_type,
-                Delivery.delivered_at,
-                *_user_columns(),
-            )
-            .outerjoin(User, User.id == Delivery.user_id)
-            .where(Delivery.export_id.in_(list(deliveries)))
-            .order_by(Delivery.export_id, Delivery.delivered_at, Delivery.id)
-        )
-        for delivery in delivery_rows:
+        for delivery in connection.execute(_deliveries_query(), {"export_ids": list(deliveries)}):
             deliveries[delivery.export_id].append(delivery_row_out(delivery))
     organization = org.organization
     body = [
