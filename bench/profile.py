@@ -29,7 +29,6 @@ from tests.support.server import LiveServer, server_env
 from bench.load import Connections, exchange, get_request
 from datalab.deps import ApiCall
 from datalab.exports import service as exports
-from datalab.exports.schemas import EXPORT_LIST, export_out
 from datalab.runtime import build_runtime
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
@@ -138,10 +137,10 @@ def main() -> None:
                 return b""
 
             def exports_list(db: Session, org: OrgContext, now: datetime) -> bytes:
-                page = exports.list_exports(
-                    db=db, org=org, status=None, product_key=None, limit=None, offset=0
+                body, _total = exports.export_list_json(
+                    db=db, org=org, status=None, product_key=None, limit=None, offset=0, now=now
                 )
-                return EXPORT_LIST.dump_json([export_out(export, now=now) for export in page.items])
+                return body
 
             def file_status(db: Session, org: OrgContext, _now: datetime) -> bytes:
                 return file_out(uploads.get_upload(db=db, org=org, uid=file_id)).model_dump_json().encode()

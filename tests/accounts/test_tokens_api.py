@@ -10,7 +10,9 @@ from typing import Any
 import httpx2
 import jwt
 import pytest
+from sqlalchemy import update
 
+from datalab.accounts.models import ApiKey
 from datalab.accounts.security import issue_token, read_token
 from tests.support.accounts import (
     Account,
@@ -376,3 +378,40 @@ def test_api_key_last_used_time_is_recorded(server: LiveServer) -> None:
     last_used = datetime.fromisoformat(after["lastUsedAt"])
     assert started - timedelta(seconds=1) <= last_used <= finished + timedelta(seconds=1)
     assert after["prefix"] == account.api_key[:8]
+
+
+def test_api_key_on_org_scoped_call_is_checked_and_its_use_recorded(server: LiveServer) -> None:
+    account = add_account(server)
+    token = session_token(server, account)
+    organization = account.organization_uids[0]
+    with server.db() as db:
+        db.execute(update(ApiKey).where(ApiKey.uid == account.api_key_uid).values(last_used_at=None))
+        db.commit()
+
+    started = datetime.now(UTC)
+    response = exports(server, token=token, organization=organization, api_key=account.api_key)
+    assert response.status_code == 200, response.text
+    finished = datetime.now(UTC)
+    (used,) = server.cli_json("admin", "apikey", "list", "--user", account.user_name)
+    last_used = datetime.fromisoformat(used["lastUsedAt"])
+    assert started - timedelta(seconds=1) <= last_used <= finished + timedelta(seconds=1)
+
+    # The token is checked before the key: a deactivated user's call is invalid_token, whatever the key.
+    other = add_account(server)
+    server.cli_json("admin", "user", "set-status", other.user_name, "Inactive")
+    other_token = issue_token(secret_key=secret(server), user_uid=other.uid, now=datetime.now(UTC), ttl=TTL)
+    for key in (other.api_key, account.api_key, "nope"):
+        assert_envelope(
+            exports(server, token=other_token, organization=other.organization_uids[0], api_key=key),
+            401,
+            "invalid_token",
+        )
+
+    # A revoked key is refused on an org-scoped call, with a valid token of its own user.
+    server.cli_json("admin", "apikey", "revoke", account.api_key_uid)
+    assert_envelope(
+        exports(server, token=token, organization=organization, api_key=account.api_key),
+        401,
+        "invalid_api_key",
+    )
+    assert exports(server, token=token, organization=organization).status_code == 200

@@ -11,8 +11,13 @@ import httpx2
 import pytest
 from sqlalchemy import select
 
+from datalab.accounts.models import Organization as OrganizationRow
 from datalab.accounts.models import User
+from datalab.db import utcnow
+from datalab.exports import service as exports_service
 from datalab.exports.models import Delivery, Export
+from datalab.exports.schemas import EXPORT_LIST, export_out
+from datalab.scoping import OrgContext
 from tests.support.accounts import (
     DEMO_DISPLAY_NAME,
     Organization,
@@ -287,3 +292,37 @@ def test_download_records_a_delivery(server: LiveServer, demo: LoggedIn, tmp_pat
         assert [(row.method, row.user_id, row.bytes_sent, row.file_type) for row in rows] == [
             ("API", demo_user.id, len(content), "csv")
         ] * 2
+
+
+@pytest.mark.parametrize("params", [{}, {"limit": "2", "offset": "1"}, {"offset": "1000000"}, {"limit": "0"}])
+def test_list_body_is_the_models_rendering(
+    server: LiveServer, demo: LoggedIn, tmp_path: Path, params: dict[str, str]
+) -> None:
+    """The list's body and total-count are exactly what the response models render from the rows."""
+    source = write_csv(tmp_path / "rendering.csv", SAMPLE_HEADER, sample_rows(3))
+    uid = publish(server, source, product="aos", order_name="Rendering Check")["uid"]
+    with server.db() as db:
+        export = db.scalars(select(Export).where(Export.uid == uid)).one()
+        demo_user = db.scalars(select(User).where(User.uid == demo.body["user"]["uid"])).one()
+        # One delivery by a known user, one whose user is gone (user_id set to NULL).
+        db.add(Delivery(export_id=export.id, user_id=demo_user.id, bytes_sent=10, method="API"))
+        db.add(Delivery(export_id=export.id, user_id=None, bytes_sent=20, method="API", file_type="txt"))
+        db.commit()
+    response = list_exports(server, demo, **params)
+    assert response.status_code == 200, response.text
+    with server.db() as db:
+        organization = db.scalars(
+            select(OrganizationRow).where(OrganizationRow.uid == demo.headers["Organization"])
+        ).one()
+        page = exports_service.list_exports(
+            db=db,
+            org=OrgContext(user=None, organization=organization),
+            status=None,
+            product_key=None,
+            limit=int(params["limit"]) if "limit" in params else None,
+            offset=int(params.get("offset", "0")),
+        )
+        expected = EXPORT_LIST.dump_json([export_out(item, now=utcnow()) for item in page.items])
+    assert response.content == expected
+    assert response.headers["total-count"] == str(page.total)
+    assert page.total > 0

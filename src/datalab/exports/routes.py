@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from datalab.deps import ApiCallDep, DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.exports import service
-from datalab.exports.schemas import EXPORT_LIST, DownloadUrlOut, ExportOut, export_out
+from datalab.exports.schemas import DownloadUrlOut, ExportOut
 from datalab.pagination import non_negative, parse_paging
 from datalab.scoping import OrgContext
 from datalab.storage.routes import s3_error_response
@@ -46,15 +46,15 @@ async def read_exports(
     def work(db: Session, org: OrgContext, now: datetime) -> tuple[bytes, int]:
         status_filter, product_filter = service.parse_export_filters(status=status, product_key=productKey)
         page_limit, page_offset = parse_paging(limit=limit, offset=offset)
-        page = service.list_exports(
+        return service.export_list_json(
             db=db,
             org=org,
             status=status_filter,
             product_key=product_filter,
             limit=page_limit,
             offset=page_offset,
+            now=now,
         )
-        return EXPORT_LIST.dump_json([export_out(export, now=now) for export in page.items]), page.total
 
     body, total = await api.read(work)
     return Response(body, media_type="application/json", headers={"total-count": str(total)})

@@ -117,3 +117,63 @@ def export_out(export: Export, *, now: datetime) -> ExportOut:
         overdueEmailSentAt=epoch_ms(export.overdue_email_sent_at) if export.overdue_email_sent_at else None,
         isContinuous=export.is_continuous,
     )
+
+
+def _display_name(first_name: str | None, last_name: str | None, user_name: str | None) -> str:
+    return f"{first_name} {last_name}".strip() or (user_name or "")
+
+
+def _user_fields(
+    uid: str | None, first: str | None, last: str | None, user_name: str | None, kind: str | None
+) -> dict[str, str]:
+    if uid is None:
+        return {"uid": "", "name": "", "type": ""}
+    return {"uid": uid, "name": _display_name(first, last, user_name), "type": kind or ""}
+
+
+def delivery_row_out(row: Any) -> dict[str, Any]:
+    """A delivery row (see exports.service.export_list_json) shaped exactly like `delivery_out`."""
+    moment = epoch_ms(row.delivered_at)
+    created_by = _user_fields(row.user_uid, row.first_name, row.last_name, row.user_name, row.user_type)
+    return {
+        "uid": row.uid,
+        "triggeredBy": "Client",
+        "method": row.method,
+        "email": (row.email or "") if row.user_uid is not None else "",
+        "date": moment,
+        "combined": False,
+        "fileType": row.file_type,
+        "download": {"downloadedBy": created_by["name"], "date": moment},
+        "created": {"createdBy": created_by, "createdAt": moment},
+    }
+
+
+def export_row_out(
+    row: Any, *, fice: str, organization_uid: str, deliveries: list[dict[str, Any]], now: datetime
+) -> dict[str, Any]:
+    """An export row (see exports.service.export_list_json) shaped exactly like `export_out`."""
+    created_at = epoch_ms(row.created_at)
+    return {
+        "uid": row.uid,
+        "fice": fice,
+        "organizationUid": organization_uid,
+        "productKey": row.product_key,
+        "purchaseItems": [],
+        "status": row.status,
+        "listGenerated": True,
+        "listPath": row.list_path,
+        "quantity": row.quantity,
+        "costInPoints": row.cost_in_points,
+        "costInDollars": float(row.cost_in_dollars),
+        "date": created_at,
+        "deliveries": deliveries,
+        "created": {
+            "createdBy": _user_fields(
+                row.user_uid, row.first_name, row.last_name, row.user_name, row.user_type
+            ),
+            "createdAt": created_at,
+        },
+        "isExpired": row.expires_at is not None and row.expires_at <= now,
+        "overdueEmailSentAt": epoch_ms(row.overdue_email_sent_at) if row.overdue_email_sent_at else None,
+        "isContinuous": row.is_continuous,
+    }
