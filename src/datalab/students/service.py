@@ -207,7 +207,7 @@ def _casefolded(series: pl.Series) -> pl.Series:
 
 
 class _StudentColumns:
-    """The students' stored columns of a frame of raw STUDENT_COLUMNS, cleaned as the row reader's rules do."""
+    """The stored columns of a frame of raw STUDENT_COLUMNS, cleaned by the rules of the row reader."""
 
     def __init__(self, today: date) -> None:
         self.cleaners = {
