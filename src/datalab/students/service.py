@@ -301,7 +301,8 @@ def _upsert_postgresql(db: Session, frames: Iterable[pl.DataFrame], now: datetim
             cursor.copy(f"COPY students_load (row_number, {names}) FROM STDIN (FORMAT csv)") as copy,
         ):
             copy.write(data.getbuffer())
-    # a key repeated in the file is one student: its last row wins
+    # a key repeated in the file is one student: its last row wins (a sort of the load in memory)
+    connection.exec_driver_sql("SET LOCAL work_mem = '256MB'")
     db.execute(
         text(
             f"INSERT INTO students ({names}, updated_at) "
@@ -311,6 +312,7 @@ def _upsert_postgresql(db: Session, frames: Iterable[pl.DataFrame], now: datetim
         ).bindparams(bindparam("now", type_=_STUDENTS_TABLE.c.updated_at.type)),
         {"now": now},
     )
+    connection.exec_driver_sql("RESET work_mem")
     connection.exec_driver_sql("DROP TABLE students_load")
     return rows
 
