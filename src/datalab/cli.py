@@ -440,13 +440,13 @@ def students_load(
 ) -> None:
     """Insert or update students (by StudentKey) from a CSV file, all or nothing; then train the matcher."""
     from datalab.students.matching import matching_dir
-    from datalab.students.service import StudentFileError, load_students, read_student_file, train_and_store
+    from datalab.students.service import StudentFileError, load_student_file, train_and_store
 
     if not file.is_file():
         raise fail(f"{file} is not a readable file")
     with admin_session() as (db, _store, settings):
         try:
-            result = load_students(db=db, rows=read_student_file(file), now=_now())
+            result = load_student_file(db=db, path=file, now=_now())
         except StudentFileError as exc:
             raise fail(str(exc)) from None
         payload: dict[str, object] = {"inserted": result.inserted, "updated": result.updated}
