@@ -284,39 +284,27 @@ def _comparisons() -> list[Any]:
             ],
         )
 
+    def name(column: str, description: str, other: str, aliases: str, alias_label: str) -> Any:
+        return cl.CustomComparison(
+            output_column_name=column,
+            comparison_description=description,
+            comparison_levels=[
+                cll.NullLevel(column),
+                cll.ExactMatchLevel(column, term_frequency_adjustments=True).configure(
+                    label_for_charts="exact"
+                ),
+                cll.CustomLevel(_SWAPPED, f"swapped with {other}"),
+                cll.ArrayIntersectLevel(aliases, 1).configure(label_for_charts=alias_label),
+                cll.DamerauLevenshteinLevel(column, 1).configure(label_for_charts="one edit"),
+                cll.JaroWinklerLevel(column, 0.9).configure(label_for_charts="similar"),
+                cll.JaroWinklerLevel(column, 0.8).configure(label_for_charts="alike"),
+                cll.ElseLevel(),
+            ],
+        )
+
     return [
-        cl.CustomComparison(
-            output_column_name="first_name",
-            comparison_description="first name",
-            comparison_levels=[
-                cll.NullLevel("first_name"),
-                cll.ExactMatchLevel("first_name", term_frequency_adjustments=True).configure(
-                    label_for_charts="exact"
-                ),
-                cll.CustomLevel(_SWAPPED, "swapped with last name"),
-                cll.ArrayIntersectLevel("first_aliases", 1).configure(label_for_charts="nickname"),
-                cll.DamerauLevenshteinLevel("first_name", 1).configure(label_for_charts="one edit"),
-                cll.JaroWinklerLevel("first_name", 0.9).configure(label_for_charts="similar"),
-                cll.JaroWinklerLevel("first_name", 0.8).configure(label_for_charts="alike"),
-                cll.ElseLevel(),
-            ],
-        ),
-        cl.CustomComparison(
-            output_column_name="last_name",
-            comparison_description="last name",
-            comparison_levels=[
-                cll.NullLevel("last_name"),
-                cll.ExactMatchLevel("last_name", term_frequency_adjustments=True).configure(
-                    label_for_charts="exact"
-                ),
-                cll.CustomLevel(_SWAPPED, "swapped with first name"),
-                cll.ArrayIntersectLevel("last_parts", 1).configure(label_for_charts="part of compound"),
-                cll.DamerauLevenshteinLevel("last_name", 1).configure(label_for_charts="one edit"),
-                cll.JaroWinklerLevel("last_name", 0.9).configure(label_for_charts="similar"),
-                cll.JaroWinklerLevel("last_name", 0.8).configure(label_for_charts="alike"),
-                cll.ElseLevel(),
-            ],
-        ),
+        name("first_name", "first name", "last name", "first_aliases", "nickname"),
+        name("last_name", "last name", "first name", "last_parts", "part of compound"),
         cl.CustomComparison(
             output_column_name="dob",
             comparison_description="birth date",
