@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx2
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from datalab.accounts.schemas import parse_login_body
-from datalab.bodies import MAX_JSON_DEPTH, parse_json_object
+from datalab.bodies import MAX_INTEGER_DIGITS, MAX_JSON_DEPTH, parse_json_object
 from datalab.errors import ApiError
 from datalab.pagination import MAX_LIMIT, MAX_OFFSET, non_negative, parse_paging
 from datalab.storage.post_policy import check_post_fields, sign_policy
@@ -27,7 +27,9 @@ from tests.conftest import ServerFactory
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import create_upload, encode_multipart, field, file_part
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
 
 # Text including lone surrogates, and JSON trees including them.
 any_text = st.text(alphabet=st.characters(codec=None), max_size=40)
@@ -71,6 +73,18 @@ def _has_surrogate(value: Any) -> bool:
     return False
 
 
+def _has_long_integer(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return len(str(abs(value))) > MAX_INTEGER_DIGITS
+    if isinstance(value, dict):
+        return any(_has_long_integer(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_has_long_integer(item) for item in value)
+    return False
+
+
 @FAST
 @given(st.binary(max_size=200))
 def test_any_bytes_are_a_json_object_or_a_400(raw: bytes) -> None:
@@ -84,15 +98,22 @@ def test_any_bytes_are_a_json_object_or_a_400(raw: bytes) -> None:
 
 @FAST
 @given(json_values)
+@example({"": 10**MAX_INTEGER_DIGITS})
 def test_json_documents_are_accepted_exactly_when_they_are_storable(value: Any) -> None:
     try:
         parsed = parse_json_object(_encode(value), wanted="anything")
     except ApiError as error:
         _client_error(error, 400)
-        assert not isinstance(value, dict) or _has_surrogate(value) or _depth(value) > MAX_JSON_DEPTH
+        assert (
+            not isinstance(value, dict)
+            or _has_surrogate(value)
+            or _depth(value) > MAX_JSON_DEPTH
+            or _has_long_integer(value)
+        )
     else:
         assert parsed == value
         assert not _has_surrogate(value)
+        assert not _has_long_integer(value)
 
 
 @FAST
@@ -283,7 +304,7 @@ def store_demo(store_server: LiveServer) -> LoggedIn:
 part_bytes = st.binary(max_size=64)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(
     fields=st.lists(
         st.tuples(st.sampled_from(["key", "policy", "x-amz-signature", "junk"]), any_text), max_size=4
