@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import procrastinate
@@ -16,7 +17,7 @@ from datalab.accounts.service import create_organization
 from datalab.db import make_engine, make_session_factory, transaction, upgrade_database, utcnow
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.pgqueue import STAGE_QUEUE, install_schema
-from datalab.pipeline.runner import ClaimedJob, StageContext
+from datalab.pipeline.runner import ClaimedJob, StageContext, claim_job
 from datalab.pipeline.service import QUEUE_INFO_KEY, enqueue_stage
 from datalab.pipeline.worker import RETRY_WAIT_SECONDS, hand_over_embedded_jobs, make_worker_app
 from datalab.settings import Settings
@@ -141,10 +142,17 @@ def test_a_worker_defers_the_stages_the_embedded_queue_still_holds(
 ) -> None:
     embedded = make_session_factory(factory.kw["bind"])
     with transaction(embedded) as db:
-        upload_id = _new_upload(db, "a.csv")
+        running_id = _new_upload(db, "running.csv")
+        enqueue_stage(db=db, upload_id=running_id, stage="analyze", now=utcnow())
+    # A live embedded thread holds this one: it is left to that thread.
+    held = claim_job(session_factory=embedded, worker_id="w1", lease=timedelta(minutes=5), now=utcnow())
+    assert held is not None
+    with transaction(embedded) as db:
+        upload_id = _new_upload(db, "waiting.csv")
         enqueue_stage(db=db, upload_id=upload_id, stage="cleanse", now=utcnow())
     assert hand_over_embedded_jobs(factory) == 1
     assert hand_over_embedded_jobs(factory) == 0
     with factory() as db:
-        assert db.scalars(select(PipelineJob.state)).all() == ["done"]
+        states = db.execute(select(PipelineJob.upload_id, PipelineJob.state).order_by(PipelineJob.id)).all()
+    assert [tuple(row) for row in states] == [(running_id, "running"), (upload_id, "done")]
     assert queued_stage_jobs(database_url) == [("todo", {"upload_id": upload_id, "stage": "cleanse"})]

@@ -68,6 +68,6 @@ def install_schema(engine: Engine) -> None:
 
 
 def recovery_cron(stall_seconds: float) -> str:
-    """How often workers look for stalled jobs: about twice per stall timeout (a seconds-field cron)."""
-    every = min(max(math.floor(stall_seconds / 2), 1), 59)
+    """How often workers look for stalled jobs (a cron with seconds): every half stall timeout, or 30 s."""
+    every = min(max(math.floor(stall_seconds / 2), 1), 30)
     return f"* * * * * */{every}"

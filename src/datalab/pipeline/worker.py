@@ -16,7 +16,7 @@ import socket
 
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.app import make_store
@@ -46,16 +46,23 @@ def hand_over_embedded_jobs(session_factory: sessionmaker[Session]) -> int:
     """Defer to procrastinate every stage the embedded queue still holds (the queue engine was switched).
 
     Each row is closed in the transaction that defers its job, so a stage is never lost nor queued twice.
+    A job still leased to a live embedded thread is left to it.
     """
+    now = utcnow()
     with transaction(session_factory) as db:
         waiting = db.scalars(
             select(PipelineJob)
-            .where(PipelineJob.state.in_(("pending", "running")))
+            .where(
+                or_(
+                    PipelineJob.state == "pending",
+                    and_(PipelineJob.state == "running", PipelineJob.lease_until < now),
+                )
+            )
             .with_for_update(skip_locked=True)
         ).all()
         for job in waiting:
             defer_stage(db=db, upload_id=job.upload_id, stage=job.stage)
-            job.state, job.finished_at, job.lease_until = "done", utcnow(), None
+            job.state, job.finished_at, job.lease_until = "done", now, None
     return len(waiting)
 
 
