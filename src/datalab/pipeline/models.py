@@ -1,4 +1,4 @@
-"""Pipeline work items: one row per (upload, stage), claimed by whichever runner is configured."""
+"""Pipeline work items of the embedded queue: one row per (upload, stage), claimed by its runner threads."""
 
 from __future__ import annotations
 

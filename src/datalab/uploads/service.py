@@ -278,6 +278,8 @@ def cancel_upload(*, db: Session, org: OrgContext, uid: str, now: datetime) -> U
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         db.refresh(upload)
         raise _status_conflict(upload, "canceled")
+    # The embedded queue's waiting jobs are closed; a procrastinate job finds the upload canceled and
+    # ends without doing anything.
     db.execute(
         update(PipelineJob)
         .where(PipelineJob.upload_id == upload.id, PipelineJob.state == "pending")
