@@ -30,7 +30,7 @@ from datalab.exports.schemas import delivery_row_out, export_row_out
 from datalab.pagination import Page, paginate
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectStore
-from datalab.storage.sigv4 import S3Error, expired_error
+from datalab.storage.s3_auth import S3Error, expired_error
 
 CSV_CONTENT_TYPE = "text/csv"
 # fileType → (delimiter, extension, content type); csv is the stored format.

@@ -22,7 +22,7 @@ from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.service import enqueue_stage
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
-from datalab.storage.sigv4 import S3Error
+from datalab.storage.s3_auth import S3Error
 from datalab.uploads.mappings import save_mapping
 from datalab.uploads.models import PRODUCT_TYPE_ALIASES, PRODUCT_TYPES, UPLOAD_STATUSES, Upload
 from datalab.uploads.schemas import UploadRequest, invalid_field
