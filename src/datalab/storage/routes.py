@@ -18,7 +18,7 @@ from datalab.db import utcnow
 from datalab.settings import Settings
 from datalab.storage.base import ObjectInfo
 from datalab.storage.local import LocalObjectStore
-from datalab.storage.s3_auth import S3Error
+from datalab.storage.s3_auth import S3Error, invalid_range, no_such_key
 from datalab.storage.sigv4 import VerifiedGet, verify_presigned_get
 from datalab.storage.streaming import ByteRange, FileStreamResponse, UnsatisfiableRange, parse_range
 
@@ -62,21 +62,6 @@ def s3_error_response(error: S3Error, request_id: str) -> Response:
         status_code=error.status,
         media_type="application/xml",
         headers={"x-amz-request-id": request_id, "x-amz-id-2": host_id},
-    )
-
-
-def _no_such_key(key: str) -> S3Error:
-    return S3Error(
-        status=404, code="NoSuchKey", message="The specified key does not exist.", extras=[("Key", key)]
-    )
-
-
-def _invalid_range(size: int, requested: str) -> S3Error:
-    return S3Error(
-        status=416,
-        code="InvalidRange",
-        message="The requested range is not satisfiable",
-        extras=[("ActualObjectSize", str(size)), ("RangeRequested", requested)],
     )
 
 
@@ -145,7 +130,7 @@ class PresignedGet:
         """The stored object's metadata."""
         info = self.endpoint.store.info(bucket=self.endpoint.bucket, key=self.key)
         if info is None:
-            raise _no_such_key(self.key)
+            raise no_such_key(self.key)
         return info
 
     def byte_range(self, info: ObjectInfo) -> ByteRange | None:
@@ -153,7 +138,7 @@ class PresignedGet:
         try:
             return parse_range(self.request.headers.get("range"), info.size)
         except UnsatisfiableRange:
-            raise _invalid_range(info.size, self.request.headers.get("range", "")) from None
+            raise invalid_range(size=info.size, requested=self.request.headers.get("range", "")) from None
 
     async def claim(self, verified: VerifiedGet) -> ObjectGrant:
         """Use the URL up: from here on, only this request may read the object through it."""

@@ -23,7 +23,11 @@ __all__ = [
     "access_denied",
     "credential",
     "expired_error",
+    "expired_token",
     "invalid_argument",
+    "invalid_range",
+    "invalid_token",
+    "no_such_key",
     "parse_credential_scope",
     "require_aware",
     "signature_mismatch",
@@ -110,6 +114,43 @@ def unknown_access_key(access_key_id: str) -> S3Error:
         code="InvalidAccessKeyId",
         message="The AWS Access Key Id you provided does not exist in our records.",
         extras=[("AWSAccessKeyId", access_key_id)],
+    )
+
+
+def no_such_key(key: str) -> S3Error:
+    """S3's 404 NoSuchKey."""
+    return S3Error(
+        status=404, code="NoSuchKey", message="The specified key does not exist.", extras=[("Key", key)]
+    )
+
+
+def invalid_range(*, size: int, requested: str) -> S3Error:
+    """S3's 416 InvalidRange for a Range header past the end of the object."""
+    return S3Error(
+        status=416,
+        code="InvalidRange",
+        message="The requested range is not satisfiable",
+        extras=[("ActualObjectSize", str(size)), ("RangeRequested", requested)],
+    )
+
+
+def invalid_token(token: str) -> S3Error:
+    """S3's 400 InvalidToken for a session token it cannot make sense of."""
+    return S3Error(
+        status=400,
+        code="InvalidToken",
+        message="The provided token is malformed or otherwise invalid.",
+        extras=[("Token-0", token)],
+    )
+
+
+def expired_token(token: str) -> S3Error:
+    """S3's 400 ExpiredToken for a session token past its life."""
+    return S3Error(
+        status=400,
+        code="ExpiredToken",
+        message="The provided token has expired.",
+        extras=[("Token-0", token)],
     )
 
 

@@ -316,14 +316,8 @@ def verify_presigned_get(
     first: dict[str, str] = {}
     for name, value in query:
         first.setdefault(name, value)
-    request = _QueryRequest(
-        method=method,
-        host=host,
-        path=path,
-        query=query,
-        params=first,
-        headers={name.lower(): value for name, value in headers.items()},
-    )
+    lowered = {name.lower(): value for name, value in headers.items()}
+    request = _QueryRequest(method, host, path, query, params=first, headers=lowered)
 
     is_v4 = any(name in first for name in _V4_REQUIRED)
     is_v2 = not is_v4 and any(name in first for name in _V2_REQUIRED)
