@@ -203,6 +203,10 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.home / 'datalab.db').resolve()}"
 
+    def base_url(self, request_base_url: str) -> str:
+        """The base URL clients reach this server at: public_url when set, else the one a request came to."""
+        return (self.public_url or request_base_url).rstrip("/")
+
     @property
     def storage_access_key_id(self) -> str:
         """Access key id of the embedded store, derived so every process of one deployment agrees."""
