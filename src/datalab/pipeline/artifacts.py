@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import polars as pl
 import pyarrow as pa
@@ -44,11 +45,35 @@ def report_key(upload_uid: str) -> str:
     return f"pipeline/{upload_uid}/errors.csv"
 
 
-class CsvObject:
+class _PendingObject:
+    """An object being written into the store: visible once committed, dropped if its block fails."""
+
+    def __init__(self, *, store: ObjectStore, bucket: str, key: str, content_type: str) -> None:
+        self._writer: ObjectWriter = store.begin_write(bucket=bucket, key=key, content_type=content_type)
+
+    def _finish(self) -> None:
+        """Write what is still held back (called once, before the commit)."""
+
+    def commit(self) -> ObjectInfo:
+        """Finish writing and make the object visible."""
+        self._finish()
+        return self._writer.commit()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if kind is not None:
+            self._writer.abort()
+
+
+class CsvObject(_PendingObject):
     """A CSV file written row by row into the object store, visible only once committed."""
 
     def __init__(self, *, store: ObjectStore, bucket: str, key: str, header: Sequence[str]) -> None:
-        self._writer: ObjectWriter = store.begin_write(bucket=bucket, key=key, content_type=CSV_CONTENT_TYPE)
+        super().__init__(store=store, bucket=bucket, key=key, content_type=CSV_CONTENT_TYPE)
         self._buffer = io.StringIO()
         self._csv = csv.writer(self._buffer, lineterminator="\r\n")
         self._csv.writerow(header)
@@ -74,19 +99,8 @@ class CsvObject:
             self._buffer.seek(0)
             self._buffer.truncate()
 
-    def commit(self) -> ObjectInfo:
-        """Write what is buffered and make the object visible."""
+    def _finish(self) -> None:
         self._flush()
-        return self._writer.commit()
-
-    def __enter__(self) -> CsvObject:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if kind is not None:
-            self._writer.abort()
 
 
 class _WriterFile:
@@ -105,13 +119,11 @@ class _WriterFile:
         return None
 
 
-class StagedRowsObject:
+class StagedRowsObject(_PendingObject):
     """Staging rows written frame by frame to the object store as an Arrow stream, visible once committed."""
 
     def __init__(self, *, store: ObjectStore, bucket: str, key: str) -> None:
-        self._writer: ObjectWriter = store.begin_write(
-            bucket=bucket, key=key, content_type=ARROW_STREAM_CONTENT_TYPE
-        )
+        super().__init__(store=store, bucket=bucket, key=key, content_type=ARROW_STREAM_CONTENT_TYPE)
         self._stream = pa.ipc.new_stream(pa.PythonFile(_WriterFile(self._writer), mode="w"), STAGED_SCHEMA)
         self.rows = 0
 
@@ -122,19 +134,8 @@ class StagedRowsObject:
         self._stream.write_table(frame.to_arrow().cast(STAGED_SCHEMA))
         self.rows += frame.height
 
-    def commit(self) -> ObjectInfo:
-        """End the stream and make the object visible."""
+    def _finish(self) -> None:
         self._stream.close()
-        return self._writer.commit()
-
-    def __enter__(self) -> StagedRowsObject:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
-    ) -> None:
-        if kind is not None:
-            self._writer.abort()
 
 
 @contextmanager
