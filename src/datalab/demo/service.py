@@ -95,6 +95,7 @@ def seed_demo(
             first_name="API",
             last_name="Service Account",
             attributes=[{"key": "serviceAccount", "value": True}],
+            admin=True,
         )
     key_hash = hash_api_key(plain_key)
     if db.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash)) is None:
