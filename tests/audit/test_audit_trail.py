@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +100,7 @@ def _uploads(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> tuple
 
 
 @pytest.fixture(scope="module")
-def session(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+def session(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Session:
     server = make_server(pipeline_workers="1")
     assert server.demo is not None
     secrets = [server.demo.password, server.demo.api_key, ALICE_PASSWORD, WRONG_PASSWORD]
@@ -123,7 +122,7 @@ def session(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory
     admin_json(server, "admin", "apikey", "revoke", key_uid)
     source = write_csv(tmp_path_factory.mktemp("audit") / "list.csv", ["Id", "Name"], sample_rows(3))
     published = publish(server, source, product="prospect")
-    yield Session(
+    return Session(
         server=server,
         demo=demo,
         alice=alice,
@@ -238,12 +237,16 @@ def test_operators_export_every_organization_and_none(session: Session, tmp_path
     assert "since must be" in refused.stderr
 
 
-def test_an_action_rolled_back_leaves_no_record(session: Session) -> None:
-    factory = make_session_factory(session.server.engine)
-    with pytest.raises(RuntimeError), transaction(factory) as db:
+def _create_organization_then_fail(server: LiveServer) -> None:
+    with transaction(make_session_factory(server.engine)) as db:
         create_organization(db=db, name="Rolled Back College", fice="990099")
         assert any(isinstance(row, AuditEvent) for row in db.new)
         raise RuntimeError("the action fails after it was recorded")
+
+
+def test_an_action_rolled_back_leaves_no_record(session: Session) -> None:
+    with pytest.raises(RuntimeError, match="after it was recorded"):
+        _create_organization_then_fail(session.server)
     assert not [e for e in _events(session.server) if e.detail.get("fice") == "990099"]
     before = len(_events(session.server))
     duplicate = session.server.cli(
