@@ -122,6 +122,9 @@ def session(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory
     admin_json(server, "admin", "apikey", "revoke", key_uid)
     source = write_csv(tmp_path_factory.mktemp("audit") / "list.csv", ["Id", "Name"], sample_rows(3))
     published = publish(server, source, product="prospect")
+    students = tmp_path_factory.mktemp("students") / "students.csv"
+    students.write_text("StudentKey,FirstName,LastName\n00991,Ann,Audit\n", encoding="utf-8")
+    admin_json(server, "admin", "students", "load", str(students))
     return Session(
         server=server,
         demo=demo,
@@ -169,6 +172,9 @@ def test_every_action_of_the_session_is_recorded_once(session: Session) -> None:
     _one(events, "upload.processing_requested", target_id=session.upload_uid)
     _one(events, "upload.canceled", target_id=session.canceled_uid)
     _one(events, "export.published", target_id=session.published_uid, actor_name="operator")
+    loaded = _one(events, "students.loaded", actor_name="operator", organization_id=None)
+    assert loaded.detail == {"file": "students.csv", "inserted": 1, "updated": 0}
+    _one(events, "students.model_trained", actor_name="operator", channel="CLI")
 
 
 def test_the_pipeline_records_each_status_change_up_to_the_final_one(session: Session) -> None:
