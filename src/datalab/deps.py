@@ -204,7 +204,7 @@ ApiCallDep = Annotated[ApiCall, Depends(get_api_call)]
 
 def public_base_url(request: Request, settings: Settings) -> str:
     """The base URL clients reach this server at: the configured one, else the request's own."""
-    return (settings.public_url or str(request.base_url)).rstrip("/")
+    return settings.base_url(str(request.base_url))
 
 
 async def raw_body(request: Request) -> bytes:

@@ -8,7 +8,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import make_engine, make_session_factory, upgrade_database
-from datalab.pipeline.service import QUEUE_INFO_KEY, ensure_procrastinate_schema
+from datalab.pipeline.pgqueue import install_schema
+from datalab.pipeline.service import QUEUE_INFO_KEY
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
 from datalab.storage.local import LocalObjectStore
@@ -50,7 +51,7 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     if migrate:
         upgrade_database(engine)
         if settings.pipeline_queue == "procrastinate":
-            ensure_procrastinate_schema(engine)
+            install_schema(engine)
     info = {QUEUE_INFO_KEY: settings.pipeline_queue}
     return Runtime(
         settings=settings,

@@ -120,12 +120,16 @@ class Settings(BaseSettings):
         "concurrent jobs of each `datalab worker`.",
     )
     pipeline_poll_seconds: float = Field(
-        default=1.0, gt=0, description="How long an idle pipeline worker waits before looking for work again."
+        default=1.0,
+        gt=0,
+        description="How long an idle pipeline worker waits before looking for work again (procrastinate "
+        "workers are also woken by PostgreSQL notifications).",
     )
     pipeline_lease_seconds: float = Field(
         default=60,
         ge=1,
-        description="A claimed job whose worker stops renewing it for this long is taken again.",
+        description="A job whose worker stops renewing its lease (embedded) or its heartbeat (procrastinate) "
+        "for this long is run again by another worker.",
     )
     pipeline_max_attempts: int = Field(
         default=3, ge=1, description="Tries of a pipeline stage before its upload ends in failure."
@@ -184,7 +188,7 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _procrastinate_needs_postgresql(self) -> Settings:
+    def _worker_queue_needs_postgresql(self) -> Settings:
         if self.pipeline_queue == "procrastinate" and not self.resolved_database_url.startswith("postgresql"):
             raise ValueError(
                 "DATALAB_PIPELINE_QUEUE=procrastinate needs PostgreSQL: set DATALAB_DATABASE_URL to a "
@@ -198,6 +202,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'datalab.db').resolve()}"
+
+    def base_url(self, request_base_url: str) -> str:
+        """The base URL clients reach this server at: public_url when set, else the one a request came to."""
+        return (self.public_url or request_base_url).rstrip("/")
 
     @property
     def storage_access_key_id(self) -> str:

@@ -1,8 +1,9 @@
 """Replays every request of the documentation's "How to Use the File Export API" over real HTTP.
 
-Each request is written as the documentation prints it, with the production host replaced by the live
-server's and the placeholders (<session-token>, organization-uid, <file-uid>, the example API key) filled
-in. The compatibility rows 7-11 and 14 of spec/compatibility.md are checked on the same flow.
+Each request is written as the documentation (docs/spec/api-documentation.md) prints it, with the
+production host replaced by the live server's and the placeholders (<session-token>, organization-uid,
+<file-uid>, the example API key) filled in. The compatibility rows 7-11 and 14 of
+docs/spec/compatibility.md are checked on the same flow.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from tests.support.server import LiveServer, LoggedIn
 
 DOC_HOST = "https://api-datalab.encoura.org/v1"
 DOC_API_KEY = "aNgKsb3PSB4bx9c68iRWeaGfufzj2Vuz6qenwor1"
-# spec/compatibility.md, "Known naming conventions": ACT-[ORGANIZATION-NAME]-[MMDDYYYY]-[HMMSS].csv, the hour
-# not zero-padded.
+# docs/spec/compatibility.md, "Known naming conventions": ACT-[ORGANIZATION-NAME]-[MMDDYYYY]-[HMMSS].csv,
+# the hour not zero-padded.
 ACT_FILE_NAME = re.compile(
     r"^ACT-SAMPLE-UNIVERSITY-(?P<month>0[1-9]|1[0-2])(?P<day>0[1-9]|[12]\d|3[01])(?P<year>\d{4})"
     r"-(?P<hour>1?\d|2[0-3])(?P<minute>[0-5]\d)(?P<second>[0-5]\d)\.csv$"

@@ -8,6 +8,7 @@ duplicates.
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
 import httpx2
@@ -18,9 +19,9 @@ from datalab.demo.uploads import write_enrollment_csv
 from datalab.pipeline.models import PipelineJob, StagedRow
 from datalab.records.models import EnrollmentRecord
 from datalab.uploads.models import Upload
-from tests.support.databases import postgres_url
+from tests.support.databases import postgres_url, queued_stage_jobs
 from tests.support.server import LiveServer, LoggedIn
-from tests.support.uploads import upload_and_wait, wait_for_status
+from tests.support.uploads import upload_and_wait, upload_row, wait_for_status
 
 LARGE_ROWS = 150_000
 # A short lease so that work held by a killed process is taken again within seconds.
@@ -116,7 +117,17 @@ def test_procrastinate_workers_process_every_product(client: httpx2.Client, make
     assert (results["ematch"]["matchedRows"], results["ematch"]["unmatchedRows"]) == (0, 1)
     with server.db() as db:
         jobs = db.scalars(select(PipelineJob.state)).all()
-    assert set(jobs) == {"done"}
+    # procrastinate alone held the jobs; it deletes each one that succeeded.
+    assert jobs == []
+    assert queued_stage_jobs(server.database_url) == []
+
+
+def _stage_jobs_become(server: LiveServer, expected: list[tuple[str, dict[str, object]]]) -> None:
+    """Wait until procrastinate holds exactly these stage jobs (status, arguments)."""
+    deadline = time.monotonic() + 60
+    while (jobs := queued_stage_jobs(server.database_url)) != expected:
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.05)
 
 
 @needs_postgresql
@@ -127,9 +138,15 @@ def test_a_procrastinate_worker_killed_mid_ingest_is_recovered_by_the_next_worke
     first = server.start_worker()
     login = server.login()
     record = _caught_ingesting(client, server, login, large_file)
+    ingest = ("doing", {"upload_id": upload_row(server, record["id"]).id, "stage": "ingest"})
+    _stage_jobs_become(server, [ingest])
     first.send_signal(signal.SIGKILL)
     first.wait()
+    # The dead worker's job stays `doing`: only procrastinate's stalled-job recovery can run it again.
+    time.sleep(1)
+    assert queued_stage_jobs(server.database_url) == [ingest]
     server.start_worker()
     done = _finished(client, server, login, record["id"])
     accepted = _expected_accepted(done)
     assert _stored(server, record["id"]) == (accepted, accepted, 0)
+    assert queued_stage_jobs(server.database_url) == []

@@ -1,4 +1,4 @@
-"""Tests for datalab.storage.post_policy against s3-presigned.md §1 (POST) and its vectors V1 to V4."""
+"""Tests for datalab.storage.post_policy against docs/reference/s3-presigned.md §1 (POST), vectors V1-V4."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for datalab.storage.sigv4 against the vectors and error catalogue of docs s3-presigned.md."""
+"""Tests for datalab.storage.sigv4 against the vectors and errors of docs/reference/s3-presigned.md."""
 
 from __future__ import annotations
 

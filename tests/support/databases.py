@@ -6,8 +6,11 @@ import os
 import secrets
 from pathlib import Path
 
+import procrastinate
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from datalab.pipeline.pgqueue import STAGE_QUEUE, STAGE_TASK, libpq_url
 
 TEST_DATABASE_URL_ENV = "DATALAB_TEST_DATABASE_URL"
 
@@ -45,3 +48,13 @@ class DatabaseFactory:
             for name in self.created:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def queued_stage_jobs(database_url: str) -> list[tuple[str, dict[str, object]]]:
+    """(status, arguments) of the pipeline stage jobs procrastinate holds, read through its job manager."""
+    app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector(conninfo=libpq_url(database_url)))
+    with app.open() as opened:
+        jobs = sorted(
+            opened.job_manager.list_jobs(queue=STAGE_QUEUE, task=STAGE_TASK), key=lambda job: job.id or 0
+        )
+        return [(str(job.status), dict(job.task_kwargs)) for job in jobs]

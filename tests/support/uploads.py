@@ -79,7 +79,7 @@ def file_part(content: bytes, *, filename: str = "file_to_upload.csv", name: str
 def form_parts(
     fields: Mapping[str, str] | Iterable[tuple[str, str]], content: bytes, *, filename: str = "data.csv"
 ) -> list[Part]:
-    """Every field in the given order, then the file last (compatibility row 13)."""
+    """Every field in the given order, then the file last (docs/spec/compatibility.md row 13)."""
     pairs = fields.items() if isinstance(fields, Mapping) else fields
     return [*(field(name, value) for name, value in pairs), file_part(content, filename=filename)]
 

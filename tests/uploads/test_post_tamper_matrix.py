@@ -1,10 +1,11 @@
 """The embedded store's browser-POST endpoint against tampered, incomplete and odd upload forms.
 
-Every refused case asserts S3's status, `application/xml`, the exact Code and Message (s3-presigned.md §1.8
-as post_policy.py renders them) and their extra elements, and that nothing was stored: no object under the
-key, no half-written file beside it, and the record still `uploading` with nothing queued. Accepted
-variants assert 204 and the stored bytes. The bodies are built part by part so the order of the parts,
-their names and the file's position are exactly as each case needs them.
+Every refused case asserts S3's status, `application/xml`, the exact Code and Message
+(docs/reference/s3-presigned.md §1.8 as post_policy.py renders them) and their extra elements, and that
+nothing was stored: no object under the key, no half-written file beside it, and the record still
+`uploading` with nothing queued. Accepted variants assert 204 and the stored bytes. The bodies are built
+part by part so the order of the parts, their names and the file's position are exactly as each case
+needs them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The File Upload API over real HTTP, as spec/api-documentation.md "How to Use the File Upload API" shows it.
+"""The File Upload API over real HTTP, as "How to Use the File Upload API" in docs/spec/api-documentation.md.
 
 The documentation's three requests (create record, upload, check status) are replayed with the production
 hosts replaced by the live server's; the upload step also runs through the real `curl` binary. Then: the
@@ -91,7 +91,7 @@ def md5_hex(content: bytes) -> str:
 
 
 def post_policy_signature(*, secret: str, date: str, region: str, policy_b64: str) -> str:
-    """SigV4 POST signature, computed here independently of the server's code (s3-presigned.md §1.3)."""
+    """SigV4 POST signature, computed apart from the server's code (docs/reference/s3-presigned.md §1.3)."""
     key = f"AWS4{secret}".encode()
     for part in (date, region, "s3", "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()

@@ -8,15 +8,10 @@ from fastapi import APIRouter, Depends, Header, Request
 
 from datalab.accounts import service
 from datalab.accounts.schemas import LOGIN_BODY_SCHEMA, LoginOut, TokenOut, parse_login_body, user_out
-from datalab.deps import DbDep, NowDep, ReadDbDep, SettingsDep
+from datalab.deps import DbDep, NowDep, ReadDbDep, SettingsDep, raw_body
 from datalab.errors import error_responses
 
 router = APIRouter(tags=["Authorization"])
-
-
-async def raw_body(request: Request) -> bytes:
-    """The request body, read before the handler runs in a worker thread."""
-    return await request.body()
 
 
 @router.post(

@@ -17,7 +17,7 @@ from datalab.exports.schemas import DownloadUrlOut, ExportOut
 from datalab.pagination import non_negative, parse_paging
 from datalab.scoping import OrgContext
 from datalab.storage.routes import s3_error_response
-from datalab.storage.sigv4 import S3Error
+from datalab.storage.s3_auth import S3Error
 
 router = APIRouter(prefix="/datacenter", tags=["Exports"])
 

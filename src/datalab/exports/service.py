@@ -31,7 +31,7 @@ from datalab.exports.schemas import delivery_row_out, export_row_out
 from datalab.pagination import Page, paginate
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectStore
-from datalab.storage.sigv4 import S3Error, expired_error
+from datalab.storage.s3_auth import S3Error, access_denied, expired_error, no_such_key
 
 CSV_CONTENT_TYPE = "text/csv"
 # fileType → (delimiter, extension, content type); csv is the stored format.
@@ -498,14 +498,12 @@ def redeem_ticket(
     short-lived presigned GET to redirect to; S3 cannot tell whether that transfer finished."""
     ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == token))
     if ticket is None or PurePosixPath(_served_key(ticket)).name != file_name:
-        raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+        raise access_denied("Access Denied")
     _claim_ticket(db=db, ticket=ticket, now=now)
     key = _served_key(ticket)
     info = store.info(bucket=bucket, key=key)
     if info is None:
-        raise S3Error(
-            status=404, code="NoSuchKey", message="The specified key does not exist.", extras=[("Key", key)]
-        )
+        raise no_such_key(key)
     record_delivery(db=db, ticket=ticket, bytes_sent=info.size, now=now)
     return store.presigned_get_url(
         bucket=bucket, key=key, base_url=base_url, session_token=token, expires_in=redirect_ttl, now=now
@@ -525,7 +523,7 @@ class ExportDownloads:
     ) -> DownloadTicket:
         ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == (session_token or "")))
         if ticket is None or key != _served_key(ticket):
-            raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+            raise access_denied("Access Denied")
         if ticket.claimed_at is not None or ticket.expires_at <= now:
             raise _expired(ticket, now)
         return ticket

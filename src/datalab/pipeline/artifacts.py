@@ -1,22 +1,42 @@
-"""Files the pipeline keeps beside an upload in the uploads bucket: the cleansed rows and the row report."""
+"""Files the pipeline keeps beside an upload in the uploads bucket: the cleansed rows and the row report.
+
+The cleansed rows are an Arrow IPC stream: written and read back column by column without a text format
+in between (no quoting of the records' JSON, no parsing), one record batch per cleansed frame.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
+
+import polars as pl
+import pyarrow as pa
 
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
 
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
+ARROW_STREAM_CONTENT_TYPE = "application/vnd.apache.arrow.stream"
+# What the cleansed rows file holds for each accepted row: its staging row, without the upload's id.
+STAGED_SCHEMA = pa.schema(
+    [
+        ("row_number", pa.int64()),
+        ("unique_id", pa.large_string()),
+        ("entry_year", pa.large_string()),
+        ("entry_term", pa.large_string()),
+        ("record", pa.large_string()),
+    ]
+)
 REPORT_COLUMNS = ("row", "column", "field", "value", "severity", "code", "message")
 _FLUSH_CHARS = 1024 * 1024
 
 
 def cleansed_key(upload_uid: str) -> str:
     """Where the accepted rows of an upload, as staging rows, are kept between `cleansing` and `ingesting`."""
-    return f"pipeline/{upload_uid}/cleansed.csv"
+    return f"pipeline/{upload_uid}/cleansed.arrows"
 
 
 def report_key(upload_uid: str) -> str:
@@ -67,3 +87,61 @@ class CsvObject:
     ) -> None:
         if kind is not None:
             self._writer.abort()
+
+
+class _WriterFile:
+    """The object writer as the binary file Arrow's stream writer expects."""
+
+    closed = False
+
+    def __init__(self, writer: ObjectWriter) -> None:
+        self._writer = writer
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._writer.write(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        return None
+
+
+class StagedRowsObject:
+    """Staging rows written frame by frame to the object store as an Arrow stream, visible once committed."""
+
+    def __init__(self, *, store: ObjectStore, bucket: str, key: str) -> None:
+        self._writer: ObjectWriter = store.begin_write(
+            bucket=bucket, key=key, content_type=ARROW_STREAM_CONTENT_TYPE
+        )
+        self._stream = pa.ipc.new_stream(pa.PythonFile(_WriterFile(self._writer), mode="w"), STAGED_SCHEMA)
+        self.rows = 0
+
+    def write_frame(self, frame: pl.DataFrame) -> None:
+        """Append the frame's rows (the columns of STAGED_SCHEMA)."""
+        if frame.is_empty():
+            return
+        self._stream.write_table(frame.to_arrow().cast(STAGED_SCHEMA))
+        self.rows += frame.height
+
+    def commit(self) -> ObjectInfo:
+        """End the stream and make the object visible."""
+        self._stream.close()
+        return self._writer.commit()
+
+    def __enter__(self) -> StagedRowsObject:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if kind is not None:
+            self._writer.abort()
+
+
+@contextmanager
+def staged_frames(path: Path) -> Iterator[Iterator[pl.DataFrame]]:
+    """The frames of a cleansed rows file, one per record batch (memory-mapped: nothing read twice)."""
+    with pa.memory_map(str(path)) as source:
+        reader = pa.ipc.open_stream(source)
+        if reader.schema != STAGED_SCHEMA:
+            raise ValueError(f"{path.name} is not a file of staging rows")
+        yield (pl.from_arrow(pa.Table.from_batches([batch])) for batch in reader)  # type: ignore[misc]

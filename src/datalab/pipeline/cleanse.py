@@ -20,14 +20,15 @@ import polars as pl
 from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, LayoutField, load_layout, normalize_header
 from datalab.lifecycle import UploadStatus
-from datalab.pipeline.artifacts import REPORT_COLUMNS, CsvObject, cleansed_key, report_key
+from datalab.pipeline.artifacts import REPORT_COLUMNS, CsvObject, StagedRowsObject, cleansed_key, report_key
 from datalab.pipeline.columnar import ColumnCleaner, json_records
 from datalab.pipeline.readers import ReadError, open_table
 from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
 from datalab.uploads.models import Upload
 
-STAGED_COLUMNS = ("upload_id", "row_number", "unique_id", "entry_year", "entry_term", "record")
+# The staging row's columns that repeat UniqueID, EntryYear and EntryTerm (the keys processing uses).
+_KEY_COLUMNS = ("unique_id", "entry_year", "entry_term")
 
 
 @dataclass(frozen=True)
@@ -88,15 +89,14 @@ _REPORT_SCHEMA = {
 class Cleanser:
     """Cleans the frames of one file against one layout and mapping, column by column.
 
-    Each frame gives the accepted rows as staging rows (``STAGED_COLUMNS``, the record as JSON of its
-    non-blank fields) and its report lines, in row order and, within a row, in the order of the layout's
+    Each frame gives the accepted rows as staging rows (``artifacts.STAGED_SCHEMA``, the record as JSON of
+    its non-blank fields) and its report lines, in row order and, within a row, in the order of the layout's
     fields: each field's warnings, then the missing required fields, then the unmet "one of" groups.
     """
 
-    def __init__(self, *, layout: Layout, plan: list[_MappedField], today: date, upload_id: int) -> None:
+    def __init__(self, *, layout: Layout, plan: list[_MappedField], today: date) -> None:
         self.layout = layout
         self.plan = plan
-        self.upload_id = upload_id
         self.counts = CleanseCounts()
         self.next_row = 2  # the header is row 1
         self.cleaners = [ColumnCleaner(m.layout_field, m.value_map, today) for m in plan]
@@ -253,11 +253,10 @@ class Cleanser:
 
     def _staged(self, accepted: pl.DataFrame) -> pl.DataFrame:
         return accepted.select(
-            pl.lit(self.upload_id, dtype=pl.Int64).alias("upload_id"),
             pl.col("row").alias("row_number"),
             *(
                 (pl.col(column) if column is not None else pl.lit("")).alias(name)
-                for column, name in zip(self.key_columns, STAGED_COLUMNS[2:5], strict=True)
+                for column, name in zip(self.key_columns, _KEY_COLUMNS, strict=True)
             ),
         ).with_columns(json_records(accepted, self.record_columns))
 
@@ -314,17 +313,11 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
             open_table(path, file_name=upload.file_name) as (info, rows),
         ):
             cleanser = Cleanser(
-                layout=layout,
-                plan=_plan(layout, info.headers, upload),
-                today=utcnow().date(),
-                upload_id=upload.id,
+                layout=layout, plan=_plan(layout, info.headers, upload), today=utcnow().date()
             )
             with (
-                CsvObject(
-                    store=ctx.store,
-                    bucket=ctx.uploads_bucket,
-                    key=cleansed_key(upload.uid),
-                    header=STAGED_COLUMNS,
+                StagedRowsObject(
+                    store=ctx.store, bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid)
                 ) as out,
                 CsvObject(
                     store=ctx.store,
@@ -335,7 +328,7 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
             ):
                 for frame in rows.frames(temp_dir=ctx.temp_dir):
                     staged, lines = cleanser.clean(frame)
-                    out.write_bytes(csv_bytes(staged))
+                    out.write_frame(staged)
                     report.write_bytes(csv_bytes(lines))
                 out.commit()
                 report.commit()

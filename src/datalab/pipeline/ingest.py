@@ -1,7 +1,7 @@
 """The `ingesting` stage: load the accepted rows into staging with each database's bulk path.
 
-Cleansing wrote them as a CSV of staging rows: PostgreSQL reads that file itself (COPY, its bytes
-streamed as they are); SQLite gets it as polars frames of a few MiB, each inserted with one executemany.
+Cleansing wrote them as an Arrow stream of staging rows, one record batch per frame: PostgreSQL gets the
+batches through COPY (each written as CSV by polars); SQLite gets each with one executemany.
 
 The upload's staged rows are cleared first and the status moves to `processing` only in the transaction
 that ends the load, so a stage run again after a crash never duplicates a row. On PostgreSQL the whole
@@ -11,77 +11,68 @@ held up by a large file.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import polars as pl
-from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import transaction, utcnow
 from datalab.lifecycle import UploadStatus
-from datalab.pipeline.artifacts import cleansed_key
-from datalab.pipeline.cleanse import STAGED_COLUMNS
+from datalab.pipeline.artifacts import STAGED_SCHEMA, cleansed_key, staged_frames
 from datalab.pipeline.models import StagedRow
-from datalab.pipeline.readers import record_blocks
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
+from datalab.pipeline.staging import clear_staged
 
-COPY_CHUNK = 1024 * 1024
-_STAGED_SCHEMA = {
-    "upload_id": pl.Int64,
-    "row_number": pl.Int64,
-    "unique_id": pl.String,
-    "entry_year": pl.String,
-    "entry_term": pl.String,
-    "record": pl.String,
-}
+_COLUMNS = ("upload_id", *STAGED_SCHEMA.names)
 
 
-def _check_header(path: Path) -> int:
-    with path.open("rb") as handle:
-        header = handle.readline()
-    if header.decode("utf-8").strip() != ",".join(STAGED_COLUMNS):
-        raise ValueError(f"{path.name} is not a file of staging rows")
-    return len(header)
-
-
-def copy_rows(db: Session, path: Path) -> int:
-    """Stream the staging rows file into PostgreSQL with COPY, in the session's transaction; the count."""
-    start = _check_header(path)
+def copy_rows(db: Session, upload_id: int, path: Path) -> int:
+    """Load the cleansed rows file into PostgreSQL with COPY, in the session's transaction; the count."""
     driver = db.connection().connection.driver_connection
-    columns = ", ".join(STAGED_COLUMNS)
     statement = (
-        f"COPY staged_rows ({columns}) FROM STDIN "
+        f"COPY {StagedRow.__tablename__} ({', '.join(_COLUMNS)}) FROM STDIN "
         "(FORMAT csv, FORCE_NOT_NULL (unique_id, entry_year, entry_term, record))"
     )
-    with driver.cursor() as cursor, path.open("rb") as handle:  # type: ignore[union-attr]
-        handle.seek(start)
-        with cursor.copy(statement) as copy:
-            while chunk := handle.read(COPY_CHUNK):
-                copy.write(chunk)
-        return int(cursor.rowcount)
+    count = 0
+    with (
+        staged_frames(path) as frames,
+        driver.cursor() as cursor,  # type: ignore[union-attr]
+        cursor.copy(statement) as copy,
+    ):
+        for frame in frames:
+            buffer = io.BytesIO()
+            frame.select(pl.lit(upload_id, dtype=pl.Int64).alias(_COLUMNS[0]), pl.all()).write_csv(
+                buffer, include_header=False
+            )
+            copy.write(buffer.getbuffer())
+            count += frame.height
+    return count
 
 
-def insert_rows(factory: sessionmaker[Session], path: Path) -> int:
-    """Insert the staging rows file in batches of whole frames, one short transaction each; the count.
+def insert_rows(factory: sessionmaker[Session], upload_id: int, path: Path) -> int:
+    """Insert the cleansed rows file frame by frame, one short transaction each; the count.
 
     SQLite has one writer at a time: short transactions let API requests in between. Rows of a load that
     stopped half-way are invisible (the status has not moved) and are cleared when the stage runs again.
     """
-    start = _check_header(path)
-    # The DB-API cursor directly: going through the ORM costs more than the insert itself.
-    placeholders = ", ".join("?" * len(STAGED_COLUMNS))
-    statement = f"INSERT INTO staged_rows ({', '.join(STAGED_COLUMNS)}) VALUES ({placeholders})"
+    # The DB-API cursor directly, with the upload's id written into the statement (one value fewer to
+    # bind per row): going through the ORM costs more than the insert itself.
+    statement = (
+        f"INSERT INTO {StagedRow.__tablename__} ({', '.join(_COLUMNS)}) "
+        f"VALUES ({int(upload_id)}, {', '.join('?' * len(STAGED_SCHEMA.names))})"
+    )
     count = 0
-    for block in record_blocks(path, start):
-        frame = pl.read_csv(block, has_header=False, schema=_STAGED_SCHEMA, empty_string_is_null=False)
-        with transaction(factory) as db:
-            cursor = db.connection().connection.cursor()
-            try:
-                cursor.executemany(statement, frame.rows())
-            finally:
-                cursor.close()
-        count += frame.height
+    with staged_frames(path) as frames:
+        for frame in frames:
+            with transaction(factory) as db:
+                cursor = db.connection().connection.cursor()
+                try:
+                    cursor.executemany(statement, frame.rows())
+                finally:
+                    cursor.close()
+            count += frame.height
     return count
 
 
@@ -94,17 +85,17 @@ def ingest(ctx: StageContext, job: ClaimedJob) -> None:
         db.expunge(upload)
         copy = db.get_bind().dialect.name == "postgresql"
         if not copy:
-            db.execute(delete(StagedRow).where(StagedRow.upload_id == upload.id))
+            clear_staged(db, upload.id)
     with (
         ctx.store.readable_path(
             bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid), temp_dir=ctx.temp_dir
         ) as path,
     ):
-        staged = 0 if copy else insert_rows(ctx.session_factory, path)
+        staged = 0 if copy else insert_rows(ctx.session_factory, upload.id, path)
         with transaction(ctx.session_factory) as db:
             if copy:
-                db.execute(delete(StagedRow).where(StagedRow.upload_id == upload.id))
-                staged = copy_rows(db, path)
+                clear_staged(db, upload.id)
+                staged = copy_rows(db, upload.id, path)
             now = utcnow()
             moved = move_upload(
                 db=db,

@@ -1,4 +1,4 @@
-"""Pipeline work items: one row per (upload, stage), claimed by whichever runner is configured."""
+"""Pipeline work items of the embedded queue: one row per (upload, stage), claimed by its runner threads."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ class StagedRow(Base):
     __table_args__ = (UniqueConstraint("upload_id", "row_number"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"))
+    # No foreign key: a check per row would dominate bulk loads, and uploads are never deleted.
+    upload_id: Mapped[int] = mapped_column(Integer)
     # The record's row in the file as a spreadsheet shows it (the header is row 1).
     row_number: Mapped[int] = mapped_column(Integer)
     unique_id: Mapped[str] = mapped_column(String(50), default="")

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete
-
 from datalab.db import transaction, utcnow
 from datalab.lifecycle import UploadStatus
-from datalab.pipeline.models import StagedRow
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import move_upload
+from datalab.pipeline.staging import clear_staged
 from datalab.records.service import Outputs, apply_affinity, apply_ematch, apply_enrollment
 
 
@@ -35,7 +33,7 @@ def process(ctx: StageContext, job: ClaimedJob) -> None:
                 store=ctx.store, exports_bucket=ctx.exports_bucket, temp_dir=ctx.temp_dir, matcher=ctx.matcher
             )
             outcome = apply_ematch(db=db, upload=upload, outputs=outputs, now=now)
-        db.execute(delete(StagedRow).where(StagedRow.upload_id == upload.id))
+        clear_staged(db, upload.id)
         move_upload(
             db=db,
             upload_id=upload.id,

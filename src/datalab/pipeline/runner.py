@@ -4,6 +4,9 @@ A job is claimed with one conditional UPDATE (SQLite serializes writers with BEG
 picks candidates with FOR UPDATE SKIP LOCKED) and leased: a heartbeat keeps the lease while the stage
 runs, and a job whose lease ran out, because its process died, is claimed again. Stages are idempotent,
 so running one twice changes nothing.
+
+Hand-written because it runs on SQLite too, which job queue libraries such as procrastinate do not
+support; on PostgreSQL, procrastinate can run the stages instead (`pgqueue`, `worker`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from datalab.db import transaction, utcnow
 from datalab.lifecycle import TERMINAL, UploadStatus, status_values
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.readers import ReadError
-from datalab.pipeline.service import defer_job, move_upload, record_status_change
+from datalab.pipeline.service import move_upload, record_status_change
 from datalab.storage.base import ObjectStore
 from datalab.students.matching import Matcher
 from datalab.uploads.models import Upload
@@ -34,13 +37,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ClaimedJob:
-    """A job this worker holds the lease of."""
+    """A job this worker runs: a leased `PipelineJob` row, or a procrastinate job (`leased` False).
+
+    `attempts` counts this run: 1 the first time.
+    """
 
     id: int
     upload_id: int
     stage: str
     attempts: int
     worker_id: str
+    # A procrastinate job's state is procrastinate's: it marks the job done when the stage returns.
+    leased: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,16 +80,10 @@ def claim_job(
     worker_id: str,
     lease: timedelta,
     now: datetime,
-    job_id: int | None = None,
 ) -> ClaimedJob | None:
-    """Take the oldest claimable job (pending, or running with an expired lease), or None.
-
-    With `job_id`, only that job is taken (a queue that hands out job ids, such as procrastinate).
-    """
+    """Take the oldest claimable job (pending, or running with an expired lease), or None."""
     with transaction(session_factory) as db:
         candidates = select(PipelineJob.id).where(_claimable(now)).order_by(PipelineJob.id).limit(1)  # type: ignore[arg-type]
-        if job_id is not None:
-            candidates = candidates.where(PipelineJob.id == job_id)
         if db.get_bind().dialect.name == "postgresql":
             candidates = candidates.with_for_update(skip_locked=True)
         claimed_id = db.scalar(candidates)
@@ -129,6 +131,8 @@ def fail_unreadable(*, context: StageContext, job: ClaimedJob, upload: Upload, e
 
 def finish_job(*, db: Session, job: ClaimedJob, now: datetime) -> None:
     """Mark the job done, in the transaction that made its stage's change."""
+    if not job.leased:
+        return
     db.execute(
         update(PipelineJob)
         .where(PipelineJob.id == job.id, PipelineJob.locked_by == job.worker_id)
@@ -149,6 +153,41 @@ def _extend_lease(*, session_factory: sessionmaker[Session], job: ClaimedJob, le
         )
 
 
+def give_up(*, db: Session, job: ClaimedJob, now: datetime) -> None:
+    """End the job's upload in `failure` after its last attempt.
+
+    The person who uploaded gets a reason they can act on, not a stack trace; the change is recorded
+    in the audit trail like every status the pipeline sets.
+    """
+    previous = db.execute(
+        select(Upload.organization_id, Upload.uid, Upload.status).where(
+            Upload.id == job.upload_id, Upload.status.not_in(status_values(TERMINAL))
+        )
+    ).first()
+    if previous is None:
+        return
+    failed = db.execute(
+        update(Upload)
+        .where(Upload.id == job.upload_id, Upload.status == previous.status)
+        .values(
+            status=UploadStatus.FAILURE.value,
+            updated_at=now,
+            error=f"The file could not be processed ({job.stage} failed {job.attempts} times); "
+            "please upload it again, and contact support if this keeps happening.",
+        )
+    )
+    if failed.rowcount != 1:  # type: ignore[attr-defined]
+        return
+    record_status_change(
+        db=db,
+        organization_id=previous.organization_id,
+        upload_uid=previous.uid,
+        from_status=previous.status,
+        status=UploadStatus.FAILURE,
+        now=now,
+    )
+
+
 def _give_up_or_retry(
     *,
     session_factory: sessionmaker[Session],
@@ -161,47 +200,18 @@ def _give_up_or_retry(
     with transaction(session_factory) as db:
         if job.attempts < max_attempts:
             run_after = now + timedelta(seconds=5 * 2 ** (job.attempts - 1))
-            retried = db.execute(
+            db.execute(
                 update(PipelineJob)
                 .where(PipelineJob.id == job.id, PipelineJob.locked_by == job.worker_id)
                 .values(state="pending", last_error=detail, lease_until=None, run_after=run_after)
             )
-            if retried.rowcount == 1:  # type: ignore[attr-defined]
-                defer_job(db=db, job_id=job.id, at=run_after)
             return
         db.execute(
             update(PipelineJob)
             .where(PipelineJob.id == job.id, PipelineJob.locked_by == job.worker_id)
             .values(state="failed", last_error=detail, lease_until=None, finished_at=now)
         )
-        # The person who uploaded gets a reason they can act on, not a stack trace.
-        previous = db.execute(
-            select(Upload.organization_id, Upload.uid, Upload.status).where(
-                Upload.id == job.upload_id, Upload.status.not_in(status_values(TERMINAL))
-            )
-        ).first()
-        if previous is None:
-            return
-        failed = db.execute(
-            update(Upload)
-            .where(Upload.id == job.upload_id, Upload.status == previous.status)
-            .values(
-                status=UploadStatus.FAILURE.value,
-                updated_at=now,
-                error=f"The file could not be processed ({job.stage} failed {job.attempts} times); "
-                "please upload it again, and contact support if this keeps happening.",
-            )
-        )
-        if failed.rowcount != 1:  # type: ignore[attr-defined]
-            return
-        record_status_change(
-            db=db,
-            organization_id=previous.organization_id,
-            upload_uid=previous.uid,
-            from_status=previous.status,
-            status=UploadStatus.FAILURE,
-            now=now,
-        )
+        give_up(db=db, job=job, now=now)
 
 
 def run_claimed(
@@ -241,29 +251,6 @@ def run_claimed(
     finally:
         stopped.set()
         beating.join()
-
-
-def run_queued_job(
-    *,
-    context: StageContext,
-    stages: dict[str, StageFunction],
-    job_id: int,
-    worker_id: str,
-    lease: timedelta,
-    max_attempts: int,
-) -> None:
-    """Run a job a queue handed out; if another worker holds it, hand it back for when its lease ends."""
-    job = claim_job(
-        session_factory=context.session_factory, worker_id=worker_id, lease=lease, now=utcnow(), job_id=job_id
-    )
-    if job is not None:
-        run_claimed(context=context, stages=stages, job=job, lease=lease, max_attempts=max_attempts)
-        return
-    with transaction(context.session_factory) as db:
-        held = db.get(PipelineJob, job_id)
-        # A finished job needs nothing; a pending one waiting for its retry time is queued for that time.
-        if held is not None and held.state == "running" and held.lease_until is not None:
-            defer_job(db=db, job_id=job_id, at=held.lease_until + timedelta(seconds=1))
 
 
 class EmbeddedRunner:

@@ -1,56 +1,41 @@
-"""The pipeline's entry points: stages are queued in the same transaction as the status change."""
+"""The pipeline's entry points: stages are queued in the same transaction as the status change.
+
+One queue interface, two engines, chosen per session factory (`QUEUE_INFO_KEY` in its `info`): the
+embedded queue keeps a `PipelineJob` row per (upload, stage) for the server's own threads; procrastinate
+(PostgreSQL) gets a job of its own from `pgqueue` and keeps every piece of its state itself.
+"""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
-from procrastinate.schema import SchemaManager
-from sqlalchemy import Engine, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from datalab.audit.models import PIPELINE
 from datalab.audit.service import record
 from datalab.lifecycle import UploadStatus, transition
 from datalab.pipeline.models import STAGES, PipelineJob
+from datalab.pipeline.pgqueue import defer_stage
 from datalab.uploads.models import Upload
 
-# Set on a session factory's `info` when procrastinate workers run the stages instead of embedded threads.
+# Set on a session factory's `info`: "procrastinate" when `datalab worker` processes run the stages.
 QUEUE_INFO_KEY = "pipeline_queue"
-PROCRASTINATE_QUEUE = "pipeline"
-PROCRASTINATE_TASK = "datalab.run_pipeline_job"
-
-_DEFER = text(
-    "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(:queue, :task, 0, NULL, NULL, "
-    "CAST(:args AS jsonb), CAST(:at AS timestamptz))::procrastinate_job_to_defer_v1])"
-)
 
 
-# Serializes concurrent installs of procrastinate's schema (any fixed 64-bit number would do).
-_SCHEMA_LOCK = 0x6461_7461_6C61_62
-
-
-def libpq_url(database_url: str) -> str:
-    """The SQLAlchemy URL as the plain postgresql:// conninfo psycopg expects."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def ensure_procrastinate_schema(engine: Engine) -> None:
-    """Install procrastinate's tables and functions unless they are there (the schema ships with it)."""
-    with engine.begin() as connection:
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-        if connection.scalar(text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")):
-            return
-        driver = connection.connection.driver_connection
-        driver.execute(SchemaManager.get_schema())  # type: ignore[union-attr]
-
-
-def enqueue_stage(*, db: Session, upload_id: int, stage: str, now: datetime) -> PipelineJob:
-    """Queue a stage for an upload: a waiting job is kept, a finished one is queued again."""
+def enqueue_stage(*, db: Session, upload_id: int, stage: str, now: datetime) -> None:
+    """Queue a stage for an upload in the caller's transaction, with the session's queue engine."""
     if stage not in STAGES:
         raise ValueError(f"unknown pipeline stage {stage!r}")
+    if db.info.get(QUEUE_INFO_KEY) == "procrastinate":
+        defer_stage(db=db, upload_id=upload_id, stage=stage)
+    else:
+        enqueue_embedded(db=db, upload_id=upload_id, stage=stage, now=now)
+
+
+def enqueue_embedded(*, db: Session, upload_id: int, stage: str, now: datetime) -> PipelineJob:
+    """Queue a stage for the embedded runner: a waiting job is kept, a finished one is queued again."""
     job = db.scalar(select(PipelineJob).where(PipelineJob.upload_id == upload_id, PipelineJob.stage == stage))
     if job is not None and job.state in ("pending", "running"):
         return job
@@ -60,23 +45,7 @@ def enqueue_stage(*, db: Session, upload_id: int, stage: str, now: datetime) -> 
     else:
         job.state, job.attempts, job.run_after, job.finished_at, job.locked_by = "pending", 0, now, None, None
     db.flush()
-    defer_job(db=db, job_id=job.id, at=None)
     return job
-
-
-def defer_job(*, db: Session, job_id: int, at: datetime | None) -> None:
-    """Hand a job to procrastinate in the caller's transaction, when procrastinate runs the stages."""
-    if db.info.get(QUEUE_INFO_KEY) != "procrastinate":
-        return
-    db.execute(
-        _DEFER,
-        {
-            "queue": PROCRASTINATE_QUEUE,
-            "task": PROCRASTINATE_TASK,
-            "args": json.dumps({"job_id": job_id}),
-            "at": at,
-        },
-    )
 
 
 def move_upload(

@@ -1,9 +1,10 @@
 """`datalab worker`: pipeline stages run by procrastinate on PostgreSQL, in processes of their own.
 
-API processes queue a procrastinate job in the transaction that changes an upload's status; workers share
-nothing with them but PostgreSQL and the object store. A worker that dies is noticed by its missing
-heartbeat: its jobs are retried by the next worker's stalled-job recovery, and the pipeline job's lease
-makes sure a stage never runs twice at once.
+API processes defer a procrastinate job in the transaction that changes an upload's status; workers share
+nothing with them but PostgreSQL and the object store. Procrastinate alone keeps the jobs' state: it
+retries a failed stage with its retry strategy, and a periodic task of every worker retries the jobs
+of workers whose heartbeat stopped (a worker killed mid-stage). Stages are idempotent, so a stage run
+again after such a crash changes nothing twice.
 """
 
 from __future__ import annotations
@@ -12,109 +13,153 @@ import asyncio
 import logging
 import os
 import socket
-import uuid
-from datetime import timedelta
 
 import procrastinate
-from sqlalchemy import select, text
+from procrastinate import JobContext, RetryStrategy
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.app import make_store
-from datalab.db import make_engine, make_session_factory, transaction, upgrade_database
+from datalab.db import make_engine, make_session_factory, transaction, upgrade_database, utcnow
 from datalab.pipeline.models import PipelineJob
-from datalab.pipeline.runner import run_queued_job
-from datalab.pipeline.service import (
-    PROCRASTINATE_QUEUE,
-    PROCRASTINATE_TASK,
-    QUEUE_INFO_KEY,
-    defer_job,
-    ensure_procrastinate_schema,
+from datalab.pipeline.pgqueue import (
+    RECOVERY_TASK,
+    STAGE_QUEUE,
+    STAGE_TASK,
+    defer_stage,
+    install_schema,
     libpq_url,
+    recovery_cron,
 )
+from datalab.pipeline.runner import ClaimedJob, StageContext, StageFunction, give_up
+from datalab.pipeline.service import QUEUE_INFO_KEY
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# Seconds between a stage's failed attempt and the next: 5, then 10, 15… (procrastinate's linear wait).
+RETRY_WAIT_SECONDS = 5
 
-def requeue_unfinished(session_factory: sessionmaker[Session]) -> int:
-    """Queue again every unfinished pipeline job that procrastinate has no waiting or running job for."""
+
+def hand_over_embedded_jobs(session_factory: sessionmaker[Session]) -> int:
+    """Defer to procrastinate every stage the embedded queue still holds (the queue engine was switched).
+
+    Each row is closed in the transaction that defers its job, so a stage is never lost nor queued twice.
+    A job still leased to a live embedded thread is left to it.
+    """
+    now = utcnow()
     with transaction(session_factory) as db:
-        queued = {
-            int(job_id)
-            for job_id in db.scalars(
-                text(
-                    "SELECT args->>'job_id' FROM procrastinate_jobs "
-                    "WHERE task_name = :task AND status IN ('todo', 'doing')"
-                ),
-                {"task": PROCRASTINATE_TASK},
+        waiting = db.scalars(
+            select(PipelineJob)
+            .where(
+                or_(
+                    PipelineJob.state == "pending",
+                    and_(PipelineJob.state == "running", PipelineJob.lease_until < now),
+                )
             )
-        }
-        unfinished = db.scalars(
-            select(PipelineJob.id).where(PipelineJob.state.in_(("pending", "running")))
+            .with_for_update(skip_locked=True)
         ).all()
-        missing = [job_id for job_id in unfinished if job_id not in queued]
-        for job_id in missing:
-            defer_job(db=db, job_id=job_id, at=None)
-    return len(missing)
+        for job in waiting:
+            defer_stage(db=db, upload_id=job.upload_id, stage=job.stage)
+            job.state, job.finished_at, job.lease_until = "done", now, None
+    return len(waiting)
+
+
+def run_stage_job(
+    *, context: StageContext, stages: dict[str, StageFunction], job: ClaimedJob, max_attempts: int
+) -> None:
+    """Run a procrastinate job's stage; if its last attempt fails, the upload ends in `failure`.
+
+    The error is raised again either way: procrastinate records it and retries the job or fails it.
+    """
+    try:
+        stage = stages.get(job.stage)
+        if stage is None:
+            raise LookupError(f"no stage named {job.stage!r}")
+        stage(context, job)
+    except Exception:
+        log.exception("pipeline stage %s of upload %s failed", job.stage, job.upload_id)
+        if job.attempts >= max_attempts:
+            with transaction(context.session_factory) as db:
+                give_up(db=db, job=job, now=utcnow())
+        raise
+
+
+def make_worker_app(
+    *, settings: Settings, context: StageContext, stages: dict[str, StageFunction], name: str
+) -> procrastinate.App:
+    """The worker's procrastinate app: the stage task with its retry strategy, and stalled-job recovery."""
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=libpq_url(settings.resolved_database_url))
+    )
+    max_attempts = settings.pipeline_max_attempts
+    stall_seconds = settings.pipeline_lease_seconds
+
+    # procrastinate counts the retries before this run in `attempts`; the strategy's maximum is retries.
+    @app.task(
+        name=STAGE_TASK,
+        queue=STAGE_QUEUE,
+        pass_context=True,
+        retry=RetryStrategy(
+            max_attempts=max_attempts - 1, wait=RETRY_WAIT_SECONDS, linear_wait=RETRY_WAIT_SECONDS
+        )
+        if max_attempts > 1
+        else False,
+    )
+    def run_pipeline_stage(job_context: JobContext, upload_id: int, stage: str) -> None:
+        job = job_context.job
+        claimed = ClaimedJob(
+            id=job.id or 0,
+            upload_id=upload_id,
+            stage=stage,
+            attempts=job.attempts + 1,
+            worker_id=name,
+            leased=False,
+        )
+        run_stage_job(context=context, stages=stages, job=claimed, max_attempts=max_attempts)
+
+    # Recovery jobs outrank stage jobs, so a free slot of any worker takes them first; the queueing lock
+    # keeps at most one waiting while every slot is busy.
+    @app.periodic(cron=recovery_cron(stall_seconds), periodic_id="stalled")
+    @app.task(name=RECOVERY_TASK, queue=STAGE_QUEUE, priority=100, queueing_lock=RECOVERY_TASK)
+    async def retry_stalled_jobs(timestamp: int) -> None:
+        for stalled in await app.job_manager.get_stalled_jobs(
+            queue=STAGE_QUEUE, task_name=STAGE_TASK, seconds_since_heartbeat=stall_seconds
+        ):
+            log.warning("retrying %s: its worker stopped", stalled.call_string)
+            await app.job_manager.retry_job(stalled)
+
+    return app
 
 
 def run_worker(*, settings: Settings) -> None:
     """Run pipeline stages from procrastinate's queue until stopped (SIGINT or SIGTERM)."""
     engine = make_engine(settings.resolved_database_url)
     upgrade_database(engine)
-    ensure_procrastinate_schema(engine)
+    install_schema(engine)
     session_factory = make_session_factory(engine, info={QUEUE_INFO_KEY: "procrastinate"})
-    requeued = requeue_unfinished(session_factory)
-    if requeued:
-        log.info("queued %s unfinished pipeline jobs again", requeued)
+    handed_over = hand_over_embedded_jobs(session_factory)
+    if handed_over:
+        log.info("deferred %s stages the embedded queue held", handed_over)
     context = make_stage_context(
         settings=settings, session_factory=session_factory, store=make_store(settings)
     )
-    lease = timedelta(seconds=settings.pipeline_lease_seconds)
     name = f"{socket.gethostname()}:{os.getpid()}"
-    app = procrastinate.App(
-        connector=procrastinate.PsycopgConnector(conninfo=libpq_url(settings.resolved_database_url))
-    )
-
-    @app.task(name=PROCRASTINATE_TASK, queue=PROCRASTINATE_QUEUE)
-    def run_pipeline_job(job_id: int) -> None:
-        run_queued_job(
-            context=context,
-            stages=STAGE_FUNCTIONS,
-            job_id=job_id,
-            worker_id=f"{name}:{uuid.uuid4().hex[:8]}",
-            lease=lease,
-            max_attempts=settings.pipeline_max_attempts,
-        )
-
-    async def recover_stalled_jobs() -> None:
-        while True:
-            try:
-                for job in await app.job_manager.get_stalled_jobs(
-                    queue=PROCRASTINATE_QUEUE, seconds_since_heartbeat=lease.total_seconds()
-                ):
-                    log.warning("retrying pipeline job %s of a worker that stopped", job.id)
-                    await app.job_manager.retry_job(job)
-            except Exception:
-                log.exception("stalled-job recovery failed; trying again")
-            await asyncio.sleep(lease.total_seconds() / 2)
+    app = make_worker_app(settings=settings, context=context, stages=STAGE_FUNCTIONS, name=name)
+    stall_seconds = settings.pipeline_lease_seconds
 
     async def work() -> None:
         async with app.open_async():
-            recovery = asyncio.create_task(recover_stalled_jobs())
-            try:
-                await app.run_worker_async(
-                    queues=[PROCRASTINATE_QUEUE],
-                    name=name,
-                    concurrency=max(settings.pipeline_workers, 1),
-                    update_heartbeat_interval=lease.total_seconds() / 3,
-                    stalled_worker_timeout=lease.total_seconds(),
-                    fetch_job_polling_interval=settings.pipeline_poll_seconds,
-                    delete_jobs="successful",
-                )
-            finally:
-                recovery.cancel()
+            await app.run_worker_async(
+                queues=[STAGE_QUEUE],
+                name=name,
+                concurrency=max(settings.pipeline_workers, 1),
+                update_heartbeat_interval=stall_seconds / 3,
+                stalled_worker_timeout=stall_seconds,
+                fetch_job_polling_interval=settings.pipeline_poll_seconds,
+                delete_jobs="successful",
+            )
 
     try:
         asyncio.run(work())

@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
-from datalab.storage.sigv4 import Credentials, S3Error, signing_key
+from datalab.storage import s3_auth
+from datalab.storage.s3_auth import S3Error
+from datalab.storage.sigv4 import Credentials, signing_key
 
 __all__ = [
     "MAX_PRE_FILE_BYTES",
@@ -35,12 +37,8 @@ __all__ = [
 
 MAX_PRE_FILE_BYTES = 20480
 
-_ALGORITHM = "AWS4-HMAC-SHA256"
-_SERVICE = "s3"
-_TERMINATOR = "aws4_request"
 _FILENAME = "${filename}"
 _EXPIRATION_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _META_PREFIX = "x-amz-meta-"
 
 # The order in which S3 names the first missing field when a form carries only some of them.
@@ -68,14 +66,6 @@ _UNCOVERED_FIELDS = frozenset({"x-amz-signature", "file", "policy"})
 _POLICY_MEMBERS = ("expiration", "conditions")
 _EXPIRATION_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z", re.ASCII)
 
-_MSG_SIGNATURE = (
-    "The request signature we calculated does not match the signature you provided. "
-    "Check your key and signing method."
-)
-_MSG_CREDENTIAL_MALFORMED = (
-    "Error parsing the X-Amz-Credential parameter; the Credential is mal-formed; "
-    'expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
-)
 _MSG_SIMPLE_PROPERTIES = (
     "Invalid Simple-Condition: Simple-Conditions must have exactly one property specified."
 )
@@ -83,14 +73,8 @@ _MSG_SIMPLE_PROPERTIES = (
 
 def sign_policy(*, policy_b64: str, secret_access_key: str, date: str, region: str) -> str:
     """Return the SigV4 POST signature: lowercase hex HMAC-SHA256 of the base64 policy as sent."""
-    key = signing_key(secret_access_key=secret_access_key, date=date, region=region, service=_SERVICE)
+    key = signing_key(secret_access_key=secret_access_key, date=date, region=region, service=s3_auth.SERVICE)
     return hmac.new(key, policy_b64.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-def _require_aware(value: datetime, name: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return value.astimezone(UTC)
 
 
 def presigned_post(
@@ -119,12 +103,14 @@ def presigned_post(
             raise TypeError(f"a condition must be a mapping or a list, got {condition!r}")
         policy_conditions.append(dict(condition) if isinstance(condition, Mapping) else list(condition))
 
-    signed_at = _require_aware(now, "now")
+    signed_at = s3_auth.require_aware(now, "now")
     scope_date = signed_at.strftime("%Y%m%d")
     auth = {
-        "x-amz-algorithm": _ALGORITHM,
-        "x-amz-credential": f"{credentials.access_key_id}/{scope_date}/{region}/{_SERVICE}/{_TERMINATOR}",
-        "x-amz-date": signed_at.strftime(_AMZ_DATE_FORMAT),
+        "x-amz-algorithm": s3_auth.ALGORITHM,
+        "x-amz-credential": s3_auth.credential(
+            access_key_id=credentials.access_key_id, date=scope_date, region=region
+        ),
+        "x-amz-date": signed_at.strftime(s3_auth.AMZ_DATE_FORMAT),
     }
     if credentials.session_token is not None:
         auth["x-amz-security-token"] = credentials.session_token
@@ -174,26 +160,13 @@ class AcceptedPost:
 # Errors.
 
 
-def _invalid_argument(message: str, name: str, value: str, extras: Sequence[tuple[str, str]] = ()) -> S3Error:
-    return S3Error(
-        status=400,
-        code="InvalidArgument",
-        message=message,
-        extras=[("ArgumentName", name), ("ArgumentValue", value), *extras],
-    )
-
-
 def _missing_field(spelling: str) -> S3Error:
-    return _invalid_argument(
+    return s3_auth.invalid_argument(
         f"Bucket POST must contain a field named '{spelling}'.  If it is specified, please check the order "
         "of the fields.",
         spelling,
         "",
     )
-
-
-def _access_denied(message: str) -> S3Error:
-    return S3Error(status=403, code="AccessDenied", message=message)
 
 
 def _invalid_policy(detail: str) -> S3Error:
@@ -233,7 +206,7 @@ def entity_too_small(*, proposed_size: int, min_size: int) -> S3Error:
 
 def missing_file_error() -> S3Error:
     """Build S3's error for a POST without a file part."""
-    return _invalid_argument("POST requires exactly one file upload per request.", "file", "0")
+    return s3_auth.invalid_argument("POST requires exactly one file upload per request.", "file", "0")
 
 
 def not_multipart_error() -> S3Error:
@@ -269,54 +242,25 @@ def _field_values(fields: Sequence[tuple[str, str]], filename: str | None) -> di
     return {name: ",".join(values) for name, values in grouped.items()}
 
 
-def _parse_credential(credential: str, region: str) -> tuple[str, str]:
-    # No S3 recording shows these errors for POST; they reuse the query-auth texts as InvalidArgument,
-    # which is what S3 answers for every other malformed POST auth field.
-    def invalid(message: str, extras: Sequence[tuple[str, str]] = ()) -> S3Error:
-        return _invalid_argument(message, "X-Amz-Credential", credential, extras)
-
-    parts = credential.split("/")
-    if len(parts) != 5 or not all(parts):
-        raise invalid(_MSG_CREDENTIAL_MALFORMED)
-    access_key_id, scope_date, scope_region, service, terminator = parts
-    if len(scope_date) != 8 or not scope_date.isascii() or not scope_date.isdigit():
-        raise invalid(
-            f'Error parsing the X-Amz-Credential parameter; incorrect date format "{scope_date}". '
-            'This date in the credential must be in the format "yyyyMMdd".'
-        )
-    if scope_region != region:
-        raise invalid(f"the region '{scope_region}' is wrong; expecting '{region}'", [("Region", region)])
-    if service != _SERVICE:
-        raise invalid(
-            f'Error parsing the X-Amz-Credential parameter; incorrect service "{service}". '
-            f'This endpoint belongs to "{_SERVICE}".'
-        )
-    if terminator != _TERMINATOR:
-        raise invalid(
-            f'Error parsing the X-Amz-Credential parameter; incorrect terminal "{terminator}". '
-            f'This endpoint uses "{_TERMINATOR}".'
-        )
-    return access_key_id, scope_date
+def _parse_credential(credential: str, region: str) -> s3_auth.CredentialScope:
+    # No S3 recording shows these errors for POST but the wrong region; they reuse the query-auth texts as
+    # InvalidArgument, which is what S3 answers for every other malformed POST auth field.
+    try:
+        return s3_auth.parse_credential_scope(credential, region=region)
+    except s3_auth.WrongRegion as error:
+        raise s3_auth.invalid_argument(error.clause, "X-Amz-Credential", credential, error.extras) from None
+    except s3_auth.CredentialError as error:
+        raise s3_auth.invalid_argument(error.message, "X-Amz-Credential", credential, error.extras) from None
 
 
-def _check_signature(
-    *, policy_b64: str, provided: str, access_key_id: str, secret: str, date: str, region: str
-) -> None:
-    expected = sign_policy(policy_b64=policy_b64, secret_access_key=secret, date=date, region=region)
-    # compare_digest refuses non-ASCII str, and the provided value is attacker-controlled.
-    if hmac.compare_digest(expected.encode("utf-8"), provided.encode("utf-8")):
-        return
-    raise S3Error(
-        status=403,
-        code="SignatureDoesNotMatch",
-        message=_MSG_SIGNATURE,
-        extras=[
-            ("AWSAccessKeyId", access_key_id),
-            ("StringToSign", policy_b64),
-            ("SignatureProvided", provided),
-            ("StringToSignBytes", policy_b64.encode("utf-8").hex(" ")),
-        ],
+def _check_signature(*, policy_b64: str, provided: str, scope: s3_auth.CredentialScope, secret: str) -> None:
+    expected = sign_policy(
+        policy_b64=policy_b64, secret_access_key=secret, date=scope.date, region=scope.region
     )
+    if not s3_auth.signatures_equal(expected, provided):
+        raise s3_auth.signature_mismatch(
+            access_key_id=scope.access_key_id, string_to_sign=policy_b64, provided=provided
+        )
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -455,7 +399,7 @@ def _condition_failed(condition: object) -> S3Error:
         ((name, value),) = condition.items()
         condition = ["eq", f"${name}", value]
     shown = json.dumps(condition, ensure_ascii=False)
-    return _access_denied(f"Invalid according to Policy: Policy Condition failed: {shown}")
+    return s3_auth.access_denied(f"Invalid according to Policy: Policy Condition failed: {shown}")
 
 
 def _range_bounds(condition: object) -> tuple[int | None, int | None] | None:
@@ -496,7 +440,7 @@ def _check_coverage(conditions: Sequence[object], values: Mapping[str, str]) -> 
     for name in values:
         if name in covered or name in _UNCOVERED_FIELDS or name.startswith("x-ignore-"):
             continue
-        raise _access_denied(f"Invalid according to Policy: Extra input fields: {name}")
+        raise s3_auth.access_denied(f"Invalid according to Policy: Extra input fields: {name}")
 
 
 def _success_status(value: str | None) -> int:
@@ -504,23 +448,7 @@ def _success_status(value: str | None) -> int:
     return {"200": 200, "201": 201}.get(value or "", 204)
 
 
-def check_post_fields(
-    *,
-    fields: Sequence[tuple[str, str]],
-    filename: str | None,
-    bucket: str,
-    lookup_secret: Callable[[str], str | None],
-    region: str,
-    now: datetime,
-    max_size_allowed: int | None = None,
-) -> AcceptedPost:
-    """Check the form fields sent before the file, raising S3Error exactly as S3 would reject them."""
-    server_now = _require_aware(now, "now")
-    values = _field_values(fields, filename)
-    key = values.get("key", "")
-    if not key:
-        raise _missing_field("key")
-
+def _check_auth_fields(values: Mapping[str, str], region: str) -> s3_auth.CredentialScope:
     if not _SIGV4_MARKERS.intersection(values):
         if _SIGV2_MARKERS.intersection(values):
             # SigV2 POST is not implemented; this is S3's answer where SigV2 is no longer accepted.
@@ -531,43 +459,23 @@ def check_post_fields(
                 "Please use AWS4-HMAC-SHA256.",
             )
         # Buckets here are never publicly writable, so an unsigned form is an anonymous write.
-        raise _access_denied("Access Denied")
+        raise s3_auth.access_denied("Access Denied")
     for name, spelling in _REQUIRED_AUTH_FIELDS:
         if name not in values:
             raise _missing_field(spelling)
     algorithm = values["x-amz-algorithm"]
-    if algorithm != _ALGORITHM:
-        raise _invalid_argument(
+    if algorithm != s3_auth.ALGORITHM:
+        raise s3_auth.invalid_argument(
             'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"', "X-Amz-Algorithm", algorithm
         )
-    access_key_id, scope_date = _parse_credential(values["x-amz-credential"], region)
-    secret = lookup_secret(access_key_id)
-    if secret is None:
-        raise S3Error(
-            status=403,
-            code="InvalidAccessKeyId",
-            message="The AWS Access Key Id you provided does not exist in our records.",
-            extras=[("AWSAccessKeyId", access_key_id)],
-        )
-    _check_signature(
-        policy_b64=values["policy"],
-        provided=values["x-amz-signature"],
-        access_key_id=access_key_id,
-        secret=secret,
-        date=scope_date,
-        region=region,
-    )
+    return _parse_credential(values["x-amz-credential"], region)
 
-    expires_at, conditions = _parse_policy(values["policy"])
-    if server_now >= expires_at:
-        raise _access_denied("Invalid according to Policy: Policy expired.")
-    min_size, max_size = _check_conditions(conditions, values, bucket)
-    _check_coverage(conditions, values)
-    if max_size_allowed is not None:
-        max_size = max_size_allowed if max_size is None else min(max_size, max_size_allowed)
 
+def _accepted(
+    *, values: dict[str, str], access_key_id: str, expires_at: datetime, min_size: int, max_size: int | None
+) -> AcceptedPost:
     return AcceptedPost(
-        key=key,
+        key=values["key"],
         access_key_id=access_key_id,
         session_token=values.get("x-amz-security-token"),
         expires_at=expires_at,
@@ -583,6 +491,45 @@ def check_post_fields(
             if name.startswith(_META_PREFIX) and name != _META_PREFIX
         },
         fields=values,
+    )
+
+
+def check_post_fields(
+    *,
+    fields: Sequence[tuple[str, str]],
+    filename: str | None,
+    bucket: str,
+    lookup_secret: Callable[[str], str | None],
+    region: str,
+    now: datetime,
+    max_size_allowed: int | None = None,
+) -> AcceptedPost:
+    """Check the form fields sent before the file, raising S3Error exactly as S3 would reject them."""
+    server_now = s3_auth.require_aware(now, "now")
+    values = _field_values(fields, filename)
+    if not values.get("key", ""):
+        raise _missing_field("key")
+    scope = _check_auth_fields(values, region)
+    secret = lookup_secret(scope.access_key_id)
+    if secret is None:
+        raise s3_auth.unknown_access_key(scope.access_key_id)
+    _check_signature(
+        policy_b64=values["policy"], provided=values["x-amz-signature"], scope=scope, secret=secret
+    )
+
+    expires_at, conditions = _parse_policy(values["policy"])
+    if server_now >= expires_at:
+        raise s3_auth.access_denied("Invalid according to Policy: Policy expired.")
+    min_size, max_size = _check_conditions(conditions, values, bucket)
+    _check_coverage(conditions, values)
+    if max_size_allowed is not None:
+        max_size = max_size_allowed if max_size is None else min(max_size, max_size_allowed)
+    return _accepted(
+        values=values,
+        access_key_id=scope.access_key_id,
+        expires_at=expires_at,
+        min_size=min_size,
+        max_size=max_size,
     )
 
 

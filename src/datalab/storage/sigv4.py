@@ -1,4 +1,9 @@
-"""S3 presigned GET URLs: SigV4 query signing and SigV4/SigV2 query verification with S3-shaped errors."""
+"""S3 presigned GET URLs: SigV4 query signing, and SigV4 and SigV2 query verification with S3's errors.
+
+The server signs only SigV4 URLs. SigV2 query verification stays because the Data Lab documentation's
+download example is a SigV2 URL (`?AWSAccessKeyId=…&Expires=…&Signature=…`): a URL of that form signed
+with the store's credentials is answered as S3 answers it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
+from datalab.storage.s3_auth import (
+    ALGORITHM,
+    AMZ_DATE_FORMAT,
+    SERVICE,
+    TERMINATOR,
+    CredentialError,
+    CredentialScope,
+    S3Error,
+    access_denied,
+    credential,
+    expired_error,
+    invalid_argument,
+    parse_credential_scope,
+    require_aware,
+    signature_mismatch,
+    signatures_equal,
+    unknown_access_key,
+)
+
 __all__ = [
     "Credentials",
     "S3Error",
@@ -22,13 +46,8 @@ __all__ = [
     "verify_presigned_get",
 ]
 
-_ALGORITHM = "AWS4-HMAC-SHA256"
 _UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
-_TERMINATOR = "aws4_request"
-_SERVICE = "s3"
 _MAX_EXPIRES = 604800
-_AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
-_ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 _P_ALGORITHM = "X-Amz-Algorithm"
@@ -75,10 +94,6 @@ _V2_SUBRESOURCES = frozenset(
     }
 )
 
-_MSG_SIGNATURE = (
-    "The request signature we calculated does not match the signature you provided. "
-    "Check your key and signing method."
-)
 _MSG_ONE_AUTH = (
     "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string "
     "parameter or the Authorization header should be specified"
@@ -92,54 +107,6 @@ _MSG_EXPIRES_WEEK = (
     "X-Amz-Expires must be less than a week (in seconds); that is, the given X-Amz-Expires must be less "
     "than 604800 seconds"
 )
-_MSG_CREDENTIAL_MALFORMED = (
-    "Error parsing the X-Amz-Credential parameter; the Credential is mal-formed; "
-    'expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".'
-)
-
-
-class S3Error(Exception):
-    """An error answered in S3's XML shape."""
-
-    def __init__(
-        self, *, status: int, code: str, message: str, extras: Sequence[tuple[str, str]] = ()
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extras: list[tuple[str, str]] = list(extras)
-
-    def __repr__(self) -> str:
-        return f"S3Error(status={self.status}, code={self.code!r}, message={self.message!r})"
-
-    def to_xml(self, *, request_id: str, host_id: str) -> bytes:
-        """Render the error document S3 sends, with Code, Message, extras, RequestId and HostId."""
-        elements = [("Code", self.code), ("Message", self.message), *self.extras]
-        elements += [("RequestId", request_id), ("HostId", host_id)]
-        body = "".join(f"<{name}>{_xml_text(text)}</{name}>" for name, text in elements)
-        return f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>{body}</Error>'.encode()
-
-
-def _xml_text(text: str) -> str:
-    out: list[str] = []
-    for char in text:
-        point = ord(char)
-        if char == "&":
-            out.append("&amp;")
-        elif char == "<":
-            out.append("&lt;")
-        elif char == ">":
-            out.append("&gt;")
-        elif char == "\r":
-            # XML parsers turn a literal CR into LF; a reference keeps echoed values (StringToSign) exact.
-            out.append("&#13;")
-        elif (point < 0x20 and char not in "\t\n") or 0xD800 <= point <= 0xDFFF or point in (0xFFFE, 0xFFFF):
-            # XML 1.0 cannot carry these even as references; echoing client input must not break the document.
-            out.append("\ufffd")
-        else:
-            out.append(char)
-    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -175,21 +142,7 @@ def signing_key(*, secret_access_key: str, date: str, region: str, service: str 
     k_date = _hmac_sha256(("AWS4" + secret_access_key).encode("utf-8"), date)
     k_region = _hmac_sha256(k_date, region)
     k_service = _hmac_sha256(k_region, service)
-    return _hmac_sha256(k_service, _TERMINATOR)
-
-
-def _require_aware(value: datetime, name: str) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
-    return value.astimezone(UTC)
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).strftime(_ISO_FORMAT)
-
-
-def _hex_bytes(text: str) -> str:
-    return text.encode("utf-8").hex(" ")
+    return _hmac_sha256(k_service, TERMINATOR)
 
 
 def _trim_header_value(value: str) -> str:
@@ -241,10 +194,10 @@ def _sign_v4(
             payload_hash,
         )
     )
-    scope = f"{scope_date}/{region}/{_SERVICE}/{_TERMINATOR}"
+    scope = f"{scope_date}/{region}/{SERVICE}/{TERMINATOR}"
     digest = hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
-    string_to_sign = "\n".join((_ALGORITHM, amz_date, scope, digest))
-    key = signing_key(secret_access_key=secret_access_key, date=scope_date, region=region, service=_SERVICE)
+    string_to_sign = "\n".join((ALGORITHM, amz_date, scope, digest))
+    key = signing_key(secret_access_key=secret_access_key, date=scope_date, region=region, service=SERVICE)
     signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
     return _V4Signed(canonical_request, string_to_sign, signature)
 
@@ -287,15 +240,15 @@ def presign_get_url(
     if clashing:
         raise ValueError(f"extra_query must not set the auth parameters {clashing}")
 
-    signed_at = _require_aware(now, "now")
-    amz_date = signed_at.strftime(_AMZ_DATE_FORMAT)
+    signed_at = require_aware(now, "now")
+    amz_date = signed_at.strftime(AMZ_DATE_FORMAT)
     scope_date = signed_at.strftime("%Y%m%d")
     host = _host_for_signing(parts.scheme, parts.hostname, parts.port)
 
     query: list[tuple[str, str]] = list(extra.items())
     query += [
-        (_P_ALGORITHM, _ALGORITHM),
-        (_P_CREDENTIAL, f"{credentials.access_key_id}/{scope_date}/{region}/{_SERVICE}/{_TERMINATOR}"),
+        (_P_ALGORITHM, ALGORITHM),
+        (_P_CREDENTIAL, credential(access_key_id=credentials.access_key_id, date=scope_date, region=region)),
         (_P_DATE, amz_date),
         (_P_EXPIRES, str(expires_in)),
         (_P_SIGNED_HEADERS, "host"),
@@ -323,39 +276,8 @@ def presign_get_url(
 # Verification.
 
 
-def expired_error(*, expires_at: datetime, now: datetime, expires_in: int | None) -> S3Error:
-    """Build S3's 403 "Request has expired" error; pass expires_in only for SigV4 URLs."""
-    extras: list[tuple[str, str]] = []
-    if expires_in is not None:
-        extras.append(("X-Amz-Expires", str(expires_in)))
-    extras += [("Expires", _iso(expires_at)), ("ServerTime", _iso(now))]
-    return S3Error(status=403, code="AccessDenied", message="Request has expired", extras=extras)
-
-
 def _query_params_error(message: str, extras: Sequence[tuple[str, str]] = ()) -> S3Error:
     return S3Error(status=400, code="AuthorizationQueryParametersError", message=message, extras=extras)
-
-
-def _signature_mismatch(
-    *, access_key_id: str, string_to_sign: str, provided: str, canonical_request: str | None
-) -> S3Error:
-    extras = [
-        ("AWSAccessKeyId", access_key_id),
-        ("StringToSign", string_to_sign),
-        ("SignatureProvided", provided),
-        ("StringToSignBytes", _hex_bytes(string_to_sign)),
-    ]
-    if canonical_request is not None:
-        extras += [
-            ("CanonicalRequest", canonical_request),
-            ("CanonicalRequestBytes", _hex_bytes(canonical_request)),
-        ]
-    return S3Error(status=403, code="SignatureDoesNotMatch", message=_MSG_SIGNATURE, extras=extras)
-
-
-def _signatures_equal(expected: str, provided: str) -> bool:
-    # compare_digest refuses non-ASCII str, and the provided value is attacker-controlled.
-    return hmac.compare_digest(expected.encode("utf-8"), provided.encode("utf-8"))
 
 
 def _parse_int(value: str) -> int | None:
@@ -366,13 +288,16 @@ def _parse_int(value: str) -> int | None:
     return int(value)
 
 
-def _unknown_key(access_key_id: str) -> S3Error:
-    return S3Error(
-        status=403,
-        code="InvalidAccessKeyId",
-        message="The AWS Access Key Id you provided does not exist in our records.",
-        extras=[("AWSAccessKeyId", access_key_id)],
-    )
+@dataclass(frozen=True)
+class _QueryRequest:
+    """A GET as the verifiers see it: the first value of each query parameter, header names lowercased."""
+
+    method: str
+    host: str
+    path: str
+    query: Sequence[tuple[str, str]]
+    params: Mapping[str, str]
+    headers: Mapping[str, str]
 
 
 def verify_presigned_get(
@@ -387,45 +312,23 @@ def verify_presigned_get(
     now: datetime,
 ) -> VerifiedGet:
     """Verify a SigV4 or SigV2 query-authenticated GET, raising S3Error exactly as S3 would reject it."""
-    server_now = _require_aware(now, "now")
-    lowered = {name.lower(): value for name, value in headers.items()}
+    server_now = require_aware(now, "now")
     first: dict[str, str] = {}
     for name, value in query:
         first.setdefault(name, value)
+    lowered = {name.lower(): value for name, value in headers.items()}
+    request = _QueryRequest(method, host, path, query, params=first, headers=lowered)
 
     is_v4 = any(name in first for name in _V4_REQUIRED)
     is_v2 = not is_v4 and any(name in first for name in _V2_REQUIRED)
-    authorization = lowered.get("authorization")
+    authorization = request.headers.get("authorization")
     if authorization is not None and (is_v4 or is_v2):
-        raise S3Error(
-            status=400,
-            code="InvalidArgument",
-            message=_MSG_ONE_AUTH,
-            extras=[("ArgumentName", "Authorization"), ("ArgumentValue", authorization)],
-        )
+        raise invalid_argument(_MSG_ONE_AUTH, "Authorization", authorization)
     if is_v4:
-        return _verify_v4(
-            method=method,
-            host=host,
-            path=path,
-            query=query,
-            params=first,
-            headers=lowered,
-            lookup_secret=lookup_secret,
-            region=region,
-            now=server_now,
-        )
+        return _verify_v4(request, lookup_secret=lookup_secret, region=region, now=server_now)
     if is_v2:
-        return _verify_v2(
-            method=method,
-            path=path,
-            query=query,
-            params=first,
-            headers=lowered,
-            lookup_secret=lookup_secret,
-            now=server_now,
-        )
-    raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+        return _verify_v2(request, lookup_secret=lookup_secret, now=server_now)
+    raise access_denied("Access Denied")
 
 
 def _parse_v4_expires(raw: str) -> int:
@@ -456,70 +359,45 @@ def _parse_amz_date(raw: str) -> datetime | None:
     if not shaped:
         return None
     try:
-        return datetime.strptime(raw, _AMZ_DATE_FORMAT).replace(tzinfo=UTC)
+        return datetime.strptime(raw, AMZ_DATE_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
 
 
-def _verify_v4(
-    *,
-    method: str,
-    host: str,
-    path: str,
-    query: Sequence[tuple[str, str]],
-    params: Mapping[str, str],
-    headers: Mapping[str, str],
-    lookup_secret: Callable[[str], str | None],
-    region: str,
-    now: datetime,
-) -> VerifiedGet:
+@dataclass(frozen=True)
+class _V4Params:
+    """The SigV4 query parameters, each checked as S3 checks it before looking at the signature."""
+
+    scope: CredentialScope
+    expires_in: int
+    amz_date: str
+    signed_at: datetime
+
+
+def _parse_v4_params(params: Mapping[str, str], region: str) -> _V4Params:
     if not all(name in params for name in _V4_REQUIRED):
         raise _query_params_error(_MSG_V4_PARAMS)
     expires_in = _parse_v4_expires(params[_P_EXPIRES])
-
-    credential = params[_P_CREDENTIAL].split("/")
-    if len(credential) != 5 or not all(credential):
-        raise _query_params_error(_MSG_CREDENTIAL_MALFORMED)
-    access_key_id, scope_date, scope_region, service, terminator = credential
-    if len(scope_date) != 8 or not scope_date.isascii() or not scope_date.isdigit():
-        raise _query_params_error(
-            f'Error parsing the X-Amz-Credential parameter; incorrect date format "{scope_date}". '
-            'This date in the credential must be in the format "yyyyMMdd".'
-        )
-    if scope_region != region:
-        raise _query_params_error(
-            f"Error parsing the X-Amz-Credential parameter; the region '{scope_region}' is wrong; "
-            f"expecting '{region}'",
-            [("Region", region)],
-        )
-    if service != _SERVICE:
-        raise _query_params_error(
-            f'Error parsing the X-Amz-Credential parameter; incorrect service "{service}". '
-            f'This endpoint belongs to "{_SERVICE}".'
-        )
-    if terminator != _TERMINATOR:
-        raise _query_params_error(
-            f'Error parsing the X-Amz-Credential parameter; incorrect terminal "{terminator}". '
-            f'This endpoint uses "{_TERMINATOR}".'
-        )
-    if params[_P_ALGORITHM] != _ALGORITHM:
+    try:
+        scope = parse_credential_scope(params[_P_CREDENTIAL], region=region)
+    except CredentialError as error:
+        raise _query_params_error(error.message, error.extras) from None
+    if params[_P_ALGORITHM] != ALGORITHM:
         raise _query_params_error('X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"')
     amz_date = params[_P_DATE]
     signed_at = _parse_amz_date(amz_date)
     if signed_at is None:
         raise _query_params_error("X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\"")
-    if amz_date[:8] != scope_date:
+    if amz_date[:8] != scope.date:
         # The signing key is scoped to the credential's day, which must be the day the URL was signed.
         raise _query_params_error(
             "Invalid credential date. Date in Credential scope does not match YYYYMMDD from ISO-8601 version "
-            f"of date from HTTP: '{scope_date}' != '{amz_date[:8]}', from '{amz_date}'."
+            f"of date from HTTP: '{scope.date}' != '{amz_date[:8]}', from '{amz_date}'."
         )
+    return _V4Params(scope=scope, expires_in=expires_in, amz_date=amz_date, signed_at=signed_at)
 
-    secret = lookup_secret(access_key_id)
-    if secret is None:
-        raise _unknown_key(access_key_id)
 
-    signed_headers = params[_P_SIGNED_HEADERS]
+def _refuse_unsigned_amz_headers(headers: Mapping[str, str], signed_headers: str) -> None:
     signed_names = {name.lower() for name in signed_headers.split(";")}
     unsigned = sorted(name for name in headers if name.startswith("x-amz-") and name not in signed_names)
     if unsigned:
@@ -530,115 +408,116 @@ def _verify_v4(
             extras=[("HeadersNotSigned", ", ".join(unsigned))],
         )
 
+
+def _verify_v4(
+    request: _QueryRequest, *, lookup_secret: Callable[[str], str | None], region: str, now: datetime
+) -> VerifiedGet:
+    checked = _parse_v4_params(request.params, region)
+    access_key_id = checked.scope.access_key_id
+    secret = lookup_secret(access_key_id)
+    if secret is None:
+        raise unknown_access_key(access_key_id)
+    signed_headers = request.params[_P_SIGNED_HEADERS]
+    _refuse_unsigned_amz_headers(request.headers, signed_headers)
+
     signed = _sign_v4(
-        method=method,
-        path=path,
-        query=query,
+        method=request.method,
+        path=request.path,
+        query=request.query,
         signed_headers=signed_headers,
-        header_values={**headers, "host": host},
-        payload_hash=_payload_hash(query),
-        amz_date=amz_date,
-        scope_date=scope_date,
-        region=scope_region,
+        header_values={**request.headers, "host": request.host},
+        payload_hash=_payload_hash(request.query),
+        amz_date=checked.amz_date,
+        scope_date=checked.scope.date,
+        region=checked.scope.region,
         secret_access_key=secret,
     )
-    provided = params[_P_SIGNATURE]
-    if not _signatures_equal(signed.signature, provided):
-        raise _signature_mismatch(
+    provided = request.params[_P_SIGNATURE]
+    if not signatures_equal(signed.signature, provided):
+        raise signature_mismatch(
             access_key_id=access_key_id,
             string_to_sign=signed.string_to_sign,
             provided=provided,
             canonical_request=signed.canonical_request,
         )
 
-    expires_at = signed_at + timedelta(seconds=expires_in)
+    expires_at = checked.signed_at + timedelta(seconds=checked.expires_in)
     if now > expires_at:
-        raise expired_error(expires_at=expires_at, now=now, expires_in=expires_in)
+        raise expired_error(expires_at=expires_at, now=now, expires_in=checked.expires_in)
     return VerifiedGet(
         version="v4",
         access_key_id=access_key_id,
-        session_token=params.get(_P_SECURITY_TOKEN),
+        session_token=request.params.get(_P_SECURITY_TOKEN),
         expires_at=expires_at,
     )
 
 
-def _v2_string_to_sign(
-    *, method: str, path: str, query: Sequence[tuple[str, str]], headers: Mapping[str, str], expires: str
-) -> str:
+def _v2_string_to_sign(request: _QueryRequest, expires: str) -> str:
     amz_headers: dict[str, list[str]] = {}
-    for name, value in headers.items():
+    for name, value in request.headers.items():
         if name.startswith("x-amz-"):
             amz_headers.setdefault(name, []).append(value.strip())
     # botocore carries the session token in the query but signs it as if it were an x-amz header.
-    for name, value in query:
+    for name, value in request.query:
         if name == _V2_TOKEN:
             amz_headers.setdefault(name, []).append(value.strip())
     canonical_amz = "".join(f"{name}:{','.join(amz_headers[name])}\n" for name in sorted(amz_headers))
 
     # The resource keeps the path encoded but the subresource values raw, as AWS specifies for SigV2.
     subresources = sorted(
-        ((name, value) for name, value in query if name in _V2_SUBRESOURCES), key=lambda pair: pair[0]
+        ((name, value) for name, value in request.query if name in _V2_SUBRESOURCES), key=lambda pair: pair[0]
     )
-    resource = uri_encode(path, keep_slash=True)
+    resource = uri_encode(request.path, keep_slash=True)
     if subresources:
         resource += "?" + "&".join(f"{name}={value}" if value else name for name, value in subresources)
     return "\n".join(
         (
-            method,
-            headers.get("content-md5", ""),
-            headers.get("content-type", ""),
+            request.method,
+            request.headers.get("content-md5", ""),
+            request.headers.get("content-type", ""),
             expires,
             canonical_amz + resource,
         )
     )
 
 
-def _verify_v2(
-    *,
-    method: str,
-    path: str,
-    query: Sequence[tuple[str, str]],
-    params: Mapping[str, str],
-    headers: Mapping[str, str],
-    lookup_secret: Callable[[str], str | None],
-    now: datetime,
-) -> VerifiedGet:
-    if not all(name in params for name in _V2_REQUIRED):
-        raise S3Error(status=403, code="AccessDenied", message=_MSG_V2_PARAMS)
-    raw_expires = params[_V2_EXPIRES]
-    expires = _parse_int(raw_expires)
+def _parse_v2_expires(raw: str) -> datetime:
+    expires = _parse_int(raw)
     if expires is None:
-        raise S3Error(
-            status=403,
-            code="AccessDenied",
-            message=f"Invalid date (should be seconds since epoch): {raw_expires}",
-        )
+        raise access_denied(f"Invalid date (should be seconds since epoch): {raw}")
     try:
-        expires_at = datetime.fromtimestamp(expires, tz=UTC)
+        return datetime.fromtimestamp(expires, tz=UTC)
     except (OverflowError, OSError, ValueError):
         # Beyond datetime's range: far enough in the future that it never expires.
-        expires_at = datetime.max.replace(tzinfo=UTC)
+        return datetime.max.replace(tzinfo=UTC)
+
+
+def _verify_v2(
+    request: _QueryRequest, *, lookup_secret: Callable[[str], str | None], now: datetime
+) -> VerifiedGet:
+    params = request.params
+    if not all(name in params for name in _V2_REQUIRED):
+        raise access_denied(_MSG_V2_PARAMS)
+    raw_expires = params[_V2_EXPIRES]
+    expires_at = _parse_v2_expires(raw_expires)
 
     access_key_id = params[_V2_ACCESS_KEY]
     secret = lookup_secret(access_key_id)
     if secret is None:
-        raise _unknown_key(access_key_id)
+        raise unknown_access_key(access_key_id)
 
-    string_to_sign = _v2_string_to_sign(
-        method=method, path=path, query=query, headers=headers, expires=raw_expires
-    )
+    string_to_sign = _v2_string_to_sign(request, raw_expires)
     digest = hmac.new(secret.encode("utf-8"), string_to_sign.encode("utf-8"), hashlib.sha1).digest()
     expected = base64.b64encode(digest).decode("ascii")
     provided = params[_V2_SIGNATURE]
-    if not _signatures_equal(expected, provided):
-        raise _signature_mismatch(
-            access_key_id=access_key_id,
-            string_to_sign=string_to_sign,
-            provided=provided,
-            canonical_request=None,
+    if not signatures_equal(expected, provided):
+        raise signature_mismatch(
+            access_key_id=access_key_id, string_to_sign=string_to_sign, provided=provided
         )
 
     if now > expires_at:
         raise expired_error(expires_at=expires_at, now=now, expires_in=None)
-    token = next((value for name, value in query if name == _V2_TOKEN), headers.get(_V2_TOKEN))
+    token = next(
+        (value for name, value in request.query if name == _V2_TOKEN), request.headers.get(_V2_TOKEN)
+    )
     return VerifiedGet(version="v2", access_key_id=access_key_id, session_token=token, expires_at=expires_at)

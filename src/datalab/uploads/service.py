@@ -23,7 +23,7 @@ from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.service import enqueue_stage
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
-from datalab.storage.sigv4 import S3Error
+from datalab.storage.s3_auth import access_denied, expired_token, invalid_token
 from datalab.uploads.mappings import save_mapping
 from datalab.uploads.models import PRODUCT_TYPE_ALIASES, PRODUCT_TYPES, UPLOAD_STATUSES, Upload
 from datalab.uploads.schemas import UploadRequest, invalid_field
@@ -202,15 +202,6 @@ def list_uploads(
     return paginate(db=db, query=ordered, limit=DEFAULT_PAGE_SIZE if limit is None else limit, offset=offset)
 
 
-def _expired_token(token: str) -> S3Error:
-    return S3Error(
-        status=400,
-        code="ExpiredToken",
-        message="The provided token has expired.",
-        extras=[("Token-0", token)],
-    )
-
-
 @dataclass
 class UploadReceiver:
     """The uploads bucket's gate: accepts a verified POST for an upload still in `uploading`, once."""
@@ -224,16 +215,11 @@ class UploadReceiver:
         with transaction(self.session_factory) as db:
             upload = db.scalar(select(Upload).where(Upload.form_token == (session_token or "")))
             if upload is None:
-                raise S3Error(
-                    status=400,
-                    code="InvalidToken",
-                    message="The provided token is malformed or otherwise invalid.",
-                    extras=[("Token-0", session_token or "")],
-                )
+                raise invalid_token(session_token or "")
             if upload.status != UploadStatus.UPLOADING or upload.form_expires_at <= now:
-                raise _expired_token(upload.form_token)
+                raise expired_token(upload.form_token)
             if upload.object_key != key:
-                raise S3Error(status=403, code="AccessDenied", message="Access Denied")
+                raise access_denied("Access Denied")
             return upload.id
 
     def complete(self, *, upload_id: int, writer: ObjectWriter, now: datetime) -> ObjectInfo:
@@ -254,7 +240,7 @@ class UploadReceiver:
                 if moved.rowcount != 1:  # type: ignore[attr-defined]
                     writer.abort()
                     token = db.scalar(select(Upload.form_token).where(Upload.id == upload_id)) or ""
-                    raise _expired_token(token)
+                    raise expired_token(token)
                 info = writer.commit()
                 db.execute(
                     update(Upload).where(Upload.id == upload_id).values(sha256=info.sha256, etag=info.etag)
@@ -288,6 +274,8 @@ def cancel_upload(*, db: Session, org: OrgContext, uid: str, now: datetime) -> U
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         db.refresh(upload)
         raise _status_conflict(upload, "canceled")
+    # The embedded queue's waiting jobs are closed; a procrastinate job finds the upload canceled and
+    # ends without doing anything.
     db.execute(
         update(PipelineJob)
         .where(PipelineJob.upload_id == upload.id, PipelineJob.state == "pending")

@@ -1,7 +1,7 @@
 """audit trail: an append-only table of events; organization admins
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-29 20:30:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import datalab.db
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,73 @@
+"""The procrastinate engine of the pipeline queue (PostgreSQL): procrastinate alone holds these jobs.
+
+Everything goes through procrastinate's public API. A stage is deferred on the connection of the
+transaction that changes the upload's status (`configure(connection=...)`), so the job exists exactly
+when the status change does. Its schema is installed by its schema manager, retries follow its retry
+strategy, and the jobs of a worker that stopped sending heartbeats are retried by a periodic task
+calling its job manager.
+"""
+
+from __future__ import annotations
+
+import math
+
+import procrastinate
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+# The queue and task every stage job has; a job's arguments are its upload and stage.
+STAGE_QUEUE = "pipeline"
+STAGE_TASK = "datalab.run_pipeline_stage"
+RECOVERY_TASK = "datalab.retry_stalled_pipeline_jobs"
+
+# Serializes concurrent installs of procrastinate's schema (any fixed 64-bit number would do).
+_SCHEMA_LOCK = 0x6461_7461_6C61_62
+
+# API processes only defer, always on the caller's connection: this connector's pool is never opened.
+_deferring_app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
+
+
+def libpq_url(database_url: str) -> str:
+    """The SQLAlchemy URL as the plain postgresql:// conninfo psycopg expects."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def upload_lock(upload_id: int) -> str:
+    """The procrastinate lock of an upload's jobs: one stage of an upload runs at a time."""
+    return f"upload-{upload_id}"
+
+
+def defer_stage(*, db: Session, upload_id: int, stage: str) -> None:
+    """Defer a stage to procrastinate in the session's transaction: committed with it, or not at all."""
+    connection = db.connection().connection.driver_connection
+    _deferring_app.configure_task(
+        STAGE_TASK, queue=STAGE_QUEUE, lock=upload_lock(upload_id), connection=connection
+    ).defer(upload_id=upload_id, stage=stage)
+
+
+def install_schema(engine: Engine) -> None:
+    """Install procrastinate's schema with its schema manager, unless it is there.
+
+    Processes starting together wait for one another on an advisory lock held on a connection of ours.
+    """
+    app = procrastinate.App(
+        connector=procrastinate.SyncPsycopgConnector(
+            conninfo=libpq_url(engine.url.render_as_string(hide_password=False)), min_size=1, max_size=1
+        )
+    )
+    with engine.connect() as guard:
+        guard.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK})
+        try:
+            with app.open() as installer:
+                if not installer.check_connection():
+                    installer.schema_manager.apply_schema()
+        finally:
+            guard.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK})
+            guard.commit()
+
+
+def recovery_cron(stall_seconds: float) -> str:
+    """How often workers look for stalled jobs (a cron with seconds): every half stall timeout, or 30 s."""
+    every = min(max(math.floor(stall_seconds / 2), 1), 30)
+    return f"* * * * * */{every}"
