@@ -15,6 +15,9 @@ from swagger_ui_bundle import swagger_ui_path
 
 from datalab import __version__
 from datalab.accounts.routes import router as accounts_router
+from datalab.audit.routes import AuditOriginMiddleware
+from datalab.audit.routes import pages as audit_pages
+from datalab.audit.routes import router as audit_router
 from datalab.errors import install_error_handlers
 from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
@@ -112,15 +115,18 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         read_timeout=settings.request_read_timeout_seconds,
         store_prefixes=store_prefixes,
     )
+    app.add_middleware(AuditOriginMiddleware)
 
     api = APIRouter(prefix="/v1")
     api.include_router(accounts_router)
     api.include_router(exports_router)
     api.include_router(uploads_router)
+    api.include_router(audit_router)
     app.include_router(api)
     # Data Center before the store's catch-all /{bucket}/{key} routes.
     app.mount("/datacenter/static", StaticFiles(directory=str(WEB_STATIC)), name="datacenter-static")
     app.include_router(web_router)
+    app.include_router(audit_pages)
     if not store.one_time_urls:
         app.include_router(tickets_router)
 

@@ -31,6 +31,7 @@ user_cli = typer.Typer(help="Users and service accounts.", no_args_is_help=True)
 key_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 export_cli = typer.Typer(help="Export files.", no_args_is_help=True)
 student_cli = typer.Typer(help="The student database eMatch files are matched against.", no_args_is_help=True)
+audit_cli = typer.Typer(help="The audit trail of every organization.", no_args_is_help=True)
 register_client_commands(app)
 app.add_typer(admin, name="admin")
 admin.add_typer(org_cli, name="org")
@@ -38,6 +39,7 @@ admin.add_typer(user_cli, name="user")
 admin.add_typer(key_cli, name="apikey")
 admin.add_typer(export_cli, name="export")
 admin.add_typer(student_cli, name="students")
+admin.add_typer(audit_cli, name="audit")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -56,14 +58,16 @@ def _load_settings() -> Settings:
 
 @contextmanager
 def admin_session() -> Iterator[tuple[Session, ObjectStore, Settings]]:
-    """A migrated database session (committed on success) and the object store, for one command."""
+    """A migrated database session (committed on success) and the object store, for one command; what
+    the command does is recorded in the audit trail as an operator's action."""
     from datalab.app import create_app
+    from datalab.audit.service import Origin, origin_scope
     from datalab.db import transaction
 
     settings = _load_settings()
     web_app = create_app(settings)
     try:
-        with transaction(web_app.state.session_factory) as db:
+        with origin_scope(Origin(channel="CLI")), transaction(web_app.state.session_factory) as db:
             yield db, web_app.state.store, settings
     finally:
         web_app.state.engine.dispose()
@@ -229,6 +233,9 @@ def user_create(
     first_name: Annotated[str, typer.Option("--first-name")] = "",
     last_name: Annotated[str, typer.Option("--last-name")] = "",
     email: Annotated[str, typer.Option()] = "",
+    admin_role: Annotated[
+        bool, typer.Option("--admin", help="An admin of its organizations (reads their audit trail).")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Create a user or service account in one or more organizations."""
@@ -245,6 +252,7 @@ def user_create(
                 first_name=first_name,
                 last_name=last_name,
                 email=email,
+                admin=admin_role,
             )
         except AccountError as exc:
             raise fail(str(exc)) from None
@@ -269,6 +277,27 @@ def user_set_status(
             raise fail(str(exc)) from None
         payload = {"uid": user.uid, "userName": user.user_name, "status": user.status}
     emit(payload, as_json, lambda: f"{user_name} is now {status}")
+
+
+@user_cli.command("set-role")
+def user_set_role(
+    user_name: Annotated[str, typer.Argument(help="The user's userName.")],
+    role: Annotated[str, typer.Argument(help="admin (reads the organization's audit trail) or member.")],
+    org: Annotated[str, typer.Option(help="Organization uid or FICE the user belongs to.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Make a user an admin of one of their organizations, or a plain member again."""
+    from datalab.accounts.service import AccountError, set_membership_role
+
+    with admin_session() as (db, _store, _settings):
+        user = _user(db, user_name)
+        (organization,) = _organizations(db, [org])
+        try:
+            set_membership_role(db=db, user=user, organization=organization, role=role, now=_now())
+        except AccountError as exc:
+            raise fail(str(exc)) from None
+        payload = {"userName": user.user_name, "organizationUid": organization.uid, "role": role}
+    emit(payload, as_json, lambda: f"{user_name} is now {role} of {organization.name}")
 
 
 @key_cli.command("create")
@@ -483,6 +512,39 @@ def students_train(
             "trainedAt": model.trained_at.isoformat(),
         }
     emit(payload, as_json, lambda: f"model {payload['id']} trained on {payload['students']} students")
+
+
+@audit_cli.command("export")
+def audit_export(
+    org: Annotated[
+        str | None, typer.Option(help="Organization uid or FICE; every organization's events when omitted.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="ISO 8601 date or date-time (UTC unless it says otherwise).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the CSV here instead of to stdout.")] = None,
+) -> None:
+    """Print the audit trail as CSV, oldest event first (with events of no organization when --org is
+    omitted)."""
+    import sys
+
+    from datalab.audit.schemas import parse_since
+    from datalab.audit.service import csv_chunks, operator_events, organization_uids
+    from datalab.errors import ApiError
+
+    try:
+        moment = parse_since(since)
+    except ApiError as exc:
+        raise fail(exc.message) from None
+    with admin_session() as (db, _store, _settings):
+        organization = _organizations(db, [org])[0] if org is not None else None
+        events = operator_events(db=db, organization=organization, since=moment)
+        chunks = csv_chunks(events, organization_uids(db))
+        if output is None:
+            sys.stdout.writelines(chunks)
+        else:
+            with output.open("w", encoding="utf-8", newline="") as target:
+                target.writelines(chunks)
 
 
 def main() -> None:

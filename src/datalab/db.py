@@ -60,6 +60,13 @@ class OrgOwned:
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
 
 
+class MaybeOrgOwned:
+    """Mixin of tables whose rows belong to one organization or to none (system-wide records); query
+    them only through datalab.scoping as well. Rows outlive nothing: organizations are never deleted."""
+
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"), nullable=True)
+
+
 def utcnow() -> datetime:
     """The current time, UTC, timezone-aware."""
     return datetime.now(UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import MetaData
 
 from datalab.accounts import models as accounts_models
+from datalab.audit import models as audit_models
 from datalab.db import Base
 from datalab.exports import models as exports_models
 from datalab.pipeline import models as pipeline_models
@@ -21,6 +22,7 @@ TABLE_MODULES = (
     students_models,
     records_models,
     web_models,
+    audit_models,
 )
 
 

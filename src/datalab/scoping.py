@@ -8,9 +8,9 @@ from typing import TypeVar
 from sqlalchemy import Select, select
 
 from datalab.accounts.models import Organization, User
-from datalab.db import OrgOwned
+from datalab.db import MaybeOrgOwned, OrgOwned
 
-OwnedT = TypeVar("OwnedT", bound=OrgOwned)
+OwnedT = TypeVar("OwnedT", bound=OrgOwned | MaybeOrgOwned)
 
 
 @dataclass(frozen=True)

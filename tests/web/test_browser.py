@@ -392,3 +392,20 @@ def test_api_key_create_and_revoke(page: Page, site: LiveServer) -> None:
     refused = api_login(site, key)
     assert refused.status_code == 401, refused.text
     screenshot(page, "api-keys")
+
+
+def test_audit_trail_page_and_its_csv(page: Page, site: LiveServer) -> None:
+    page.goto("/datacenter/exports")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit Trail").click()
+    page.wait_for_url("**/datacenter/audit")
+    expect(page.get_by_role("heading", name="Audit Trail")).to_be_visible()
+    sign_ins = page.get_by_role("row").filter(has_text="signin.succeeded").filter(has_text="DataCenter")
+    expect(sign_ins.first).to_contain_text(site.demo.user_name if site.demo else "")
+    page.fill("#since", "2000-01-01")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_url("**/datacenter/audit?since=2000-01-01")
+    with page.expect_download() as started:
+        page.get_by_role("link", name="Download CSV").click()
+    exported = Path(started.value.path()).read_text(encoding="utf-8")
+    assert exported.startswith("id,occurredAt,organizationUid,actorUid,actorName")
+    assert "signin.succeeded" in exported

@@ -11,6 +11,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from datalab.db import Base, UTCDateTime, new_uid, utcnow
 
 USER_STATUSES = ("Active", "Inactive")
+# An organization's admins also see its audit trail.
+MEMBERSHIP_ROLES = ("member", "admin")
 
 
 class Organization(Base):
@@ -69,6 +71,7 @@ class Membership(Base):
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
     position: Mapped[int] = mapped_column(Integer, default=0)
+    role: Mapped[str] = mapped_column(String(10), default="member")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="memberships")

@@ -13,7 +13,15 @@ from sqlalchemy import Select, bindparam, case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, lazyload
 
-from datalab.accounts.models import USER_STATUSES, ApiKey, LoginThrottle, Membership, Organization, User
+from datalab.accounts.models import (
+    MEMBERSHIP_ROLES,
+    USER_STATUSES,
+    ApiKey,
+    LoginThrottle,
+    Membership,
+    Organization,
+    User,
+)
 from datalab.accounts.security import (
     InvalidToken,
     TokenClaims,
@@ -24,7 +32,8 @@ from datalab.accounts.security import (
     read_token,
     verify_password,
 )
-from datalab.db import is_read_only
+from datalab.audit.service import home_organization_id, record
+from datalab.db import is_read_only, utcnow
 from datalab.errors import ApiError, bad_request, forbidden, unauthorized
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
@@ -63,6 +72,14 @@ def create_organization(*, db: Session, name: str, fice: str, state_code: str = 
     organization = Organization(name=name.strip(), fice=fice, state_code=state_code.upper())
     db.add(organization)
     db.flush()
+    record(
+        db,
+        action="organization.created",
+        organization_id=organization.id,
+        now=utcnow(),
+        target=("organization", organization.uid),
+        detail={"name": organization.name, "fice": organization.fice},
+    )
     return organization
 
 
@@ -81,8 +98,10 @@ def create_user(
     last_name: str = "",
     email: str = "",
     attributes: list[dict[str, Any]] | None = None,
+    admin: bool = False,
 ) -> User:
-    """Create an active user belonging to the given organizations, in that order."""
+    """Create an active user belonging to the given organizations, in that order (as their admin when
+    `admin`)."""
     user_name = user_name.strip()
     if not user_name:
         raise AccountError("userName must not be empty")
@@ -106,11 +125,23 @@ def create_user(
         password_hash=hash_password(password),
     )
     user.memberships = [
-        Membership(organization=organization, position=index)
+        Membership(organization=organization, position=index, role="admin" if admin else "member")
         for index, organization in enumerate(organizations)
     ]
     db.add(user)
     db.flush()
+    record(
+        db,
+        action="user.created",
+        organization_id=home_organization_id(user),
+        now=utcnow(),
+        target=("user", user.uid),
+        detail={
+            "userName": user.user_name,
+            "organizations": [organization.uid for organization in organizations],
+            "role": "admin" if admin else "member",
+        },
+    )
     return user
 
 
@@ -121,20 +152,60 @@ def set_user_status(*, db: Session, user: User, status: str, now: datetime) -> U
     user.status = status
     user.tokens_valid_after = now
     db.flush()
+    record(
+        db,
+        action="user.status_changed",
+        organization_id=home_organization_id(user),
+        now=now,
+        target=("user", user.uid),
+        detail={"userName": user.user_name, "status": status},
+    )
     return user
 
 
-def create_api_key(*, db: Session, user: User, name: str = "") -> IssuedApiKey:
-    """Create an API key for the user; the plain key is returned once and stored only hashed."""
+def set_membership_role(
+    *, db: Session, user: User, organization: Organization, role: str, now: datetime
+) -> Membership:
+    """Make a member an admin of the organization (who reads its audit trail), or a plain member again."""
+    if role not in MEMBERSHIP_ROLES:
+        raise AccountError(f"role must be one of {', '.join(MEMBERSHIP_ROLES)}")
+    membership = next((m for m in user.memberships if m.organization_id == organization.id), None)
+    if membership is None:
+        raise AccountError(f"{user.user_name} is not a member of {organization.name}")
+    membership.role = role
+    db.flush()
+    record(
+        db,
+        action="membership.role_changed",
+        organization_id=organization.id,
+        now=now,
+        target=("user", user.uid),
+        detail={"userName": user.user_name, "role": role},
+    )
+    return membership
+
+
+def create_api_key(*, db: Session, user: User, name: str = "", by: User | None = None) -> IssuedApiKey:
+    """Create an API key for the user (by themselves, or by an operator when `by` is None); the plain key
+    is returned once and stored only hashed."""
     plain_key = new_api_key()
     api_key = ApiKey(user=user, name=name, prefix=plain_key[:8], key_hash=hash_api_key(plain_key))
     db.add(api_key)
     db.flush()
+    record(
+        db,
+        action="apikey.created",
+        organization_id=home_organization_id(user),
+        now=utcnow(),
+        actor=by,
+        target=("apikey", api_key.uid),
+        detail={"owner": user.user_name, "name": name},
+    )
     return IssuedApiKey(api_key=api_key, plain_key=plain_key)
 
 
 def revoke_api_key(*, db: Session, uid: str, now: datetime, user: User | None = None) -> ApiKey:
-    """Revoke an API key by uid (only among the user's keys when a user is given)."""
+    """Revoke an API key by uid: the user's own (when a user is given), else any (an operator's command)."""
     query = select(ApiKey).where(ApiKey.uid == uid)
     if user is not None:
         query = query.where(ApiKey.user_id == user.id)
@@ -144,6 +215,15 @@ def revoke_api_key(*, db: Session, uid: str, now: datetime, user: User | None = 
     if api_key.revoked_at is None:
         api_key.revoked_at = now
         db.flush()
+        record(
+            db,
+            action="apikey.revoked",
+            organization_id=home_organization_id(api_key.user),
+            now=now,
+            actor=user,
+            target=("apikey", api_key.uid),
+            detail={"owner": api_key.user.user_name, "name": api_key.name},
+        )
     return api_key
 
 
@@ -342,7 +422,12 @@ def authenticate(
     now: datetime,
     api_key_user_id: int | None = None,
 ) -> User:
-    """The active user with this name and password (throttled per userName and address), else 401."""
+    """The active user with this name and password (throttled per userName and address), else 401.
+
+    Every attempt the throttle lets through is recorded in the audit trail, a failure at once (the
+    request then rolls back). What the client sent is not: a failure names the account only when one
+    has that name, so a password typed into the userName field is never kept.
+    """
     if len(user_name) > MAX_USER_NAME_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
         # No account has such a name or password: refused without counting (nothing is stored).
         raise unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
@@ -352,11 +437,30 @@ def authenticate(
     password_ok = verify_password(user.password_hash if user else None, password)
     key_matches = api_key_user_id is None or (user is not None and api_key_user_id == user.id)
     if user is None or not password_ok or not key_matches:
-        raise unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+        reason = "unknown_user" if user is None else "wrong_password" if not password_ok else "wrong_api_key"
+        raise _failed_sign_in(db, user, reason, INVALID_CREDENTIALS, "invalid_credentials", now)
     if user.status != "Active":
-        raise unauthorized("This account is inactive", code="inactive_user")
+        raise _failed_sign_in(db, user, "inactive_user", "This account is inactive", "inactive_user", now)
     _forgive_attempt(db=db, scopes=scopes, newly_locked=newly_locked)
+    record(db, action="signin.succeeded", organization_id=home_organization_id(user), now=now, actor=user)
     return user
+
+
+def _failed_sign_in(
+    db: Session, user: User | None, reason: str, message: str, code: str, now: datetime
+) -> ApiError:
+    """Record a failed sign-in (committed now: the request rolls back) and return its 401."""
+    record(
+        db,
+        action="signin.failed",
+        organization_id=home_organization_id(user) if user is not None else None,
+        now=now,
+        actor=user,
+        actor_name="unknown user",
+        detail={"reason": reason},
+    )
+    db.commit()
+    return unauthorized(message, code=code)
 
 
 def user_from_token(*, db: Session, settings: Settings, token: str, now: datetime) -> User:

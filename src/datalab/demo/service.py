@@ -95,7 +95,11 @@ def seed_demo(
             first_name="API",
             last_name="Service Account",
             attributes=[{"key": "serviceAccount", "value": True}],
+            admin=True,
         )
+    elif any(m.organization_id == organization.id and m.role != "admin" for m in user.memberships):
+        # A sandbox seeded before organizations had admins: its account reads the audit trail too.
+        accounts.set_membership_role(db=db, user=user, organization=organization, role="admin", now=now)
     key_hash = hash_api_key(plain_key)
     if db.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash)) is None:
         db.add(ApiKey(user=user, name="demo", prefix=plain_key[:8], key_hash=key_hash))

@@ -22,6 +22,7 @@ from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from datalab.accounts.models import Organization, User
+from datalab.audit.service import record, record_for
 from datalab.db import new_uid, transaction
 from datalab.errors import ApiError, bad_request
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Delivery, DownloadTicket, Export
@@ -118,6 +119,16 @@ def publish_export(
     except Exception:
         store.delete(bucket=bucket, key=key)
         raise
+    record(
+        db,
+        action="export.published",
+        organization_id=organization.id,
+        now=now,
+        actor=created_by,
+        target=("export", export.uid),
+        detail={"productKey": product_key, "fileName": file_name, "quantity": quantity},
+        size_bytes=info.size,
+    )
     return export
 
 
@@ -378,6 +389,15 @@ def issue_download_url(
         )
     )
     db.flush()
+    # The URL itself is a credential until used: only what it serves is recorded.
+    record_for(
+        db,
+        org,
+        action="export.download_url_issued",
+        now=now,
+        target=("export", export.uid),
+        detail={"fileType": chosen_type, "skip": skip, "limit": limit, "method": method},
+    )
     if not store.one_time_urls:
         return f"{base_url}/download/{token}/{quote(PurePosixPath(key).name)}"
     return store.presigned_get_url(
@@ -421,6 +441,17 @@ def record_delivery(*, db: Session, ticket: DownloadTicket, bytes_sent: int, now
     db.add(delivery)
     db.execute(update(Export).where(Export.id == ticket.export_id).values(status="Delivered"))
     db.flush()
+    export = ticket.export
+    record(
+        db,
+        action="export.downloaded",
+        organization_id=export.organization_id,
+        now=now,
+        actor=db.get(User, ticket.user_id) if ticket.user_id is not None else None,
+        target=("export", export.uid),
+        detail={"fileName": export.file_name, "fileType": ticket.file_type, "method": ticket.method},
+        size_bytes=bytes_sent,
+    )
     return delivery
 
 

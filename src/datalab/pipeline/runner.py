@@ -27,7 +27,7 @@ from datalab.db import transaction, utcnow
 from datalab.lifecycle import TERMINAL, UploadStatus, status_values
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.readers import ReadError
-from datalab.pipeline.service import move_upload
+from datalab.pipeline.service import move_upload, record_status_change
 from datalab.storage.base import ObjectStore
 from datalab.students.matching import Matcher
 from datalab.uploads.models import Upload
@@ -156,17 +156,35 @@ def _extend_lease(*, session_factory: sessionmaker[Session], job: ClaimedJob, le
 def give_up(*, db: Session, job: ClaimedJob, now: datetime) -> None:
     """End the job's upload in `failure` after its last attempt.
 
-    The person who uploaded gets a reason they can act on, not a stack trace.
+    The person who uploaded gets a reason they can act on, not a stack trace; the change is recorded
+    in the audit trail like every status the pipeline sets.
     """
-    db.execute(
+    previous = db.execute(
+        select(Upload.organization_id, Upload.uid, Upload.status).where(
+            Upload.id == job.upload_id, Upload.status.not_in(status_values(TERMINAL))
+        )
+    ).first()
+    if previous is None:
+        return
+    failed = db.execute(
         update(Upload)
-        .where(Upload.id == job.upload_id, Upload.status.not_in(status_values(TERMINAL)))
+        .where(Upload.id == job.upload_id, Upload.status == previous.status)
         .values(
             status=UploadStatus.FAILURE.value,
             updated_at=now,
             error=f"The file could not be processed ({job.stage} failed {job.attempts} times); "
             "please upload it again, and contact support if this keeps happening.",
         )
+    )
+    if failed.rowcount != 1:  # type: ignore[attr-defined]
+        return
+    record_status_change(
+        db=db,
+        organization_id=previous.organization_id,
+        upload_uid=previous.uid,
+        from_status=previous.status,
+        status=UploadStatus.FAILURE,
+        now=now,
     )
 
 

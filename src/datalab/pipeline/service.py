@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from datalab.audit.models import PIPELINE
+from datalab.audit.service import record
 from datalab.lifecycle import UploadStatus, transition
 from datalab.pipeline.models import STAGES, PipelineJob
 from datalab.pipeline.pgqueue import defer_stage
@@ -49,7 +51,8 @@ def enqueue_embedded(*, db: Session, upload_id: int, stage: str, now: datetime) 
 def move_upload(
     *, db: Session, upload_id: int, from_status: str, status: str, now: datetime, **values: Any
 ) -> bool:
-    """Change an upload's status if it is still `from_status` (False when something else moved it).
+    """Change an upload's status if it is still `from_status` (False when something else moved it), and
+    record the change in the audit trail.
 
     The move must be one the lifecycle has (InvalidTransitionError otherwise).
     """
@@ -58,5 +61,26 @@ def move_upload(
         update(Upload)
         .where(Upload.id == upload_id, Upload.status == UploadStatus(from_status).value)
         .values(status=new.value, updated_at=now, **values)
+        .returning(Upload.organization_id, Upload.uid)
+    ).first()
+    if moved is None:
+        return False
+    record_status_change(
+        db=db, organization_id=moved[0], upload_uid=moved[1], from_status=from_status, status=new, now=now
     )
-    return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+    return True
+
+
+def record_status_change(
+    *, db: Session, organization_id: int, upload_uid: str, from_status: str, status: str, now: datetime
+) -> None:
+    """Record a status change the pipeline made."""
+    record(
+        db,
+        action="upload.status_changed",
+        organization_id=organization_id,
+        now=now,
+        channel=PIPELINE,
+        target=("upload", upload_uid),
+        detail={"from": UploadStatus(from_status).value, "to": UploadStatus(status).value},
+    )

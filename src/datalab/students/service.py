@@ -16,6 +16,7 @@ import polars as pl
 from sqlalchemy import Table, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
+from datalab.audit.service import record
 from datalab.layouts import LayoutField
 from datalab.layouts.cleansing import RULES
 from datalab.pipeline.columnar import ColumnCleaner
@@ -374,6 +375,14 @@ def load_student_file(*, db: Session, path: Path, now: datetime) -> LoadResult:
         # written are written again with the same values
         total = _load_frames(db, _row_frames(read_student_file(path)), now)
     inserted = _student_count(db) - before
+    record(
+        db,
+        action="students.loaded",
+        organization_id=None,
+        now=now,
+        target=("students", ""),
+        detail={"file": path.name, "inserted": inserted, "updated": total - inserted},
+    )
     return LoadResult(inserted=inserted, updated=total - inserted)
 
 
@@ -416,6 +425,14 @@ def train_and_store(
     model = MatchModel(settings=json.dumps(settings), student_count=snapshot.num_rows, trained_at=now)
     db.add(model)
     db.flush()
+    record(
+        db,
+        action="students.model_trained",
+        organization_id=None,
+        now=now,
+        target=("match_model", str(model.id)),
+        detail={"students": snapshot.num_rows, "withPeople": people is not None},
+    )
     if snapshot_dir is not None:
         write_snapshot(snapshot_dir, snapshot_version(db), snapshot)
     return TrainResult(model_id=model.id, student_count=snapshot.num_rows, trained_at=now)

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from datalab.audit.service import record_for
 from datalab.errors import ApiError
 from datalab.layouts import normalize_header
 from datalab.scoping import OrgContext, scoped
@@ -49,16 +50,35 @@ def save_mapping(
             FieldMapping.product_type == product_type, FieldMapping.header_key == key
         )
     )
+    created = mapping is None
     if mapping is None:
         mapping = FieldMapping(
             organization_id=org.organization.id, product_type=product_type, header_key=key, created_at=now
         )
         db.add(mapping)
+    changed = (
+        created
+        or mapping.fields_map != dict(fields_map)
+        or mapping.values_map != {field: dict(values) for field, values in values_map.items()}
+    )
     mapping.headers = list(headers)
     mapping.fields_map = dict(fields_map)
     mapping.values_map = {field: dict(values) for field, values in values_map.items()}
     mapping.updated_at = now
     db.flush()
+    record_for(
+        db,
+        org,
+        action="mapping.saved",
+        now=now,
+        target=("mapping", mapping.uid),
+        detail={
+            "productType": product_type,
+            "fields": sorted(fields_map),
+            "created": created,
+            "changed": changed,
+        },
+    )
     return mapping
 
 
@@ -88,10 +108,20 @@ def rename_mapping(*, db: Session, org: OrgContext, uid: str, name: str, now: da
     mapping.name = cleaned
     mapping.updated_at = now
     db.flush()
+    record_for(db, org, action="mapping.renamed", now=now, target=("mapping", uid), detail={"name": cleaned})
     return mapping
 
 
-def delete_mapping(*, db: Session, org: OrgContext, uid: str) -> None:
+def delete_mapping(*, db: Session, org: OrgContext, uid: str, now: datetime) -> None:
     """Forget a saved mapping: the next file with those headers is mapped again."""
-    db.delete(get_mapping(db=db, org=org, uid=uid))
+    mapping = get_mapping(db=db, org=org, uid=uid)
+    db.delete(mapping)
     db.flush()
+    record_for(
+        db,
+        org,
+        action="mapping.deleted",
+        now=now,
+        target=("mapping", uid),
+        detail={"productType": mapping.product_type, "name": mapping.name},
+    )

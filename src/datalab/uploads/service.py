@@ -12,6 +12,7 @@ from typing import IO, Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from datalab.audit.service import record_for
 from datalab.db import new_uid, transaction
 from datalab.errors import ApiError, bad_request
 from datalab.layouts import load_layout, missing_required
@@ -26,7 +27,7 @@ from datalab.storage.s3_auth import access_denied, expired_token, invalid_token
 from datalab.uploads.mappings import save_mapping
 from datalab.uploads.models import PRODUCT_TYPE_ALIASES, PRODUCT_TYPES, UPLOAD_STATUSES, Upload
 from datalab.uploads.schemas import UploadRequest, invalid_field
-from datalab.uploads.tasks import reconcile_upload
+from datalab.uploads.tasks import reconcile_upload, record_arrival
 
 MAX_FILE_NAME_LENGTH = 255
 ALLOWED_EXTENSIONS = {
@@ -124,6 +125,14 @@ def create_upload(
     )
     db.add(upload)
     db.flush()
+    record_for(
+        db,
+        org,
+        action="upload.created",
+        now=now,
+        target=("upload", uid),
+        detail={"fileName": file_name, "productType": product_type, "dataSource": upload.data_source},
+    )
     form = store.presigned_post(
         bucket=bucket,
         key=key,
@@ -237,6 +246,7 @@ class UploadReceiver:
                     update(Upload).where(Upload.id == upload_id).values(sha256=info.sha256, etag=info.etag)
                 )
                 enqueue_stage(db=db, upload_id=upload_id, stage="analyze", now=now)
+                record_arrival(db=db, upload=db.get_one(Upload, upload_id), size=writer.size, now=now)
         except BaseException:
             # The record did not move: an object stored under its key would be one nobody accepted.
             if info is not None:
@@ -272,6 +282,7 @@ def cancel_upload(*, db: Session, org: OrgContext, uid: str, now: datetime) -> U
         .values(state="done", finished_at=now)
     )
     db.refresh(upload)
+    record_for(db, org, action="upload.canceled", now=now, target=("upload", uid))
     return upload
 
 
@@ -342,6 +353,14 @@ def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, An
         raise _status_conflict(upload, "processed")
     enqueue_stage(db=db, upload_id=upload.id, stage="cleanse", now=now)
     db.refresh(upload)
+    record_for(
+        db,
+        org,
+        action="upload.processing_requested",
+        now=now,
+        target=("upload", uid),
+        detail={"fields": len(fields_map)},
+    )
     return upload
 
 

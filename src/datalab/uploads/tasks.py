@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from datalab.accounts.models import User
+from datalab.audit.service import record
 from datalab.db import transaction, utcnow
 from datalab.lifecycle import UploadStatus
 from datalab.pipeline.service import enqueue_stage
@@ -69,6 +71,23 @@ def reconcile_upload(
     else:
         store.delete(bucket=bucket, key=upload.object_key)
     db.refresh(upload)
+    record_arrival(db=db, upload=upload, size=digest.size, now=now, problem=problem)
+
+
+def record_arrival(
+    *, db: Session, upload: Upload, size: int, now: datetime, problem: str | None = None
+) -> None:
+    """Record that an upload's file arrived (from its uploader), accepted or refused with a reason."""
+    record(
+        db,
+        action="upload.received" if problem is None else "upload.refused",
+        organization_id=upload.organization_id,
+        now=now,
+        actor=db.get(User, upload.user_id) if upload.user_id is not None else None,
+        target=("upload", upload.uid),
+        detail={"fileName": upload.file_name} | ({"reason": problem} if problem else {}),
+        size_bytes=size,
+    )
 
 
 def sweep_uploads(

@@ -198,10 +198,10 @@ def signin(request: Request, body: BodyDep, db: DbDep, settings: SettingsDep, no
 
 
 @router.post("/signout")
-def signout(session: SessionDep, body: BodyDep, db: DbDep) -> RedirectResponse:
+def signout(session: SessionDep, body: BodyDep, db: DbDep, now: NowDep) -> RedirectResponse:
     """End the session."""
     checked_form(session, body)
-    web.sign_out(db=db, session=session)
+    web.sign_out(db=db, session=session, now=now)
     redirect = RedirectResponse("/datacenter/signin", status_code=303)
     redirect.delete_cookie(COOKIE, path="/datacenter")
     return redirect
@@ -539,10 +539,10 @@ def rename_mapping(uid: str, session: SessionDep, body: BodyDep, db: DbDep, now:
 
 
 @router.post("/mappings/{uid}/delete")
-def delete_mapping(uid: str, session: SessionDep, body: BodyDep, db: DbDep) -> RedirectResponse:
+def delete_mapping(uid: str, session: SessionDep, body: BodyDep, db: DbDep, now: NowDep) -> RedirectResponse:
     """Delete a saved mapping."""
     checked_form(session, body)
-    mappings.delete_mapping(db=db, org=web.org_of(session), uid=uid)
+    mappings.delete_mapping(db=db, org=web.org_of(session), uid=uid, now=now)
     return RedirectResponse("/datacenter/mappings", status_code=303)
 
 
@@ -564,7 +564,9 @@ def api_keys_page(request: Request, session: SessionDep, db: DbDep) -> HTMLRespo
 def create_api_key(request: Request, session: SessionDep, body: BodyDep, db: DbDep) -> HTMLResponse:
     """Create a key; it is shown on this page once and never again."""
     form = checked_form(session, body)
-    issued = accounts.create_api_key(db=db, user=session.user, name=one(form, "name").strip()[:100])
+    issued = accounts.create_api_key(
+        db=db, user=session.user, name=one(form, "name").strip()[:100], by=session.user
+    )
     response = _keys_page(request, session, db, issued.plain_key)
     response.headers["cache-control"] = "no-store"
     return response

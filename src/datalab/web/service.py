@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from datalab.accounts.models import Membership, Organization
 from datalab.accounts.service import authenticate
+from datalab.audit.service import record
 from datalab.errors import ApiError
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
@@ -66,8 +67,9 @@ def find_session(*, db: Session, token: str | None, now: datetime) -> WebSession
     return session
 
 
-def sign_out(*, db: Session, session: WebSession) -> None:
+def sign_out(*, db: Session, session: WebSession, now: datetime) -> None:
     """End the session (the cookie stops working at once)."""
+    record(db, action="signout", organization_id=session.organization_id, now=now, actor=session.user)
     db.delete(session)
 
 
