@@ -35,6 +35,8 @@ from datalab.uploads.service import UploadReceiver
 from datalab.uploads.tasks import UploadSweeper
 from datalab.web.routes import STATIC_DIR as WEB_STATIC
 from datalab.web.routes import router as web_router
+from datalab.webhooks.routes import router as webhooks_router
+from datalab.webhooks.tasks import WebhookSender
 
 # make_store moved to datalab.runtime; still importable from here.
 __all__ = ["create_app", "make_store"]
@@ -83,9 +85,20 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
                 max_attempts=settings.pipeline_max_attempts,
             )
             runner.start()
+        sender = None
+        if settings.pipeline_workers and settings.pipeline_queue == "embedded":
+            sender = WebhookSender(
+                session_factory=session_factory,
+                timeout_seconds=settings.webhook_timeout_seconds,
+                retry_waits=settings.webhook_retry_seconds,
+                poll_seconds=settings.webhook_poll_seconds,
+            )
+            sender.start()
         try:
             yield
         finally:
+            if sender is not None:
+                sender.stop()
             if runner is not None:
                 runner.stop()
             sweeper.stop()
@@ -122,6 +135,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     api.include_router(exports_router)
     api.include_router(uploads_router)
     api.include_router(audit_router)
+    api.include_router(webhooks_router)
     app.include_router(api)
     # Data Center before the store's catch-all /{bucket}/{key} routes.
     app.mount("/datacenter/static", StaticFiles(directory=str(WEB_STATIC)), name="datacenter-static")

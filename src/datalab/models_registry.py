@@ -13,6 +13,7 @@ from datalab.records import models as records_models
 from datalab.students import models as students_models
 from datalab.uploads import models as uploads_models
 from datalab.web import models as web_models
+from datalab.webhooks import models as webhooks_models
 
 TABLE_MODULES = (
     accounts_models,
@@ -23,6 +24,7 @@ TABLE_MODULES = (
     records_models,
     web_models,
     audit_models,
+    webhooks_models,
 )
 
 

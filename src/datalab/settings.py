@@ -134,6 +134,25 @@ class Settings(BaseSettings):
     pipeline_max_attempts: int = Field(
         default=3, ge=1, description="Tries of a pipeline stage before its upload ends in failure."
     )
+    webhook_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Longest a webhook receiver may take to answer a delivery before the attempt fails.",
+    )
+    webhook_retry_seconds: list[float] = Field(
+        default=[10, 30, 120, 600, 3600],
+        min_length=0,
+        max_length=20,
+        description="Waits before each retry of a webhook delivery that did not get a 2xx answer, as a "
+        "JSON list (e.g. `[10, 30, 120, 600, 3600]`); once they are used up the delivery is `failed`.",
+    )
+    webhook_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How long the webhook sender of `datalab serve` waits, when no delivery is due, before "
+        "looking again.",
+    )
     max_concurrent_requests: int = Field(
         default=8,
         ge=1,

@@ -32,6 +32,8 @@ from datalab.pagination import Page, paginate
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectStore
 from datalab.storage.s3_auth import S3Error, access_denied, expired_error, no_such_key
+from datalab.webhooks.models import EXPORT_PUBLISHED
+from datalab.webhooks.service import emit
 
 CSV_CONTENT_TYPE = "text/csv"
 # fileType → (delimiter, extension, content type); csv is the stored format.
@@ -129,7 +131,28 @@ def publish_export(
         detail={"productKey": product_key, "fileName": file_name, "quantity": quantity},
         size_bytes=info.size,
     )
+    emit(
+        db=db,
+        organization_id=organization.id,
+        event_type=EXPORT_PUBLISHED,
+        data={"export": _event_export(export)},
+        now=now,
+    )
     return export
+
+
+def _event_export(export: Export) -> dict[str, object]:
+    """What a webhook learns of a new export: enough to list and download it through the API."""
+    return {
+        "uid": export.uid,
+        "productKey": export.product_key,
+        "fileName": export.file_name,
+        "orderName": export.order_name,
+        "quantity": export.quantity,
+        "sizeBytes": export.size_bytes,
+        "sha256": export.sha256,
+        "createdAt": export.created_at.isoformat().replace("+00:00", "Z"),
+    }
 
 
 def parse_export_filters(*, status: str | None, product_key: str | None) -> tuple[str | None, str | None]:

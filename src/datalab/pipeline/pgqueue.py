@@ -10,6 +10,7 @@ calling its job manager.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import procrastinate
 from sqlalchemy import Engine, text
@@ -17,9 +18,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 # The queue and task every stage job has; a job's arguments are its upload and stage.
+# Set on a session factory's `info`: "procrastinate" when `datalab worker` processes run the stages.
+QUEUE_INFO_KEY = "pipeline_queue"
 STAGE_QUEUE = "pipeline"
 STAGE_TASK = "datalab.run_pipeline_stage"
 RECOVERY_TASK = "datalab.retry_stalled_pipeline_jobs"
+# Webhook deliveries: a job per attempt, its argument the delivery's id.
+WEBHOOK_QUEUE = "webhooks"
+WEBHOOK_TASK = "datalab.deliver_webhook"
 
 # Serializes concurrent installs of procrastinate's schema (any fixed 64-bit number would do).
 _SCHEMA_LOCK = 0x6461_7461_6C61_62
@@ -44,6 +50,14 @@ def defer_stage(*, db: Session, upload_id: int, stage: str) -> None:
     _deferring_app.configure_task(
         STAGE_TASK, queue=STAGE_QUEUE, lock=upload_lock(upload_id), connection=connection
     ).defer(upload_id=upload_id, stage=stage)
+
+
+def defer_delivery(*, db: Session, delivery_id: int, at: datetime | None = None) -> None:
+    """Defer an attempt of a webhook delivery (at a time, or now) in the session's transaction."""
+    connection = db.connection().connection.driver_connection
+    _deferring_app.configure_task(
+        WEBHOOK_TASK, queue=WEBHOOK_QUEUE, schedule_at=at, connection=connection
+    ).defer(delivery_id=delivery_id)
 
 
 def install_schema(engine: Engine) -> None:

@@ -17,11 +17,11 @@ from datalab.audit.models import PIPELINE
 from datalab.audit.service import record
 from datalab.lifecycle import UploadStatus, transition
 from datalab.pipeline.models import STAGES, PipelineJob
-from datalab.pipeline.pgqueue import defer_stage
+from datalab.pipeline.pgqueue import QUEUE_INFO_KEY, defer_stage
 from datalab.uploads.models import Upload
+from datalab.webhooks.service import upload_status_changed
 
-# Set on a session factory's `info`: "procrastinate" when `datalab worker` processes run the stages.
-QUEUE_INFO_KEY = "pipeline_queue"
+__all__ = ["QUEUE_INFO_KEY", "enqueue_embedded", "enqueue_stage", "move_upload", "record_status_change"]
 
 
 def enqueue_stage(*, db: Session, upload_id: int, stage: str, now: datetime) -> None:
@@ -74,7 +74,7 @@ def move_upload(
 def record_status_change(
     *, db: Session, organization_id: int, upload_uid: str, from_status: str, status: str, now: datetime
 ) -> None:
-    """Record a status change the pipeline made."""
+    """Record a status change the pipeline made, and queue its webhook deliveries."""
     record(
         db,
         action="upload.status_changed",
@@ -83,4 +83,12 @@ def record_status_change(
         channel=PIPELINE,
         target=("upload", upload_uid),
         detail={"from": UploadStatus(from_status).value, "to": UploadStatus(status).value},
+    )
+    upload_status_changed(
+        db=db,
+        organization_id=organization_id,
+        upload_uid=upload_uid,
+        from_status=UploadStatus(from_status).value,
+        status=UploadStatus(status).value,
+        now=now,
     )

@@ -26,6 +26,8 @@ from datalab.pipeline.pgqueue import (
     RECOVERY_TASK,
     STAGE_QUEUE,
     STAGE_TASK,
+    WEBHOOK_QUEUE,
+    WEBHOOK_TASK,
     defer_stage,
     install_schema,
     libpq_url,
@@ -35,6 +37,7 @@ from datalab.pipeline.runner import ClaimedJob, StageContext, StageFunction, giv
 from datalab.pipeline.service import QUEUE_INFO_KEY
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.settings import Settings
+from datalab.webhooks.tasks import attempt_delivery, defer_unfinished, lease_for, make_client
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +122,32 @@ def make_worker_app(
         )
         run_stage_job(context=context, stages=stages, job=claimed, max_attempts=max_attempts)
 
+    # A failed attempt defers the next one itself (with the webhook backoff), so no procrastinate retry.
+    @app.task(name=WEBHOOK_TASK, queue=WEBHOOK_QUEUE)
+    def deliver_webhook(delivery_id: int) -> None:
+        with make_client(settings.webhook_timeout_seconds) as client:
+            sent = attempt_delivery(
+                session_factory=context.session_factory,
+                client=client,
+                sender=name,
+                lease=lease_for(settings.webhook_timeout_seconds),
+                retry_waits=settings.webhook_retry_seconds,
+                delivery_id=delivery_id,
+            )
+        if not sent:
+            defer_unfinished(session_factory=context.session_factory, delivery_id=delivery_id)
+
     # Recovery jobs outrank stage jobs, so a free slot of any worker takes them first; the queueing lock
     # keeps at most one waiting while every slot is busy.
     @app.periodic(cron=recovery_cron(stall_seconds), periodic_id="stalled")
     @app.task(name=RECOVERY_TASK, queue=STAGE_QUEUE, priority=100, queueing_lock=RECOVERY_TASK)
     async def retry_stalled_jobs(timestamp: int) -> None:
-        for stalled in await app.job_manager.get_stalled_jobs(
-            queue=STAGE_QUEUE, task_name=STAGE_TASK, seconds_since_heartbeat=stall_seconds
-        ):
-            log.warning("retrying %s: its worker stopped", stalled.call_string)
-            await app.job_manager.retry_job(stalled)
+        for queue, task in ((STAGE_QUEUE, STAGE_TASK), (WEBHOOK_QUEUE, WEBHOOK_TASK)):
+            for stalled in await app.job_manager.get_stalled_jobs(
+                queue=queue, task_name=task, seconds_since_heartbeat=stall_seconds
+            ):
+                log.warning("retrying %s: its worker stopped", stalled.call_string)
+                await app.job_manager.retry_job(stalled)
 
     return app
 
@@ -152,7 +171,7 @@ def run_worker(*, settings: Settings) -> None:
     async def work() -> None:
         async with app.open_async():
             await app.run_worker_async(
-                queues=[STAGE_QUEUE],
+                queues=[STAGE_QUEUE, WEBHOOK_QUEUE],
                 name=name,
                 concurrency=max(settings.pipeline_workers, 1),
                 update_heartbeat_interval=stall_seconds / 3,

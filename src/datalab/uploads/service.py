@@ -28,6 +28,7 @@ from datalab.uploads.mappings import save_mapping
 from datalab.uploads.models import PRODUCT_TYPE_ALIASES, PRODUCT_TYPES, UPLOAD_STATUSES, Upload
 from datalab.uploads.schemas import UploadRequest, invalid_field
 from datalab.uploads.tasks import reconcile_upload, record_arrival
+from datalab.webhooks.service import upload_status_changed
 
 MAX_FILE_NAME_LENGTH = 255
 ALLOWED_EXTENSIONS = {
@@ -266,6 +267,7 @@ def _status_conflict(upload: Upload, action: str) -> ApiError:
 def cancel_upload(*, db: Session, org: OrgContext, uid: str, now: datetime) -> Upload:
     """Cancel an upload that has not gone past `enqueued`; its pending pipeline work is dropped."""
     upload = get_upload(db=db, org=org, uid=uid)
+    previous = upload.status
     moved = db.execute(
         update(Upload)
         .where(Upload.id == upload.id, Upload.status.in_(status_values(CANCELABLE)))
@@ -283,6 +285,14 @@ def cancel_upload(*, db: Session, org: OrgContext, uid: str, now: datetime) -> U
     )
     db.refresh(upload)
     record_for(db, org, action="upload.canceled", now=now, target=("upload", uid))
+    upload_status_changed(
+        db=db,
+        organization_id=upload.organization_id,
+        upload_uid=uid,
+        from_status=previous,
+        status=upload.status,
+        now=now,
+    )
     return upload
 
 
@@ -336,11 +346,12 @@ def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, An
     meta["headersMap"] = [
         {**entry, "fileHeader": fields_map.get(str(entry["field"]))} for entry in meta.get("headersMap", [])
     ]
+    previous = upload.status
     moved = db.execute(
         update(Upload)
-        .where(Upload.id == upload.id, Upload.status == upload.status)
+        .where(Upload.id == upload.id, Upload.status == previous)
         .values(
-            status=transition(upload.status, UploadStatus.ENQUEUED).value,
+            status=transition(previous, UploadStatus.ENQUEUED).value,
             error=None,
             fields_map=fields_map,
             values_map=values_map,
@@ -360,6 +371,14 @@ def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, An
         now=now,
         target=("upload", uid),
         detail={"fields": len(fields_map)},
+    )
+    upload_status_changed(
+        db=db,
+        organization_id=upload.organization_id,
+        upload_uid=uid,
+        from_status=previous,
+        status=upload.status,
+        now=now,
     )
     return upload
 

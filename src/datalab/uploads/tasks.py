@@ -22,6 +22,7 @@ from datalab.pipeline.service import enqueue_stage
 from datalab.scoping import across_organizations
 from datalab.storage.base import ObjectStore, StreamDigest
 from datalab.uploads.models import Upload
+from datalab.webhooks.service import upload_status_changed
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 1024 * 1024
@@ -77,7 +78,8 @@ def reconcile_upload(
 def record_arrival(
     *, db: Session, upload: Upload, size: int, now: datetime, problem: str | None = None
 ) -> None:
-    """Record that an upload's file arrived (from its uploader), accepted or refused with a reason."""
+    """Record that an upload's file arrived (from its uploader), accepted or refused with a reason, and
+    queue the webhook deliveries of its move out of `uploading`."""
     record(
         db,
         action="upload.received" if problem is None else "upload.refused",
@@ -87,6 +89,14 @@ def record_arrival(
         target=("upload", upload.uid),
         detail={"fileName": upload.file_name} | ({"reason": problem} if problem else {}),
         size_bytes=size,
+    )
+    upload_status_changed(
+        db=db,
+        organization_id=upload.organization_id,
+        upload_uid=upload.uid,
+        from_status=UploadStatus.UPLOADING.value,
+        status=(UploadStatus.ANALYZING if problem is None else UploadStatus.FAILURE).value,
+        now=now,
     )
 
 

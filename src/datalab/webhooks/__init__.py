@@ -1,0 +1,1 @@
+"""Per-organization webhooks: signed event deliveries to an HTTP(S) endpoint, retried with backoff."""

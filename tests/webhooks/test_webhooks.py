@@ -1,0 +1,313 @@
+"""Webhooks against a live server and a receiver on loopback: signed deliveries of published exports and
+upload status changes, retries with backoff logged per attempt, admins only, one organization's events
+never sent to another's webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import select
+
+from datalab.accounts.models import Organization
+from datalab.audit.models import AuditEvent
+from datalab.db import make_engine, make_session_factory, transaction, utcnow
+from datalab.scoping import OrgContext
+from datalab.webhooks import service
+from datalab.webhooks.models import EVENT_TYPES
+from tests.conftest import ServerFactory
+from tests.support.accounts import add_account, add_organization, login_as
+from tests.support.checks import assert_envelope, wait_for
+from tests.support.exports import publish, sample_rows, write_csv
+from tests.support.server import LiveServer, LoggedIn
+from tests.support.uploads import send_file
+
+RETRY_SECONDS = [0.5, 1.0, 2.0]
+ROSTER = b"UniqueID,EntryYear,Applied\r\n00777,2026,2025-10-01\r\n"
+
+
+@dataclass
+class Received:
+    """One request the receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.body)
+        return document
+
+
+@dataclass
+class Receiver:
+    """An HTTP server on loopback answering 204 on /ok and 500 on /fail, keeping every request."""
+
+    server: ThreadingHTTPServer
+    requests: list[Received] = field(default_factory=list)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def on(self, path: str, event_type: str | None = None) -> list[Received]:
+        return [
+            request
+            for request in list(self.requests)
+            if request.path == path and event_type in (None, request.headers["x-datalab-event"])
+        ]
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    requests: list[Received] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            requests.append(Received(path=self.path, headers=headers, body=body, at=time.monotonic()))
+            self.send_response(204 if self.path == "/ok" else 500)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Receiver(server=server, requests=requests)
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture(scope="module")
+def live(make_server: ServerFactory) -> LiveServer:
+    return make_server(
+        pipeline_workers="1",
+        webhook_retry_seconds=json.dumps(RETRY_SECONDS),
+        webhook_poll_seconds="0.1",
+        webhook_timeout_seconds="3",
+    )
+
+
+@pytest.fixture(scope="module")
+def admin(live: LiveServer) -> LoggedIn:
+    return live.login()
+
+
+def verified(request: Received, secret: str) -> bool:
+    """What a receiver does: recompute the signature of "<timestamp>.<body>" and compare in constant time."""
+    timestamp = request.headers["x-datalab-timestamp"]
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + request.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest("sha256=" + expected, request.headers["x-datalab-signature"])
+
+
+def create(live: LiveServer, admin: LoggedIn, url: str, events: list[str]) -> dict[str, Any]:
+    response = httpx2.post(
+        live.base_url + "/webhooks", headers=admin.headers, json={"url": url, "events": events}
+    )
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+def deliveries(live: LiveServer, admin: LoggedIn, uid: str) -> list[dict[str, Any]]:
+    response = httpx2.get(f"{live.base_url}/webhooks/{uid}/deliveries", headers=admin.headers)
+    assert response.status_code == 200, response.text
+    listed: list[dict[str, Any]] = response.json()
+    return listed
+
+
+def other_organization_webhook(live: LiveServer, url: str) -> str:
+    """A webhook of a second organization subscribed to everything (made as an operator would)."""
+    other = add_organization(live)
+    engine = make_engine(live.database_url)
+    try:
+        with transaction(make_session_factory(engine)) as db:
+            organization = db.scalars(select(Organization).where(Organization.uid == other.uid)).one()
+            created = service.create_webhook(
+                db=db,
+                org=OrgContext(user=None, organization=organization),
+                url=url,
+                events=list(EVENT_TYPES),
+                active=True,
+                description="",
+                now=utcnow(),
+            )
+            return created.webhook.uid
+    finally:
+        engine.dispose()
+
+
+def test_signed_export_published_and_upload_status_changed_reach_only_their_organization(
+    live: LiveServer, admin: LoggedIn, receiver: Receiver, tmp_path: Path
+) -> None:
+    created = create(live, admin, receiver.url("/ok"), ["export.published", "upload.status_changed"])
+    other_organization_webhook(live, receiver.url("/other"))
+    published = publish(
+        live, write_csv(tmp_path / "list.csv", ["ID", "Name"], sample_rows(3)), product="prospect"
+    )
+    with httpx2.Client(timeout=30) as client:
+        upload_uid = send_file(client, live, admin, ROSTER)
+
+    assert wait_for(lambda: len(receiver.on("/ok", "export.published")) == 1, timeout=15)
+    export_event = receiver.on("/ok", "export.published")[0]
+    assert verified(export_event, created["secret"])
+    assert not verified(export_event, "whsec_not-the-secret")
+    document = export_event.json()
+    assert document["type"] == "export.published"
+    assert document["organization"] == admin.organization_uid
+    assert document["data"]["export"]["uid"] == published["uid"]
+    assert document["data"]["export"]["quantity"] == 3
+    assert datetime.fromisoformat(document["createdAt"]).tzinfo is not None
+    assert abs(int(export_event.headers["x-datalab-timestamp"]) - time.time()) < 60
+
+    def arrived() -> bool:
+        return any(
+            request.json()["data"]["upload"]["uid"] == upload_uid
+            and request.json()["data"]["status"] == "analyzing"
+            for request in receiver.on("/ok", "upload.status_changed")
+        )
+
+    assert wait_for(arrived, timeout=15)
+    changes = [
+        request
+        for request in receiver.on("/ok", "upload.status_changed")
+        if request.json()["data"]["upload"]["uid"] == upload_uid
+    ]
+    assert all(verified(request, created["secret"]) for request in changes)
+    assert changes[0].json()["data"]["previousStatus"] == "uploading"
+    assert len({request.headers["x-datalab-delivery"] for request in changes}) == len(changes)
+
+    log = deliveries(live, admin, created["uid"])
+    assert {entry["eventType"] for entry in log} == {"export.published", "upload.status_changed"}
+    delivered = [entry for entry in log if entry["state"] == "delivered"]
+    assert delivered and all(entry["attempts"][0]["responseStatus"] == 204 for entry in delivered)
+    # The other organization's webhook got nothing of this organization's.
+    time.sleep(1)
+    assert receiver.on("/other") == []
+
+
+def test_a_failing_receiver_is_retried_with_backoff_then_the_delivery_fails(
+    live: LiveServer, admin: LoggedIn, receiver: Receiver, tmp_path: Path
+) -> None:
+    created = create(live, admin, receiver.url("/fail"), ["export.published"])
+    publish(live, write_csv(tmp_path / "list.csv", ["ID", "Name"], sample_rows(2)), product="inquiry")
+    attempts = 1 + len(RETRY_SECONDS)
+
+    def failed() -> bool:
+        log = deliveries(live, admin, created["uid"])
+        return len(log) == 1 and log[0]["state"] == "failed"
+
+    assert wait_for(failed, timeout=30)
+    (delivery,) = deliveries(live, admin, created["uid"])
+    assert [attempt["responseStatus"] for attempt in delivery["attempts"]] == [500] * attempts
+    assert all(
+        attempt["error"] == "HTTP 500" and attempt["durationMs"] >= 0 for attempt in delivery["attempts"]
+    )
+    assert delivery["nextAttemptAt"] is None and delivery["finishedAt"] is not None
+    sent = receiver.on("/fail")
+    assert len(sent) == attempts
+    assert {request.headers["x-datalab-delivery"] for request in sent} == {delivery["uid"]}
+    assert all(verified(request, created["secret"]) for request in sent)
+    gaps = [later.at - earlier.at for earlier, later in pairwise(sent)]
+    assert all(gap >= wait * 0.9 for gap, wait in zip(gaps, RETRY_SECONDS, strict=True)), gaps
+    assert gaps[2] > gaps[0]
+    server_log = (live.home / "server.log").read_text()
+    assert f"webhook delivery {delivery['uid']} (export.published) attempt {attempts}: 500" in server_log
+    assert created["secret"] not in server_log
+
+
+def test_test_event_and_management_by_admins_only(
+    live: LiveServer, admin: LoggedIn, receiver: Receiver
+) -> None:
+    created = create(live, admin, receiver.url("/ok"), ["upload.status_changed"])
+    assert (
+        "secret" not in httpx2.get(f"{live.base_url}/webhooks/{created['uid']}", headers=admin.headers).json()
+    )
+    listed = httpx2.get(live.base_url + "/webhooks", headers=admin.headers).json()
+    assert created["uid"] in {entry["uid"] for entry in listed}
+    assert all("secret" not in entry for entry in listed)
+
+    response = httpx2.post(f"{live.base_url}/webhooks/{created['uid']}/test", headers=admin.headers)
+    assert response.status_code == 202, response.text
+    delivery_uid = response.json()["uid"]
+    assert wait_for(
+        lambda: any(
+            r.headers["x-datalab-delivery"] == delivery_uid for r in receiver.on("/ok", "webhook.test")
+        ),
+        timeout=15,
+    )
+    test_event = next(
+        r for r in receiver.on("/ok", "webhook.test") if r.headers["x-datalab-delivery"] == delivery_uid
+    )
+    assert verified(test_event, created["secret"])
+
+    updated = httpx2.patch(
+        f"{live.base_url}/webhooks/{created['uid']}", headers=admin.headers, json={"active": False}
+    )
+    assert updated.status_code == 200 and updated.json()["active"] is False
+    assert_envelope(
+        httpx2.post(
+            live.base_url + "/webhooks",
+            headers=admin.headers,
+            json={"url": "ftp://example.edu/", "events": ["export.published"]},
+        ),
+        422,
+        "invalid_url",
+    )
+    assert_envelope(
+        httpx2.patch(
+            f"{live.base_url}/webhooks/{created['uid']}",
+            headers=admin.headers,
+            json={"events": ["export.deleted"]},
+        ),
+        422,
+        "invalid_events",
+    )
+    member = login_as(live, add_account(live))
+    for method, path in (
+        ("GET", ""),
+        ("POST", ""),
+        ("GET", f"/{created['uid']}/deliveries"),
+        ("POST", f"/{created['uid']}/test"),
+    ):
+        body = (
+            {"url": receiver.url("/ok"), "events": ["export.published"]}
+            if method == "POST" and not path
+            else None
+        )
+        answered = httpx2.request(
+            method, live.base_url + "/webhooks" + path, headers=member.headers, json=body
+        )
+        assert_envelope(answered, 403, "admin_required")
+    deleted = httpx2.delete(f"{live.base_url}/webhooks/{created['uid']}", headers=admin.headers)
+    assert deleted.status_code == 204
+    assert_envelope(
+        httpx2.get(f"{live.base_url}/webhooks/{created['uid']}", headers=admin.headers), 404, "not_found"
+    )
+
+    with live.db() as db:
+        recorded = db.scalars(select(AuditEvent).where(AuditEvent.target_id == created["uid"])).all()
+    assert [event.action for event in recorded] == [
+        "webhook.created",
+        "webhook.test_sent",
+        "webhook.updated",
+        "webhook.deleted",
+    ]
+    assert created["secret"] not in json.dumps([event.detail for event in recorded])
