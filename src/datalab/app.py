@@ -9,6 +9,7 @@ from datetime import timedelta
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
@@ -49,6 +50,21 @@ Errors are JSON: `{"code": ..., "message": ..., "detail": ...}`.
 """
 
 
+def start_webhook_sender(settings: Settings, session_factory: sessionmaker[Session]) -> WebhookSender | None:
+    """The webhook sender thread, started next to the embedded pipeline workers (None where they do not
+    run: procrastinate workers send, or another process does)."""
+    if not settings.pipeline_workers or settings.pipeline_queue != "embedded":
+        return None
+    sender = WebhookSender(
+        session_factory=session_factory,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        retry_waits=settings.webhook_retry_seconds,
+        poll_seconds=settings.webhook_poll_seconds,
+    )
+    sender.start()
+    return sender
+
+
 def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     """Build the application for the given settings (migrating the database first unless told not to)."""
     runtime = build_runtime(settings, migrate=migrate)
@@ -85,15 +101,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
                 max_attempts=settings.pipeline_max_attempts,
             )
             runner.start()
-        sender = None
-        if settings.pipeline_workers and settings.pipeline_queue == "embedded":
-            sender = WebhookSender(
-                session_factory=session_factory,
-                timeout_seconds=settings.webhook_timeout_seconds,
-                retry_waits=settings.webhook_retry_seconds,
-                poll_seconds=settings.webhook_poll_seconds,
-            )
-            sender.start()
+        sender = start_webhook_sender(settings, session_factory)
         try:
             yield
         finally:

@@ -30,6 +30,7 @@ from datalab.webhooks.models import EVENT_TYPES
 from tests.conftest import ServerFactory
 from tests.support.accounts import add_account, add_organization, login_as
 from tests.support.checks import assert_envelope, wait_for
+from tests.support.databases import postgres_url
 from tests.support.exports import publish, sample_rows, write_csv
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import send_file
@@ -311,3 +312,35 @@ def test_test_event_and_management_by_admins_only(
         "webhook.deleted",
     ]
     assert created["secret"] not in json.dumps([event.detail for event in recorded])
+
+
+@pytest.mark.skipif(
+    postgres_url() is None, reason="procrastinate needs PostgreSQL (set DATALAB_TEST_DATABASE_URL)"
+)
+def test_procrastinate_workers_deliver_and_retry(
+    make_server: ServerFactory, receiver: Receiver, tmp_path: Path
+) -> None:
+    queued = make_server(
+        pipeline_queue="procrastinate",
+        pipeline_workers="1",
+        webhook_retry_seconds=json.dumps(RETRY_SECONDS[:2]),
+        webhook_timeout_seconds="3",
+    )
+    queued.start_worker()
+    admin = queued.login()
+    delivered = create(queued, admin, receiver.url("/ok"), ["export.published"])
+    failing = create(queued, admin, receiver.url("/fail"), ["export.published"])
+    before = len(receiver.on("/fail"))
+    publish(queued, write_csv(tmp_path / "list.csv", ["ID", "Name"], sample_rows(2)), product="declared")
+
+    def settled() -> bool:
+        return [entry["state"] for entry in deliveries(queued, admin, delivered["uid"])] == [
+            "delivered"
+        ] and [entry["state"] for entry in deliveries(queued, admin, failing["uid"])] == ["failed"]
+
+    assert wait_for(settled, timeout=60)
+    (failed,) = deliveries(queued, admin, failing["uid"])
+    assert [attempt["responseStatus"] for attempt in failed["attempts"]] == [500, 500, 500]
+    sent = receiver.on("/fail")[before:]
+    assert len(sent) == 3 and all(verified(request, failing["secret"]) for request in sent)
+    assert sent[2].at - sent[1].at >= RETRY_SECONDS[1] * 0.9

@@ -132,26 +132,24 @@ def publish_export(
         size_bytes=info.size,
     )
     emit(
-        db=db,
-        organization_id=organization.id,
-        event_type=EXPORT_PUBLISHED,
-        data={"export": _event_export(export)},
-        now=now,
+        db=db, organization_id=organization.id, event_type=EXPORT_PUBLISHED, data=_event_data(export), now=now
     )
     return export
 
 
-def _event_export(export: Export) -> dict[str, object]:
+def _event_data(export: Export) -> dict[str, object]:
     """What a webhook learns of a new export: enough to list and download it through the API."""
     return {
-        "uid": export.uid,
-        "productKey": export.product_key,
-        "fileName": export.file_name,
-        "orderName": export.order_name,
-        "quantity": export.quantity,
-        "sizeBytes": export.size_bytes,
-        "sha256": export.sha256,
-        "createdAt": export.created_at.isoformat().replace("+00:00", "Z"),
+        "export": {
+            "uid": export.uid,
+            "productKey": export.product_key,
+            "fileName": export.file_name,
+            "orderName": export.order_name,
+            "quantity": export.quantity,
+            "sizeBytes": export.size_bytes,
+            "sha256": export.sha256,
+            "createdAt": export.created_at.isoformat().replace("+00:00", "Z"),
+        }
     }
 
 

@@ -89,10 +89,35 @@ def run_stage_job(
         raise
 
 
+def add_webhook_task(
+    app: procrastinate.App, *, settings: Settings, session_factory: sessionmaker[Session], name: str
+) -> None:
+    """Register the task sending one attempt of a webhook delivery.
+
+    A failed attempt defers the next one itself (with the webhook backoff), so procrastinate never
+    retries it.
+    """
+
+    @app.task(name=WEBHOOK_TASK, queue=WEBHOOK_QUEUE)
+    def deliver_webhook(delivery_id: int) -> None:
+        with make_client(settings.webhook_timeout_seconds) as client:
+            sent = attempt_delivery(
+                session_factory=session_factory,
+                client=client,
+                sender=name,
+                lease=lease_for(settings.webhook_timeout_seconds),
+                retry_waits=settings.webhook_retry_seconds,
+                delivery_id=delivery_id,
+            )
+        if not sent:
+            defer_unfinished(session_factory=session_factory, delivery_id=delivery_id)
+
+
 def make_worker_app(
     *, settings: Settings, context: StageContext, stages: dict[str, StageFunction], name: str
 ) -> procrastinate.App:
-    """The worker's procrastinate app: the stage task with its retry strategy, and stalled-job recovery."""
+    """The worker's procrastinate app: the stage task with its retry strategy, webhook deliveries, and
+    stalled-job recovery."""
     app = procrastinate.App(
         connector=procrastinate.PsycopgConnector(conninfo=libpq_url(settings.resolved_database_url))
     )
@@ -122,20 +147,7 @@ def make_worker_app(
         )
         run_stage_job(context=context, stages=stages, job=claimed, max_attempts=max_attempts)
 
-    # A failed attempt defers the next one itself (with the webhook backoff), so no procrastinate retry.
-    @app.task(name=WEBHOOK_TASK, queue=WEBHOOK_QUEUE)
-    def deliver_webhook(delivery_id: int) -> None:
-        with make_client(settings.webhook_timeout_seconds) as client:
-            sent = attempt_delivery(
-                session_factory=context.session_factory,
-                client=client,
-                sender=name,
-                lease=lease_for(settings.webhook_timeout_seconds),
-                retry_waits=settings.webhook_retry_seconds,
-                delivery_id=delivery_id,
-            )
-        if not sent:
-            defer_unfinished(session_factory=context.session_factory, delivery_id=delivery_id)
+    add_webhook_task(app, settings=settings, session_factory=context.session_factory, name=name)
 
     # Recovery jobs outrank stage jobs, so a free slot of any worker takes them first; the queueing lock
     # keeps at most one waiting while every slot is busy.

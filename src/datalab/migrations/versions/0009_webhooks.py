@@ -18,7 +18,7 @@ branch_labels = None
 depends_on = None
 
 
-def upgrade() -> None:
+def _create_webhooks() -> None:
     op.create_table(
         "webhooks",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -40,6 +40,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhooks")),
         sa.UniqueConstraint("uid", name=op.f("uq_webhooks_uid")),
     )
+
+
+def _create_deliveries() -> None:
     op.create_table(
         "webhook_deliveries",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -76,6 +79,9 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_webhook_deliveries_webhook_time", ["webhook_id", "created_at"], unique=False
         )
+
+
+def _create_attempts() -> None:
     op.create_table(
         "webhook_attempts",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -94,6 +100,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("webhook_attempts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_webhook_attempts_delivery_id"), ["delivery_id"], unique=False)
+
+
+def upgrade() -> None:
+    _create_webhooks()
+    _create_deliveries()
+    _create_attempts()
 
 
 def downgrade() -> None:
