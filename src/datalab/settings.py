@@ -209,6 +209,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def temp_dir(self) -> Path:
+        """Scratch space for files being assembled or read (downloads, archives, pipeline work)."""
+        return self.home / "tmp"
+
+    @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite inside the data directory."""
         if self.database_url:
