@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI
@@ -31,9 +30,9 @@ from datalab.settings import Settings
 from datalab.storage.local import LocalObjectStore
 from datalab.storage.post_endpoint import post_router
 from datalab.storage.routes import store_router
+from datalab.sweeper import Sweeper
 from datalab.uploads.routes import router as uploads_router
 from datalab.uploads.service import UploadReceiver
-from datalab.uploads.tasks import UploadSweeper
 from datalab.web.routes import STATIC_DIR as WEB_STATIC
 from datalab.web.routes import router as web_router
 from datalab.webhooks.routes import router as webhooks_router
@@ -77,14 +76,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        sweeper = UploadSweeper(
-            session_factory=session_factory,
-            store=store,
-            bucket=settings.uploads_bucket,
-            max_size=settings.max_upload_bytes,
-            interval_seconds=settings.upload_sweep_interval_seconds,
-            canceled_retention=timedelta(hours=settings.canceled_retention_hours),
-        )
+        sweeper = Sweeper(session_factory=session_factory, store=store, settings=settings)
         # Threads for sync routes: every admitted request can have one, with room for streaming bodies.
         to_thread.current_default_thread_limiter().total_tokens = max(
             40, 2 * settings.max_concurrent_requests

@@ -419,7 +419,7 @@ def export_list(
     product: Annotated[str | None, typer.Option(help="productKey filter.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List an organization's exports."""
+    """List an organization's exports, those expired under retention too (status Expired)."""
     from datalab.errors import ApiError
     from datalab.exports.schemas import export_out
     from datalab.exports.service import list_exports, parse_export_filters
@@ -433,11 +433,20 @@ def export_list(
             raise fail(exc.message) from None
         context = OrgContext(user=None, organization=organization)
         page = list_exports(
-            db=db, org=context, status=status_filter, product_key=product_filter, limit=None, offset=0
+            db=db,
+            org=context,
+            status=status_filter,
+            product_key=product_filter,
+            limit=None,
+            offset=0,
+            include_expired=True,
         )
         now = _now()
         rows = [
-            export_out(export, now=now).model_dump() | {"fileName": export.file_name} for export in page.items
+            export_out(export, now=now).model_dump()
+            | {"fileName": export.file_name}
+            | ({"status": "Expired"} if export.expired_at is not None else {})
+            for export in page.items
         ]
     emit(
         rows,

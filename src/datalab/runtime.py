@@ -66,7 +66,7 @@ def make_store(settings: Settings) -> ObjectStore:
     """The object store the settings choose."""
     if settings.storage_backend == "s3":
         client = make_s3_client(region=settings.storage_region, endpoint_url=settings.s3_endpoint_url or None)
-        return S3ObjectStore(client=client, spool_dir=settings.home / "tmp")
+        return S3ObjectStore(client=client, spool_dir=settings.temp_dir)
     return LocalObjectStore(
         root=settings.home / "objects",
         credentials=Credentials(

@@ -83,8 +83,8 @@ class Settings(BaseSettings):
     upload_sweep_interval_seconds: int = Field(
         default=15,
         ge=1,
-        description="How often canceled files past retention are removed and, on S3, how often the bucket "
-        "is checked for uploads that arrived.",
+        description="How often files past their retention (exports, uploads, canceled uploads) are removed "
+        "and, on S3, how often the bucket is checked for uploads that arrived.",
     )
     pipeline_queue: Literal["embedded", "procrastinate"] = Field(
         default="embedded",
@@ -107,6 +107,18 @@ class Settings(BaseSettings):
         gt=0,
         lt=1,
         description="Match probability an eMatch row needs to match a student (probabilistic matcher).",
+    )
+    export_retention_days: float = Field(
+        default=180.0,
+        ge=0,
+        description="Days after publication an export is kept: then its file is deleted and it is no longer "
+        "listed to its organization (operators still see it, as expired). 0 keeps exports forever.",
+    )
+    upload_retention_days: float = Field(
+        default=90.0,
+        ge=0,
+        description="Days after an upload ended (`done` or `failure`) its file and row report are kept. "
+        "0 keeps them forever.",
     )
     canceled_retention_hours: float = Field(
         default=24.0,
@@ -214,6 +226,11 @@ class Settings(BaseSettings):
                 "postgresql+psycopg:// URL, or use the embedded queue"
             )
         return self
+
+    @property
+    def temp_dir(self) -> Path:
+        """Scratch space for files being assembled or read (downloads, archives, pipeline work)."""
+        return self.home / "tmp"
 
     @property
     def resolved_database_url(self) -> str:

@@ -106,7 +106,7 @@ def seed_demo(
     owner = OrgContext(user=None, organization=organization)
     has_exports = db.scalar(scoped(Export, owner).with_only_columns(Export.id).limit(1))
     if has_exports is None:
-        temp_dir = settings.home / "tmp"
+        temp_dir = settings.temp_dir
         temp_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=temp_dir) as work:
             for product_index, product_key in enumerate(PRODUCT_KEYS):

@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 
 from datalab.exports.models import PRODUCT_KEYS
+from datalab.layouts.cleansing import shift_years
 
 _SCORE_REPORTER = "score-reporter"
 
@@ -454,13 +455,6 @@ def _schools() -> tuple[tuple[_School, ...], tuple[int, ...]]:
     return tuple(schools), tuple(cumulative)
 
 
-def _shift_years(day: datetime.date, years: int) -> datetime.date:
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:  # Feb 29 in a non-leap target year
-        return day.replace(year=day.year + years, day=28)
-
-
 def _test_dates(grad_year: int, today: datetime.date) -> tuple[str, ...]:
     """ACT test dates (MM/YYYY) a member of the class of `grad_year` could have taken by `today`."""
     candidates = [
@@ -482,8 +476,8 @@ def _test_dates(grad_year: int, today: datetime.date) -> tuple[str, ...]:
 
 def _births(today: datetime.date) -> tuple[_Birth, ...]:
     """Every birth date giving an age of 16, 17 or 18 on `today`, with its graduation year and test dates."""
-    latest = _shift_years(today, -16)
-    earliest = _shift_years(today, -19) + datetime.timedelta(days=1)
+    latest = shift_years(today, -16)
+    earliest = shift_years(today, -19) + datetime.timedelta(days=1)
     tests_by_year: dict[int, tuple[str, ...]] = {}
     births: list[_Birth] = []
     day = earliest

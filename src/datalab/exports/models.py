@@ -46,6 +46,8 @@ class Export(OrgOwned, Base):
     is_continuous: Mapped[bool] = mapped_column(Boolean, default=False)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     overdue_email_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When retention deleted the file: the record stays, for operators and the audit trail only.
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_by_user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )

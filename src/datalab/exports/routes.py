@@ -106,7 +106,7 @@ def download_export(
         limit=row_limit,
         base_url=public_base_url(request, settings),
         ttl_seconds=settings.download_url_ttl_seconds,
-        temp_dir=settings.home / "tmp",
+        temp_dir=settings.temp_dir,
         now=now,
     )
     return DownloadUrlOut(downloadUrl=url)

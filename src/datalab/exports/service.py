@@ -177,9 +177,15 @@ def list_exports(
     product_key: str | None,
     limit: int | None,
     offset: int,
+    include_expired: bool = False,
 ) -> Page[Export]:
-    """The organization's exports, newest first, filtered and paged (deliveries loaded with the page)."""
+    """The organization's exports, newest first, filtered and paged (deliveries loaded with the page).
+
+    Expired exports (their file deleted by retention) are listed to operators only (`include_expired`).
+    """
     query = scoped(Export, org).options(selectinload(Export.deliveries))
+    if not include_expired:
+        query = query.where(Export.expired_at.is_(None))
     if status is not None:
         query = query.where(Export.status == status)
     if product_key is not None:
@@ -225,7 +231,7 @@ def _export_page_query(*, by_status: bool, by_product: bool, limited: bool) -> _
             func.count().over().label("total"),
         )
         .outerjoin(User, User.id == Export.created_by_user_id)
-        .where(Export.organization_id == bindparam("organization_id"))
+        .where(Export.organization_id == bindparam("organization_id"), Export.expired_at.is_(None))
     )
     if by_status:
         query = query.where(Export.status == bindparam("status"))
@@ -317,8 +323,8 @@ def export_list_json(
 
 
 def get_export(*, db: Session, org: OrgContext, uid: str) -> Export:
-    """One of the organization's exports by uid, else 404 (also for other organizations' uids)."""
-    export = db.scalar(scoped(Export, org).where(Export.uid == uid))
+    """One of the organization's live exports by uid, else 404 (also for other organizations' uids)."""
+    export = db.scalar(scoped(Export, org).where(Export.uid == uid, Export.expired_at.is_(None)))
     if export is None:
         raise ApiError(404, "export_not_found", f"Export with uid: {uid} is NOT found.")
     return export

@@ -153,7 +153,8 @@ _DATE_FORMATS = tuple(
 )
 
 
-def _shift_years(day: date, years: int) -> date:
+def shift_years(day: date, years: int) -> date:
+    """The same day `years` later (earlier when negative); 29 February becomes the 28th where needed."""
     try:
         return day.replace(year=day.year + years)
     except ValueError:  # 29 February in a year without one
@@ -212,13 +213,13 @@ def clean_date(value: str, field: LayoutField, today: date) -> tuple[str, str | 
     takes the century that puts the date inside the allowed window (it cannot fit two, the window is
     shorter than a century); when no century fits, the value is out of range.
     """
-    return _clean_date_between(value, field, _shift_years(today, -50), _shift_years(today, 1))
+    return _clean_date_between(value, field, shift_years(today, -50), shift_years(today, 1))
 
 
 @_rule
 def clean_birth_date(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
     """A birth date between 80 and 10 years before ``today`` (inclusive); same formats as ``date``."""
-    return _clean_date_between(value, field, _shift_years(today, -80), _shift_years(today, -10))
+    return _clean_date_between(value, field, shift_years(today, -80), shift_years(today, -10))
 
 
 # --- years and terms ----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def make_stage_context(
         store=store,
         uploads_bucket=settings.uploads_bucket,
         exports_bucket=settings.exports_bucket,
-        temp_dir=settings.home / "tmp",
+        temp_dir=settings.temp_dir,
         matcher=make_matcher(settings),
         max_rejected_percent=settings.pipeline_max_rejected_percent,
     )

@@ -408,6 +408,13 @@ def open_row_report(
     """The row report of an upload (its file name and bytes), once cleansing has written it."""
     upload = get_upload(db=db, org=org, uid=uid)
     key = report_key(upload.uid)
+    if upload.file_removed_at is not None:
+        raise ApiError(
+            404,
+            "report_not_found",
+            f"File with id: {uid} has no row report any more: its files were removed at the end of their "
+            "retention period.",
+        )
     if store.info(bucket=bucket, key=key) is None:
         raise ApiError(
             404,

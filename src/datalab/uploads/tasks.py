@@ -1,14 +1,14 @@
-"""Background work for uploads on stores that do not report uploads themselves (S3).
+"""Background work for uploads: arrivals on stores that do not report them, and removing old files.
 
 S3 accepts the POST without telling us, so the server looks: a periodic sweep of `uploading` records,
 and a look when a record is read. It then reads the object itself to check size and checksum instead
-of trusting the store's own enforcement of the form.
+of trusting the store's own enforcement of the form. Files of uploads that ended long enough ago are
+removed (`purge_files`), their records kept.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -16,8 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.accounts.models import User
 from datalab.audit.service import record
-from datalab.db import transaction, utcnow
+from datalab.db import transaction
 from datalab.lifecycle import UploadStatus
+from datalab.pipeline.artifacts import cleansed_key, report_key
 from datalab.pipeline.service import enqueue_stage
 from datalab.scoping import across_organizations
 from datalab.storage.base import ObjectStore, StreamDigest
@@ -127,88 +128,42 @@ def sweep_uploads(
     return moved
 
 
-def purge_canceled_files(
+def purge_files(
     *,
     session_factory: sessionmaker[Session],
     store: ObjectStore,
     bucket: str,
+    statuses: tuple[UploadStatus, ...],
     cutoff: datetime,
     now: datetime,
 ) -> int:
-    """Remove the files of uploads canceled before the cutoff; returns how many were removed."""
+    """Remove the files (upload and row report) of uploads in `statuses` since before the cutoff; how many.
+
+    The record stays, with the time its files were removed; the audit trail says so.
+    """
     with transaction(session_factory) as db:
-        expired = db.execute(
+        due = db.execute(
             across_organizations(Upload)
             .where(
-                Upload.status == UploadStatus.CANCELED.value,
+                Upload.status.in_([status.value for status in statuses]),
                 Upload.file_removed_at.is_(None),
                 Upload.updated_at < cutoff,
             )
             .order_by(Upload.updated_at)
             .limit(SWEEP_BATCH)
-            .with_only_columns(Upload.id, Upload.object_key)
+            .with_only_columns(Upload.id, Upload.uid, Upload.organization_id, Upload.object_key)
         ).all()
-    for upload_id, key in expired:
-        store.delete(bucket=bucket, key=key)
+    for upload_id, uid, organization_id, key in due:
+        for removed in (key, report_key(uid), cleansed_key(uid)):
+            store.delete(bucket=bucket, key=removed)
         with transaction(session_factory) as db:
             db.execute(update(Upload).where(Upload.id == upload_id).values(file_removed_at=now))
-    return len(expired)
-
-
-class UploadSweeper:
-    """A daemon thread that, every interval until stopped, finds arrived uploads (on stores that do not
-    report them) and removes the files of uploads canceled longer ago than the retention period."""
-
-    def __init__(
-        self,
-        *,
-        session_factory: sessionmaker[Session],
-        store: ObjectStore,
-        bucket: str,
-        max_size: int,
-        interval_seconds: float,
-        canceled_retention: timedelta,
-    ) -> None:
-        self.session_factory = session_factory
-        self.canceled_retention = canceled_retention
-        self.store = store
-        self.bucket = bucket
-        self.max_size = max_size
-        self.interval_seconds = interval_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="upload-sweeper", daemon=True)
-
-    def start(self) -> None:
-        """Begin sweeping in the background."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current sweep."""
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def sweep_once(self, *, now: datetime) -> None:
-        """One round of the sweeper's work."""
-        if not self.store.reports_uploads:
-            sweep_uploads(
-                session_factory=self.session_factory,
-                store=self.store,
-                bucket=self.bucket,
-                max_size=self.max_size,
+            record(
+                db,
+                action="upload.files_removed",
+                organization_id=organization_id,
                 now=now,
+                actor_name="retention",
+                target=("upload", uid),
             )
-        purge_canceled_files(
-            session_factory=self.session_factory,
-            store=self.store,
-            bucket=self.bucket,
-            cutoff=now - self.canceled_retention,
-            now=now,
-        )
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_seconds):
-            try:
-                self.sweep_once(now=utcnow())
-            except Exception:
-                # A store or database hiccup must not end the sweeper; the next round retries.
-                log.exception("upload sweep failed")
+    return len(due)

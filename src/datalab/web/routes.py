@@ -272,7 +272,7 @@ def download_exports(
             limit=None,
             base_url=public_base_url(request, settings),
             ttl_seconds=settings.download_url_ttl_seconds,
-            temp_dir=settings.home / "tmp",
+            temp_dir=settings.temp_dir,
             now=now,
             method=DATA_SOURCE,
         )
@@ -284,7 +284,7 @@ def download_exports(
         bucket=settings.exports_bucket,
         org=org,
         uids=uids,
-        temp_dir=settings.home / "tmp",
+        temp_dir=settings.temp_dir,
         now=now,
         method=DATA_SOURCE,
     )

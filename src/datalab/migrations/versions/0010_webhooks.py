@@ -1,7 +1,7 @@
 """webhooks: per-organization endpoints, their deliveries and the attempts at each
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-29 21:00:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import datalab.db
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
