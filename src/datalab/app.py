@@ -35,6 +35,7 @@ from datalab.uploads.routes import router as uploads_router
 from datalab.uploads.service import UploadReceiver
 from datalab.web.routes import STATIC_DIR as WEB_STATIC
 from datalab.web.routes import router as web_router
+from datalab.webhooks.routes import pages as webhooks_pages
 from datalab.webhooks.routes import router as webhooks_router
 from datalab.webhooks.tasks import WebhookSender
 
@@ -141,6 +142,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     app.mount("/datacenter/static", StaticFiles(directory=str(WEB_STATIC)), name="datacenter-static")
     app.include_router(web_router)
     app.include_router(audit_pages)
+    app.include_router(webhooks_pages)
     if not store.one_time_urls:
         app.include_router(tickets_router)
 

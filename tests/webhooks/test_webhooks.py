@@ -7,9 +7,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +28,7 @@ from datalab.audit.models import AuditEvent
 from datalab.db import make_engine, make_session_factory, transaction, utcnow
 from datalab.scoping import OrgContext
 from datalab.webhooks import service
-from datalab.webhooks.models import EVENT_TYPES
+from datalab.webhooks.models import EVENT_TYPES, Webhook
 from tests.conftest import ServerFactory
 from tests.support.accounts import add_account, add_organization, login_as
 from tests.support.checks import assert_envelope, wait_for
@@ -34,6 +36,7 @@ from tests.support.databases import postgres_url
 from tests.support.exports import publish, sample_rows, write_csv
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import send_file
+from tests.web.pages import PageClient, sign_in
 
 RETRY_SECONDS = [0.5, 1.0, 2.0]
 ROSTER = b"UniqueID,EntryYear,Applied\r\n00777,2026,2025-10-01\r\n"
@@ -344,3 +347,45 @@ def test_procrastinate_workers_deliver_and_retry(
     sent = receiver.on("/fail")[before:]
     assert len(sent) == 3 and all(verified(request, failing["secret"]) for request in sent)
     assert sent[2].at - sent[1].at >= RETRY_SECONDS[1] * 0.9
+
+
+def test_the_data_center_page_adds_a_webhook_and_sends_it_a_test_event(
+    live: LiveServer, receiver: Receiver
+) -> None:
+    assert live.demo is not None
+    with closing(sign_in(live, live.demo.user_name, live.demo.password)) as page:
+        admin_page_adds_and_tests(live, receiver, page)
+
+
+def admin_page_adds_and_tests(live: LiveServer, receiver: Receiver, page: PageClient) -> None:
+    assert 'href="/datacenter/webhooks"' in page.get("/datacenter/webhooks").text
+    added = page.post(
+        "/datacenter/webhooks",
+        {"url": receiver.url("/ok"), "events": ["export.published"], "description": "CRM"},
+    )
+    assert added.status_code == 200, added.text
+    assert added.headers["cache-control"] == "no-store"
+    secret = re.search(r'<code id="new-secret">([^<]+)</code>', added.text)
+    assert secret is not None
+    with live.db() as db:
+        webhook = db.scalars(select(Webhook).where(Webhook.description == "CRM")).one()
+    assert secret.group(1) not in page.get("/datacenter/webhooks").text
+    assert page.post(f"/datacenter/webhooks/{webhook.uid}/test").status_code == 303
+    assert wait_for(
+        lambda: any(verified(request, secret.group(1)) for request in receiver.on("/ok", "webhook.test")),
+        timeout=15,
+    )
+    assert wait_for(lambda: "delivered" in page.get("/datacenter/webhooks").text, timeout=5)
+    assert (
+        page.post(
+            "/datacenter/webhooks", {"url": "file:///etc/passwd", "events": ["export.published"]}
+        ).status_code
+        == 422
+    )
+    assert page.post(f"/datacenter/webhooks/{webhook.uid}/test", with_csrf=False).status_code == 403
+
+    member = add_account(live)
+    with closing(sign_in(live, member.user_name, member.password)) as member_page:
+        assert "/datacenter/webhooks" not in member_page.get("/datacenter/exports").text
+        assert member_page.get("/datacenter/webhooks").status_code == 403
+    assert page.post(f"/datacenter/webhooks/{webhook.uid}/delete").status_code == 303

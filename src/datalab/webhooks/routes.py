@@ -1,18 +1,24 @@
-"""HTTP handlers of the webhooks API (an organization's admins only)."""
+"""The webhooks API and Data Center page (an organization's admins only)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
+from datalab.audit.service import is_admin
 from datalab.deps import ApiCallDep, DbDep, NowDep, OrgDep
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.pagination import parse_paging
 from datalab.scoping import OrgContext
+from datalab.web import service as web
+from datalab.web.models import WebSession
+from datalab.web.routes import TEMPLATES, BodyDep, PageRoute, SessionDep, checked_form, one, render
 from datalab.webhooks import service
+from datalab.webhooks.models import EVENT_TYPES
 from datalab.webhooks.schemas import (
     DELIVERY_LIST,
     WEBHOOK_LIST,
@@ -24,6 +30,7 @@ from datalab.webhooks.schemas import (
     delivery_out,
     webhook_out,
 )
+from datalab.webhooks.service import CreatedWebhook
 
 router = APIRouter(prefix="/webhooks", tags=["Webhooks"])
 
@@ -149,3 +156,86 @@ async def list_deliveries(
 
     body, total = await api.read(work)
     return Response(body, media_type="application/json", headers={"total-count": str(total)})
+
+
+# --- Data Center ------------------------------------------------------------------------------------
+
+pages = APIRouter(prefix="/datacenter", route_class=PageRoute, include_in_schema=False)
+RECENT_DELIVERIES = 10
+
+
+def _webhooks_page(
+    request: Request, session: WebSession, db: Session, created: CreatedWebhook | None
+) -> HTMLResponse:
+    org = web.org_of(session)
+    hooks = service.list_webhooks(db=db, org=org)
+    recent = {
+        webhook.uid: service.list_deliveries(
+            db=db, org=org, uid=webhook.uid, limit=RECENT_DELIVERIES, offset=0
+        ).items
+        for webhook in hooks
+    }
+    response = render(
+        request,
+        "webhooks.html",
+        session,
+        webhooks=hooks,
+        recent=recent,
+        created=created,
+        event_types=EVENT_TYPES,
+    )
+    if created is not None:
+        response.headers["cache-control"] = "no-store"
+    return response
+
+
+@pages.get("/webhooks")
+def webhooks_page(request: Request, session: SessionDep, db: DbDep) -> HTMLResponse:
+    """The organization's webhooks and their latest deliveries (its admins only)."""
+    return _webhooks_page(request, session, db, None)
+
+
+@pages.post("/webhooks")
+def create_webhook_page(
+    request: Request, session: SessionDep, body: BodyDep, db: DbDep, now: NowDep
+) -> HTMLResponse:
+    """Add a webhook; its secret is shown on this page once and never again."""
+    form = checked_form(session, body)
+    created = service.create_webhook(
+        db=db,
+        org=web.org_of(session),
+        url=one(form, "url"),
+        events=form.get("events", []),
+        active=True,
+        description=one(form, "description"),
+        now=now,
+    )
+    return _webhooks_page(request, session, db, created)
+
+
+@pages.post("/webhooks/{uid}/test")
+def test_webhook_page(
+    uid: str, session: SessionDep, body: BodyDep, db: DbDep, now: NowDep
+) -> RedirectResponse:
+    """Send a test event to a webhook; its delivery shows on the page."""
+    checked_form(session, body)
+    service.send_test_event(db=db, org=web.org_of(session), uid=uid, now=now)
+    return RedirectResponse("/datacenter/webhooks", status_code=303)
+
+
+@pages.post("/webhooks/{uid}/delete")
+def delete_webhook_page(
+    uid: str, session: SessionDep, body: BodyDep, db: DbDep, now: NowDep
+) -> RedirectResponse:
+    """Remove a webhook."""
+    checked_form(session, body)
+    service.delete_webhook(db=db, org=web.org_of(session), uid=uid, now=now)
+    return RedirectResponse("/datacenter/webhooks", status_code=303)
+
+
+def webhooks_visible(session: WebSession) -> bool:
+    """Whether the signed-in user sees the Webhooks page (for the navigation)."""
+    return is_admin(web.org_of(session))
+
+
+TEMPLATES.env.globals["webhooks_visible"] = webhooks_visible
