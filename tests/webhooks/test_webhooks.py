@@ -28,7 +28,7 @@ from datalab.audit.models import AuditEvent
 from datalab.db import make_engine, make_session_factory, transaction, utcnow
 from datalab.scoping import OrgContext
 from datalab.webhooks import service
-from datalab.webhooks.models import EVENT_TYPES, Webhook
+from datalab.webhooks.models import EVENT_TYPES, Webhook, WebhookDelivery
 from tests.conftest import ServerFactory
 from tests.support.accounts import add_account, add_organization, login_as
 from tests.support.checks import assert_envelope, wait_for
@@ -308,6 +308,7 @@ def test_test_event_and_management_by_admins_only(
 
     with live.db() as db:
         recorded = db.scalars(select(AuditEvent).where(AuditEvent.target_id == created["uid"])).all()
+        assert db.scalars(select(WebhookDelivery).where(WebhookDelivery.uid == delivery_uid)).first() is None
     assert [event.action for event in recorded] == [
         "webhook.created",
         "webhook.test_sent",

@@ -1,0 +1,69 @@
+"""The parts of sending a delivery that need no server: URL checks, the signature, refusing non-http(s)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import httpx2
+import pytest
+
+from datalab.errors import ApiError
+from datalab.webhooks.service import check_url, sign
+from datalab.webhooks.tasks import ClaimedDelivery, make_client, send
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.edu/hook",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "https://",
+        "/relative",
+        "http://a b.edu/",
+    ],
+)
+def test_only_absolute_http_urls_with_a_host_are_accepted(url: str) -> None:
+    with pytest.raises(ApiError) as raised:
+        check_url(url)
+    assert (raised.value.status, raised.value.code) == (422, "invalid_url")
+
+
+def test_accepted_urls_are_kept_as_given() -> None:
+    assert check_url(" https://college.example.edu:8443/hooks?source=datalab ") == (
+        "https://college.example.edu:8443/hooks?source=datalab"
+    )
+
+
+def test_the_signature_is_the_hmac_of_timestamp_dot_body() -> None:
+    body = b'{"id":"1","type":"export.published"}'
+    expected = hmac.new(b"whsec_abc", b"1767225600." + body, hashlib.sha256).hexdigest()
+    assert sign(secret="whsec_abc", timestamp="1767225600", body=body) == "sha256=" + expected
+    assert sign(secret="whsec_abd", timestamp="1767225600", body=body) != "sha256=" + expected
+
+
+def test_a_stored_url_that_is_not_http_is_refused_without_a_request() -> None:
+    def refuse_everything(request: httpx2.Request) -> httpx2.Response:
+        raise AssertionError(f"no request may be sent, got {request.url}")
+
+    claimed = ClaimedDelivery(
+        id=1,
+        uid="d",
+        event_type="webhook.test",
+        body="{}",
+        url="file:///etc/passwd",
+        secret="s",
+        attempt=1,
+        sender="t",
+    )
+    with httpx2.Client(transport=httpx2.MockTransport(refuse_everything)) as client:
+        outcome = send(claimed, client=client)
+    assert outcome.status is None and not outcome.delivered
+    assert outcome.error == "refused: the webhook's URL is not http(s)"
+
+
+def test_the_delivery_client_follows_no_redirect() -> None:
+    with make_client(2.0) as client:
+        assert client.follow_redirects is False
+        assert client.timeout.read == 2.0
