@@ -9,6 +9,7 @@ from datetime import timedelta
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
+from sqlalchemy import text
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
@@ -20,6 +21,10 @@ from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
 from datalab.exports.service import ExportDownloads
 from datalab.limits import RequestGate, RequestLimiter
+from datalab.operations.metrics import process_exited
+from datalab.operations.readiness import Readiness
+from datalab.operations.requests import RequestObserver
+from datalab.operations.routes import operations_router
 from datalab.pipeline.runner import EmbeddedRunner
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.runtime import build_runtime, make_store
@@ -54,6 +59,15 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         max_queue=settings.request_queue_max,
     )
 
+    def database_answers() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    readiness = Readiness(
+        {"database": database_answers, "store": lambda: store.check_bucket(bucket=settings.uploads_bucket)},
+        timeout=settings.readiness_timeout_seconds,
+    )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sweeper = UploadSweeper(
@@ -86,7 +100,9 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
             if runner is not None:
                 runner.stop()
             sweeper.stop()
+            readiness.close()
             engine.dispose()
+            process_exited()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -112,6 +128,8 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         read_timeout=settings.request_read_timeout_seconds,
         store_prefixes=store_prefixes,
     )
+    # Outermost: the gate's own refusals get a request id and are counted.
+    app.add_middleware(RequestObserver)
 
     api = APIRouter(prefix="/v1")
     api.include_router(accounts_router)
@@ -140,6 +158,12 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    app.include_router(
+        operations_router(
+            settings=settings, read_session_factory=runtime.read_session_factory, readiness=readiness
+        )
+    )
 
     if isinstance(store, LocalObjectStore):
         downloads = ExportDownloads(
