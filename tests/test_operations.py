@@ -14,10 +14,15 @@ from typing import Any
 import boto3
 import httpx2
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from datalab.errors import ApiError
+from datalab.errors import ApiError, install_error_handlers
 from datalab.limits import route_policy
+from datalab.logs import RequestIdFilter
+from datalab.operations.requests import RequestObserver
 from datalab.operations.routes import check_metrics_access
 from datalab.settings import Settings
 from tests.conftest import ServerFactory
@@ -306,3 +311,32 @@ def test_pipeline_stages_are_timed(pair: LiveServer) -> None:
         >= 1
     )
     assert sample(samples, "datalab_pipeline_stage_failures_total", stage="analyze") == 0
+
+
+def test_an_unexpected_error_keeps_its_request_id_in_the_answer_the_log_and_the_metrics(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(RequestObserver)
+
+    @app.get("/crash/{uid}")
+    def crash(uid: str) -> None:
+        raise RuntimeError(f"crashed on {uid}")
+
+    before = REGISTRY.get_sample_value(
+        "datalab_http_request_duration_seconds_count",
+        {"method": "GET", "route": "/crash/{uid}", "status": "500"},
+    )
+    caplog.handler.addFilter(RequestIdFilter())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/crash/7", headers={"X-Request-ID": "crash-1"})
+    assert_envelope(answer, 500, "internal_error")
+    assert answer.headers["x-request-id"] == "crash-1"
+    logged = [record for record in caplog.records if record.name == "datalab.errors"]
+    assert [getattr(record, "request_id", None) for record in logged] == ["crash-1"]
+    after = REGISTRY.get_sample_value(
+        "datalab_http_request_duration_seconds_count",
+        {"method": "GET", "route": "/crash/{uid}", "status": "500"},
+    )
+    assert after == (before or 0) + 1
