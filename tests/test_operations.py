@@ -30,6 +30,7 @@ from tests.support.checks import assert_envelope
 from tests.support.exports import download_url
 from tests.support.server import LiveServer, free_port
 from tests.support.uploads import SETTLED, create_upload, form_parts, post_parts, send_file, wait_for_status
+from tests.web.pages import SIGNIN_COOKIE, PageClient, form_token, sign_in
 
 METRICS_TOKEN = "a-metrics-token-of-some-length"
 AWS_ENV = {
@@ -121,6 +122,26 @@ def test_logins_and_received_bytes_are_counted(observed: LiveServer) -> None:
     assert (logins("success"), logins("invalid_credentials")) == (1, 1)
     received = ("datalab_http_received_bytes_total", {"method": "POST", "route": "/v1/login"})
     assert sample(after, received[0], **received[1]) - sample(before, received[0], **received[1]) > 100
+
+
+def test_data_center_sign_ins_are_counted(observed: LiveServer) -> None:
+    account = observed.demo
+    assert account is not None
+    before = scrape(observed)
+    sign_in(observed, account.user_name, account.password).close()
+    page = PageClient(observed)
+    form = page.get("/datacenter/signin")
+    refused = page.client.post(
+        "/datacenter/signin",
+        data={"csrf_token": form_token(form.text), "next": "/", "userName": "nobody", "password": "wrong"},
+        headers={"Cookie": f"{SIGNIN_COOKIE}={form.cookies[SIGNIN_COOKIE]}"},
+    )
+    page.close()
+    assert refused.status_code == 401
+    after = scrape(observed)
+    for result in ("success", "invalid_credentials"):
+        counted = sample(after, "datalab_logins_total", channel="datacenter", result=result)
+        assert counted == sample(before, "datalab_logins_total", channel="datacenter", result=result) + 1
 
 
 def test_the_queue_depth_and_age_come_from_the_jobs_table(observed: LiveServer) -> None:

@@ -26,7 +26,7 @@ def prepare_metrics_dir(home: Path) -> None:
         return
     directory = home / "metrics"
     shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
+    directory.mkdir(parents=True, exist_ok=True)
     os.environ[METRICS_DIR_ENV] = str(directory)
 
 
