@@ -45,7 +45,9 @@ API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-
 
 Log in with `POST /v1/login` (userName, password, acceptedTerms, header `x-api-key`), then send
 `Authorization: Bearer <sessionToken>` and `Organization: <uid>` on every other call.
-Errors are JSON: `{"code": ..., "message": ..., "detail": ...}`.
+Errors are JSON: `{"code": ..., "message": ..., "detail": ...}`. Every response carries `X-Request-ID`
+(the request's own when it sent one of 1 to 64 letters, digits, `.`, `_`, `:` or `-`); quote it when
+reporting a problem. Operators: `/metrics` (Prometheus) and `/readyz` (database and object store).
 """
 
 
