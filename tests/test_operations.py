@@ -219,13 +219,26 @@ def test_a_metrics_token_shorter_than_16_characters_is_refused(tmp_path: Path) -
         Settings(home=tmp_path, dev_mode=True, metrics_token="short")
 
 
-def test_with_a_token_metrics_need_it_as_a_bearer_token(make_server: ServerFactory) -> None:
-    guarded = make_server(metrics_token=METRICS_TOKEN)
+@pytest.fixture(scope="module")
+def guarded(make_server: ServerFactory) -> LiveServer:
+    return make_server(metrics_token=METRICS_TOKEN, log_format="text")
+
+
+def test_with_a_token_metrics_need_it_as_a_bearer_token(guarded: LiveServer) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": METRICS_TOKEN}):
         assert_envelope(httpx2.get(guarded.root + "/metrics", headers=headers), 401, "invalid_metrics_token")
     samples = scrape(guarded, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert request_count(samples, "/metrics", "401") == 3
     assert METRICS_TOKEN not in (guarded.home / "server.log").read_text()
+
+
+def test_text_log_lines_carry_the_request_id_too(guarded: LiveServer) -> None:
+    answer = httpx2.get(guarded.root + "/healthz", headers={"X-Request-ID": "text-line-1"})
+    assert answer.headers["x-request-id"] == "text-line-1"
+    time.sleep(0.2)
+    lines = (guarded.home / "server.log").read_text().splitlines()
+    [line] = [line for line in lines if "[text-line-1]" in line]
+    assert " INFO uvicorn.access [text-line-1] " in line and '"GET /healthz HTTP/1.1" 200' in line
 
 
 def test_readyz_reports_ready(observed: LiveServer) -> None:
