@@ -198,6 +198,20 @@ def test_logs_hold_no_secret(observed: LiveServer) -> None:
     assert "X-Amz-Signature=***" in log
 
 
+def test_downloaded_bytes_are_counted_under_the_bucket_route(observed: LiveServer) -> None:
+    demo = observed.login()
+    with httpx2.Client() as client:
+        uid = client.get(observed.base_url + "/datacenter/exports", headers=demo.headers).json()[1]["uid"]
+        url = download_url(client, observed, demo, uid)
+        before = scrape(observed)
+        downloaded = client.get(url)
+        assert downloaded.status_code == 200
+    after = scrape(observed)
+    labels = {"method": "GET", "route": "/datalab-exports/{key}"}
+    served = sample(after, "datalab_http_sent_bytes_total", **labels)
+    assert served - sample(before, "datalab_http_sent_bytes_total", **labels) == len(downloaded.content)
+
+
 def test_metrics_and_readiness_never_wait_in_the_request_queue() -> None:
     for path in ("/metrics", "/readyz", "/healthz"):
         assert not route_policy("GET", path, store_prefixes=("/datalab-exports",)).gated
