@@ -1,7 +1,8 @@
-"""The pipeline queue's depth and age, read from `pipeline_jobs` when metrics are scraped.
+"""The embedded pipeline queue's depth and age, read from `pipeline_jobs` when metrics are scraped.
 
-The table is the queue of every runner (embedded threads and procrastinate workers alike), so one
-query at scrape time tells the truth whichever process claims the jobs; nothing is kept in between.
+The table is shared by every server process, so one query at scrape time tells the truth whichever
+process claims the jobs; nothing is kept in between. (The procrastinate queue keeps its jobs in its
+own tables: with it, these figures stay 0.)
 """
 
 from __future__ import annotations
