@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
+from sqlalchemy import text
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
@@ -22,6 +23,10 @@ from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
 from datalab.exports.service import ExportDownloads
 from datalab.limits import RequestGate, RequestLimiter
+from datalab.operations.metrics import process_exited
+from datalab.operations.readiness import Readiness
+from datalab.operations.requests import RequestObserver
+from datalab.operations.routes import operations_router
 from datalab.pipeline.runner import EmbeddedRunner
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.runtime import build_runtime, make_store
@@ -42,7 +47,9 @@ API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-
 
 Log in with `POST /v1/login` (userName, password, acceptedTerms, header `x-api-key`), then send
 `Authorization: Bearer <sessionToken>` and `Organization: <uid>` on every other call.
-Errors are JSON: `{"code": ..., "message": ..., "detail": ...}`.
+Errors are JSON: `{"code": ..., "message": ..., "detail": ...}`. Every response carries `X-Request-ID`
+(the request's own when it sent one of 1 to 64 letters, digits, `.`, `_`, `:` or `-`); quote it when
+reporting a problem. Operators: `/metrics` (Prometheus) and `/readyz` (database and object store).
 """
 
 
@@ -54,6 +61,15 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         slots=settings.max_concurrent_requests,
         max_wait=settings.request_queue_seconds,
         max_queue=settings.request_queue_max,
+    )
+
+    def database_answers() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    readiness = Readiness(
+        {"database": database_answers, "store": lambda: store.check_bucket(bucket=settings.uploads_bucket)},
+        timeout=settings.readiness_timeout_seconds,
     )
 
     @asynccontextmanager
@@ -81,7 +97,9 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
             if runner is not None:
                 runner.stop()
             sweeper.stop()
+            readiness.close()
             engine.dispose()
+            process_exited()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -108,6 +126,8 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         store_prefixes=store_prefixes,
     )
     app.add_middleware(AuditOriginMiddleware)
+    # Outermost: the gate's own refusals get a request id and are counted.
+    app.add_middleware(RequestObserver)
 
     api = APIRouter(prefix="/v1")
     api.include_router(accounts_router)
@@ -138,6 +158,12 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    app.include_router(
+        operations_router(
+            settings=settings, read_session_factory=runtime.read_session_factory, readiness=readiness
+        )
+    )
 
     if isinstance(store, LocalObjectStore):
         downloads = ExportDownloads(

@@ -45,6 +45,8 @@ LAG_PROBE_SECONDS = 0.05
 LAG_SHED_SECONDS = 0.5
 # Paths that touch no database: never queued.
 UNGATED_PREFIXES = ("/healthz", "/docs", "/datacenter/static/", "/v1/openapi.json")
+# Monitoring: one short read each (readiness checks are bounded on their own), answered even when busy.
+UNGATED_PATHS = frozenset({"/metrics", "/readyz"})
 
 
 class Overloaded(Exception):
@@ -160,7 +162,7 @@ class RoutePolicy:
 
 def route_policy(method: str, path: str, *, store_prefixes: tuple[str, ...]) -> RoutePolicy:
     """The body limit and admission rule of a request, by its method and path."""
-    if path.startswith(UNGATED_PREFIXES):
+    if path in UNGATED_PATHS or path.startswith(UNGATED_PREFIXES):
         return RoutePolicy(body_limit=API_BODY_LIMIT, gated=False)
     if path.startswith(store_prefixes):
         # The store's POST streams the file to disk under its policy's content-length-range, and uses

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 
 import uvicorn
@@ -17,21 +16,12 @@ from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from datalab.app import create_app
-from datalab.logs import redact_url
+from datalab.logs import log_config
 from datalab.runtime import build_runtime
 from datalab.settings import Settings, load_settings
 
 PROTOCOL = "datalab.serving:BoundedHttpToolsProtocol"
 FACTORY = "datalab.serving:app_from_environment"
-
-
-class RedactSignedQuery(logging.Filter):
-    """Keeps signatures and one-time tokens of signed URLs out of access logs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_url(arg) if isinstance(arg, str) else arg for arg in record.args)
-        return True
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -121,7 +111,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 def _prepare_process(settings: Settings) -> None:
     BoundedHttpToolsProtocol.header_timeout = settings.request_read_timeout_seconds
     BoundedHttpToolsProtocol.max_header_bytes = settings.max_header_bytes
-    logging.getLogger("uvicorn.access").addFilter(RedactSignedQuery())
 
 
 def app_from_environment() -> FastAPI:
@@ -142,6 +131,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
         "proxy_headers": bool(trusted),
         "forwarded_allow_ips": trusted or None,
         "server_header": False,
+        # Every process logs in the configured format; access lines are redacted (datalab.logs).
+        "log_config": log_config(settings.log_format),
     }
     _prepare_process(settings)
     if workers <= 1:

@@ -27,6 +27,7 @@ from datalab.exports import service as exports
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Export
 from datalab.layouts import load_layout
 from datalab.lifecycle import CANCELABLE, LIVE
+from datalab.operations.metrics import login_attempt
 from datalab.pagination import MAX_OFFSET
 from datalab.settings import Settings
 from datalab.storage.streaming import ByteRange, FileStreamResponse
@@ -166,14 +167,15 @@ def signin(request: Request, body: BodyDep, db: DbDep, settings: SettingsDep, no
     if not expected or not web.same_token(expected, one(form, "csrf_token")):
         raise ApiError(403, "csrf_failed", "The sign-in form expired; reload the page and try again.")
     try:
-        _session, token = web.sign_in(
-            db=db,
-            settings=settings,
-            user_name=one(form, "userName").strip(),
-            password=one(form, "password"),
-            client_address=request.client.host if request.client else "",
-            now=now,
-        )
+        with login_attempt("datacenter"):
+            _session, token = web.sign_in(
+                db=db,
+                settings=settings,
+                user_name=one(form, "userName").strip(),
+                password=one(form, "password"),
+                client_address=request.client.host if request.client else "",
+                now=now,
+            )
     except ApiError as error:
         if error.status not in (401, 403, 429):
             raise
