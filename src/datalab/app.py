@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI
@@ -19,7 +20,7 @@ from datalab.errors import install_error_handlers
 from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
 from datalab.exports.service import ExportDownloads
-from datalab.limits import RequestGate, RequestLimiter
+from datalab.limits import Admission, RequestGate, RequestLimiter
 from datalab.pipeline.runner import EmbeddedRunner
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.runtime import build_runtime, make_store
@@ -35,6 +36,9 @@ from datalab.web.routes import router as web_router
 
 # make_store moved to datalab.runtime; still importable from here.
 __all__ = ["create_app", "make_store"]
+
+# The lifespan state key of the app's Admission (see datalab.limits).
+ADMISSION_STATE = "datalab.admission"
 
 API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-exchange API.
 
@@ -54,8 +58,11 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         max_queue=settings.request_queue_max,
     )
 
+    store_prefixes = (f"/{settings.exports_bucket}", f"/{settings.uploads_bucket}", "/download/")
+    admission = Admission(limiter=limiter, store_prefixes=store_prefixes)
+
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         sweeper = UploadSweeper(
             session_factory=session_factory,
             store=store,
@@ -81,7 +88,8 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
             )
             runner.start()
         try:
-            yield
+            # Lifespan state: the HTTP server (datalab.serving) refuses overloaded requests with it.
+            yield {ADMISSION_STATE: admission}
         finally:
             if runner is not None:
                 runner.stop()
@@ -105,7 +113,6 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     app.state.store = store
     app.state.limiter = limiter
     install_error_handlers(app)
-    store_prefixes = (f"/{settings.exports_bucket}", f"/{settings.uploads_bucket}", "/download/")
     app.add_middleware(
         RequestGate,
         limiter=limiter,
