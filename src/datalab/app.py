@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI
@@ -22,7 +23,7 @@ from datalab.errors import install_error_handlers
 from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
 from datalab.exports.service import ExportDownloads
-from datalab.limits import RequestGate, RequestLimiter
+from datalab.limits import Admission, RequestGate, RequestLimiter
 from datalab.operations.metrics import process_exited
 from datalab.operations.readiness import Readiness
 from datalab.operations.requests import RequestObserver
@@ -42,6 +43,9 @@ from datalab.web.routes import router as web_router
 
 # make_store moved to datalab.runtime; still importable from here.
 __all__ = ["create_app", "make_store"]
+
+# The lifespan state key of the app's Admission (see datalab.limits).
+ADMISSION_STATE = "datalab.admission"
 
 API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-exchange API.
 
@@ -71,9 +75,11 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         {"database": database_answers, "store": lambda: store.check_bucket(bucket=settings.uploads_bucket)},
         timeout=settings.readiness_timeout_seconds,
     )
+    store_prefixes = (f"/{settings.exports_bucket}", f"/{settings.uploads_bucket}", "/download/")
+    admission = Admission(limiter=limiter, store_prefixes=store_prefixes)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         sweeper = Sweeper(session_factory=session_factory, store=store, settings=settings)
         # Threads for sync routes: every admitted request can have one, with room for streaming bodies.
         to_thread.current_default_thread_limiter().total_tokens = max(
@@ -92,7 +98,8 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
             )
             runner.start()
         try:
-            yield
+            # Lifespan state: the HTTP server (datalab.serving) refuses overloaded requests with it.
+            yield {ADMISSION_STATE: admission}
         finally:
             if runner is not None:
                 runner.stop()
@@ -118,7 +125,6 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     app.state.store = store
     app.state.limiter = limiter
     install_error_handlers(app)
-    store_prefixes = (f"/{settings.exports_bucket}", f"/{settings.uploads_bucket}", "/download/")
     app.add_middleware(
         RequestGate,
         limiter=limiter,

@@ -176,7 +176,10 @@ class Settings(BaseSettings):
         description="Largest request line plus headers a request may send (431 beyond).",
     )
     max_connections: int = Field(
-        default=1024, ge=1, description="Open connections one server process accepts (503 beyond)."
+        default=1024,
+        ge=1,
+        description="Open connections (or requests in progress) of one server process; a request past "
+        "it gets 503 and its connection is closed.",
     )
     metrics_token: str = Field(
         default="",

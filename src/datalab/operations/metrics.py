@@ -40,6 +40,12 @@ HTTP_IN_PROGRESS = Gauge(
     "Requests being answered now, in all server processes.",
     multiprocess_mode="livesum",
 )
+REFUSED_EARLY = Counter(
+    "datalab_http_refused_early",
+    "Requests the HTTP server refused with 503 before the app ran (too many connections, or the request "
+    "gate full), by reason.",
+    ["reason"],
+)
 LOGINS = Counter(
     "datalab_logins",
     "Sign-in attempts by channel (api: POST /v1/login, datacenter: the sign-in page) and result "
