@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from prometheus_client import REGISTRY
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
@@ -297,13 +298,20 @@ def _full_admission() -> tuple[Admission, Callable[[], None]]:
     return Admission(limiter=limiter, store_prefixes=("/datalab-uploads",)), lambda: limiter.release(granted)
 
 
+def _refused_early(reason: str) -> float:
+    """This process's count of refusals the HTTP server answered itself, for one reason."""
+    return REGISTRY.get_sample_value("datalab_http_refused_early_total", {"reason": reason}) or 0.0
+
+
 def test_the_server_answers_the_gates_refusal_without_calling_the_app() -> None:
     async def scenario() -> None:
         admission, free = _full_admission()
         state = {ADMISSION_STATE: admission}
         request = b"GET /v1/files HTTP/1.1\r\nHost: test\r\n\r\n"
+        counted = _refused_early("gate")
         transport, called = await _exchange_raw(state, request)
         assert called == []
+        assert _refused_early("gate") == counted + 1
         status, headers, body = _answer(bytes(transport.written))
         assert status == 503
         assert headers["content-type"] == "application/json"
