@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
@@ -22,7 +24,11 @@ from datalab.errors import install_error_handlers
 from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
 from datalab.exports.service import ExportDownloads
-from datalab.limits import RequestGate, RequestLimiter
+from datalab.limits import Admission, RequestGate, RequestLimiter
+from datalab.operations.metrics import process_exited
+from datalab.operations.readiness import Readiness
+from datalab.operations.requests import RequestObserver
+from datalab.operations.routes import operations_router
 from datalab.pipeline.runner import EmbeddedRunner
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.runtime import build_runtime, make_store
@@ -42,11 +48,16 @@ from datalab.webhooks.tasks import WebhookSender
 # make_store moved to datalab.runtime; still importable from here.
 __all__ = ["create_app", "make_store"]
 
+# The lifespan state key of the app's Admission (see datalab.limits).
+ADMISSION_STATE = "datalab.admission"
+
 API_DESCRIPTION = """An open, self-hostable implementation of the Data Lab file-exchange API.
 
 Log in with `POST /v1/login` (userName, password, acceptedTerms, header `x-api-key`), then send
 `Authorization: Bearer <sessionToken>` and `Organization: <uid>` on every other call.
-Errors are JSON: `{"code": ..., "message": ..., "detail": ...}`.
+Errors are JSON: `{"code": ..., "message": ..., "detail": ...}`. Every response carries `X-Request-ID`
+(the request's own when it sent one of 1 to 64 letters, digits, `.`, `_`, `:` or `-`); quote it when
+reporting a problem. Operators: `/metrics` (Prometheus) and `/readyz` (database and object store).
 """
 
 
@@ -75,8 +86,19 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         max_queue=settings.request_queue_max,
     )
 
+    def database_answers() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    readiness = Readiness(
+        {"database": database_answers, "store": lambda: store.check_bucket(bucket=settings.uploads_bucket)},
+        timeout=settings.readiness_timeout_seconds,
+    )
+    store_prefixes = (f"/{settings.exports_bucket}", f"/{settings.uploads_bucket}", "/download/")
+    admission = Admission(limiter=limiter, store_prefixes=store_prefixes)
+
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         sweeper = Sweeper(session_factory=session_factory, store=store, settings=settings)
         # Threads for sync routes: every admitted request can have one, with room for streaming bodies.
         to_thread.current_default_thread_limiter().total_tokens = max(
@@ -96,14 +118,17 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
             runner.start()
         sender = start_webhook_sender(settings, session_factory)
         try:
-            yield
+            # Lifespan state: the HTTP server (datalab.serving) refuses overloaded requests with it.
+            yield {ADMISSION_STATE: admission}
         finally:
             if sender is not None:
                 sender.stop()
             if runner is not None:
                 runner.stop()
             sweeper.stop()
+            readiness.close()
             engine.dispose()
+            process_exited()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -122,7 +147,6 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     app.state.store = store
     app.state.limiter = limiter
     install_error_handlers(app)
-    store_prefixes = (f"/{settings.exports_bucket}", f"/{settings.uploads_bucket}", "/download/")
     app.add_middleware(
         RequestGate,
         limiter=limiter,
@@ -130,6 +154,8 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         store_prefixes=store_prefixes,
     )
     app.add_middleware(AuditOriginMiddleware)
+    # Outermost: the gate's own refusals get a request id and are counted.
+    app.add_middleware(RequestObserver)
 
     api = APIRouter(prefix="/v1")
     api.include_router(accounts_router)
@@ -162,6 +188,12 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    app.include_router(
+        operations_router(
+            settings=settings, read_session_factory=runtime.read_session_factory, readiness=readiness
+        )
+    )
 
     if isinstance(store, LocalObjectStore):
         downloads = ExportDownloads(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,9 +79,14 @@ def _now() -> datetime:
 
 
 def _serve(host: str, port: int, workers: int = 1) -> None:
-    from datalab.serving import serve as run_server
+    from datalab.operations.metrics_dir import prepare_metrics_dir
 
     settings = _load_settings()
+    # Before the app (and so prometheus-client) is imported: the server's processes share the directory.
+    prepare_metrics_dir(settings.home)
+
+    from datalab.serving import serve as run_server
+
     if settings.dev_mode:
         typer.echo("dev mode: placeholder secrets allowed; never expose this server to a network", err=True)
     run_server(settings, host=host, port=port, workers=workers)
@@ -110,6 +114,7 @@ def serve(host: HostOption = "127.0.0.1", port: PortOption = 8080, workers: Work
 @app.command()
 def worker() -> None:
     """Run pipeline workers (DATALAB_PIPELINE_QUEUE=procrastinate, PostgreSQL) until stopped."""
+    from datalab.logs import configure_logging
     from datalab.pipeline.worker import run_worker
 
     settings = _load_settings()
@@ -119,7 +124,7 @@ def worker() -> None:
             "(with a PostgreSQL DATALAB_DATABASE_URL) for the worker and the servers; the embedded queue "
             "runs inside `datalab serve`"
         )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_format)
     run_worker(settings=settings)
 
 

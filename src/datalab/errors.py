@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from datalab.logs import REQUEST_ID
+
 log = logging.getLogger(__name__)
 
 
@@ -137,4 +139,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return envelope(500, "internal_error", "Internal server error")
+        # Answered outside the request middleware, which would otherwise add the request's id.
+        request_id = REQUEST_ID.get()
+        headers = {"X-Request-ID": request_id} if request_id else None
+        return envelope(500, "internal_error", "Internal server error", headers=headers)

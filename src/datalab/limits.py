@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import time
 from collections import deque
@@ -45,6 +46,8 @@ LAG_PROBE_SECONDS = 0.05
 LAG_SHED_SECONDS = 0.5
 # Paths that touch no database: never queued.
 UNGATED_PREFIXES = ("/healthz", "/docs", "/datacenter/static/", "/v1/openapi.json")
+# Monitoring: one short read each (readiness checks are bounded on their own), answered even when busy.
+UNGATED_PATHS = frozenset({"/metrics", "/readyz"})
 
 
 class Overloaded(Exception):
@@ -108,15 +111,37 @@ class RequestLimiter:
         estimate = self.loop_lag + (len(self._waiters) + 1) * self._mean_service / self.slots
         return max(1, math.ceil(min(estimate, self.max_wait)))
 
-    async def acquire(self) -> float:
-        """Wait for a slot (raises Overloaded); returns the time it was granted (monotonic)."""
+    def overloaded(self) -> Overloaded | None:
+        """The refusal a new request would get now, or None when it would get a slot or wait for one.
+
+        Costs a few comparisons: it is asked before any other work is done for a request.
+        """
         if self._free > 0 and not self._waiters and self.loop_lag <= self.shed_lag:
-            self._free -= 1
-            return time.monotonic()
+            return None
         expected = self.loop_lag + (len(self._waiters) + 1) * self._mean_service / self.slots
         if len(self._waiters) >= self.max_queue or expected > self.max_wait or self.loop_lag > self.shed_lag:
+            return Overloaded(self._retry_after())
+        return None
+
+    def try_acquire(self) -> float | None:
+        """A slot at once (the time it was granted), or None when the request must queue for one.
+
+        Raises Overloaded when the request may not even queue.
+        """
+        refusal = self.overloaded()
+        if refusal is not None:
             self.refused += 1
-            raise Overloaded(self._retry_after())
+            raise refusal
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return time.monotonic()
+        return None
+
+    async def acquire(self) -> float:
+        """Wait for a slot (raises Overloaded); returns the time it was granted (monotonic)."""
+        granted = self.try_acquire()
+        if granted is not None:
+            return granted
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -160,7 +185,7 @@ class RoutePolicy:
 
 def route_policy(method: str, path: str, *, store_prefixes: tuple[str, ...]) -> RoutePolicy:
     """The body limit and admission rule of a request, by its method and path."""
-    if path.startswith(UNGATED_PREFIXES):
+    if path in UNGATED_PATHS or path.startswith(UNGATED_PREFIXES):
         return RoutePolicy(body_limit=API_BODY_LIMIT, gated=False)
     if path.startswith(store_prefixes):
         # The store's POST streams the file to disk under its policy's content-length-range, and uses
@@ -250,14 +275,8 @@ class RequestGate:
             try:
                 admitted = await self._admit(receive, buffered)
             except Overloaded as overloaded:
-                await _respond(
-                    scope,
-                    send,
-                    503,
-                    "overloaded",
-                    "The server is busy; retry after the time in Retry-After",
-                    {"Retry-After": str(overloaded.retry_after)},
-                )
+                for message in overloaded_response(overloaded.retry_after, close=_has_body(scope)):
+                    await send(message)
                 return
             if admitted is None:
                 return  # the client left while its request was queued: nothing to do for it
@@ -320,9 +339,13 @@ class RequestGate:
     async def _admit(self, receive: Receive, buffered: list[Message]) -> float | None:
         """A slot (its grant time), or None when the client disconnected while waiting for one.
 
-        While queued, the request's first messages are read (and kept for the app) to notice a
-        disconnect; a body still streaming in is left alone.
+        A free slot is taken, or a refusal raised, without creating a task. While queued, the request's
+        first messages are read (and kept for the app) to notice a disconnect; a body still streaming
+        in is left alone.
         """
+        granted = self.limiter.try_acquire()
+        if granted is not None:
+            return granted
         slot = asyncio.ensure_future(self.limiter.acquire())
         listener: asyncio.Future[Message] | None = asyncio.ensure_future(receive())
         try:
@@ -361,6 +384,61 @@ async def _cancel_slot(slot: asyncio.Future[float], limiter: RequestLimiter) -> 
     with contextlib.suppress(asyncio.CancelledError, Overloaded):
         granted = await slot
         limiter.release(granted)
+
+
+def _envelope_bytes(message: str) -> bytes:
+    return json.dumps(
+        {"code": "overloaded", "message": message, "detail": message}, separators=(",", ":")
+    ).encode()
+
+
+OVERLOADED_BODY = _envelope_bytes("The server is busy; retry after the time in Retry-After")
+TOO_MANY_CONNECTIONS_BODY = _envelope_bytes(
+    "The server has too many open connections; retry after the time in Retry-After"
+)
+
+
+def overloaded_response(
+    retry_after: int, *, close: bool, body: bytes = OVERLOADED_BODY
+) -> tuple[Message, Message]:
+    """The ASGI messages of a 503 envelope (its body encoded once): refusing must cost little.
+
+    `close` asks for the connection to be closed, so that a body the client sends is never read.
+    """
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    return (
+        {"type": "http.response.start", "status": 503, "headers": headers},
+        {"type": "http.response.body", "body": body, "more_body": False},
+    )
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The gate's admission rule, for the HTTP server to apply before the app is even called.
+
+    Under overload most requests are refused; each refusal the server answers itself (the app's
+    middleware, routing and response classes never run, and the body is never read) leaves more of
+    the process's CPU for the requests it admits.
+    """
+
+    limiter: RequestLimiter
+    store_prefixes: tuple[str, ...]
+
+    def refusal(self, scope: Scope) -> tuple[Message, Message] | None:
+        """The 503 a new request gets now, or None when it goes on to the app."""
+        if not route_policy(scope["method"], scope["path"], store_prefixes=self.store_prefixes).gated:
+            return None
+        overloaded = self.limiter.overloaded()
+        if overloaded is None:
+            return None
+        self.limiter.refused += 1
+        return overloaded_response(overloaded.retry_after, close=_has_body(scope))
 
 
 async def _respond(

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changethis", "changeme", "secret", "dev"})
+MIN_METRICS_TOKEN_LENGTH = 16
 
 
 class Settings(BaseSettings):
@@ -194,7 +195,26 @@ class Settings(BaseSettings):
         description="Largest request line plus headers a request may send (431 beyond).",
     )
     max_connections: int = Field(
-        default=1024, ge=1, description="Open connections one server process accepts (503 beyond)."
+        default=1024,
+        ge=1,
+        description="Open connections (or requests in progress) of one server process; a request past "
+        "it gets 503 and its connection is closed.",
+    )
+    metrics_token: str = Field(
+        default="",
+        description="Bearer token `/metrics` requires (16+ characters); empty: `/metrics` answers "
+        "loopback clients only.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="Server log lines: `json` (one object per line, with the request id) or `text`.",
+    )
+    readiness_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="How long `/readyz` waits for the database and for the object store before it "
+        "reports the one that did not answer.",
     )
     storage_region: str = Field(default="us-east-1", description="Region named in signed URLs.")
     exports_bucket: str = Field(default="datalab-exports", description="Bucket holding export files.")
@@ -216,6 +236,15 @@ class Settings(BaseSettings):
             )
         if not self.dev_mode and len(self.secret_key) < 32:
             raise ValueError("DATALAB_SECRET_KEY must be at least 32 characters outside dev mode")
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_short_metrics_token(self) -> Settings:
+        if self.metrics_token and len(self.metrics_token) < MIN_METRICS_TOKEN_LENGTH:
+            raise ValueError(
+                f"DATALAB_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters "
+                "(or empty: /metrics then answers loopback clients only)"
+            )
         return self
 
     @model_validator(mode="after")

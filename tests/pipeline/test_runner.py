@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -156,3 +157,24 @@ def test_an_idle_runner_reports_no_work(factory: sessionmaker[Session], tmp_path
         raise AssertionError("no job should run")
 
     assert _runner(factory, tmp_path, never, max_attempts=1).run_one("w1") is False
+
+
+def test_stage_runs_are_timed_and_failures_counted(factory: sessionmaker[Session], tmp_path: Path) -> None:
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    failures_before = value("datalab_pipeline_stage_failures_total", stage="analyze")
+    failed_runs_before = value(
+        "datalab_pipeline_stage_duration_seconds_count", stage="analyze", outcome="failure"
+    )
+    _queued_upload(factory)
+
+    def broken(_context: StageContext, _job: ClaimedJob) -> None:
+        raise RuntimeError("disk on fire")
+
+    assert _runner(factory, tmp_path, broken, max_attempts=1).run_one("w1") is True
+    assert value("datalab_pipeline_stage_failures_total", stage="analyze") == failures_before + 1
+    assert (
+        value("datalab_pipeline_stage_duration_seconds_count", stage="analyze", outcome="failure")
+        == failed_runs_before + 1
+    )

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from datalab.accounts.models import Organization
@@ -232,6 +233,13 @@ def test_a_failing_receiver_is_retried_with_backoff_then_the_delivery_fails(
     gaps = [later.at - earlier.at for earlier, later in pairwise(sent)]
     assert all(gap >= wait * 0.9 for gap, wait in zip(gaps, RETRY_SECONDS, strict=True)), gaps
     assert gaps[2] > gaps[0]
+    outcomes = {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(httpx2.get(live.root + "/metrics").text)
+        for sample in family.samples
+        if sample.name == "datalab_webhook_attempts_total" and sample.labels["event"] == "export.published"
+    }
+    assert outcomes["retrying"] == len(RETRY_SECONDS) and outcomes["failed"] == 1
     server_log = (live.home / "server.log").read_text()
     assert f"webhook delivery {delivery['uid']} (export.published) attempt {attempts}: 500" in server_log
     assert created["secret"] not in server_log

@@ -10,6 +10,7 @@ from datalab.accounts import service
 from datalab.accounts.schemas import LOGIN_BODY_SCHEMA, LoginOut, TokenOut, parse_login_body, user_out
 from datalab.deps import DbDep, NowDep, ReadDbDep, SettingsDep, raw_body
 from datalab.errors import error_responses
+from datalab.operations.metrics import login_attempt
 
 router = APIRouter(tags=["Authorization"])
 
@@ -42,15 +43,16 @@ def login(
 ) -> LoginOut:
     """Exchange userName + password (+ x-api-key) for a session token."""
     form = parse_login_body(body, request.headers.get("content-type", ""))
-    result = service.login(
-        db=db,
-        settings=settings,
-        user_name=form.userName,
-        password=form.password,
-        api_key=x_api_key,
-        client_address=request.client.host if request.client else "unknown",
-        now=now,
-    )
+    with login_attempt("api"):
+        result = service.login(
+            db=db,
+            settings=settings,
+            user_name=form.userName,
+            password=form.password,
+            api_key=x_api_key,
+            client_address=request.client.host if request.client else "unknown",
+            now=now,
+        )
     return LoginOut(user=user_out(result.user), sessionToken=result.session_token)
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import transaction, utcnow
 from datalab.lifecycle import TERMINAL, UploadStatus, status_values
+from datalab.operations.metrics import observe_stage
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.readers import ReadError
 from datalab.pipeline.service import move_upload, record_status_change
@@ -234,12 +236,15 @@ def run_claimed(
 
     beating = threading.Thread(target=heartbeat, name=f"lease-{job.id}", daemon=True)
     beating.start()
+    started = time.perf_counter()
+    failed = False
     try:
         stage = stages.get(job.stage)
         if stage is None:
             raise LookupError(f"no stage named {job.stage!r}")
         stage(context, job)
     except Exception as exc:
+        failed = True
         log.exception("pipeline stage %s of upload %s failed", job.stage, job.upload_id)
         _give_up_or_retry(
             session_factory=context.session_factory,
@@ -249,6 +254,11 @@ def run_claimed(
             now=utcnow(),
         )
     finally:
+        observe_stage(
+            stage=job.stage if job.stage in stages else "unknown",
+            failed=failed,
+            seconds=time.perf_counter() - started,
+        )
         stopped.set()
         beating.join()
 

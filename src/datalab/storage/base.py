@@ -155,6 +155,10 @@ class ObjectStore(Protocol):
         """Remove the object; removing a missing object is not an error."""
         ...
 
+    def check_bucket(self, *, bucket: str) -> None:
+        """Raise when the bucket cannot be used now (one cheap call, for the readiness probe)."""
+        ...
+
     def readable_path(self, *, bucket: str, key: str, temp_dir: Path) -> AbstractContextManager[Path]:
         """A local file with the object's bytes, for readers that need to seek (spreadsheets, ZIPs)."""
         ...

@@ -130,6 +130,16 @@ class LocalObjectStore:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
+    def check_bucket(self, *, bucket: str) -> None:
+        """Raise OSError when the bucket's directory cannot be listed or written (a missing one is made,
+        as the first write would)."""
+        directory = self.root / check_key(bucket)
+        directory.mkdir(parents=True, exist_ok=True)
+        with os.scandir(directory) as entries:
+            next(entries, None)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(f"the bucket directory {directory} is not writable")
+
     def presigned_post(
         self,
         *,

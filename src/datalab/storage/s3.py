@@ -113,6 +113,10 @@ class S3ObjectStore:
         """Remove the object; S3 treats a missing key as deleted."""
         self.client.delete_object(Bucket=bucket, Key=key)
 
+    def check_bucket(self, *, bucket: str) -> None:
+        """A HEAD of the bucket: raises when the endpoint, the credentials or the bucket fail."""
+        self.client.head_bucket(Bucket=bucket)
+
     def presigned_post(
         self,
         *,

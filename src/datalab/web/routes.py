@@ -19,14 +19,16 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
 
 from datalab.accounts import service as accounts
-from datalab.deps import DbDep, NowDep, SettingsDep, StoreDep, public_base_url, raw_body
+from datalab.deps import DbDep, NowDep, ReadDbDep, SettingsDep, StoreDep, public_base_url, raw_body
 from datalab.errors import ApiError
 from datalab.exports import service as exports
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Export
 from datalab.layouts import load_layout
 from datalab.lifecycle import CANCELABLE, LIVE
+from datalab.operations.metrics import login_attempt
 from datalab.pagination import MAX_OFFSET
 from datalab.settings import Settings
 from datalab.storage.streaming import ByteRange, FileStreamResponse
@@ -80,8 +82,7 @@ class PageRoute(APIRoute):
 router = APIRouter(prefix="/datacenter", route_class=PageRoute, include_in_schema=False)
 
 
-def current_session(request: Request, db: DbDep, now: NowDep) -> WebSession:
-    """The signed-in session of the request, else a redirect to the sign-in page."""
+def _signed_in(request: Request, db: Session, now: datetime) -> WebSession:
     session = web.find_session(db=db, token=request.cookies.get(COOKIE), now=now)
     if session is None:
         back_to = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -89,7 +90,19 @@ def current_session(request: Request, db: DbDep, now: NowDep) -> WebSession:
     return session
 
 
+def current_session(request: Request, db: DbDep, now: NowDep) -> WebSession:
+    """The signed-in session of the request, else a redirect to the sign-in page."""
+    return _signed_in(request, db, now)
+
+
+def current_read_session(request: Request, db: ReadDbDep, now: NowDep) -> WebSession:
+    """The same, on the read-only database session of a page that only reads (ReadDbDep)."""
+    return _signed_in(request, db, now)
+
+
 SessionDep = Annotated[WebSession, Depends(current_session)]
+# Pages that only read take this one with ReadDbDep: on SQLite they never wait for the write lock.
+ReadSessionDep = Annotated[WebSession, Depends(current_read_session)]
 BodyDep = Annotated[bytes, Depends(raw_body)]
 
 
@@ -166,14 +179,15 @@ def signin(request: Request, body: BodyDep, db: DbDep, settings: SettingsDep, no
     if not expected or not web.same_token(expected, one(form, "csrf_token")):
         raise ApiError(403, "csrf_failed", "The sign-in form expired; reload the page and try again.")
     try:
-        _session, token = web.sign_in(
-            db=db,
-            settings=settings,
-            user_name=one(form, "userName").strip(),
-            password=one(form, "password"),
-            client_address=request.client.host if request.client else "",
-            now=now,
-        )
+        with login_attempt("datacenter"):
+            _session, token = web.sign_in(
+                db=db,
+                settings=settings,
+                user_name=one(form, "userName").strip(),
+                password=one(form, "password"),
+                client_address=request.client.host if request.client else "",
+                now=now,
+            )
     except ApiError as error:
         if error.status not in (401, 403, 429):
             raise
@@ -220,7 +234,7 @@ def switch_organization(session: SessionDep, body: BodyDep, db: DbDep) -> Redire
 
 @router.get("/exports")
 def exports_page(
-    request: Request, session: SessionDep, db: DbDep, product: str = "", status: str = ""
+    request: Request, session: ReadSessionDep, db: ReadDbDep, product: str = "", status: str = ""
 ) -> HTMLResponse:
     """The organization's export files, filtered by product and status."""
     status_filter, product_filter = exports.parse_export_filters(
@@ -306,7 +320,7 @@ def download_exports(
 
 @router.get("/uploads")
 def uploads_page(
-    request: Request, session: SessionDep, db: DbDep, offset: Annotated[int, Query(le=MAX_OFFSET)] = 0
+    request: Request, session: ReadSessionDep, db: ReadDbDep, offset: Annotated[int, Query(le=MAX_OFFSET)] = 0
 ) -> HTMLResponse:
     """Start an upload, and the organization's upload history."""
     page = uploads.list_uploads(
@@ -384,7 +398,7 @@ def _upload_context(upload: Upload) -> dict[str, Any]:
 
 
 def read_upload(
-    uid: str, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep, now: NowDep
+    uid: str, session: ReadSessionDep, db: ReadDbDep, settings: SettingsDep, store: StoreDep, now: NowDep
 ) -> Upload:
     """The organization's upload named in the path, with its arrival noticed as the API does."""
     return uploads.read_upload(
@@ -402,7 +416,7 @@ UploadDep = Annotated[Upload, Depends(read_upload)]
 
 
 @router.get("/uploads/{uid}")
-def upload_page(request: Request, session: SessionDep, upload: UploadDep) -> HTMLResponse:
+def upload_page(request: Request, session: ReadSessionDep, upload: UploadDep) -> HTMLResponse:
     """One upload: its status (followed live while it moves), counts, failure reason and actions."""
     return render(request, "upload.html", session, **_upload_context(upload))
 
@@ -423,7 +437,7 @@ def cancel_upload(uid: str, session: SessionDep, body: BodyDep, db: DbDep, now: 
 
 @router.get("/uploads/{uid}/errors")
 def upload_report(
-    uid: str, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep
+    uid: str, session: ReadSessionDep, db: ReadDbDep, settings: SettingsDep, store: StoreDep
 ) -> Response:
     """The upload's row report (CSV)."""
     file_name, stream = uploads.open_row_report(
@@ -469,7 +483,7 @@ def _mapping_context(upload: Upload, errors: list[str], chosen: dict[str, str] |
 
 
 @router.get("/uploads/{uid}/mapping")
-def mapping_page(request: Request, uid: str, session: SessionDep, db: DbDep) -> HTMLResponse:
+def mapping_page(request: Request, uid: str, session: ReadSessionDep, db: ReadDbDep) -> HTMLResponse:
     """Map the file's columns (and coded values) to the product's layout."""
     upload = uploads.get_upload(db=db, org=web.org_of(session), uid=uid)
     return render(request, "mapping.html", session, **_mapping_context(upload, [], None))
@@ -516,7 +530,7 @@ def submit_mapping(
 
 
 @router.get("/mappings")
-def mappings_page(request: Request, session: SessionDep, db: DbDep) -> HTMLResponse:
+def mappings_page(request: Request, session: ReadSessionDep, db: ReadDbDep) -> HTMLResponse:
     """The organization's saved mappings."""
     return render(
         request, "mappings.html", session, mappings=mappings.list_mappings(db=db, org=web.org_of(session))
@@ -524,7 +538,7 @@ def mappings_page(request: Request, session: SessionDep, db: DbDep) -> HTMLRespo
 
 
 @router.get("/mappings/{uid}")
-def mapping_detail(request: Request, uid: str, session: SessionDep, db: DbDep) -> HTMLResponse:
+def mapping_detail(request: Request, uid: str, session: ReadSessionDep, db: ReadDbDep) -> HTMLResponse:
     """One saved mapping: its headers, fields and value mappings."""
     mapping = mappings.get_mapping(db=db, org=web.org_of(session), uid=uid)
     return render(request, "mapping_detail.html", session, mapping=mapping)
@@ -555,7 +569,7 @@ def _keys_page(request: Request, session: SessionDep, db: DbDep, created: str | 
 
 
 @router.get("/api-keys")
-def api_keys_page(request: Request, session: SessionDep, db: DbDep) -> HTMLResponse:
+def api_keys_page(request: Request, session: ReadSessionDep, db: ReadDbDep) -> HTMLResponse:
     """The user's own API keys."""
     return _keys_page(request, session, db, None)
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datalab import __version__
 from datalab.db import transaction, utcnow
+from datalab.operations.metrics import observe_webhook_attempt
 from datalab.pipeline.pgqueue import QUEUE_INFO_KEY, defer_delivery
 from datalab.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 from datalab.webhooks.service import is_deliverable_url, sign
@@ -197,6 +198,7 @@ def attempt_delivery(
     outcome = send(claimed, client=client)
     with transaction(session_factory) as db:
         state = record_outcome(db=db, claimed=claimed, outcome=outcome, retry_waits=retry_waits, now=utcnow())
+    observe_webhook_attempt(event=claimed.event_type, state=state, seconds=outcome.duration_ms / 1000)
     # A failed attempt is a warning: the receiver's operators may need to act.
     log.log(
         logging.INFO if outcome.delivered else logging.WARNING,
