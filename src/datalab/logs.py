@@ -86,6 +86,9 @@ def log_config(log_format: LogFormat) -> dict[str, Any]:
         },
         "root": {"handlers": ["stderr"], "level": "INFO"},
         "loggers": {
+            # Its request lines hold a webhook's whole URL, whose query may carry the receiver's own
+            # credential; the webhook sender logs each attempt without it.
+            "httpx2": {"level": "WARNING"},
             "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},
             "uvicorn.access": {

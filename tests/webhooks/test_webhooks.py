@@ -243,6 +243,7 @@ def test_a_failing_receiver_is_retried_with_backoff_then_the_delivery_fails(
     server_log = (live.home / "server.log").read_text()
     assert f"webhook delivery {delivery['uid']} (export.published) attempt {attempts}: 500" in server_log
     assert created["secret"] not in server_log
+    assert receiver.url("/fail") not in server_log
 
 
 def test_test_event_and_management_by_admins_only(
