@@ -26,7 +26,7 @@ from datalab.errors import ApiError, forbidden
 from datalab.pagination import Page, paginate
 from datalab.pipeline.pgqueue import QUEUE_INFO_KEY, defer_delivery
 from datalab.scoping import OrgContext, scoped
-from datalab.webhooks.models import EVENT_TYPES, TEST_EVENT, Webhook, WebhookDelivery
+from datalab.webhooks.models import EVENT_TYPES, TEST_EVENT, UPLOAD_STATUS_CHANGED, Webhook, WebhookDelivery
 
 MAX_URL_LENGTH = 2048
 MAX_DESCRIPTION = 200
@@ -258,7 +258,7 @@ def upload_status_changed(
     emit(
         db=db,
         organization_id=organization_id,
-        event_type="upload.status_changed",
+        event_type=UPLOAD_STATUS_CHANGED,
         data={"upload": {"uid": upload_uid}, "previousStatus": from_status, "status": status},
         now=now,
     )
