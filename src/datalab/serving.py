@@ -131,10 +131,10 @@ def app_from_environment() -> FastAPI:
     return create_app(settings, migrate=False)
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
-    """Migrate the database, then serve on host:port with `workers` processes."""
+def uvicorn_options(settings: Settings, *, host: str, port: int) -> dict[str, Any]:
+    """uvicorn's options for these settings (the header limits are set on the protocol class)."""
     trusted = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
-    options: dict[str, Any] = {
+    return {
         "host": host,
         "port": port,
         "http": PROTOCOL,
@@ -143,6 +143,11 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
         "forwarded_allow_ips": trusted or None,
         "server_header": False,
     }
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
+    """Migrate the database, then serve on host:port with `workers` processes."""
+    options = uvicorn_options(settings, host=host, port=port)
     _prepare_process(settings)
     if workers <= 1:
         uvicorn.run(create_app(settings), **options)
