@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from datalab import db
 from tests.support.databases import TEST_DATABASE_URL_ENV, DatabaseFactory, postgres_url
-from tests.support.server import LiveServer, server_env
+from tests.support.server import LiveServer, MovableClock, server_env
 
 ServerFactory = Callable[..., LiveServer]
 
@@ -97,6 +98,14 @@ def server(
     """The shared demo server; tests that change accounts or settings start their own."""
     with _servers(tmp_path_factory, database_factory) as start:
         yield start()
+
+
+@pytest.fixture
+def server_clock(monkeypatch: pytest.MonkeyPatch) -> MovableClock:
+    """The clock of every server running in the test process, moved forward by the test."""
+    clock = MovableClock()
+    monkeypatch.setattr(db, "clock", clock)
+    return clock
 
 
 @pytest.fixture

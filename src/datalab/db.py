@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,9 +60,18 @@ class OrgOwned:
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
 
 
+def system_time() -> datetime:
+    """The system clock's time, UTC, timezone-aware."""
+    return datetime.now(UTC)
+
+
+# Where `utcnow` reads the time; tests of expiry move it forward instead of sleeping.
+clock: Callable[[], datetime] = system_time
+
+
 def utcnow() -> datetime:
     """The current time, UTC, timezone-aware."""
-    return datetime.now(UTC)
+    return clock()
 
 
 def new_uid() -> str:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ import uvicorn
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
+
+from datalab.db import system_time
 
 
 def free_port() -> int:
@@ -169,7 +172,12 @@ class LiveServer:
             },
         )
         options = uvicorn_options(settings, host="127.0.0.1", port=self.port) | {"http": protocol}
-        config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, **options)
+        app = create_app(settings)
+        # In the test process the event loop also waits for the test's own work (the GIL, garbage
+        # collections): its lag measures the test, not the server's load, so it never sheds requests
+        # here. Shedding is tested on servers with a process of their own.
+        app.state.limiter.watch_loop = lambda: None
+        config = uvicorn.Config(app, log_config=None, access_log=False, **options)
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, name=f"server-{self.port}", daemon=True)
         self._thread.start()
@@ -251,6 +259,23 @@ class LiveServer:
             api_key=key,
             body=body,
         )
+
+
+@dataclass
+class MovableClock:
+    """The system time plus an offset tests move forward: what `datalab.db.utcnow` reads while installed.
+
+    It moves servers running in the test process (never a server process of its own).
+    """
+
+    offset: timedelta = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return system_time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock `seconds` forward."""
+        self.offset += timedelta(seconds=seconds)
 
 
 @dataclass
