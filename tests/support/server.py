@@ -169,15 +169,20 @@ class LiveServer:
             {
                 "header_timeout": settings.request_read_timeout_seconds,
                 "max_header_bytes": settings.max_header_bytes,
+                "max_connections": settings.max_connections,
             },
         )
-        options = uvicorn_options(settings, host="127.0.0.1", port=self.port) | {"http": protocol}
+        # The test process keeps its own logging: the server's log configuration is for its own process.
+        options = uvicorn_options(settings, host="127.0.0.1", port=self.port) | {
+            "http": protocol,
+            "log_config": None,
+        }
         app = create_app(settings)
         # In the test process the event loop also waits for the test's own work (the GIL, garbage
         # collections): its lag measures the test, not the server's load, so it never sheds requests
         # here. Shedding is tested on servers with a process of their own.
         app.state.limiter.watch_loop = lambda: None
-        config = uvicorn.Config(app, log_config=None, access_log=False, **options)
+        config = uvicorn.Config(app, access_log=False, **options)
         self._uvicorn = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uvicorn.run, name=f"server-{self.port}", daemon=True)
         self._thread.start()
