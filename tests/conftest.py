@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from datalab import db
 from tests.support.databases import TEST_DATABASE_URL_ENV, DatabaseFactory, postgres_url
-from tests.support.server import LiveServer, server_env
+from tests.support.server import LiveServer, MovableClock, server_env
 
 ServerFactory = Callable[..., LiveServer]
 
@@ -33,8 +34,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_factory() -> Iterator[DatabaseFactory]:
-    factory = DatabaseFactory(postgres_url())
+def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(postgres_url(), tmp_path_factory.mktemp("template"))
     yield factory
     factory.drop_all()
 
@@ -43,14 +44,21 @@ def database_factory() -> Iterator[DatabaseFactory]:
 def _servers(
     tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
 ) -> Iterator[ServerFactory]:
-    """A factory of seeded servers with DATALAB_* settings (and other variables), stopped on exit."""
+    """A factory of seeded servers with DATALAB_* settings (and other variables), stopped on exit.
+
+    Servers run in a thread of the test process unless `own_process` (or environment variables or
+    serve arguments) asks for a `datalab serve` process.
+    """
     started: list[LiveServer] = []
 
     def start(
-        environment: dict[str, str] | None = None, serve_args: tuple[str, ...] = (), **settings: str
+        environment: dict[str, str] | None = None,
+        serve_args: tuple[str, ...] = (),
+        own_process: bool = False,
+        **settings: str,
     ) -> LiveServer:
         home = tmp_path_factory.mktemp("server")
-        database_url = database_factory.new_url(home)
+        database_url = database_factory.migrated_url(home)
         # Pipeline workers only where a test asks for them: the others observe each hand-off as it is left.
         settings.setdefault("pipeline_workers", "0")
         extra = {f"DATALAB_{name.upper()}": value for name, value in settings.items()} | (environment or {})
@@ -59,6 +67,8 @@ def _servers(
             database_url=database_url,
             env=server_env(home=home, database_url=database_url, extra=extra),
             serve_args=serve_args,
+            # Other environment variables (and serve arguments) only reach a process of its own.
+            own_process=own_process or bool(environment) or bool(serve_args),
         )
         started.append(server)
         server.start()
@@ -88,6 +98,14 @@ def server(
     """The shared demo server; tests that change accounts or settings start their own."""
     with _servers(tmp_path_factory, database_factory) as start:
         yield start()
+
+
+@pytest.fixture
+def server_clock(monkeypatch: pytest.MonkeyPatch) -> MovableClock:
+    """The clock of every server running in the test process, moved forward by the test."""
+    clock = MovableClock()
+    monkeypatch.setattr(db, "clock", clock)
+    return clock
 
 
 @pytest.fixture

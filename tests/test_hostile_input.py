@@ -30,7 +30,7 @@ SURROGATE = '"\\ud800"'
 @pytest.fixture(scope="module")
 def hostile(make_server: ServerFactory) -> LiveServer:
     """A server of its own: these tests count stored rows and measure its database."""
-    return make_server(request_read_timeout_seconds="2")
+    return make_server(request_read_timeout_seconds="2", own_process=True)
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ def test_migrations_on_sqlite_even_when_postgres_is_configured(tmp_path: Path) -
 
 @pytest.mark.postgres
 def test_migrations_on_postgresql(tmp_path: Path) -> None:
-    factory = DatabaseFactory(postgres_url())
+    factory = DatabaseFactory(postgres_url(), tmp_path)
     try:
         _assert_migrated(factory.new_url(tmp_path))
     finally:

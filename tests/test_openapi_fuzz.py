@@ -45,7 +45,7 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target(make_server: ServerFactory) -> Target:
-    server = make_server()
+    server = make_server(own_process=True)
     return Target(server=server, headers=server.login().headers)
 
 

@@ -68,7 +68,7 @@ def request_count(samples: Samples, route: str, status: str, method: str = "GET"
 
 @pytest.fixture(scope="module")
 def observed(make_server: ServerFactory) -> LiveServer:
-    return make_server()
+    return make_server(own_process=True)
 
 
 def test_metrics_parse_and_count_requests_by_route_template_and_status(observed: LiveServer) -> None:
@@ -235,7 +235,7 @@ def test_a_metrics_token_shorter_than_16_characters_is_refused(tmp_path: Path) -
 
 @pytest.fixture(scope="module")
 def guarded(make_server: ServerFactory) -> LiveServer:
-    return make_server(metrics_token=METRICS_TOKEN, log_format="text")
+    return make_server(own_process=True, metrics_token=METRICS_TOKEN, log_format="text")
 
 
 def test_with_a_token_metrics_need_it_as_a_bearer_token(guarded: LiveServer) -> None:

@@ -34,7 +34,9 @@ QUEUE_SECONDS = 0.5
 
 @pytest.fixture(scope="module")
 def crowded(make_server: ServerFactory) -> LiveServer:
-    return make_server(max_concurrent_requests="2", request_queue_seconds=str(QUEUE_SECONDS))
+    return make_server(
+        max_concurrent_requests="2", request_queue_seconds=str(QUEUE_SECONDS), own_process=True
+    )
 
 
 @pytest.fixture(scope="module")

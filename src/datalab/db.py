@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,9 +67,18 @@ class MaybeOrgOwned:
     organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"), nullable=True)
 
 
+def system_time() -> datetime:
+    """The system clock's time, UTC, timezone-aware."""
+    return datetime.now(UTC)
+
+
+# Where `utcnow` reads the time; tests of expiry move it forward instead of sleeping.
+clock: Callable[[], datetime] = system_time
+
+
 def utcnow() -> datetime:
     """The current time, UTC, timezone-aware."""
-    return datetime.now(UTC)
+    return clock()
 
 
 def new_uid() -> str:

@@ -187,10 +187,10 @@ def app_from_environment() -> FastAPI:
     return app
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
-    """Migrate the database, then serve on host:port with `workers` processes."""
+def uvicorn_options(settings: Settings, *, host: str, port: int) -> dict[str, Any]:
+    """uvicorn's options for these settings (the header limits are set on the protocol class)."""
     trusted = [ip.strip() for ip in settings.forwarded_allow_ips.split(",") if ip.strip()]
-    options: dict[str, Any] = {
+    return {
         "host": host,
         "port": port,
         "http": PROTOCOL,
@@ -200,6 +200,11 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None
         # Every process logs in the configured format; access lines are redacted (datalab.logs).
         "log_config": log_config(settings.log_format),
     }
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int = 1) -> None:
+    """Migrate the database, then serve on host:port with `workers` processes."""
+    options = uvicorn_options(settings, host=host, port=port)
     _prepare_process(settings)
     if workers <= 1:
         app = create_app(settings)

@@ -12,7 +12,7 @@ import pytest
 from datalab.client import Client
 from tests.conftest import ServerFactory
 from tests.support.client import stored_exports
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, MovableClock
 
 TOKEN_TTL_SECONDS = 30
 
@@ -109,20 +109,27 @@ def test_a_token_near_its_end_is_refreshed_without_a_new_login(
 
 
 def test_a_client_outliving_its_token_keeps_working(
-    short_tokens: LiveServer, recorded: RecordingTransport, tmp_path: Path
+    short_tokens: LiveServer, recorded: RecordingTransport, server_clock: MovableClock, tmp_path: Path
 ) -> None:
-    """One slow test (about 32 s): two clients outlive their tokens, each recovers its own way.
+    """Two clients outlive their tokens (the server's clock and theirs moved past the token's life), each
+    recovers its own way.
 
-    `steady` goes by the real clock: its refresh comes too late (the token has expired), so it logs in
-    again. `unaware` has a clock that never moves: it sends the expired token, gets a 401 and logs in again.
+    `steady`'s clock moves with the server's: its refresh comes too late (the token has expired), so it
+    logs in again. `unaware` has a clock that never moves: it sends the expired token, gets a 401 and
+    logs in again.
     """
     other = RecordingTransport()
+    steady_clock = FakeClock()
     export = next(e for e in stored_exports(short_tokens).values() if e.product_key == "aos")
     try:
-        with _client(short_tokens, recorded) as steady, _client(short_tokens, other, FakeClock()) as unaware:
+        with (
+            _client(short_tokens, recorded, steady_clock) as steady,
+            _client(short_tokens, other, FakeClock()) as unaware,
+        ):
             assert len(list(steady.exports())) == 16
             assert len(list(unaware.exports())) == 16
-            time.sleep(TOKEN_TTL_SECONDS + 2)
+            steady_clock.now += TOKEN_TTL_SECONDS + 2
+            server_clock.advance(TOKEN_TTL_SECONDS + 2)
             assert len(list(steady.exports())) == 16
             assert steady.download(export.uid, tmp_path / "steady").read_bytes() == export.content
             assert len(list(unaware.exports())) == 16

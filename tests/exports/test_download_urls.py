@@ -32,7 +32,7 @@ from tests.support.exports import (
     with_query,
     write_csv,
 )
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.server import LiveServer, LoggedIn, MovableClock
 
 ServerFactory = Callable[..., LiveServer]
 EXPIRED = "Request has expired"
@@ -140,7 +140,7 @@ def test_url_works_the_moment_it_is_issued(server: LiveServer, demo: LoggedIn, s
             assert response.content == stocked.content
 
 
-def test_expired_url(make_server: ServerFactory) -> None:
+def test_expired_url(make_server: ServerFactory, server_clock: MovableClock) -> None:
     short_lived = make_server(download_url_ttl_seconds="1")
     logged_in = short_lived.login()
     with httpx2.Client() as client:
@@ -149,7 +149,7 @@ def test_expired_url(make_server: ServerFactory) -> None:
         ).json()[0]["uid"]
         url = download_url(client, short_lived, logged_in, uid)
     assert query_of(url)["X-Amz-Expires"] == "1"
-    time.sleep(2.2)
+    server_clock.advance(2.2)
     response = fetch(url)
     error = s3_error(response, status=403, code="AccessDenied", message=EXPIRED)
     assert list(error)[2:5] == ["X-Amz-Expires", "Expires", "ServerTime"]
@@ -159,7 +159,7 @@ def test_expired_url(make_server: ServerFactory) -> None:
     assert error["Expires"] == expires.strftime("%Y-%m-%dT%H:%M:%SZ")
     server_time = datetime.strptime(error["ServerTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert server_time > expires
-    assert abs((server_time - datetime.now(UTC)).total_seconds()) < 5
+    assert abs((server_time - server_clock()).total_seconds()) < 5
     # Refused before it was claimed: nothing was served, nothing recorded.
     assert ticket_of(short_lived, url).claimed_at is None
     assert export_state(short_lived, uid) == ("NotDelivered", 0)

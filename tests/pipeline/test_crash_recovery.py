@@ -79,7 +79,7 @@ def _finished(client: httpx2.Client, server: LiveServer, login: LoggedIn, uid: s
 def test_the_embedded_runner_finishes_a_file_after_the_server_is_killed_mid_ingest(
     client: httpx2.Client, make_server: Any, large_file: bytes
 ) -> None:
-    server: LiveServer = make_server(pipeline_workers="1", **FAST_RECOVERY)
+    server: LiveServer = make_server(pipeline_workers="1", own_process=True, **FAST_RECOVERY)
     login = server.login()
     record = _caught_ingesting(client, server, login, large_file)
     server.kill()

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.accounts.service import create_organization
-from datalab.db import make_engine, make_session_factory, transaction, upgrade_database, utcnow
+from datalab.db import make_engine, make_session_factory, transaction, utcnow
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.runner import ClaimedJob, EmbeddedRunner, StageContext, claim_job, finish_job
 from datalab.pipeline.service import enqueue_stage
@@ -28,8 +28,7 @@ LEASE = timedelta(seconds=30)
 
 @pytest.fixture
 def factory(database_factory: DatabaseFactory, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(database_factory.new_url(tmp_path))
-    upgrade_database(engine)
+    engine = make_engine(database_factory.migrated_url(tmp_path))
     yield make_session_factory(engine)
     engine.dispose()
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
-from datalab.db import upgrade_database, utcnow
+from datalab.db import utcnow
 from datalab.students.models import Student
 from datalab.students.service import (
     LoadResult,
@@ -47,8 +47,7 @@ def test_a_file_loads_as_its_rows_do(
     results, stored = [], []
     for load_file in (False, True):
         (tmp_path / str(load_file)).mkdir()
-        engine = create_engine(database_factory.new_url(tmp_path / str(load_file)))
-        upgrade_database(engine)
+        engine = create_engine(database_factory.migrated_url(tmp_path / str(load_file)))
         try:
             with Session(engine) as db:
                 if load_file:
@@ -87,8 +86,7 @@ def test_a_bad_file_is_refused_naming_its_row(
 ) -> None:
     path = tmp_path / "bad.csv"
     path.write_text(body, encoding="utf-8")
-    engine = create_engine(database_factory.new_url(tmp_path))
-    upgrade_database(engine)
+    engine = create_engine(database_factory.migrated_url(tmp_path))
     try:
         with Session(engine) as db, pytest.raises(StudentFileError) as refused:
             load_student_file(db=db, path=path, now=utcnow())

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from datalab.db import upgrade_database, utcnow
+from datalab.db import utcnow
 from datalab.students.matching import Person, ProbabilisticMatcher
 from datalab.students.service import load_students, train_and_store
 from tests.support.databases import DatabaseFactory
@@ -27,8 +27,7 @@ BO = Person(first_name="Bo", last_name="Diaz", birth_date="2008/05/02", email="b
 def test_the_snapshot_is_stored_by_training_and_read_until_students_change(
     tmp_path: Path, database_factory: DatabaseFactory
 ) -> None:
-    engine = create_engine(database_factory.new_url(tmp_path))
-    upgrade_database(engine)
+    engine = create_engine(database_factory.migrated_url(tmp_path))
     snapshots = tmp_path / "matching"
     now = utcnow()
     try:

@@ -1,15 +1,22 @@
-"""Fresh databases for tests: a SQLite file, or a new PostgreSQL database when one is configured."""
+"""Fresh databases for tests: a SQLite file, or a new PostgreSQL database when one is configured.
+
+Migrated databases are copies of one template migrated once per test session (a SQLite file copied,
+a PostgreSQL database created from a template database), not migrated again for every test.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 import procrastinate
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from datalab.db import make_engine, upgrade_database
 from datalab.pipeline.pgqueue import STAGE_QUEUE, STAGE_TASK, libpq_url
 
 TEST_DATABASE_URL_ENV = "DATALAB_TEST_DATABASE_URL"
@@ -21,23 +28,53 @@ def postgres_url() -> str | None:
 
 
 class DatabaseFactory:
-    """Hands out empty databases and drops the PostgreSQL ones at the end."""
+    """Hands out empty or migrated databases and drops the PostgreSQL ones at the end."""
 
-    def __init__(self, base_url: str | None) -> None:
+    def __init__(self, base_url: str | None, template_directory: Path | None = None) -> None:
         self.base_url = base_url
         self.created: list[str] = []
+        # Where the SQLite template is written (a new temporary directory if not given).
+        self.template_directory = template_directory
+        self._template: str | None = None
 
     def new_url(self, directory: Path) -> str:
         """An empty database's URL: a new SQLite file in directory, or a new PostgreSQL database."""
         if self.base_url is None:
             return f"sqlite:///{directory / 'datalab.db'}"
+        return self._create_database()
+
+    def migrated_url(self, directory: Path) -> str:
+        """A migrated database's URL: a copy of the template in directory, or a database made from it."""
+        template = self._migrated_template()
+        if self.base_url is None:
+            shutil.copy(template, directory / "datalab.db")
+            return f"sqlite:///{directory / 'datalab.db'}"
+        return self._create_database(template=template)
+
+    def _migrated_template(self) -> str:
+        """The template (a SQLite path or a PostgreSQL database name), migrated on first use."""
+        if self._template is None:
+            directory = self.template_directory or Path(tempfile.mkdtemp(prefix="datalab-template-"))
+            url = self.new_url(directory)
+            engine = make_engine(url)
+            try:
+                upgrade_database(engine)
+            finally:
+                engine.dispose()
+            database = make_url(url).database
+            assert database is not None
+            self._template = database
+        return self._template
+
+    def _create_database(self, template: str | None = None) -> str:
         name = "datalab_test_" + secrets.token_hex(6)
-        admin = create_engine(self.base_url, isolation_level="AUTOCOMMIT")
+        admin = create_engine(self.base_url or "", isolation_level="AUTOCOMMIT")
+        clause = f' TEMPLATE "{template}"' if template else ""
         with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+            connection.execute(text(f'CREATE DATABASE "{name}"{clause}'))
         admin.dispose()
         self.created.append(name)
-        return make_url(self.base_url).set(database=name).render_as_string(hide_password=False)
+        return make_url(self.base_url or "").set(database=name).render_as_string(hide_password=False)
 
     def drop_all(self) -> None:
         """Drop every PostgreSQL database this factory created."""

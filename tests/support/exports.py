@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +11,6 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import httpx2
-from typer.testing import CliRunner
 
 from tests.support.accounts import DEMO_FICE
 from tests.support.server import LiveServer, LoggedIn
@@ -52,18 +49,8 @@ EXPORT_KEYS = {
 
 
 def admin_json(server: LiveServer, *args: str) -> Any:
-    """Run the admin command `datalab <args> --json` on the server's data and parse what it printed.
-
-    The command runs in this process (the same Typer app `server.cli_json` starts in a subprocess), which
-    saves the interpreter start-up and imports of every call.
-    """
-    from datalab.cli import app
-
-    env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("DATALAB_")}
-    env.update(server.env)
-    result = CliRunner().invoke(app, [*args, "--json"], env=env, catch_exceptions=False)
-    assert result.exit_code == 0, f"datalab {' '.join(args)} failed ({result.exit_code}):\n{result.output}"
-    return json.loads(result.stdout)
+    """Run the admin command `datalab <args> --json` on the server's data, in this process."""
+    return server.admin_json(*args)
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> Path:

@@ -1,4 +1,9 @@
-"""A real `datalab serve` process on a free port, seeded with the demo, for functional tests."""
+"""A real server on a free port, seeded with the demo, for functional tests.
+
+By default the server is uvicorn in a thread of the test process: the same app, protocol and options
+as `datalab serve`, on a real socket, without the start-up and imports of two interpreters. Tests that
+kill the server, read its log or run several server processes ask for a `datalab serve` process.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,22 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx2
+import uvicorn
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from datalab.db import system_time
 
 
 def free_port() -> int:
@@ -52,7 +63,11 @@ class LiveServer:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     # Extra `datalab serve` arguments, e.g. ("--workers", "2").
     serve_args: tuple[str, ...] = ()
+    # A `datalab serve` process rather than a thread of the test process.
+    own_process: bool = False
     _engine: Engine | None = None
+    _uvicorn: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
 
     @property
     def root(self) -> str:
@@ -85,9 +100,25 @@ class LiveServer:
         """Run a command with --json and parse what it printed."""
         return json.loads(self.cli(*args, "--json").stdout)
 
+    def admin_json(self, *args: str) -> Any:
+        """Run the admin command `datalab <args> --json` on the server's data and parse what it printed.
+
+        The command runs in this process (the same Typer app `cli_json` starts in a subprocess), which
+        saves the interpreter start-up and imports of every call.
+        """
+        from datalab.cli import app
+
+        env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("DATALAB_")}
+        env.update(self.env)
+        result = CliRunner().invoke(app, [*args, "--json"], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, (
+            f"datalab {' '.join(args)} failed ({result.exit_code}):\n{result.output}"
+        )
+        return json.loads(result.stdout)
+
     def start(self) -> None:
         """Seed the demo and start serving; returns once /healthz answers."""
-        seeded = self.cli_json("demo", "--base-url", self.root)
+        seeded = self.admin_json("demo", "--base-url", self.root)
         self.demo = DemoAccount(
             api_key=seeded["apiKey"],
             user_name=seeded["userName"],
@@ -95,6 +126,21 @@ class LiveServer:
             organization_uid=seeded["organizationUid"],
             base_url=seeded["baseUrl"],
         )
+        if self.own_process:
+            self._start_process()
+        else:
+            self._start_thread()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            self._check_running()
+            try:
+                if httpx2.get(self.root + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx2.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start in 60 s")
+
+    def _start_process(self) -> None:
         with (self.home / "server.log").open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "datalab", "serve", "--port", str(self.port), *self.serve_args],
@@ -102,16 +148,50 @@ class LiveServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{(self.home / 'server.log').read_text()}")
-            try:
-                if httpx2.get(self.root + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx2.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start in 60 s")
+
+    def _start_thread(self) -> None:
+        from datalab.app import create_app
+        from datalab.serving import BoundedHttpToolsProtocol, uvicorn_options
+        from datalab.settings import Settings
+
+        # The server's DATALAB_* variables only: model_validate reads no environment.
+        settings = Settings.model_validate(
+            {
+                name.removeprefix("DATALAB_").lower(): value
+                for name, value in self.env.items()
+                if name.startswith("DATALAB_")
+            }
+        )
+        # The header limits are class attributes, set per process by `datalab serve`: here per server.
+        protocol = type(
+            "ServerProtocol",
+            (BoundedHttpToolsProtocol,),
+            {
+                "header_timeout": settings.request_read_timeout_seconds,
+                "max_header_bytes": settings.max_header_bytes,
+                "max_connections": settings.max_connections,
+            },
+        )
+        # The test process keeps its own logging: the server's log configuration is for its own process.
+        options = uvicorn_options(settings, host="127.0.0.1", port=self.port) | {
+            "http": protocol,
+            "log_config": None,
+        }
+        app = create_app(settings)
+        # In the test process the event loop also waits for the test's own work (the GIL, garbage
+        # collections): its lag measures the test, not the server's load, so it never sheds requests
+        # here. Shedding is tested on servers with a process of their own.
+        app.state.limiter.watch_loop = lambda: None
+        config = uvicorn.Config(app, access_log=False, **options)
+        self._uvicorn = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._uvicorn.run, name=f"server-{self.port}", daemon=True)
+        self._thread.start()
+
+    def _check_running(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{(self.home / 'server.log').read_text()}")
+        if self._thread is not None and not self._thread.is_alive():
+            raise RuntimeError("server thread exited early")
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         """Start a `datalab worker` process with this server's settings (logs in worker-<n>.log)."""
@@ -133,7 +213,10 @@ class LiveServer:
         self.process.wait()
 
     def stop(self) -> None:
-        """Stop the processes and release the database."""
+        """Stop the server (thread or processes) and release the database."""
+        if self._uvicorn is not None and self._thread is not None:
+            self._uvicorn.should_exit = True
+            self._thread.join(timeout=30)
         for process in [*self.workers, self.process]:
             if process is not None and process.poll() is None:
                 process.terminate()
@@ -181,6 +264,23 @@ class LiveServer:
             api_key=key,
             body=body,
         )
+
+
+@dataclass
+class MovableClock:
+    """The system time plus an offset tests move forward: what `datalab.db.utcnow` reads while installed.
+
+    It moves servers running in the test process (never a server process of its own).
+    """
+
+    offset: timedelta = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return system_time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock `seconds` forward."""
+        self.offset += timedelta(seconds=seconds)
 
 
 @dataclass

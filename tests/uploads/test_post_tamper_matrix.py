@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +25,7 @@ from sqlalchemy import update
 from datalab.uploads.models import Upload
 from tests.conftest import ServerFactory
 from tests.support.checks import SIGNATURE_MISMATCH, s3_error
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.server import LiveServer, LoggedIn, MovableClock
 from tests.support.uploads import (
     UPLOADS_BUCKET,
     Part,
@@ -641,14 +640,16 @@ def short_lived_server(make_server: ServerFactory) -> LiveServer:
     return make_server(upload_form_ttl_seconds="1")
 
 
-def test_expired_policy(client: httpx2.Client, short_lived_server: LiveServer) -> None:
+def test_expired_policy(
+    client: httpx2.Client, short_lived_server: LiveServer, server_clock: MovableClock
+) -> None:
     logged_in = short_lived_server.login()
     form = create_upload(client, short_lived_server, logged_in.headers)
     policy = json.loads(base64.b64decode(form.fields["policy"]))
     signed_at = datetime.strptime(form.fields["x-amz-date"], "%Y%m%dT%H%M%SZ")
     expires_at = datetime.strptime(policy["expiration"], "%Y-%m-%dT%H:%M:%SZ")
     assert expires_at - signed_at == timedelta(seconds=1)
-    time.sleep(2)
+    server_clock.advance(2)
     response = post_parts(client, form.url, form_parts(form.fields, CONTENT))
     s3_error(
         response, status=403, code="AccessDenied", message="Invalid according to Policy: Policy expired."

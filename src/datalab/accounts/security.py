@@ -88,17 +88,20 @@ def read_token(*, secret_key: str, token: str, now: datetime) -> TokenClaims:
             _token_key(secret_key),
             algorithms=[TOKEN_ALGORITHM],
             issuer=TOKEN_ISSUER,
-            options={"require": ["exp", "iat", "sub", "iss"], "verify_exp": False},
+            # exp and iat are checked below against `now`, not against the system clock.
+            options={"require": ["exp", "iat", "sub", "iss"], "verify_exp": False, "verify_iat": False},
         )
     except jwt.InvalidSignatureError as exc:
         raise InvalidToken("session token signature is not valid") from exc
     except jwt.PyJWTError as exc:
         raise InvalidToken("session token is malformed") from exc
-    expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo)
+    try:
+        issued_at = datetime.fromtimestamp(int(claims["iat"]), tz=now.tzinfo)
+        expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidToken("session token is malformed") from exc
+    if issued_at > now:
+        raise InvalidToken("session token is malformed")
     if now >= expires_at:
         raise InvalidToken("session token has expired; log in again")
-    return TokenClaims(
-        user_uid=str(claims["sub"]),
-        issued_at=datetime.fromtimestamp(int(claims["iat"]), tz=now.tzinfo),
-        expires_at=expires_at,
-    )
+    return TokenClaims(user_uid=str(claims["sub"]), issued_at=issued_at, expires_at=expires_at)
