@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changethis", "changeme", "secret", "dev"})
@@ -225,6 +226,18 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=5 * 1024**3, ge=1, description="Largest file an upload form accepts (content-length-range)."
     )
+
+    @field_validator("webhook_retry_seconds", mode="before")
+    @classmethod
+    def _retry_seconds_from_json(cls, value: object) -> object:
+        # The environment's JSON text is decoded by pydantic-settings; the same text given directly
+        # (Settings.model_validate of DATALAB_* values) is decoded here.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError("must be a JSON list of seconds, e.g. [10, 30, 120, 600, 3600]") from None
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

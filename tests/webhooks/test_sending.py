@@ -7,8 +7,10 @@ import hmac
 
 import httpx2
 import pytest
+from pydantic import ValidationError
 
 from datalab.errors import ApiError
+from datalab.settings import Settings
 from datalab.webhooks.service import check_url, sign
 from datalab.webhooks.tasks import ClaimedDelivery, make_client, send
 
@@ -67,3 +69,18 @@ def test_the_delivery_client_follows_no_redirect() -> None:
     with make_client(2.0) as client:
         assert client.follow_redirects is False
         assert client.timeout.read == 2.0
+
+
+def test_retry_waits_are_a_json_list_from_the_environment_or_given_directly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATALAB_WEBHOOK_RETRY_SECONDS", "[3, 9.5]")
+    assert Settings(dev_mode=True).webhook_retry_seconds == [3.0, 9.5]
+    assert Settings.model_validate(
+        {"dev_mode": True, "webhook_retry_seconds": "[1, 2]"}
+    ).webhook_retry_seconds == [
+        1.0,
+        2.0,
+    ]
+    with pytest.raises(ValidationError, match="must be a JSON list of seconds"):
+        Settings.model_validate({"dev_mode": True, "webhook_retry_seconds": "10,30"})

@@ -102,7 +102,9 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="module")
 def live(make_server: ServerFactory) -> LiveServer:
+    # Its own process: the test reads its log and its /metrics, which no other server may share.
     return make_server(
+        own_process=True,
         pipeline_workers="1",
         webhook_retry_seconds=json.dumps(RETRY_SECONDS),
         webhook_poll_seconds="0.1",
