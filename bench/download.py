@@ -105,7 +105,10 @@ def main() -> None:
         write_csv(source, args.size_mib * 1024 * 1024)
         database_url = DatabaseFactory(None).new_url(home)
         server = LiveServer(
-            home=home, database_url=database_url, env=server_env(home=home, database_url=database_url)
+            own_process=True,
+            home=home,
+            database_url=database_url,
+            env=server_env(home=home, database_url=database_url),
         )
         server.start()
         try:

@@ -235,11 +235,15 @@ def report(name: str, rate: float, result: Result, root_pid: int) -> str:
 
 
 def answered(home: Path) -> Counter[str]:
-    """Answers the server logged so far (its access log), by status."""
+    """Answers the server logged so far (its access log, JSON lines or text), by status."""
     counts: Counter[str] = Counter()
     with (home / "server.log").open("rb") as log:
         for line in log:
-            if b'HTTP/1.1" ' in line:
+            if line.startswith(b"{"):
+                entry = json.loads(line)
+                if entry.get("logger") == "uvicorn.access" and "status" in entry:
+                    counts[str(entry["status"])] += 1
+            elif b'HTTP/1.1" ' in line:
                 counts[line.rsplit(b'HTTP/1.1" ', 1)[1][:3].decode()] += 1
     return counts
 

@@ -87,6 +87,7 @@ def main() -> None:
         factory = DatabaseFactory(args.database_url)
         database_url = factory.new_url(home)
         server = LiveServer(
+            own_process=True,
             home=home,
             database_url=database_url,
             env=server_env(home=home, database_url=database_url, extra={"DATALAB_PIPELINE_WORKERS": "1"}),

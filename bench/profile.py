@@ -99,7 +99,7 @@ def main() -> None:
         home = Path(work_dir)
         database_url = factory.new_url(home)
         env = server_env(home=home, database_url=database_url, extra={"DATALAB_PIPELINE_WORKERS": "0"})
-        server = LiveServer(home=home, database_url=database_url, env=env)
+        server = LiveServer(own_process=True, home=home, database_url=database_url, env=env)
         server.start()
         try:
             logged_in = server.login()

@@ -78,7 +78,10 @@ def main() -> None:
         write_file(source, size)
         database_url = DatabaseFactory(None).new_url(home)
         server = LiveServer(
-            home=home, database_url=database_url, env=server_env(home=home, database_url=database_url)
+            own_process=True,
+            home=home,
+            database_url=database_url,
+            env=server_env(home=home, database_url=database_url),
         )
         server.start()
         try:
