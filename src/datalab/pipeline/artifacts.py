@@ -140,8 +140,12 @@ class StagedRowsObject(_PendingObject):
 
 @contextmanager
 def staged_frames(path: Path) -> Iterator[Iterator[pl.DataFrame]]:
-    """The frames of a cleansed rows file, one per record batch (memory-mapped: nothing read twice)."""
-    with pa.memory_map(str(path)) as source:
+    """The frames of a cleansed rows file, one per record batch, read one at a time.
+
+    Read, not memory-mapped: the pages of a mapped file count towards the process's resident memory,
+    which would then grow with the file.
+    """
+    with pa.OSFile(str(path), "rb") as source:
         reader = pa.ipc.open_stream(source)
         if reader.schema != STAGED_SCHEMA:
             raise ValueError(f"{path.name} is not a file of staging rows")
