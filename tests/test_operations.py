@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx2
 import pytest
 from fastapi import FastAPI
@@ -28,7 +26,8 @@ from datalab.settings import Settings
 from tests.conftest import ServerFactory
 from tests.support.checks import assert_envelope
 from tests.support.exports import download_url
-from tests.support.server import LiveServer, free_port
+from tests.support.moto import running_moto
+from tests.support.server import LiveServer
 from tests.support.uploads import SETTLED, create_upload, form_parts, post_parts, send_file, wait_for_status
 from tests.web.pages import SIGNIN_COOKIE, PageClient, form_token, sign_in
 
@@ -279,35 +278,8 @@ def test_readyz_is_503_naming_the_store_when_its_directory_is_broken(make_server
 
 @pytest.fixture
 def moto_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx2.get(endpoint + "/moto-api/", timeout=1)
-                break
-            except httpx2.TransportError:
-                assert time.monotonic() < deadline, "moto did not start"
-                time.sleep(0.1)
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        for bucket in ("datalab-exports", "datalab-uploads"):
-            client.create_bucket(Bucket=bucket)
-        yield endpoint, process
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with running_moto() as running:
+        yield running
 
 
 def test_readyz_is_503_naming_the_store_when_s3_is_down(

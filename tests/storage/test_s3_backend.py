@@ -7,13 +7,9 @@ checks (one-time ticket, size verification); the store's rejection paths are pro
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import httpx2
 import pytest
 from sqlalchemy import select
@@ -23,7 +19,8 @@ from datalab.pipeline.models import PipelineJob
 from datalab.uploads.models import Upload
 from tests.conftest import ServerFactory
 from tests.support.checks import s3_error, wait_for
-from tests.support.server import LiveServer, free_port
+from tests.support.moto import running_moto, s3_client
+from tests.support.server import LiveServer
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -37,40 +34,12 @@ UPLOADS_BUCKET = "datalab-uploads"
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx2.get(endpoint + "/moto-api/", timeout=1)
-                break
-            except httpx2.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        client = _client(endpoint)
-        for bucket in (EXPORTS_BUCKET, UPLOADS_BUCKET):
-            client.create_bucket(Bucket=bucket)
+    with running_moto() as (endpoint, _process):
         yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return s3_client(endpoint)
 
 
 @pytest.fixture(scope="module")
