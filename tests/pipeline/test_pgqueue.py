@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from datalab.accounts.service import create_organization
 from datalab.db import make_engine, make_session_factory, transaction, upgrade_database, utcnow
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.pgqueue import STAGE_QUEUE, install_schema
@@ -26,6 +25,7 @@ from datalab.storage.sigv4 import Credentials
 from datalab.students.matching import RuleMatcher
 from datalab.uploads.models import Upload
 from tests.support.databases import DatabaseFactory, postgres_url, queued_stage_jobs
+from tests.support.uploads import add_analyzing_upload
 
 pytestmark = pytest.mark.skipif(
     postgres_url() is None, reason="procrastinate needs PostgreSQL (set DATALAB_TEST_DATABASE_URL)"
@@ -50,32 +50,16 @@ def factory(database_url: str) -> Iterator[sessionmaker[Session]]:
     engine.dispose()
 
 
-def _new_upload(db: Session, name: str) -> int:
-    organization = create_organization(db=db, name=f"College {name}", fice=name[:6].rjust(6, "0"))
-    upload = Upload(
-        organization_id=organization.id,
-        file_name=name,
-        object_key=f"{organization.uid}/enrollment/{name}",
-        product_type="enrollment",
-        status="analyzing",
-        form_token=name,
-        form_expires_at=utcnow(),
-    )
-    db.add(upload)
-    db.flush()
-    return upload.id
-
-
 def test_a_stage_is_deferred_only_when_its_status_change_commits(
     factory: sessionmaker[Session], database_url: str
 ) -> None:
     with factory() as db:
-        _new_upload(db, "rolled.csv")
-        enqueue_stage(db=db, upload_id=_new_upload(db, "back.csv"), stage="analyze", now=utcnow())
+        add_analyzing_upload(db, "rolled.csv")
+        enqueue_stage(db=db, upload_id=add_analyzing_upload(db, "back.csv"), stage="analyze", now=utcnow())
         db.rollback()
     assert queued_stage_jobs(database_url) == []
     with transaction(factory) as db:
-        upload_id = _new_upload(db, "kept.csv")
+        upload_id = add_analyzing_upload(db, "kept.csv")
         enqueue_stage(db=db, upload_id=upload_id, stage="analyze", now=utcnow())
     assert queued_stage_jobs(database_url) == [("todo", {"upload_id": upload_id, "stage": "analyze"})]
     with factory() as db:
@@ -93,7 +77,7 @@ def test_a_failing_stage_is_retried_by_procrastinate_then_fails_the_upload(
     factory: sessionmaker[Session], database_url: str, tmp_path: Path
 ) -> None:
     with transaction(factory) as db:
-        upload_id = _new_upload(db, "a.csv")
+        upload_id = add_analyzing_upload(db, "a.csv")
         enqueue_stage(db=db, upload_id=upload_id, stage="analyze", now=utcnow())
     calls: list[int] = []
 
@@ -142,13 +126,13 @@ def test_a_worker_defers_the_stages_the_embedded_queue_still_holds(
 ) -> None:
     embedded = make_session_factory(factory.kw["bind"])
     with transaction(embedded) as db:
-        running_id = _new_upload(db, "running.csv")
+        running_id = add_analyzing_upload(db, "running.csv")
         enqueue_stage(db=db, upload_id=running_id, stage="analyze", now=utcnow())
     # A live embedded thread holds this one: it is left to that thread.
     held = claim_job(session_factory=embedded, worker_id="w1", lease=timedelta(minutes=5), now=utcnow())
     assert held is not None
     with transaction(embedded) as db:
-        upload_id = _new_upload(db, "waiting.csv")
+        upload_id = add_analyzing_upload(db, "waiting.csv")
         enqueue_stage(db=db, upload_id=upload_id, stage="cleanse", now=utcnow())
     assert hand_over_embedded_jobs(factory) == 1
     assert hand_over_embedded_jobs(factory) == 0

@@ -12,7 +12,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from datalab.accounts.service import create_organization
 from datalab.db import make_engine, make_session_factory, transaction, utcnow
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.runner import ClaimedJob, EmbeddedRunner, StageContext, claim_job, finish_job
@@ -22,6 +21,7 @@ from datalab.storage.sigv4 import Credentials
 from datalab.students.matching import RuleMatcher
 from datalab.uploads.models import Upload
 from tests.support.databases import DatabaseFactory
+from tests.support.uploads import add_analyzing_upload
 
 LEASE = timedelta(seconds=30)
 
@@ -34,22 +34,10 @@ def factory(database_factory: DatabaseFactory, tmp_path: Path) -> Iterator[sessi
 
 
 def _queued_upload(factory: sessionmaker[Session], name: str = "a.csv") -> int:
-    now = utcnow()
     with transaction(factory) as db:
-        organization = create_organization(db=db, name=f"College {name}", fice=name[:6].rjust(6, "0"))
-        upload = Upload(
-            organization_id=organization.id,
-            file_name=name,
-            object_key=f"{organization.uid}/enrollment/{name}",
-            product_type="enrollment",
-            status="analyzing",
-            form_token=name,
-            form_expires_at=now,
-        )
-        db.add(upload)
-        db.flush()
-        enqueue_stage(db=db, upload_id=upload.id, stage="analyze", now=now)
-        return upload.id
+        upload_id = add_analyzing_upload(db, name)
+        enqueue_stage(db=db, upload_id=upload_id, stage="analyze", now=utcnow())
+        return upload_id
 
 
 def _job(factory: sessionmaker[Session], upload_id: int) -> PipelineJob:

@@ -17,8 +17,9 @@ from botocore.config import Config  # type: ignore[import-untyped,unused-ignore]
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from datalab.accounts.service import create_organization
 from datalab.app import make_store
-from datalab.db import make_engine, make_session_factory
+from datalab.db import make_engine, make_session_factory, utcnow
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.runner import ClaimedJob, EmbeddedRunner, StageContext, StageFunction
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
@@ -412,3 +413,20 @@ def stage_stepper(
         )
     finally:
         engine.dispose()
+
+
+def add_analyzing_upload(db: Session, name: str) -> int:
+    """A new organization's enrollment upload, `analyzing`, in the session's transaction; its id."""
+    organization = create_organization(db=db, name=f"College {name}", fice=name[:6].rjust(6, "0"))
+    upload = Upload(
+        organization_id=organization.id,
+        file_name=name,
+        object_key=f"{organization.uid}/enrollment/{name}",
+        product_type="enrollment",
+        status="analyzing",
+        form_token=name,
+        form_expires_at=utcnow(),
+    )
+    db.add(upload)
+    db.flush()
+    return upload.id
