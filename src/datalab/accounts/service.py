@@ -332,18 +332,15 @@ def _reserve_attempt(
     """
     window = timedelta(seconds=settings.login_failure_window_seconds)
     limits = {"userName": settings.login_max_failures, "address": settings.login_max_failures_per_address}
-    existing = [
-        db.get(LoginThrottle, scope, with_for_update=True, populate_existing=True) for scope, _ in scopes
-    ]
-    locks = [
-        row.locked_until
-        for row in existing
-        if row is not None and row.locked_until and row.locked_until > now
-    ]
+    # Every scope's row is locked (made if missing) in the same order by every attempt: locking only the
+    # rows that exist, then making the others, would let two attempts take the same rows in opposite
+    # orders and deadlock.
+    rows = [(_locked_counter(db=db, scope=scope, now=now), label) for scope, label in scopes]
+    locks = [row.locked_until for row, _ in rows if row.locked_until and row.locked_until > now]
     if locks:
+        # Nothing is kept for a refused attempt: rows made just now go with the rollback.
         db.rollback()
         raise _too_many(max(locks), now)
-    rows = [(_locked_counter(db=db, scope=scope, now=now), label) for scope, label in scopes]
     newly_locked = []
     for row, label in rows:
         if now - row.window_started_at > window:
