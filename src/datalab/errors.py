@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from datalab import domain_errors
 from datalab.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,45 @@ def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+# The API's status for each kind of domain failure (the most specific kind listed first wins).
+_DOMAIN_STATUSES: tuple[tuple[type[domain_errors.DomainError], int], ...] = (
+    (domain_errors.InvalidInput, 400),
+    (domain_errors.Unauthenticated, 401),
+    (domain_errors.Forbidden, 403),
+    (domain_errors.NotFound, 404),
+    (domain_errors.InvalidState, 409),
+    (domain_errors.Expired, 410),
+    (domain_errors.TooLarge, 413),
+    (domain_errors.Throttled, 429),
+    (domain_errors.Unavailable, 503),
+)
+
+
+def domain_status(exc: domain_errors.DomainError) -> int:
+    """The HTTP status the API answers a domain failure with."""
+    for kind, status in _DOMAIN_STATUSES:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def api_error(exc: domain_errors.DomainError) -> ApiError:
+    """A domain failure as the API answers it: its status, its code, the envelope."""
+    headers: dict[str, str] | None = None
+    if isinstance(exc, domain_errors.Unauthenticated):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, domain_errors.Throttled | domain_errors.Unavailable):
+        headers = {"Retry-After": str(exc.retry_after)}
+    return ApiError(domain_status(exc), exc.code, exc.message, detail=exc.detail, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Make every error the app can raise answer with the envelope."""
+
+    @app.exception_handler(domain_errors.DomainError)
+    async def _domain_error(_request: Request, exc: domain_errors.DomainError) -> JSONResponse:
+        error = api_error(exc)
+        return envelope(error.status, error.code, error.message, error.detail, error.headers)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from datalab.accounts.models import Organization, User
 from datalab.audit.service import record, record_for
 from datalab.db import new_uid, transaction
-from datalab.errors import ApiError, bad_request
+from datalab.errors import bad_request
+from datalab.exports.errors import ExportNotFound
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Delivery, DownloadTicket, Export
 from datalab.exports.naming import export_file_name
 from datalab.exports.schemas import delivery_row_out, export_row_out
@@ -326,7 +327,7 @@ def get_export(*, db: Session, org: OrgContext, uid: str) -> Export:
     """One of the organization's live exports by uid, else 404 (also for other organizations' uids)."""
     export = db.scalar(scoped(Export, org).where(Export.uid == uid, Export.expired_at.is_(None)))
     if export is None:
-        raise ApiError(404, "export_not_found", f"Export with uid: {uid} is NOT found.")
+        raise ExportNotFound(uid)
     return export
 
 

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from datalab.accounts import service as accounts
 from datalab.deps import DbDep, NowDep, ReadDbDep, SettingsDep, StoreDep, public_base_url, raw_body
-from datalab.errors import ApiError
+from datalab.domain_errors import DomainError
+from datalab.errors import ApiError, domain_status
 from datalab.exports import service as exports
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Export
 from datalab.layouts import load_layout
@@ -57,6 +58,12 @@ class SignInRequired(Exception):
         self.back_to = back_to
 
 
+def _error_page(request: Request, status: int, message: str) -> Response:
+    return TEMPLATES.TemplateResponse(
+        request, "error.html", {"status": status, "message": message, "session": None}, status_code=status
+    )
+
+
 class PageRoute(APIRoute):
     """A route whose API errors become an error page (or a sign-in redirect) instead of JSON."""
 
@@ -68,13 +75,10 @@ class PageRoute(APIRoute):
                 return await handler(request)
             except SignInRequired as missing:
                 return RedirectResponse(f"/datacenter/signin?next={quote(missing.back_to)}", status_code=303)
+            except DomainError as failure:
+                return _error_page(request, domain_status(failure), failure.message)
             except ApiError as error:
-                return TEMPLATES.TemplateResponse(
-                    request,
-                    "error.html",
-                    {"status": error.status, "message": error.message, "session": None},
-                    status_code=error.status,
-                )
+                return _error_page(request, error.status, error.message)
 
         return handle
 
