@@ -116,8 +116,8 @@ class LiveServer:
         )
         return json.loads(result.stdout)
 
-    def start(self) -> None:
-        """Seed the demo and start serving; returns once /healthz answers."""
+    def seed_demo(self) -> DemoAccount:
+        """Seed the demo with `datalab demo` (idempotent) and keep its credentials."""
         seeded = self.admin_json("demo", "--base-url", self.root)
         self.demo = DemoAccount(
             api_key=seeded["apiKey"],
@@ -126,6 +126,13 @@ class LiveServer:
             organization_uid=seeded["organizationUid"],
             base_url=seeded["baseUrl"],
         )
+        return self.demo
+
+    def start(self) -> None:
+        """Seed the demo unless its credentials are known (a copy of a seeded home) and start serving;
+        returns once /healthz answers."""
+        if self.demo is None:
+            self.seed_demo()
         if self.own_process:
             self._start_process()
         else:
