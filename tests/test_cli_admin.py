@@ -17,16 +17,9 @@ from datalab.exports.models import Export
 from datalab.students.linkage import default_model
 from datalab.students.matching import current_model
 from datalab.students.models import MatchModel, Student
-from tests.support.accounts import (
-    add_account,
-    add_organization,
-    login_body,
-    run_cli,
-    run_cli_concurrently,
-    unique,
-    unique_fice,
-)
+from tests.support.accounts import login_body, run_cli, run_cli_concurrently, unique, unique_fice
 from tests.support.checks import assert_envelope
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer
 
 PASSWORD_ENV = "DATALAB_NEW_PASSWORD"

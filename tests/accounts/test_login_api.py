@@ -10,15 +10,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.support.accounts import (
-    USER_KEYS,
-    Account,
-    add_account,
-    add_organization,
-    login,
-    login_body,
-)
+from tests.support.accounts import USER_KEYS, Account, login, login_body
 from tests.support.checks import assert_envelope
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer
 
 ServerFactory = Callable[..., LiveServer]
@@ -313,11 +307,11 @@ def test_revoked_api_key_is_401(server: LiveServer) -> None:
     organization = add_organization(server)
     user_name = f"revoked-key-{uuid.uuid4().hex[:8]}@example.edu"
     password = "correct horse battery"
-    created = server.cli_json(
+    created = server.admin_json(
         "admin", "user", "create", "--user-name", user_name, "--org", organization.uid, "--password", password
     )
     assert created["userName"] == user_name
-    issued = server.cli_json("admin", "apikey", "create", "--user", user_name, "--name", "ci")
+    issued = server.admin_json("admin", "apikey", "create", "--user", user_name, "--name", "ci")
     assert len(issued["apiKey"]) == 40
     account = Account(
         uid=created["uid"],
@@ -329,7 +323,7 @@ def test_revoked_api_key_is_401(server: LiveServer) -> None:
     )
     assert_logged_in(server, login(server, account), user_name)
 
-    revoked = server.cli_json("admin", "apikey", "revoke", issued["uid"])
+    revoked = server.admin_json("admin", "apikey", "revoke", issued["uid"])
     assert revoked["uid"] == issued["uid"]
     assert revoked["revokedAt"]
 
@@ -363,7 +357,7 @@ def test_wrong_password_and_unknown_user_get_the_same_401(own_server: LiveServer
 
 def test_inactive_user_is_401_until_reactivated(own_server: LiveServer) -> None:
     account = add_account(own_server)
-    deactivated = own_server.cli_json("admin", "user", "set-status", account.user_name, "Inactive")
+    deactivated = own_server.admin_json("admin", "user", "set-status", account.user_name, "Inactive")
     assert deactivated == {"uid": account.uid, "userName": account.user_name, "status": "Inactive"}
 
     error = assert_envelope(login(own_server, account), 401, "inactive_user")
@@ -372,7 +366,7 @@ def test_inactive_user_is_401_until_reactivated(own_server: LiveServer) -> None:
     wrong = login(own_server, account, password="not the password")
     assert assert_envelope(wrong, 401, "invalid_credentials")["message"] == "Invalid userName or password"
 
-    own_server.cli_json("admin", "user", "set-status", account.user_name, "Active")
+    own_server.admin_json("admin", "user", "set-status", account.user_name, "Active")
     assert_logged_in(own_server, login(own_server, account), account.user_name)
 
 

@@ -69,63 +69,6 @@ class Account:
     organization_uids: tuple[str, ...]
 
 
-def add_organization(server: LiveServer, *, name: str | None = None, state_code: str = "KS") -> Organization:
-    """Create an organization directly in the server's database."""
-    from datalab.accounts import service
-    from datalab.db import make_engine, make_session_factory, transaction
-
-    engine = make_engine(server.database_url)
-    try:
-        with transaction(make_session_factory(engine)) as db:
-            organization = service.create_organization(
-                db=db, name=name or unique("Test College"), fice=unique_fice(), state_code=state_code
-            )
-            return Organization(
-                uid=organization.uid,
-                name=organization.name,
-                fice=organization.fice,
-                state_code=organization.state_code,
-            )
-    finally:
-        engine.dispose()
-
-
-def add_account(
-    server: LiveServer, *, organization_uids: Sequence[str] | None = None, password: str | None = None
-) -> Account:
-    """Create a user with an API key directly in the server's database (the demo organization by default)."""
-    from sqlalchemy import select
-
-    from datalab.accounts import service
-    from datalab.accounts.models import Organization as OrganizationRow
-    from datalab.db import make_engine, make_session_factory, transaction
-
-    assert server.demo is not None
-    uids = tuple(organization_uids or [server.demo.organization_uid])
-    user_name = unique("user") + "@example.edu"
-    password = password or secrets.token_urlsafe(12)
-    engine = make_engine(server.database_url)
-    try:
-        with transaction(make_session_factory(engine)) as db:
-            organizations = [
-                db.scalars(select(OrganizationRow).where(OrganizationRow.uid == uid)).one() for uid in uids
-            ]
-            user = service.create_user(
-                db=db, user_name=user_name, password=password, organizations=organizations
-            )
-            issued = service.create_api_key(db=db, user=user, name="test")
-            return Account(
-                uid=user.uid,
-                user_name=user_name,
-                password=password,
-                api_key=issued.plain_key,
-                api_key_uid=issued.api_key.uid,
-                organization_uids=uids,
-            )
-    finally:
-        engine.dispose()
-
-
 def login_body(user_name: str, password: str, **extra: Any) -> dict[str, Any]:
     """The documented JSON login body."""
     return {"userName": user_name, "password": password, "acceptedTerms": True, **extra}

@@ -28,8 +28,9 @@ import httpx2
 import pytest
 import requests  # type: ignore[import-untyped,unused-ignore]
 
-from tests.support.accounts import add_account, add_organization, login_as, unique
+from tests.support.accounts import login_as, unique
 from tests.support.checks import assert_envelope, s3_error
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import (
     FILE_KEYS,

@@ -14,9 +14,10 @@ from sqlalchemy import select
 from datalab.accounts.models import ApiKey, User
 from datalab.uploads.models import FieldMapping
 from datalab.web.models import WebSession
-from tests.support.accounts import Account, Organization, add_account, add_organization, unique
+from tests.support.accounts import Account, Organization, unique
 from tests.support.client import stored_exports
 from tests.support.exports import SAMPLE_HEADER, publish, sample_rows, write_csv
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer
 from tests.web.pages import (
     SESSION_COOKIE,

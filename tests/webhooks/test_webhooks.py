@@ -31,10 +31,11 @@ from datalab.scoping import OrgContext
 from datalab.webhooks import service
 from datalab.webhooks.models import EVENT_TYPES, Webhook, WebhookDelivery
 from tests.conftest import ServerFactory
-from tests.support.accounts import add_account, add_organization, login_as
+from tests.support.accounts import login_as
 from tests.support.checks import assert_envelope, wait_for
 from tests.support.databases import postgres_url
 from tests.support.exports import publish, sample_rows, write_csv
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import send_file
 from tests.web.pages import PageClient, sign_in
