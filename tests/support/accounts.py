@@ -1,4 +1,4 @@
-"""Accounts for functional tests: the demo account, unique names, quick provisioning and logins."""
+"""Accounts for functional tests: the demo account, unique names, logins and admin commands in a process."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,11 +115,3 @@ def run_cli(
         check=False,
         cwd=os.fspath(server.home),
     )
-
-
-def run_cli_concurrently(
-    server: LiveServer, *commands: Sequence[str]
-) -> list[subprocess.CompletedProcess[str]]:
-    """Run several independent commands at once (each costs a second or two of start-up); results in order."""
-    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
-        return list(pool.map(lambda args: run_cli(server, *args), commands))
