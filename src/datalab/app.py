@@ -43,7 +43,7 @@ from datalab.web.routes import STATIC_DIR as WEB_STATIC
 from datalab.web.routes import router as web_router
 from datalab.webhooks.routes import pages as webhooks_pages
 from datalab.webhooks.routes import router as webhooks_router
-from datalab.webhooks.tasks import WebhookSender
+from datalab.webhooks.tasks import WebhookSender, sending_for
 
 # make_store moved to datalab.runtime; still importable from here.
 __all__ = ["create_app", "make_store"]
@@ -68,6 +68,7 @@ def start_webhook_sender(settings: Settings, session_factory: sessionmaker[Sessi
         return None
     sender = WebhookSender(
         session_factory=session_factory,
+        sending=sending_for(settings),
         timeout_seconds=settings.webhook_timeout_seconds,
         retry_waits=settings.webhook_retry_seconds,
         poll_seconds=settings.webhook_poll_seconds,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -167,6 +168,11 @@ class Settings(BaseSettings):
         description="How long the webhook sender of `datalab serve` waits, when no delivery is due, before "
         "looking again.",
     )
+    webhook_allow_private_targets: bool = Field(
+        default=False,
+        description="Let webhooks deliver to loopback, private, link-local and other non-public addresses "
+        "(always allowed in dev mode). Checked when a webhook is saved and at every delivery.",
+    )
     email_smtp_host: str = Field(
         default="",
         description="SMTP server the export digests are sent through; empty: no e-mail is sent.",
@@ -308,6 +314,17 @@ class Settings(BaseSettings):
     def email_enabled(self) -> bool:
         """Whether export digests are mailed (an SMTP host is set)."""
         return bool(self.email_smtp_host)
+
+    @property
+    def webhook_private_targets_allowed(self) -> bool:
+        """Whether webhooks may deliver to non-public addresses: dev mode, or the setting says so."""
+        return self.dev_mode or self.webhook_allow_private_targets
+
+    @property
+    def encryption_key(self) -> bytes:
+        """The Fernet key secrets stored in the database (webhook signing secrets) are encrypted with,
+        derived from the secret key so every process of one deployment agrees."""
+        return base64.urlsafe_b64encode(self._derive("stored-secret-encryption"))
 
     @property
     def temp_dir(self) -> Path:

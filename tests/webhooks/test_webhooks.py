@@ -22,14 +22,16 @@ from typing import Any
 import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from datalab.accounts.models import Organization
 from datalab.audit.models import AuditEvent
 from datalab.db import make_engine, make_session_factory, transaction, utcnow
 from datalab.scoping import OrgContext
+from datalab.settings import Settings
 from datalab.webhooks import service
 from datalab.webhooks.models import EVENT_TYPES, Webhook, WebhookDelivery
+from datalab.webhooks.sealing import SecretBox, seal_plaintext_secrets
 from tests.conftest import ServerFactory
 from tests.support.accounts import add_account, add_organization, login_as
 from tests.support.checks import assert_envelope, wait_for
@@ -106,6 +108,7 @@ def live(make_server: ServerFactory) -> LiveServer:
     return make_server(
         own_process=True,
         pipeline_workers="1",
+        webhook_allow_private_targets="1",
         webhook_retry_seconds=json.dumps(RETRY_SECONDS),
         webhook_poll_seconds="0.1",
         webhook_timeout_seconds="3",
@@ -140,6 +143,11 @@ def deliveries(live: LiveServer, admin: LoggedIn, uid: str) -> list[dict[str, An
     return listed
 
 
+def box_of(server: LiveServer) -> SecretBox:
+    """The key the server encrypts webhook secrets with."""
+    return SecretBox(Settings(secret_key=server.env["DATALAB_SECRET_KEY"]).encryption_key)
+
+
 def other_organization_webhook(live: LiveServer, url: str) -> str:
     """A webhook of a second organization subscribed to everything (made as an operator would)."""
     other = add_organization(live)
@@ -154,6 +162,8 @@ def other_organization_webhook(live: LiveServer, url: str) -> str:
                 events=list(EVENT_TYPES),
                 active=True,
                 description="",
+                box=box_of(live),
+                allow_private=True,
                 now=utcnow(),
             )
             return created.webhook.uid
@@ -329,6 +339,81 @@ def test_test_event_and_management_by_admins_only(
     assert created["secret"] not in json.dumps([event.detail for event in recorded])
 
 
+def test_secrets_are_stored_encrypted_and_a_rotated_secret_signs_from_then_on(
+    live: LiveServer, admin: LoggedIn, receiver: Receiver
+) -> None:
+    created = create(live, admin, receiver.url("/ok"), ["upload.status_changed"])
+    with live.db() as db:
+        stored = db.scalars(select(Webhook.secret).where(Webhook.uid == created["uid"])).one()
+    assert created["secret"] not in stored and box_of(live).open(stored) == created["secret"]
+
+    rotated = httpx2.post(f"{live.base_url}/webhooks/{created['uid']}/rotate-secret", headers=admin.headers)
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["secret"]
+    assert new_secret.startswith("whsec_") and new_secret != created["secret"]
+    assert rotated.json()["uid"] == created["uid"]
+    sent = httpx2.post(f"{live.base_url}/webhooks/{created['uid']}/test", headers=admin.headers).json()
+
+    def received() -> list[Received]:
+        return [r for r in receiver.on("/ok") if r.headers["x-datalab-delivery"] == sent["uid"]]
+
+    assert wait_for(lambda: bool(received()), timeout=15)
+    assert verified(received()[0], new_secret) and not verified(received()[0], created["secret"])
+    member = login_as(live, add_account(live))
+    assert_envelope(
+        httpx2.post(f"{live.base_url}/webhooks/{created['uid']}/rotate-secret", headers=member.headers),
+        403,
+        "admin_required",
+    )
+    with live.db() as db:
+        recorded = db.scalars(select(AuditEvent).where(AuditEvent.target_id == created["uid"])).all()
+    assert "webhook.secret_rotated" in [event.action for event in recorded]
+    assert new_secret not in json.dumps([event.detail for event in recorded])
+
+
+def test_secrets_stored_in_plain_text_are_encrypted_in_place(
+    live: LiveServer, admin: LoggedIn, receiver: Receiver
+) -> None:
+    created = create(live, admin, receiver.url("/ok"), ["upload.status_changed"])
+    engine = make_engine(live.database_url)
+    try:
+        factory = make_session_factory(engine)
+        with transaction(factory) as db:
+            db.execute(update(Webhook).where(Webhook.uid == created["uid"]).values(secret="whsec_plain"))
+        assert seal_plaintext_secrets(session_factory=factory, box=box_of(live)) == 1
+        assert seal_plaintext_secrets(session_factory=factory, box=box_of(live)) == 0
+    finally:
+        engine.dispose()
+    with live.db() as db:
+        stored = db.scalars(select(Webhook.secret).where(Webhook.uid == created["uid"])).one()
+    assert stored != "whsec_plain" and box_of(live).open(stored) == "whsec_plain"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "http://[fe80::1%25eth0]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_non_public_targets_are_refused_unless_allowed(server: LiveServer, url: str) -> None:
+    admin = server.login()
+    refused = httpx2.post(
+        server.base_url + "/webhooks",
+        headers=admin.headers,
+        json={"url": url, "events": ["export.published"]},
+    )
+    body = assert_envelope(refused, 422, "private_address")
+    assert "public addresses only" in body["message"]
+
+
 @pytest.mark.skipif(
     postgres_url() is None, reason="procrastinate needs PostgreSQL (set DATALAB_TEST_DATABASE_URL)"
 )
@@ -338,6 +423,7 @@ def test_procrastinate_workers_deliver_and_retry(
     queued = make_server(
         pipeline_queue="procrastinate",
         pipeline_workers="1",
+        webhook_allow_private_targets="1",
         webhook_retry_seconds=json.dumps(RETRY_SECONDS[:2]),
         webhook_timeout_seconds="3",
     )

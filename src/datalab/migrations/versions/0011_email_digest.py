@@ -71,8 +71,23 @@ def _create_opt_outs() -> None:
 def upgrade() -> None:
     _create_entries()
     _create_opt_outs()
+    # Room for a Fernet token of a secret; the plain secrets are encrypted at startup, with the key.
+    with op.batch_alter_table("webhooks", schema=None) as batch_op:
+        batch_op.alter_column(
+            "secret",
+            existing_type=sa.String(length=128),
+            type_=sa.String(length=512),
+            existing_nullable=False,
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("webhooks", schema=None) as batch_op:
+        batch_op.alter_column(
+            "secret",
+            existing_type=sa.String(length=512),
+            type_=sa.String(length=128),
+            existing_nullable=False,
+        )
     op.drop_table("email_digest_opt_outs")
     op.drop_table("email_digest_entries")
