@@ -4,17 +4,12 @@ never sent to another's webhooks."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -37,6 +32,7 @@ from tests.support.accounts import add_account, add_organization, login_as
 from tests.support.checks import assert_envelope, wait_for
 from tests.support.databases import postgres_url
 from tests.support.exports import publish, sample_rows, write_csv
+from tests.support.receivers import Received, Receiver, running_receiver, verified
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import send_file
 from tests.web.pages import PageClient, sign_in
@@ -45,61 +41,10 @@ RETRY_SECONDS = [0.5, 1.0, 2.0]
 ROSTER = b"UniqueID,EntryYear,Applied\r\n00777,2026,2025-10-01\r\n"
 
 
-@dataclass
-class Received:
-    """One request the receiver got."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-    def json(self) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(self.body)
-        return document
-
-
-@dataclass
-class Receiver:
-    """An HTTP server on loopback answering 204 on /ok and 500 on /fail, keeping every request."""
-
-    server: ThreadingHTTPServer
-    requests: list[Received] = field(default_factory=list)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def on(self, path: str, event_type: str | None = None) -> list[Received]:
-        return [
-            request
-            for request in list(self.requests)
-            if request.path == path and event_type in (None, request.headers["x-datalab-event"])
-        ]
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    requests: list[Received] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            requests.append(Received(path=self.path, headers=headers, body=body, at=time.monotonic()))
-            self.send_response(204 if self.path == "/ok" else 500)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Receiver(server=server, requests=requests)
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with running_receiver() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +63,6 @@ def live(make_server: ServerFactory) -> LiveServer:
 @pytest.fixture(scope="module")
 def admin(live: LiveServer) -> LoggedIn:
     return live.login()
-
-
-def verified(request: Received, secret: str) -> bool:
-    """What a receiver does: recompute the signature of "<timestamp>.<body>" and compare in constant time."""
-    timestamp = request.headers["x-datalab-timestamp"]
-    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + request.body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest("sha256=" + expected, request.headers["x-datalab-signature"])
 
 
 def create(live: LiveServer, admin: LoggedIn, url: str, events: list[str]) -> dict[str, Any]:
