@@ -20,6 +20,7 @@ from datalab.accounts.routes import router as accounts_router
 from datalab.audit.routes import AuditOriginMiddleware
 from datalab.audit.routes import pages as audit_pages
 from datalab.audit.routes import router as audit_router
+from datalab.digests.routes import router as digests_router
 from datalab.errors import install_error_handlers
 from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
@@ -164,6 +165,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     api.include_router(uploads_router)
     api.include_router(audit_router)
     api.include_router(webhooks_router)
+    api.include_router(digests_router)
     app.include_router(api)
     # Data Center before the store's catch-all /{bucket}/{key} routes.
     app.mount("/datacenter/static", StaticFiles(directory=str(WEB_STATIC)), name="datacenter-static")

@@ -10,6 +10,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope
@@ -17,6 +18,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from datalab.accounts.models import User
 from datalab.audit.models import AuditEvent
 from datalab.db import make_engine, make_session_factory, utcnow
 from datalab.demo.service import DEMO_USER
@@ -25,8 +27,8 @@ from datalab.digests.tasks import send_digests
 from datalab.exports.models import Export
 from datalab.settings import Settings
 from tests.conftest import ServerFactory
-from tests.support.accounts import add_account, add_organization
-from tests.support.checks import wait_for
+from tests.support.accounts import add_account, add_organization, login_as
+from tests.support.checks import assert_envelope, wait_for
 from tests.support.exports import publish
 from tests.support.server import LiveServer, free_port
 
@@ -190,6 +192,47 @@ def test_a_digest_the_smtp_server_refuses_waits_for_the_next_round(
     assert _states(quiet, [exports[0]["uid"]]) == {"pending"}
     assert send_digests(session_factory=sessions, settings=_mailing(quiet, smtp), now=later) == 2
     assert len(smtp.inbox.received) == before + 2
+
+
+def test_a_user_who_opts_out_gets_no_digest(
+    quiet: LiveServer, smtp: SmtpServer, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    reader = add_account(quiet)
+    leaver = add_account(quiet)
+    leaving = login_as(quiet, leaver)
+    url = quiet.base_url + "/email-digest"
+    assert httpx2.get(url, headers=leaving.headers).json() == {"subscribed": True}
+    _published(quiet, tmp_path, "Before Leaving")
+    turned_off = httpx2.put(url, headers=leaving.headers, json={"subscribed": False})
+    assert turned_off.status_code == 200 and turned_off.json() == {"subscribed": False}
+    assert httpx2.get(url, headers=leaving.headers).json() == {"subscribed": False}
+    assert_envelope(
+        httpx2.put(url, headers=leaving.headers, json={"subscribed": "maybe"}), 422, "validation_error"
+    )
+    _published(quiet, tmp_path, "After Leaving")
+
+    later = utcnow() + timedelta(hours=2)
+    send_digests(session_factory=sessions, settings=_mailing(quiet, smtp), now=later)
+    assert smtp.inbox.to(leaver.user_name) == []
+    [digest] = smtp.inbox.to(reader.user_name)
+    assert digest["Subject"].startswith("2 new exports")
+    with quiet.db() as db:
+        leaver_states = db.scalars(
+            select(DigestEntry.state)
+            .join(Export, Export.id == DigestEntry.export_id)
+            .join(User, User.id == DigestEntry.user_id)
+            .where(User.uid == leaver.uid)
+        ).all()
+        recorded = db.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == "email.digest_subscription", AuditEvent.target_id == leaver.uid
+            )
+        ).all()
+    assert leaver_states == ["skipped"]
+    assert [event.detail for event in recorded] == [{"subscribed": False}]
+
+    turned_on = httpx2.put(url, headers=leaving.headers, json={"subscribed": True})
+    assert turned_on.json() == {"subscribed": True}
 
 
 def test_the_sweeper_of_datalab_serve_sends_the_digests(

@@ -17,10 +17,12 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from datalab.accounts.models import Membership, Organization, User
-from datalab.audit.service import record
+from datalab.audit.service import record, record_for
 from datalab.db import new_uid
 from datalab.digests.models import DigestEntry, DigestOptOut
+from datalab.errors import forbidden
 from datalab.exports.models import Export
+from datalab.scoping import OrgContext
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,45 @@ def record_new_export(*, db: Session, export: Export, now: datetime) -> int:
             )
         )
     return len(user_ids)
+
+
+def _person(org: OrgContext) -> User:
+    if org.user is None:
+        raise forbidden("Only a signed-in user has e-mail digests", code="user_required")
+    return org.user
+
+
+def is_subscribed(*, db: Session, org: OrgContext) -> bool:
+    """Whether the context's user gets digests (the default)."""
+    return db.get(DigestOptOut, _person(org).id) is None
+
+
+def set_subscribed(*, db: Session, org: OrgContext, subscribed: bool, now: datetime) -> bool:
+    """Turn the context's user's digests on or off, in every organization; exports waiting for their next
+    digest are dropped when they turn them off."""
+    user = _person(org)
+    opt_out = db.get(DigestOptOut, user.id)
+    if subscribed and opt_out is not None:
+        db.delete(opt_out)
+    elif not subscribed and opt_out is None:
+        db.add(DigestOptOut(user_id=user.id, created_at=now))
+        db.execute(
+            update(DigestEntry)
+            .where(DigestEntry.user_id == user.id, DigestEntry.state == "pending")
+            .values(state="skipped")
+        )
+    else:
+        return subscribed
+    db.flush()
+    record_for(
+        db,
+        org,
+        action="email.digest_subscription",
+        now=now,
+        target=("user", user.uid),
+        detail={"subscribed": subscribed},
+    )
+    return subscribed
 
 
 def _claimable(now: datetime) -> object:
