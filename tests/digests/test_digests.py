@@ -41,6 +41,16 @@ class Inbox:
     """What the SMTP server received: each message with the recipients of its envelope."""
 
     received: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+    # Recipients the server refuses for good (550).
+    unknown: set[str] = field(default_factory=set)
+
+    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
+        self, _server: SMTP, _session: SmtpSession, envelope: Envelope, address: str, _options: list[str]
+    ) -> str:
+        if address in self.unknown:
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, _server: SMTP, _session: SmtpSession, envelope: Envelope) -> str:  # noqa: N802 (aiosmtpd's hook name)
         content = envelope.content if isinstance(envelope.content, bytes) else b""
@@ -233,6 +243,28 @@ def test_a_user_who_opts_out_gets_no_digest(
 
     turned_on = httpx2.put(url, headers=leaving.headers, json={"subscribed": True})
     assert turned_on.json() == {"subscribed": True}
+
+
+def test_a_recipient_the_smtp_server_refuses_for_good_is_not_tried_again(
+    quiet: LiveServer, smtp: SmtpServer, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    gone = add_account(quiet)
+    smtp.inbox.unknown.add(gone.user_name)
+    before = len(smtp.inbox.received)
+    [export] = _published(quiet, tmp_path, "Refused")
+    later = utcnow() + timedelta(hours=2)
+
+    assert send_digests(session_factory=sessions, settings=_mailing(quiet, smtp), now=later) >= 1
+    assert smtp.inbox.to(gone.user_name) == []
+    assert any(export["fileName"] in str(message) for _, message in smtp.inbox.received[before:])
+    with quiet.db() as db:
+        states = db.scalars(
+            select(DigestEntry.state)
+            .join(User, User.id == DigestEntry.user_id)
+            .join(Export, Export.id == DigestEntry.export_id)
+            .where(User.uid == gone.uid, Export.uid == export["uid"])
+        ).all()
+    assert states == ["skipped"]
 
 
 def test_the_sweeper_of_datalab_serve_sends_the_digests(

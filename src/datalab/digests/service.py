@@ -221,6 +221,15 @@ def release_digest(*, db: Session, claimed: ClaimedDigest) -> None:
     )
 
 
+def drop_digest(*, db: Session, claimed: ClaimedDigest) -> None:
+    """Mark a digest that can never be delivered (its recipient refused for good) skipped."""
+    db.execute(
+        update(DigestEntry)
+        .where(DigestEntry.digest_uid == claimed.uid, DigestEntry.locked_by == claimed.sender)
+        .values(state="skipped", lease_until=None, locked_by=None)
+    )
+
+
 def skip_pending(*, db: Session) -> int:
     """Mark every waiting entry skipped (no SMTP server is set): exports published while e-mail is off
     are never mailed later, when it is turned on. How many."""

@@ -13,6 +13,7 @@ import os
 import smtplib
 import socket
 import ssl
+import time
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -20,7 +21,14 @@ from email.utils import format_datetime, parseaddr
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import transaction
-from datalab.digests.service import ClaimedDigest, claim_digest, finish_digest, release_digest, skip_pending
+from datalab.digests.service import (
+    ClaimedDigest,
+    claim_digest,
+    drop_digest,
+    finish_digest,
+    release_digest,
+    skip_pending,
+)
 from datalab.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -135,34 +143,65 @@ def sender_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:digests"
 
 
+def _refused_for_good(exc: smtplib.SMTPRecipientsRefused) -> bool:
+    return all(500 <= code < 600 for code, _message in exc.recipients.values())
+
+
 def send_digests(*, session_factory: sessionmaker[Session], settings: Settings, now: datetime) -> int:
-    """One round: send every due digest (without an SMTP server, skip what waits); how many were sent."""
+    """One round: send every due digest (without an SMTP server, skip what waits); how many were sent.
+
+    The round's clock starts at `now` and moves with the time the round takes, so a lease taken late in
+    a long round still lasts its full length.
+    """
     if not settings.email_enabled:
         with transaction(session_factory) as db:
             skip_pending(db=db)
         return 0
     period = timedelta(minutes=settings.email_digest_minutes)
     lease = timedelta(seconds=settings.email_smtp_timeout_seconds) + LEASE_MARGIN
-    sender, exports_url, sent = sender_name(), exports_page_url(settings), 0
+    sender, exports_url, sent, started = sender_name(), exports_page_url(settings), 0, time.monotonic()
     with SmtpMailer(settings) as mailer:
         for _ in range(MAX_DIGESTS_PER_ROUND):
+            moment = now + timedelta(seconds=time.monotonic() - started)
             with transaction(session_factory) as db:
-                claimed = claim_digest(db=db, sender=sender, lease=lease, period=period, now=now)
+                claimed = claim_digest(db=db, sender=sender, lease=lease, period=period, now=moment)
             if claimed is None:
                 break
-            message = build_message(
-                claimed=claimed, sender=settings.email_from, exports_url=exports_url, now=now
-            )
-            try:
-                mailer.send(message)
-            except (smtplib.SMTPException, OSError) as exc:
-                with transaction(session_factory) as db:
-                    release_digest(db=db, claimed=claimed)
-                # The server's answer only: the settings' password never reaches an exception text.
-                log.warning("e-mail digest %s not sent: %s: %s", claimed.uid, type(exc).__name__, exc)
-                break
+            outcome = _send(mailer, claimed=claimed, settings=settings, exports_url=exports_url, now=moment)
             with transaction(session_factory) as db:
-                finished = finish_digest(db=db, claimed=claimed, now=now)
-            sent += finished
-            log.info("e-mail digest %s sent (%s exports)", claimed.uid, len(claimed.items))
+                if outcome == "sent":
+                    sent += finish_digest(db=db, claimed=claimed, now=moment)
+                elif outcome == "undeliverable":
+                    drop_digest(db=db, claimed=claimed)
+                else:
+                    release_digest(db=db, claimed=claimed)
+            if outcome == "retry":
+                break
     return sent
+
+
+def _send(
+    mailer: SmtpMailer, *, claimed: ClaimedDigest, settings: Settings, exports_url: str, now: datetime
+) -> str:
+    """Build and send one digest: `sent`; `undeliverable` (no valid message for this recipient, or the
+    server refused the recipient for good), never tried again; or `retry` (the server failed or refused
+    for now), in the next round."""
+    try:
+        message = build_message(claimed=claimed, sender=settings.email_from, exports_url=exports_url, now=now)
+    except ValueError as exc:
+        log.warning("e-mail digest %s not sent: no valid message for its recipient: %s", claimed.uid, exc)
+        return "undeliverable"
+    try:
+        mailer.send(message)
+    except smtplib.SMTPRecipientsRefused as exc:
+        if _refused_for_good(exc):
+            log.warning("e-mail digest %s not sent: the SMTP server refused its recipient", claimed.uid)
+            return "undeliverable"
+        log.warning("e-mail digest %s not sent: the SMTP server refused its recipient for now", claimed.uid)
+        return "retry"
+    except (smtplib.SMTPException, OSError) as exc:
+        # The server's answer only: the settings' password never reaches an exception text.
+        log.warning("e-mail digest %s not sent: %s: %s", claimed.uid, type(exc).__name__, exc)
+        return "retry"
+    log.info("e-mail digest %s sent (%s exports)", claimed.uid, len(claimed.items))
+    return "sent"
