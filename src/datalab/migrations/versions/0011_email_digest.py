@@ -2,7 +2,7 @@
 secrets
 
 Revision ID: 0011_email_digest
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-07 10:00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import datalab.db
 
 revision = "0011_email_digest"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
