@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from datalab.accounts.models import Membership, Organization, User
 from datalab.audit.service import record, record_for
 from datalab.db import new_uid
+from datalab.digests.errors import DigestsNeedAUser
 from datalab.digests.models import DigestEntry, DigestOptOut
-from datalab.errors import forbidden
 from datalab.exports.models import Export
-from datalab.scoping import OrgContext
+from datalab.scoping import OrgContext, across_organizations
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def record_new_export(*, db: Session, export: Export, now: datetime) -> int:
 
 def _person(org: OrgContext) -> User:
     if org.user is None:
-        raise forbidden("Only a signed-in user has e-mail digests", code="user_required")
+        raise DigestsNeedAUser()
     return org.user
 
 
@@ -135,7 +135,8 @@ def claim_digest(
     """Take the digest of a user whose oldest waiting export is a period old (or whose digest's sender
     lost its lease), with every export waiting for that user in that organization; None if none is due."""
     candidates = (
-        select(DigestEntry.organization_id, DigestEntry.user_id)
+        across_organizations(DigestEntry)
+        .with_only_columns(DigestEntry.organization_id, DigestEntry.user_id)
         .where(_due(now=now, oldest_before=now - period))  # type: ignore[arg-type]
         .order_by(DigestEntry.id)
         .limit(1)
