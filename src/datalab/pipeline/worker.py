@@ -21,7 +21,6 @@ from prometheus_client import start_http_server
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from datalab.app import make_store
 from datalab.db import make_engine, make_session_factory, transaction, upgrade_database, utcnow
 from datalab.operations.metrics import observe_stage
 from datalab.pipeline.models import PipelineJob
@@ -39,6 +38,7 @@ from datalab.pipeline.pgqueue import (
 from datalab.pipeline.runner import ClaimedJob, StageContext, StageFunction, give_up
 from datalab.pipeline.service import QUEUE_INFO_KEY
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
+from datalab.runtime import make_store
 from datalab.settings import Settings
 from datalab.webhooks.sealing import seal_plaintext_secrets
 from datalab.webhooks.tasks import attempt_delivery, defer_unfinished, lease_for, make_client, sending_for
