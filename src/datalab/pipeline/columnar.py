@@ -6,6 +6,9 @@ that gives the same value and warning; it is used only while ``RULES`` still hol
 so a rule changed in ``layouts.cleansing`` is applied through its function. Every other rule — and every
 field with a value mapping — is applied to each distinct raw value of the column once, with
 ``clean_value``, and the results are joined back to the rows.
+
+A column's warnings are a ``WARNINGS`` column: per row, null when the value has no warning, else the list
+of its warnings' codes and messages (``layouts.cleansing.FieldWarning``; the field is the column's).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import polars as pl
 from datalab.layouts.cleansing import (
     RULES,
     Cleaned,
+    FieldWarning,
     RuleFunction,
     clean_email,
     clean_hs_code,
@@ -36,18 +40,33 @@ CLEANED_CACHE_SIZE = 50_000
 _SPACE = "[" + "".join(f"\\x{{{ord(char):x}}}" for char in WHITESPACE) + "]"
 _EDGE_SPACE = f"^{_SPACE}|{_SPACE}$"
 
+WARNINGS = pl.List(pl.Struct({"code": pl.String, "message": pl.String}))
+"""The type of a column's warnings: a list of (code, message) per row, null for a row without warnings."""
+
 # A rule's body on trimmed, non-blank text: the cleaned values and their warnings (None: no warning at all).
 _Core = Callable[[pl.Series, LayoutField], tuple[pl.Series, pl.Series | None]]
 
 
-def _where(mask: pl.Series, text: str) -> pl.Series:
-    """`text` where the mask is true, null elsewhere."""
-    return pl.DataFrame({"mask": mask}).select(pl.when(pl.col("mask")).then(pl.lit(text))).to_series()
+def _entry(warnings: tuple[FieldWarning, ...]) -> list[dict[str, str]] | None:
+    """One row's value of a WARNINGS column."""
+    if not warnings:
+        return None
+    return [{"code": warning.code, "message": warning.message} for warning in warnings]
 
 
-def _warning(code: str, field: LayoutField, message: str) -> str:
-    # the same text as layouts.cleansing._warning
-    return f"{code}: {field.name}: {message}"
+def _pick(index: pl.Series, warnings: list[FieldWarning]) -> pl.Series:
+    """Per row, the warning ``warnings[index]``, or none where the index is ``len(warnings)`` (WARNINGS)."""
+    choices = pl.Series([*(_entry((warning,)) for warning in warnings), None], dtype=WARNINGS)
+    return choices.gather(index.cast(pl.UInt32))
+
+
+def _where(mask: pl.Series, warning: FieldWarning) -> pl.Series:
+    """The warning where the mask is true, none elsewhere (a WARNINGS column)."""
+    return _pick(mask.not_(), [warning])
+
+
+def _warning(code: str, field: LayoutField, message: str) -> FieldWarning:
+    return FieldWarning(code, field.name, message)
 
 
 def _patched(series: pl.Series, mask: pl.Series, change: Callable[[pl.Series], pl.Series]) -> pl.Series:
@@ -98,20 +117,15 @@ def _hs_code(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series 
         return text, None
     hint = text.str.contains(r"^\d{5}$")
     frame = pl.DataFrame({"text": text, "valid": valid, "hint": hint})
-    return frame.select(
+    value, choice = frame.select(
         value=pl.when(pl.col("valid")).then(pl.col("text")).otherwise(pl.lit("")),
-        warning=pl.when(pl.col("valid"))
-        .then(pl.lit(None, dtype=pl.String))
-        .when(pl.col("hint"))
-        .then(
-            pl.lit(
-                _warning(
-                    "hs_code_invalid", field, "must be exactly 6 digits (leading zero lost in a spreadsheet?)"
-                )
-            )
-        )
-        .otherwise(pl.lit(_warning("hs_code_invalid", field, "must be exactly 6 digits"))),
-    ).get_columns()  # type: ignore[return-value]
+        choice=pl.when(pl.col("valid")).then(2).when(pl.col("hint")).then(0).otherwise(1),
+    ).get_columns()
+    warnings = [
+        _warning("hs_code_invalid", field, "must be exactly 6 digits (leading zero lost in a spreadsheet?)"),
+        _warning("hs_code_invalid", field, "must be exactly 6 digits"),
+    ]
+    return value, _pick(choice, warnings)
 
 
 # rule name -> (the rule function the column version mirrors, the column version)
@@ -145,27 +159,31 @@ def _fitted(raw: pl.Series, layout_field: LayoutField, core: _Core) -> tuple[pl.
         value = _patched(
             value, too_long, lambda some: some.str.slice(0, width).str.strip_chars_end(WHITESPACE)
         )
-        before = warning if warning is not None else pl.Series([None] * len(value), dtype=pl.String)
-        warning = _patched(
-            before,
-            too_long,
-            lambda some: (
-                pl.DataFrame({"w": some})
-                .select(
-                    pl.when(pl.col("w").is_null())
-                    .then(pl.lit(cut))
-                    .otherwise(pl.concat_str([pl.col("w"), pl.lit("; " + cut)]))
-                )
-                .to_series()
-            ),
-        )
-    if warning is None:
-        warning = pl.Series([None] * len(value), dtype=pl.String)
     blank = text == ""
     if blank.any():
         value = _patched(value, blank, lambda some: pl.Series([""] * len(some), dtype=pl.String))
-        warning = _patched(warning, blank, lambda some: pl.Series([None] * len(some), dtype=pl.String))
-    return value.alias("value"), warning.alias("warning")
+    if warning is None:
+        # blank text is never too long
+        warning = _where(too_long, cut)
+    elif too_long.any() or blank.any():
+        # a list column cannot be patched in place (scatter): the rule's warning, then truncated, or none
+        cut_entry = pl.Series([_entry((cut,))], dtype=WARNINGS)
+        warning = (
+            pl.DataFrame({"warning": warning, "too_long": too_long, "blank": blank})
+            .select(
+                pl.when(pl.col("blank"))
+                .then(pl.lit(None, dtype=WARNINGS))
+                .when(pl.col("too_long"))
+                .then(
+                    pl.concat_list(
+                        [pl.col("warning").fill_null(pl.lit([], dtype=WARNINGS)), pl.lit(cut_entry)]
+                    )
+                )
+                .otherwise(pl.col("warning"))
+            )
+            .to_series()
+        )
+    return value.alias("value"), warning.alias("warnings")
 
 
 @dataclass
@@ -181,12 +199,12 @@ class ColumnCleaner:
         self._expression = None if self.value_map else expression_for(self.layout_field)
 
     def clean(self, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
-        """The cleaned values ("" when blank or dropped) and the warnings (null when none) of a column."""
+        """The cleaned values ("" when blank or dropped) and the WARNINGS (null when none) of a column."""
         if self._expression is not None:
             return _fitted(raw, self.layout_field, self._expression)
         keys: list[str] = []
         values: list[str] = []
-        warnings: list[str | None] = []
+        warnings: list[list[dict[str, str]] | None] = []
         for text in raw.unique().to_list():
             if not text:
                 continue
@@ -197,13 +215,13 @@ class ColumnCleaner:
                     self.cache[text] = cleaned
             keys.append(text)
             values.append(cleaned.value)
-            warnings.append(cleaned.warning)
+            warnings.append(_entry(cleaned.warnings))
         mapping = pl.DataFrame(
-            {"raw": keys, "value": values, "warning": warnings},
-            schema={"raw": pl.String, "value": pl.String, "warning": pl.String},
+            {"raw": keys, "value": values, "warnings": warnings},
+            schema={"raw": pl.String, "value": pl.String, "warnings": WARNINGS},
         )
         joined = raw.rename("raw").to_frame().join(mapping, on="raw", how="left", maintain_order="left")
-        return joined.get_column("value").fill_null(""), joined.get_column("warning")
+        return joined.get_column("value").fill_null(""), joined.get_column("warnings")
 
 
 # json.dumps(..., ensure_ascii=False) escapes these and nothing else
