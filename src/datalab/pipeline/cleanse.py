@@ -137,13 +137,18 @@ class Cleanser:
             raw = frame.get_column(f"c{mapped.column}")
             value, warnings = cleaner.clean(raw)
             columns[f"v{index}"] = value.alias(f"v{index}")
-            has_warning = warnings.is_not_null()
+            has_warning = warnings.position.is_not_null()
             if not has_warning.any():
                 continue
             warned = warned | has_warning
             lines.append(
-                pl.DataFrame({"row": rows, "value": raw, "warning": warnings})
-                .filter(has_warning)
+                pl.DataFrame(
+                    {
+                        "row": rows.filter(has_warning),
+                        "value": raw.filter(has_warning),
+                        "warning": warnings.of(has_warning),
+                    }
+                )
                 .explode("warning")
                 .select(
                     "row",
