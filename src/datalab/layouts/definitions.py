@@ -185,7 +185,7 @@ def _field_location(index: int, data: object) -> str:
 
 
 def _describe(errors: list[ErrorDetails], data: object) -> str:
-    """The LayoutError text (after the file name) for the first of pydantic's errors, in the old wording."""
+    """The LayoutError text (after the file name) for the first of pydantic's errors: location, then rule."""
     unknown = sorted(
         str(error["loc"][0])
         for error in errors
