@@ -1,7 +1,7 @@
 """email digests: which new export goes, or went, to which user; opt-outs; room for encrypted webhook
 secrets
 
-Revision ID: 0011_email_digest
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-12-07 10:00:00
 """
@@ -13,7 +13,7 @@ from alembic import op
 
 import datalab.db
 
-revision = "0011_email_digest"
+revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
