@@ -10,6 +10,8 @@ calling its job manager.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import procrastinate
@@ -44,12 +46,22 @@ def upload_lock(upload_id: int) -> str:
     return f"upload-{upload_id}"
 
 
-def defer_stage(*, db: Session, upload_id: int, stage: str) -> None:
-    """Defer a stage to procrastinate in the session's transaction: committed with it, or not at all."""
+def defer_stage(*, db: Session, upload_id: int, stage: str) -> int:
+    """Defer a stage to procrastinate in the session's transaction (committed with it, or not at all);
+    the job's id."""
     connection = db.connection().connection.driver_connection
-    _deferring_app.configure_task(
+    return _deferring_app.configure_task(
         STAGE_TASK, queue=STAGE_QUEUE, lock=upload_lock(upload_id), connection=connection
     ).defer(upload_id=upload_id, stage=stage)
+
+
+def cancel_waiting_job(*, db: Session, job_id: int) -> bool:
+    """Cancel and delete a job that no worker has taken yet, in the session's transaction.
+
+    False when a worker already runs it (or it is gone): such a job finds its upload canceled and stops.
+    """
+    connection = db.connection().connection.driver_connection
+    return _deferring_app.job_manager.cancel_job_by_id(job_id, delete_job=True, connection=connection)
 
 
 def defer_delivery(*, db: Session, delivery_id: int, at: datetime | None = None) -> None:
@@ -58,6 +70,16 @@ def defer_delivery(*, db: Session, delivery_id: int, at: datetime | None = None)
     _deferring_app.configure_task(
         WEBHOOK_TASK, queue=WEBHOOK_QUEUE, schedule_at=at, connection=connection
     ).defer(delivery_id=delivery_id)
+
+
+@contextmanager
+def open_job_manager(database_url: str) -> Iterator[procrastinate.manager.JobManager]:
+    """procrastinate's job manager on a connection of its own, for reading the queue."""
+    app = procrastinate.App(
+        connector=procrastinate.SyncPsycopgConnector(conninfo=libpq_url(database_url), min_size=1, max_size=1)
+    )
+    with app.open() as opened:
+        yield opened.job_manager
 
 
 def install_schema(engine: Engine) -> None:
