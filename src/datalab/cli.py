@@ -178,13 +178,14 @@ def org_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an organization."""
-    from datalab.accounts.service import AccountError, create_organization
+    from datalab.accounts.service import create_organization
+    from datalab.domain_errors import DomainError
 
     with admin_session() as (db, _store, _settings):
         try:
             organization = create_organization(db=db, name=name, fice=fice, state_code=state)
-        except AccountError as exc:
-            raise fail(str(exc)) from None
+        except DomainError as exc:
+            raise fail(exc.message) from None
         payload = {
             "uid": organization.uid,
             "name": organization.name,
@@ -195,28 +196,23 @@ def org_create(
 
 
 def _user(db: Session, user_name: str) -> User:
-    from datalab.accounts.service import get_user
+    from datalab.accounts.service import find_user
+    from datalab.domain_errors import DomainError
 
-    user = get_user(db=db, user_name=user_name)
-    if user is None:
-        raise fail(f"no user named {user_name!r}")
-    return user
+    try:
+        return find_user(db=db, ref=user_name)
+    except DomainError as exc:
+        raise fail(exc.message) from None
 
 
 def _organizations(db: Session, refs: list[str]) -> list[Organization]:
-    from sqlalchemy import or_, select
+    from datalab.accounts.service import find_organization
+    from datalab.domain_errors import DomainError
 
-    from datalab.accounts.models import Organization
-
-    found = []
-    for ref in refs:
-        organization = db.scalar(
-            select(Organization).where(or_(Organization.uid == ref, Organization.fice == ref))
-        )
-        if organization is None:
-            raise fail(f"no organization with uid or FICE {ref!r}")
-        found.append(organization)
-    return found
+    try:
+        return [find_organization(db=db, ref=ref) for ref in refs]
+    except DomainError as exc:
+        raise fail(exc.message) from None
 
 
 @user_cli.command("create")
@@ -224,7 +220,6 @@ def user_create(
     user_name: Annotated[
         str, typer.Option("--user-name", help="Login name, usually the service account email.")
     ],
-    org: Annotated[list[str], typer.Option(help="Organization uid or FICE; repeat for several.")],
     password: Annotated[
         str,
         typer.Option(
@@ -238,14 +233,22 @@ def user_create(
     first_name: Annotated[str, typer.Option("--first-name")] = "",
     last_name: Annotated[str, typer.Option("--last-name")] = "",
     email: Annotated[str, typer.Option()] = "",
+    org: Annotated[
+        list[str] | None,
+        typer.Option(help="Organization uid or FICE; repeat for several (none for an operator)."),
+    ] = None,
     admin_role: Annotated[
         bool, typer.Option("--admin", help="An admin of its organizations (reads their audit trail).")
     ] = False,
+    operator: Annotated[
+        bool, typer.Option("--operator", help="An operator: uses the /v1/admin API, needs no organization.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a user or service account in one or more organizations."""
+    """Create a user or service account in one or more organizations, or an operator."""
     from datalab.accounts.schemas import user_out
-    from datalab.accounts.service import AccountError, create_user
+    from datalab.accounts.service import create_user
+    from datalab.domain_errors import DomainError
 
     with admin_session() as (db, _store, _settings):
         try:
@@ -253,15 +256,16 @@ def user_create(
                 db=db,
                 user_name=user_name,
                 password=password,
-                organizations=_organizations(db, org),
+                organizations=_organizations(db, org or []),
                 first_name=first_name,
                 last_name=last_name,
                 email=email,
                 admin=admin_role,
+                operator=operator,
             )
-        except AccountError as exc:
-            raise fail(str(exc)) from None
-        payload = user_out(user).model_dump()
+        except DomainError as exc:
+            raise fail(exc.message) from None
+        payload = user_out(user).model_dump() | {"operator": user.is_operator}
     emit(payload, as_json, lambda: f"created user {payload['uid']} ({user_name})")
 
 
@@ -272,14 +276,15 @@ def user_set_status(
     as_json: JsonOption = False,
 ) -> None:
     """Activate or deactivate a user (deactivation revokes their session tokens at once)."""
-    from datalab.accounts.service import AccountError, set_user_status
+    from datalab.accounts.service import set_user_status
+    from datalab.domain_errors import DomainError
 
     with admin_session() as (db, _store, _settings):
         user = _user(db, user_name)
         try:
             set_user_status(db=db, user=user, status=status, now=_now())
-        except AccountError as exc:
-            raise fail(str(exc)) from None
+        except DomainError as exc:
+            raise fail(exc.message) from None
         payload = {"uid": user.uid, "userName": user.user_name, "status": user.status}
     emit(payload, as_json, lambda: f"{user_name} is now {status}")
 
@@ -292,17 +297,34 @@ def user_set_role(
     as_json: JsonOption = False,
 ) -> None:
     """Make a user an admin of one of their organizations, or a plain member again."""
-    from datalab.accounts.service import AccountError, set_membership_role
+    from datalab.accounts.service import set_membership_role
+    from datalab.domain_errors import DomainError
 
     with admin_session() as (db, _store, _settings):
         user = _user(db, user_name)
         (organization,) = _organizations(db, [org])
         try:
             set_membership_role(db=db, user=user, organization=organization, role=role, now=_now())
-        except AccountError as exc:
-            raise fail(str(exc)) from None
+        except DomainError as exc:
+            raise fail(exc.message) from None
         payload = {"userName": user.user_name, "organizationUid": organization.uid, "role": role}
     emit(payload, as_json, lambda: f"{user_name} is now {role} of {organization.name}")
+
+
+@user_cli.command("set-operator")
+def user_set_operator(
+    user_name: Annotated[str, typer.Argument(help="The user's userName.")],
+    on: Annotated[bool, typer.Option("--on/--off", help="Grant (--on) or revoke (--off) the operator role.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Grant or revoke the operator role (revoking it ends the user's sessions at once)."""
+    from datalab.accounts.service import set_operator
+
+    with admin_session() as (db, _store, _settings):
+        user = _user(db, user_name)
+        set_operator(db=db, user=user, on=on, now=_now())
+        payload = {"uid": user.uid, "userName": user.user_name, "operator": user.is_operator}
+    emit(payload, as_json, lambda: f"{user_name} is {'now' if on else 'no longer'} an operator")
 
 
 @key_cli.command("create")
@@ -333,13 +355,14 @@ def key_revoke(
     uid: Annotated[str, typer.Argument(help="The key's uid.")], as_json: JsonOption = False
 ) -> None:
     """Revoke an API key."""
-    from datalab.accounts.service import AccountError, revoke_api_key
+    from datalab.accounts.service import revoke_api_key
+    from datalab.domain_errors import DomainError
 
     with admin_session() as (db, _store, _settings):
         try:
             api_key = revoke_api_key(db=db, uid=uid, now=_now())
-        except AccountError as exc:
-            raise fail(str(exc)) from None
+        except DomainError as exc:
+            raise fail(exc.message) from None
         payload = {
             "uid": api_key.uid,
             "revokedAt": api_key.revoked_at.isoformat() if api_key.revoked_at else None,
@@ -391,8 +414,9 @@ def export_publish(
     as_json: JsonOption = False,
 ) -> None:
     """Publish a CSV file as a new export of an organization."""
+    from datalab.exports.errors import ExportError
     from datalab.exports.schemas import export_out
-    from datalab.exports.service import ExportError, publish_export
+    from datalab.exports.service import publish_export
 
     with admin_session() as (db, store, settings):
         (organization,) = _organizations(db, [org])

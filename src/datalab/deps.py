@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from datalab.accounts import service as accounts
+from datalab.accounts.models import User
 from datalab.db import transaction, utcnow
 from datalab.runtime import Runtime
 from datalab.scoping import OrgContext
@@ -136,6 +137,20 @@ def get_read_org_context(
     )
 
 
+def get_operator(
+    db: DbDep,
+    settings: SettingsDep,
+    now: NowDep,
+    authorization: AuthorizationHeader = None,
+    x_api_key: ApiKeyHeader = None,
+) -> User:
+    """The authenticated operator (401 without valid credentials, 403 for anyone else)."""
+    return accounts.operator(
+        db=db, settings=settings, authorization=authorization, api_key=x_api_key, now=now
+    )
+
+
+OperatorDep = Annotated[User, Depends(get_operator)]
 OrgDep = Annotated[OrgContext, Depends(get_org_context)]
 ReadOrgDep = Annotated[OrgContext, Depends(get_read_org_context)]
 

@@ -1,4 +1,5 @@
-"""The server's periodic housekeeping: uploads that arrived unannounced, and files past their retention."""
+"""The server's periodic housekeeping: uploads and export files that arrived unannounced, and files past
+their retention."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import utcnow
+from datalab.exports.forms import sweep_exports
 from datalab.exports.tasks import expire_exports
 from datalab.lifecycle import UploadStatus
 from datalab.settings import Settings
@@ -40,7 +42,8 @@ class Sweeper:
         self._thread.join(timeout=30)
 
     def sweep_once(self, *, now: datetime) -> None:
-        """Find arrived uploads (on stores that do not report them), then remove what retention says to."""
+        """Find arrived uploads and operators' export files (on stores that do not report them), then remove
+        what retention says to."""
         settings, factory, store = self.settings, self.session_factory, self.store
         if not store.reports_uploads:
             sweep_uploads(
@@ -50,6 +53,7 @@ class Sweeper:
                 max_size=settings.max_upload_bytes,
                 now=now,
             )
+            sweep_exports(session_factory=factory, store=store, bucket=settings.exports_bucket, now=now)
         purge_files(
             session_factory=factory,
             store=store,

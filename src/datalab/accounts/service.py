@@ -13,6 +13,15 @@ from sqlalchemy import Select, bindparam, case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, lazyload
 
+from datalab.accounts.errors import (
+    AccountError,
+    ApiKeyNotFound,
+    MembershipNotFound,
+    OperatorRequired,
+    OrganizationInactive,
+    OrganizationNotFound,
+    UserNotFound,
+)
 from datalab.accounts.models import (
     MEMBERSHIP_ROLES,
     USER_STATUSES,
@@ -48,10 +57,6 @@ API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
 PENDING_KEY_USES = "datalab_pending_api_key_uses"
 
 
-class AccountError(ValueError):
-    """An admin operation that cannot be done as asked (duplicate name, unknown organization, ...)."""
-
-
 @dataclass(frozen=True)
 class IssuedApiKey:
     """A newly created API key: the only moment its plain value is known."""
@@ -60,13 +65,19 @@ class IssuedApiKey:
     plain_key: str
 
 
-def create_organization(*, db: Session, name: str, fice: str, state_code: str = "") -> Organization:
+def _check_state_code(state_code: str) -> None:
+    if state_code and (len(state_code) != 2 or not state_code.isalpha()):
+        raise AccountError(f"stateCode must be a two-letter code, not {state_code!r}")
+
+
+def create_organization(
+    *, db: Session, name: str, fice: str, state_code: str = "", by: User | None = None
+) -> Organization:
     """Create an organization; FICE codes are text and unique."""
     fice = fice.strip()
     if not name.strip() or not fice:
         raise AccountError("an organization needs a name and a FICE code")
-    if state_code and (len(state_code) != 2 or not state_code.isalpha()):
-        raise AccountError(f"stateCode must be a two-letter code, not {state_code!r}")
+    _check_state_code(state_code)
     if db.scalar(select(Organization).where(Organization.fice == fice)) is not None:
         raise AccountError(f"an organization with FICE {fice} already exists")
     organization = Organization(name=name.strip(), fice=fice, state_code=state_code.upper())
@@ -77,6 +88,7 @@ def create_organization(*, db: Session, name: str, fice: str, state_code: str = 
         action="organization.created",
         organization_id=organization.id,
         now=utcnow(),
+        actor=by,
         target=("organization", organization.uid),
         detail={"name": organization.name, "fice": organization.fice},
     )
@@ -99,9 +111,11 @@ def create_user(
     email: str = "",
     attributes: list[dict[str, Any]] | None = None,
     admin: bool = False,
+    operator: bool = False,
+    by: User | None = None,
 ) -> User:
     """Create an active user belonging to the given organizations, in that order (as their admin when
-    `admin`)."""
+    `admin`); an operator may belong to none."""
     user_name = user_name.strip()
     if not user_name:
         raise AccountError("userName must not be empty")
@@ -111,8 +125,8 @@ def create_user(
         raise AccountError(f"passwords must be at most {MAX_PASSWORD_LENGTH} characters")
     if len(user_name) > MAX_USER_NAME_LENGTH:
         raise AccountError(f"userName must be at most {MAX_USER_NAME_LENGTH} characters")
-    if not organizations:
-        raise AccountError("a user must belong to at least one organization")
+    if not organizations and not operator:
+        raise AccountError("a user must belong to at least one organization unless they are an operator")
     if get_user(db=db, user_name=user_name) is not None:
         raise AccountError(f"a user named {user_name} already exists")
     user = User(
@@ -123,6 +137,7 @@ def create_user(
         email=email or (user_name if "@" in user_name else ""),
         attributes=attributes or [],
         password_hash=hash_password(password),
+        is_operator=operator,
     )
     user.memberships = [
         Membership(organization=organization, position=index, role="admin" if admin else "member")
@@ -135,17 +150,19 @@ def create_user(
         action="user.created",
         organization_id=home_organization_id(user),
         now=utcnow(),
+        actor=by,
         target=("user", user.uid),
         detail={
             "userName": user.user_name,
             "organizations": [organization.uid for organization in organizations],
             "role": "admin" if admin else "member",
+            "operator": operator,
         },
     )
     return user
 
 
-def set_user_status(*, db: Session, user: User, status: str, now: datetime) -> User:
+def set_user_status(*, db: Session, user: User, status: str, now: datetime, by: User | None = None) -> User:
     """Activate or deactivate a user; deactivation revokes every session token at once."""
     if status not in USER_STATUSES:
         raise AccountError(f"status must be one of {', '.join(USER_STATUSES)}")
@@ -157,6 +174,7 @@ def set_user_status(*, db: Session, user: User, status: str, now: datetime) -> U
         action="user.status_changed",
         organization_id=home_organization_id(user),
         now=now,
+        actor=by,
         target=("user", user.uid),
         detail={"userName": user.user_name, "status": status},
     )
@@ -164,14 +182,14 @@ def set_user_status(*, db: Session, user: User, status: str, now: datetime) -> U
 
 
 def set_membership_role(
-    *, db: Session, user: User, organization: Organization, role: str, now: datetime
+    *, db: Session, user: User, organization: Organization, role: str, now: datetime, by: User | None = None
 ) -> Membership:
     """Make a member an admin of the organization (who reads its audit trail), or a plain member again."""
     if role not in MEMBERSHIP_ROLES:
         raise AccountError(f"role must be one of {', '.join(MEMBERSHIP_ROLES)}")
     membership = next((m for m in user.memberships if m.organization_id == organization.id), None)
     if membership is None:
-        raise AccountError(f"{user.user_name} is not a member of {organization.name}")
+        raise MembershipNotFound(user.user_name, organization.name)
     membership.role = role
     db.flush()
     record(
@@ -179,10 +197,157 @@ def set_membership_role(
         action="membership.role_changed",
         organization_id=organization.id,
         now=now,
+        actor=by,
         target=("user", user.uid),
         detail={"userName": user.user_name, "role": role},
     )
     return membership
+
+
+def find_organization(*, db: Session, ref: str) -> Organization:
+    """The organization with this uid or FICE code."""
+    organization = db.scalar(
+        select(Organization).where(or_(Organization.uid == ref, Organization.fice == ref))
+    )
+    if organization is None:
+        raise OrganizationNotFound(ref)
+    return organization
+
+
+def find_user(*, db: Session, ref: str) -> User:
+    """The user with this uid or userName (case-insensitive)."""
+    user = db.scalar(select(User).where(or_(User.uid == ref, User.user_name_key == ref.strip().lower())))
+    if user is None:
+        raise UserNotFound(ref)
+    return user
+
+
+def organizations_query(*, active: bool | None = None) -> Select[Organization]:
+    """Every organization (only the active or deactivated ones when asked), oldest first."""
+    query = select(Organization).order_by(Organization.created_at, Organization.id)
+    if active is not None:
+        deactivated = Organization.deactivated_at
+        query = query.where(deactivated.is_(None) if active else deactivated.is_not(None))
+    return query
+
+
+def users_query(*, organization: Organization | None = None) -> Select[User]:
+    """Every user (or the members of one organization), oldest first."""
+    query = select(User).options(joinedload(User.memberships)).order_by(User.created_at, User.id)
+    if organization is not None:
+        query = query.where(User.memberships.any(Membership.organization_id == organization.id))
+    return query
+
+
+def update_organization(
+    *,
+    db: Session,
+    organization: Organization,
+    now: datetime,
+    name: str | None = None,
+    state_code: str | None = None,
+    by: User | None = None,
+) -> Organization:
+    """Rename an organization or change its state code."""
+    changes: dict[str, object] = {}
+    if name is not None:
+        if not name.strip():
+            raise AccountError("an organization needs a name")
+        organization.name = changes["name"] = name.strip()
+    if state_code is not None:
+        _check_state_code(state_code)
+        organization.state_code = changes["stateCode"] = state_code.upper()
+    db.flush()
+    record(
+        db,
+        action="organization.updated",
+        organization_id=organization.id,
+        now=now,
+        actor=by,
+        target=("organization", organization.uid),
+        detail=changes,
+    )
+    return organization
+
+
+def set_organization_active(
+    *, db: Session, organization: Organization, active: bool, now: datetime, by: User | None = None
+) -> Organization:
+    """Deactivate an organization (its users can no longer act in it, its rows stay) or reactivate it."""
+    organization.deactivated_at = None if active else (organization.deactivated_at or now)
+    db.flush()
+    record(
+        db,
+        action="organization.reactivated" if active else "organization.deactivated",
+        organization_id=organization.id,
+        now=now,
+        actor=by,
+        target=("organization", organization.uid),
+        detail={"name": organization.name},
+    )
+    return organization
+
+
+def set_operator(*, db: Session, user: User, on: bool, now: datetime, by: User | None = None) -> User:
+    """Grant or revoke the operator role; revoking it ends the user's sessions too."""
+    if user.is_operator and not on:
+        user.tokens_valid_after = now
+    user.is_operator = on
+    db.flush()
+    record(
+        db,
+        action="user.operator_granted" if on else "user.operator_revoked",
+        organization_id=home_organization_id(user),
+        now=now,
+        actor=by,
+        target=("user", user.uid),
+        detail={"userName": user.user_name},
+    )
+    return user
+
+
+def add_membership(
+    *, db: Session, user: User, organization: Organization, role: str, now: datetime, by: User | None = None
+) -> Membership:
+    """Make the user a member of one more organization (or change their role in it)."""
+    if role not in MEMBERSHIP_ROLES:
+        raise AccountError(f"role must be one of {', '.join(MEMBERSHIP_ROLES)}")
+    if any(m.organization_id == organization.id for m in user.memberships):
+        return set_membership_role(db=db, user=user, organization=organization, role=role, now=now, by=by)
+    position = max((m.position for m in user.memberships), default=-1) + 1
+    membership = Membership(organization=organization, position=position, role=role)
+    user.memberships.append(membership)
+    db.flush()
+    record(
+        db,
+        action="membership.added",
+        organization_id=organization.id,
+        now=now,
+        actor=by,
+        target=("user", user.uid),
+        detail={"userName": user.user_name, "role": role},
+    )
+    return membership
+
+
+def remove_membership(
+    *, db: Session, user: User, organization: Organization, now: datetime, by: User | None = None
+) -> None:
+    """Take the user out of an organization: their session no longer acts in it."""
+    membership = next((m for m in user.memberships if m.organization_id == organization.id), None)
+    if membership is None:
+        raise MembershipNotFound(user.user_name, organization.name)
+    user.memberships.remove(membership)
+    db.flush()
+    record(
+        db,
+        action="membership.removed",
+        organization_id=organization.id,
+        now=now,
+        actor=by,
+        target=("user", user.uid),
+        detail={"userName": user.user_name},
+    )
 
 
 def create_api_key(*, db: Session, user: User, name: str = "", by: User | None = None) -> IssuedApiKey:
@@ -204,14 +369,16 @@ def create_api_key(*, db: Session, user: User, name: str = "", by: User | None =
     return IssuedApiKey(api_key=api_key, plain_key=plain_key)
 
 
-def revoke_api_key(*, db: Session, uid: str, now: datetime, user: User | None = None) -> ApiKey:
-    """Revoke an API key by uid: the user's own (when a user is given), else any (an operator's command)."""
+def revoke_api_key(
+    *, db: Session, uid: str, now: datetime, user: User | None = None, by: User | None = None
+) -> ApiKey:
+    """Revoke an API key by uid: the user's own (when a user is given), else any (an operator's, `by`)."""
     query = select(ApiKey).where(ApiKey.uid == uid)
     if user is not None:
         query = query.where(ApiKey.user_id == user.id)
     api_key = db.scalar(query)
     if api_key is None:
-        raise AccountError(f"no API key with uid {uid}")
+        raise ApiKeyNotFound(uid)
     if api_key.revoked_at is None:
         api_key.revoked_at = now
         db.flush()
@@ -220,7 +387,7 @@ def revoke_api_key(*, db: Session, uid: str, now: datetime, user: User | None = 
             action="apikey.revoked",
             organization_id=home_organization_id(api_key.user),
             now=now,
-            actor=user,
+            actor=user or by,
             target=("apikey", api_key.uid),
             detail={"owner": api_key.user.user_name, "name": api_key.name},
         )
@@ -581,5 +748,19 @@ def org_context(
     wanted = organization_uid.strip()
     for membership in user.memberships:
         if membership.organization.uid == wanted:
+            if membership.organization.deactivated_at is not None:
+                raise OrganizationInactive(wanted)
             return OrgContext(user=user, organization=membership.organization, api_key_id=key_id)
     raise forbidden(f"You do not have access to organization {wanted}", code="organization_forbidden")
+
+
+def operator(
+    *, db: Session, settings: Settings, authorization: str | None, api_key: str | None, now: datetime
+) -> User:
+    """Authenticate the request (as `org_context` does, without an organization) and require an operator."""
+    user, _key_id = principal(
+        db=db, settings=settings, token=bearer_token(authorization), api_key=api_key, now=now
+    )
+    if not user.is_operator:
+        raise OperatorRequired()
+    return user

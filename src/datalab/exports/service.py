@@ -25,8 +25,15 @@ from datalab.accounts.models import Organization, User
 from datalab.audit.service import record, record_for
 from datalab.db import new_uid, transaction
 from datalab.errors import bad_request
-from datalab.exports.errors import ExportNotFound
-from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Delivery, DownloadTicket, Export
+from datalab.exports.errors import ExportError, ExportNotFound
+from datalab.exports.models import (
+    EXPORT_STATUSES,
+    PRODUCT_KEYS,
+    Delivery,
+    DownloadTicket,
+    Export,
+    listed_to_organization,
+)
 from datalab.exports.naming import export_file_name
 from datalab.exports.schemas import delivery_row_out, export_row_out
 from datalab.pagination import Page, paginate
@@ -44,11 +51,8 @@ FILE_TYPES = {
 }
 
 
-class ExportError(ValueError):
-    """A file that cannot be published as asked."""
-
-
-def _data_rows(stream: IO[bytes], name: str) -> Iterator[list[str]]:
+def data_rows(stream: IO[bytes], name: str) -> Iterator[list[str]]:
+    """The non-blank rows of a UTF-8 CSV stream (header first); ExportError when it is not CSV text."""
     with io.TextIOWrapper(stream, newline="", encoding="utf-8-sig") as source:
         reader = csv.reader(source)
         try:
@@ -61,9 +65,9 @@ def _data_rows(stream: IO[bytes], name: str) -> Iterator[list[str]]:
             raise ExportError(f"{name} is not valid CSV (line {reader.line_num}): {exc}") from exc
 
 
-def count_data_rows(path: Path) -> int:
+def countdata_rows(path: Path) -> int:
     """Records in a CSV file after its header row; blank lines are not records."""
-    rows = _data_rows(path.open("rb"), path.name)
+    rows = data_rows(path.open("rb"), path.name)
     if next(rows, None) is None:
         raise ExportError(f"{path.name} is empty: an export needs at least a header row")
     return sum(1 for _ in rows)
@@ -92,7 +96,7 @@ def publish_export(
         raise ExportError(f"productKey must be one of {', '.join(PRODUCT_KEYS)}, not {product_key!r}")
     if not source.is_file():
         raise ExportError(f"{source} is not a readable file")
-    quantity = count_data_rows(source)
+    quantity = countdata_rows(source)
     file_name = export_file_name(
         product_key=product_key,
         organization_name=organization.name,
@@ -115,6 +119,7 @@ def publish_export(
         list_path=list_path,
         created_by=created_by,
         created_at=now,
+        published_at=now,
     )
     db.add(export)
     try:
@@ -122,20 +127,29 @@ def publish_export(
     except Exception:
         store.delete(bucket=bucket, key=key)
         raise
+    announce_export(db, export, actor=created_by, now=now)
+    return export
+
+
+def announce_export(db: Session, export: Export, *, actor: User | None, now: datetime) -> None:
+    """Record a complete export and tell the organization's webhooks."""
     record(
         db,
         action="export.published",
-        organization_id=organization.id,
+        organization_id=export.organization_id,
         now=now,
-        actor=created_by,
+        actor=actor,
         target=("export", export.uid),
-        detail={"productKey": product_key, "fileName": file_name, "quantity": quantity},
-        size_bytes=info.size,
+        detail={"productKey": export.product_key, "fileName": export.file_name, "quantity": export.quantity},
+        size_bytes=export.size_bytes,
     )
     emit(
-        db=db, organization_id=organization.id, event_type=EXPORT_PUBLISHED, data=_event_data(export), now=now
+        db=db,
+        organization_id=export.organization_id,
+        event_type=EXPORT_PUBLISHED,
+        data=_event_data(export),
+        now=now,
     )
-    return export
 
 
 def _event_data(export: Export) -> dict[str, object]:
@@ -186,7 +200,7 @@ def list_exports(
     """
     query = scoped(Export, org).options(selectinload(Export.deliveries))
     if not include_expired:
-        query = query.where(Export.expired_at.is_(None))
+        query = query.where(listed_to_organization())
     if status is not None:
         query = query.where(Export.status == status)
     if product_key is not None:
@@ -232,7 +246,7 @@ def _export_page_query(*, by_status: bool, by_product: bool, limited: bool) -> _
             func.count().over().label("total"),
         )
         .outerjoin(User, User.id == Export.created_by_user_id)
-        .where(Export.organization_id == bindparam("organization_id"), Export.expired_at.is_(None))
+        .where(Export.organization_id == bindparam("organization_id"), listed_to_organization())
     )
     if by_status:
         query = query.where(Export.status == bindparam("status"))
@@ -325,14 +339,14 @@ def export_list_json(
 
 def get_export(*, db: Session, org: OrgContext, uid: str) -> Export:
     """One of the organization's live exports by uid, else 404 (also for other organizations' uids)."""
-    export = db.scalar(scoped(Export, org).where(Export.uid == uid, Export.expired_at.is_(None)))
+    export = db.scalar(scoped(Export, org).where(Export.uid == uid, listed_to_organization()))
     if export is None:
         raise ExportNotFound(uid)
     return export
 
 
 def _derive_file(*, source: IO[bytes], target: Path, delimiter: str, skip: int, limit: int | None) -> None:
-    rows = _data_rows(source, target.name)
+    rows = data_rows(source, target.name)
     with target.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
         header = next(rows, None)
@@ -525,7 +539,11 @@ def redeem_ticket(
     """For stores that cannot serve one-time URLs (S3): claim the ticket, record the delivery, and return a
     short-lived presigned GET to redirect to; S3 cannot tell whether that transfer finished."""
     ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == token))
-    if ticket is None or PurePosixPath(_served_key(ticket)).name != file_name:
+    if (
+        ticket is None
+        or PurePosixPath(_served_key(ticket)).name != file_name
+        or ticket.export.withdrawn_at is not None
+    ):
         raise access_denied("Access Denied")
     _claim_ticket(db=db, ticket=ticket, now=now)
     key = _served_key(ticket)
@@ -550,7 +568,7 @@ class ExportDownloads:
         self, db: Session, session_token: str | None, key: str, now: datetime
     ) -> DownloadTicket:
         ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == (session_token or "")))
-        if ticket is None or key != _served_key(ticket):
+        if ticket is None or key != _served_key(ticket) or ticket.export.withdrawn_at is not None:
             raise access_denied("Access Denied")
         if ticket.claimed_at is not None or ticket.expires_at <= now:
             raise _expired(ticket, now)

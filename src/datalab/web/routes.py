@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from datalab.accounts import service as accounts
+from datalab.accounts.errors import ApiKeyNotFound
 from datalab.deps import DbDep, NowDep, ReadDbDep, SettingsDep, StoreDep, public_base_url, raw_body
 from datalab.domain_errors import DomainError
 from datalab.errors import ApiError, domain_status
@@ -596,7 +597,7 @@ def revoke_api_key(uid: str, session: SessionDep, body: BodyDep, db: DbDep, now:
     checked_form(session, body)
     try:
         accounts.revoke_api_key(db=db, uid=uid, now=now, user=session.user)
-    except accounts.AccountError:
+    except ApiKeyNotFound:
         raise ApiError(404, "key_not_found", "No such API key.") from None
     return RedirectResponse("/datacenter/api-keys", status_code=303)
 

@@ -1,0 +1,1 @@
+"""The operator API: administering organizations, users, API keys, exports and students over HTTP."""
