@@ -154,6 +154,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         limiter=limiter,
         read_timeout=settings.request_read_timeout_seconds,
         store_prefixes=store_prefixes,
+        file_body_limit=settings.admin_file_max_bytes,
     )
     app.add_middleware(AuditOriginMiddleware)
     # Outermost: the gate's own refusals get a request id and are counted.

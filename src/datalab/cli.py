@@ -507,19 +507,19 @@ def students_load(
 ) -> None:
     """Insert or update students (by StudentKey) from a CSV file, all or nothing; then train the matcher."""
     from datalab.students.matching import matching_dir
-    from datalab.students.service import StudentFileError, load_student_file, train_and_store
+    from datalab.students.service import StudentFileError, load_and_train
 
     if not file.is_file():
         raise fail(f"{file} is not a readable file")
     with admin_session() as (db, _store, settings):
         try:
-            result = load_student_file(db=db, path=file, now=_now())
+            result, model = load_and_train(
+                db=db, path=file, now=_now(), snapshot_dir=matching_dir(settings), train=train
+            )
         except StudentFileError as exc:
-            raise fail(str(exc)) from None
+            raise fail(exc.message) from None
         payload: dict[str, object] = {"inserted": result.inserted, "updated": result.updated}
-        if train:
-            db.flush()
-            model = train_and_store(db=db, now=_now(), snapshot_dir=matching_dir(settings))
+        if model is not None:
             payload["model"] = {"id": model.model_id, "students": model.student_count}
     emit(payload, as_json, lambda: f"{payload['inserted']} students added, {payload['updated']} updated")
 

@@ -358,3 +358,56 @@ def test_the_operator_role_is_granted_and_revoked_on_the_command_line(
     server_clock.advance(2)
     server.admin_json("admin", "user", "set-operator", user_name, "--off")
     assert_envelope(httpx2.get(url, headers=token), 401, "invalid_token")
+
+
+def test_a_small_export_is_published_from_the_request_body(server: LiveServer, operator: Operator) -> None:
+    college = _college(server, operator)
+    url = f"{server.base_url}/admin/organizations/{college.organization['uid']}/exports/file"
+    published = _call(
+        operator,
+        "POST",
+        url,
+        params={"productKey": "score-reporter", "orderName": "Spring"},
+        content=CSV,
+    )
+    assert published.status_code == 201, published.text
+    assert published.json()["state"] == "published"
+    assert published.json()["quantity"] == 2
+    assert _campus_exports(server, college) == [published.json()["uid"]]
+    not_csv = _call(operator, "POST", url, params={"productKey": "prospect"}, content=b"\xff\xfe\x00")
+    assert "export.csv is not UTF-8 text" in assert_envelope(not_csv, 400, "invalid_export")["message"]
+    assert_envelope(
+        _call(operator, "POST", url, params={"productKey": "nope"}, content=CSV), 400, "invalid_export"
+    )
+
+
+def test_a_body_past_the_setting_is_refused(make_server: ServerFactory) -> None:
+    small = make_server(admin_file_max_bytes="64")
+    user_name, password = unique("operator") + "@example.org", secrets.token_urlsafe(12)
+    small.admin_json(
+        "admin", "user", "create", "--user-name", user_name, "--password", password, "--operator"
+    )
+    key = small.admin_json("admin", "apikey", "create", "--user", user_name)["apiKey"]
+    token = _login(small, user_name, password, key)["sessionToken"]
+    headers = {"Authorization": f"Bearer {token}", "x-api-key": key}
+    refused = httpx2.post(small.base_url + "/admin/students", headers=headers, content=b"StudentKey\r\n" * 10)
+    assert_envelope(refused, 413, "body_too_large")
+
+
+def test_students_are_loaded_from_the_request_body(server: LiveServer, operator: Operator) -> None:
+    keys = [unique("S") for _ in range(3)]
+    rows = "".join(f"{key},Ana,Lopez\r\n" for key in keys)
+    url = server.base_url + "/admin/students"
+    body = ("StudentKey,FirstName,LastName\r\n" + rows).encode()
+    loaded = _call(operator, "POST", url, params={"train": "false"}, content=body)
+    assert loaded.status_code == 200, loaded.text
+    assert loaded.json() == {"inserted": 3, "updated": 0, "model": None}
+    again = _call(operator, "POST", url, params={"train": "false"}, content=body)
+    assert again.json() == {"inserted": 0, "updated": 3, "model": None}
+    broken = _call(operator, "POST", url, content=b"StudentKey,FirstName\r\nA,B\r\n")
+    assert assert_envelope(broken, 400, "invalid_student_file")["message"].startswith("students.csv")
+    with server.db() as db:
+        loads = db.scalars(select(AuditEvent).where(AuditEvent.action == "students.loaded")).all()
+    assert [(event.actor_uid, event.detail["file"]) for event in loads] == [
+        (operator.uid, "students.csv")
+    ] * 2

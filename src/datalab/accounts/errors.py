@@ -17,7 +17,7 @@ class OrganizationNotFound(NotFound):
     code = "organization_not_found"
 
     def __init__(self, ref: str) -> None:
-        super().__init__(f"No organization with uid or FICE {ref!r}")
+        super().__init__(f"no organization with uid or FICE {ref!r}")
 
 
 class UserNotFound(NotFound):
@@ -26,7 +26,7 @@ class UserNotFound(NotFound):
     code = "user_not_found"
 
     def __init__(self, ref: str) -> None:
-        super().__init__(f"No user with uid or userName {ref!r}")
+        super().__init__(f"no user with uid or userName {ref!r}")
 
 
 class ApiKeyNotFound(NotFound):
@@ -35,7 +35,7 @@ class ApiKeyNotFound(NotFound):
     code = "api_key_not_found"
 
     def __init__(self, uid: str) -> None:
-        super().__init__(f"No API key with uid {uid}")
+        super().__init__(f"no API key with uid {uid}")
 
 
 class MembershipNotFound(NotFound):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from datalab.accounts import service as accounts
 from datalab.admin.schemas import (
@@ -23,6 +23,8 @@ from datalab.admin.schemas import (
     MembershipIn,
     OrganizationIn,
     OrganizationUpdate,
+    StudentModelOut,
+    StudentsLoadOut,
     UserIn,
     UserUpdate,
     admin_export_out,
@@ -30,16 +32,21 @@ from datalab.admin.schemas import (
     api_key_out,
     organization_out,
 )
-from datalab.deps import DbDep, NowDep, OperatorDep, SettingsDep, StoreDep, public_base_url
+from datalab.bodies import spooled_body
+from datalab.deps import DbDep, NowDep, OperatorDep, SettingsDep, StoreDep, public_base_url, raw_body
 from datalab.errors import error_responses
 from datalab.exports import forms
-from datalab.exports.service import list_exports
+from datalab.exports.service import list_exports, publish_export
 from datalab.pagination import paginate, parse_paging
 from datalab.scoping import OrgContext
+from datalab.students.matching import matching_dir
+from datalab.students.service import load_and_train
 
 router = APIRouter(prefix="/admin", tags=["Operators"])
 
 OptionalText = Annotated[str | None, Query()]
+FileBody = Annotated[bytes, Depends(raw_body)]
+_CSV_BODY = {"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}}
 _S403 = "operator_required: the caller is signed in but is not an operator"
 # What every operator route can answer before its own work.
 OPERATOR_ERRORS = (401, 403, 422, 503)
@@ -387,3 +394,68 @@ def withdraw_export(org: str, uid: str, db: DbDep, operator: OperatorDep, now: N
     """No longer listed to the organization; its download URLs, even issued ones, are refused."""
     export = forms.find_export(db=db, organization=accounts.find_organization(db=db, ref=org), uid=uid)
     return admin_export_out(forms.withdraw_export(db=db, export=export, now=now, by=operator))
+
+
+@router.post(
+    "/organizations/{org}/exports/file",
+    operation_id="adminPublishExportFile",
+    response_model=AdminExportOut,
+    status_code=201,
+    summary="Publish a small export sent whole in the request body (a CSV file)",
+    openapi_extra=_CSV_BODY,
+    responses=_responses(400, 404, 408, 413),
+)
+def publish_export_file(
+    org: str,
+    body: FileBody,
+    db: DbDep,
+    operator: OperatorDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    now: NowDep,
+    productKey: Annotated[str, Query(max_length=40, description="e.g. prospect or score-reporter")],
+    orderName: Annotated[str, Query(max_length=200, description="Order name used in the file name")] = "",
+) -> AdminExportOut:
+    """Listed to the organization at once; the body is at most DATALAB_ADMIN_FILE_MAX_BYTES."""
+    organization = accounts.find_organization(db=db, ref=org)
+    with spooled_body(body, temp_dir=settings.temp_dir, name="export.csv") as source:
+        export = publish_export(
+            db=db,
+            store=store,
+            bucket=settings.exports_bucket,
+            organization=organization,
+            product_key=productKey,
+            source=source,
+            order_name=orderName,
+            now=now,
+            created_by=operator,
+        )
+    return admin_export_out(export)
+
+
+@router.post(
+    "/students",
+    operation_id="adminLoadStudents",
+    response_model=StudentsLoadOut,
+    summary="Load the student database from a CSV file sent in the request body",
+    openapi_extra=_CSV_BODY,
+    responses=_responses(400, 408, 413),
+)
+def load_students(
+    body: FileBody,
+    db: DbDep,
+    operator: OperatorDep,
+    settings: SettingsDep,
+    now: NowDep,
+    train: Annotated[bool, Query(description="Train the eMatch matching model afterwards")] = True,
+) -> StudentsLoadOut:
+    """Insert or update students by StudentKey, all or nothing (what `datalab admin students load` does)."""
+    with spooled_body(body, temp_dir=settings.temp_dir, name="students.csv") as path:
+        result, model = load_and_train(
+            db=db, path=path, now=now, snapshot_dir=matching_dir(settings), train=train, by=operator
+        )
+    return StudentsLoadOut(
+        inserted=result.inserted,
+        updated=result.updated,
+        model=StudentModelOut(id=model.model_id, students=model.student_count) if model is not None else None,
+    )

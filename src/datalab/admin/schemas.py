@@ -184,3 +184,14 @@ def admin_export_out(export: Export) -> AdminExportOut:
         publishedAt=export.published_at,
         withdrawnAt=export.withdrawn_at,
     )
+
+
+class StudentModelOut(BaseModel):
+    id: int
+    students: int
+
+
+class StudentsLoadOut(BaseModel):
+    inserted: int
+    updated: int
+    model: StudentModelOut | None = Field(description="The matching model trained afterwards (train=true)")
