@@ -4,10 +4,7 @@ presigned POST form and downloaded by the college, withdrawn, against live serve
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import httpx2
 import pytest
@@ -16,33 +13,21 @@ from sqlalchemy import select
 from datalab.audit.models import AuditEvent
 from datalab.exports.models import Export
 from tests.support.accounts import unique, unique_fice
+from tests.support.admin import (
+    Operator,
+    call,
+    campus_exports,
+    make_college,
+    make_operator,
+    publish_form,
+)
 from tests.support.checks import assert_envelope, s3_error
 from tests.support.exports import bare_client, download_url
-from tests.support.server import LiveServer, LoggedIn, MovableClock
+from tests.support.server import LiveServer, MovableClock
 from tests.support.uploads import form_parts, post_parts
 
 ServerFactory = Callable[..., LiveServer]
 CSV = b"ID,FIRSTNAME,LASTNAME\r\n00000001,Ana,O'Brien\r\n00000002,Jos\xc3\xa9,N\xc3\xba\xc3\xb1ez\r\n"
-
-
-@dataclass(frozen=True)
-class Operator:
-    uid: str
-    user_name: str
-    password: str
-    api_key: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}", "x-api-key": self.api_key}
-
-
-@dataclass(frozen=True)
-class College:
-    organization: dict[str, Any]
-    user: dict[str, Any]
-    logged_in: LoggedIn
 
 
 @pytest.fixture(scope="module")
@@ -50,101 +35,32 @@ def server(make_server: ServerFactory) -> LiveServer:
     return make_server()
 
 
-def _login(server: LiveServer, user_name: str, password: str, api_key: str) -> dict[str, Any]:
-    response = httpx2.post(
-        server.base_url + "/login",
-        headers={"x-api-key": api_key},
-        json={"userName": user_name, "password": password, "acceptedTerms": True},
-    )
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 @pytest.fixture(scope="module")
 def operator(server: LiveServer) -> Operator:
-    """An operator made with the command line, signed in through the API like any user."""
-    user_name, password = unique("operator") + "@example.org", secrets.token_urlsafe(12)
-    created = server.admin_json(
-        "admin", "user", "create", "--user-name", user_name, "--password", password, "--operator"
-    )
-    assert created["operator"] is True
-    assert created["organizations"] == []
-    key = server.admin_json("admin", "apikey", "create", "--user", user_name)
-    body = _login(server, user_name, password, key["apiKey"])
-    return Operator(created["uid"], user_name, password, key["apiKey"], body["sessionToken"])
-
-
-def _call(operator: Operator, method: str, url: str, **options: Any) -> httpx2.Response:
-    return httpx2.request(method, url, headers=operator.headers, **options)
-
-
-def _college(server: LiveServer, operator: Operator) -> College:
-    """An organization, a member with a password and an API key, all made through the admin API."""
-    admin = server.base_url + "/admin"
-    organization = _call(
-        operator, "POST", admin + "/organizations", json={"name": unique("College"), "fice": unique_fice()}
-    )
-    assert organization.status_code == 201, organization.text
-    password = secrets.token_urlsafe(12)
-    user = _call(
-        operator,
-        "POST",
-        admin + "/users",
-        json={
-            "userName": unique("staff") + "@example.edu",
-            "password": password,
-            "organizations": [organization.json()["uid"]],
-        },
-    )
-    assert user.status_code == 201, user.text
-    key = _call(operator, "POST", f"{admin}/users/{user.json()['uid']}/api-keys", json={"name": "sync"})
-    assert key.status_code == 201, key.text
-    logged_in = server.login(
-        user_name=user.json()["userName"], password=password, api_key=key.json()["apiKey"]
-    )
-    return College(organization.json(), user.json(), logged_in)
-
-
-def _campus_exports(server: LiveServer, college: College) -> list[str]:
-    response = httpx2.get(server.base_url + "/datacenter/exports", headers=college.logged_in.headers)
-    assert response.status_code == 200, response.text
-    return [item["uid"] for item in response.json()]
-
-
-def _publish_form(server: LiveServer, operator: Operator, college: College) -> dict[str, Any]:
-    response = _call(
-        operator,
-        "POST",
-        f"{server.base_url}/admin/organizations/{college.organization['uid']}/exports",
-        json={"productKey": "prospect", "orderName": "Fall Search"},
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return make_operator(server)
 
 
 def test_operator_publishes_an_export_with_a_presigned_form_and_the_college_downloads_it(
     server: LiveServer, operator: Operator
 ) -> None:
-    college = _college(server, operator)
-    form = _publish_form(server, operator, college)
+    college = make_college(server, operator)
+    form = publish_form(server, operator, college)
     uid = form["export"]["uid"]
     assert form["export"]["state"] == "awaiting_file"
     assert form["url"] == server.root + "/datalab-exports"
-    assert _campus_exports(server, college) == []
+    assert campus_exports(server, college) == []
 
     with httpx2.Client() as client:
         posted = post_parts(client, form["url"], form_parts(form["fields"], CSV, filename="list.csv"))
         assert posted.status_code == 204, posted.text
-        assert _campus_exports(server, college) == [uid]
+        assert campus_exports(server, college) == [uid]
         url = download_url(client, server, college.logged_in, uid)
     with bare_client() as bare:
         downloaded = bare.get(url)
     assert downloaded.status_code == 200, downloaded.text
     assert downloaded.content == CSV
 
-    shown = _call(
+    shown = call(
         operator, "GET", f"{server.base_url}/admin/organizations/{college.organization['uid']}/exports/{uid}"
     )
     assert shown.status_code == 200, shown.text
@@ -158,8 +74,8 @@ def test_operator_publishes_an_export_with_a_presigned_form_and_the_college_down
 
 
 def test_a_form_is_spent_once_its_file_arrived(server: LiveServer, operator: Operator) -> None:
-    college = _college(server, operator)
-    form = _publish_form(server, operator, college)
+    college = make_college(server, operator)
+    form = publish_form(server, operator, college)
     with httpx2.Client() as client:
         assert post_parts(client, form["url"], form_parts(form["fields"], CSV)).status_code == 204
         again = post_parts(client, form["url"], form_parts(form["fields"], b"A\r\n1\r\n"))
@@ -174,24 +90,24 @@ def test_a_form_is_spent_once_its_file_arrived(server: LiveServer, operator: Ope
 def test_withdrawn_export_leaves_the_list_and_its_downloads_are_refused(
     server: LiveServer, operator: Operator
 ) -> None:
-    college = _college(server, operator)
-    form = _publish_form(server, operator, college)
+    college = make_college(server, operator)
+    form = publish_form(server, operator, college)
     uid = form["export"]["uid"]
     withdraw = f"{server.base_url}/admin/organizations/{college.organization['fice']}/exports/{uid}/withdraw"
     with httpx2.Client() as client:
         assert post_parts(client, form["url"], form_parts(form["fields"], CSV)).status_code == 204
         issued = download_url(client, server, college.logged_in, uid)
-        withdrawn = _call(operator, "POST", withdraw)
+        withdrawn = call(operator, "POST", withdraw)
         assert withdrawn.status_code == 200, withdrawn.text
         assert withdrawn.json()["state"] == "withdrawn"
-        assert _campus_exports(server, college) == []
+        assert campus_exports(server, college) == []
         refused = client.get(
             f"{server.base_url}/datacenter/exports/{uid}/download", headers=college.logged_in.headers
         )
         assert_envelope(refused, 404, "export_not_found")
     with bare_client() as bare:
         s3_error(bare.get(issued), status=403, code="AccessDenied", message="Access Denied")
-    assert_envelope(_call(operator, "POST", withdraw), 409, "export_withdrawn")
+    assert_envelope(call(operator, "POST", withdraw), 409, "export_withdrawn")
 
 
 def _admin_operations(server: LiveServer) -> list[tuple[str, str]]:
@@ -210,7 +126,7 @@ def _admin_operations(server: LiveServer) -> list[tuple[str, str]]:
 def test_every_admin_route_refuses_campus_users_and_anonymous_callers(
     server: LiveServer, operator: Operator
 ) -> None:
-    college = _college(server, operator)
+    college = make_college(server, operator)
     for method, path in _admin_operations(server):
         campus = httpx2.request(method, server.root + path, headers=college.logged_in.headers)
         body = assert_envelope(campus, 403, "operator_required")
@@ -233,47 +149,47 @@ def test_admin_routes_are_documented_with_the_error_envelope(server: LiveServer)
 def test_invalid_bodies_answer_the_validation_envelope(server: LiveServer, operator: Operator) -> None:
     url = server.base_url + "/admin/organizations"
     body = assert_envelope(
-        _call(operator, "POST", url, json={"name": "", "fice": "001"}), 422, "validation_error"
+        call(operator, "POST", url, json={"name": "", "fice": "001"}), 422, "validation_error"
     )
     assert body["detail"][0]["loc"] == ["body", "name"]
-    unknown = _call(operator, "POST", url, json={"name": "A", "fice": unique_fice(), "colour": "red"})
+    unknown = call(operator, "POST", url, json={"name": "A", "fice": unique_fice(), "colour": "red"})
     assert assert_envelope(unknown, 422, "validation_error")["detail"][0]["loc"] == ["body", "colour"]
-    short = _call(
+    short = call(
         operator, "POST", server.base_url + "/admin/users", json={"userName": "a@b.c", "password": "x"}
     )
     assert assert_envelope(short, 422, "validation_error")["detail"][0]["loc"] == ["body", "password"]
-    assert_envelope(_call(operator, "GET", url, params={"limit": "many"}), 400, "invalid_limit")
-    assert_envelope(_call(operator, "GET", url + "/nope"), 404, "organization_not_found")
+    assert_envelope(call(operator, "GET", url, params={"limit": "many"}), 400, "invalid_limit")
+    assert_envelope(call(operator, "GET", url + "/nope"), 404, "organization_not_found")
 
 
 def test_organizations_are_listed_in_pages_and_deactivation_locks_their_users_out(
     server: LiveServer, operator: Operator
 ) -> None:
-    college = _college(server, operator)
+    college = make_college(server, operator)
     url = server.base_url + "/admin/organizations"
-    page = _call(operator, "GET", url, params={"limit": "1", "offset": "0"})
+    page = call(operator, "GET", url, params={"limit": "1", "offset": "0"})
     assert page.status_code == 200, page.text
     assert len(page.json()) == 1
     assert int(page.headers["total-count"]) >= 2
-    renamed = _call(
+    renamed = call(
         operator, "PATCH", f"{url}/{college.organization['uid']}", json={"name": "Renamed", "stateCode": "ia"}
     )
     assert renamed.json()["name"] == "Renamed"
     assert renamed.json()["stateCode"] == "IA"
-    assert _campus_exports(server, college) == []
-    deactivated = _call(operator, "POST", f"{url}/{college.organization['uid']}/deactivate")
+    assert campus_exports(server, college) == []
+    deactivated = call(operator, "POST", f"{url}/{college.organization['uid']}/deactivate")
     assert deactivated.json()["active"] is False
     refused = httpx2.get(server.base_url + "/datacenter/exports", headers=college.logged_in.headers)
     assert_envelope(refused, 403, "organization_inactive")
-    inactive = _call(operator, "GET", url, params={"active": "false"})
+    inactive = call(operator, "GET", url, params={"active": "false"})
     assert college.organization["uid"] in [item["uid"] for item in inactive.json()]
 
 
 def test_memberships_status_and_keys(server: LiveServer, operator: Operator) -> None:
-    college = _college(server, operator)
-    other = _college(server, operator)
+    college = make_college(server, operator)
+    other = make_college(server, operator)
     users = f"{server.base_url}/admin/users/{college.user['uid']}"
-    added = _call(
+    added = call(
         operator,
         "PUT",
         users + "/memberships",
@@ -284,23 +200,23 @@ def test_memberships_status_and_keys(server: LiveServer, operator: Operator) -> 
         (college.organization["uid"], "member"),
         (other.organization["uid"], "admin"),
     ]
-    removed = _call(operator, "DELETE", f"{users}/memberships/{other.organization['uid']}")
+    removed = call(operator, "DELETE", f"{users}/memberships/{other.organization['uid']}")
     assert [m["organizationUid"] for m in removed.json()["memberships"]] == [college.organization["uid"]]
     assert_envelope(
-        _call(operator, "DELETE", f"{users}/memberships/{other.organization['uid']}"),
+        call(operator, "DELETE", f"{users}/memberships/{other.organization['uid']}"),
         404,
         "membership_not_found",
     )
 
-    keys = _call(operator, "GET", users + "/api-keys").json()
+    keys = call(operator, "GET", users + "/api-keys").json()
     assert [set(key) for key in keys] == [{"uid", "name", "prefix", "createdAt", "lastUsedAt", "revokedAt"}]
-    revoked = _call(operator, "DELETE", f"{server.base_url}/admin/api-keys/{keys[0]['uid']}")
+    revoked = call(operator, "DELETE", f"{server.base_url}/admin/api-keys/{keys[0]['uid']}")
     assert revoked.json()["revokedAt"] is not None
     assert_envelope(
-        _call(operator, "DELETE", f"{server.base_url}/admin/api-keys/nope"), 404, "api_key_not_found"
+        call(operator, "DELETE", f"{server.base_url}/admin/api-keys/nope"), 404, "api_key_not_found"
     )
 
-    inactive = _call(operator, "PATCH", users, json={"status": "Inactive"})
+    inactive = call(operator, "PATCH", users, json={"status": "Inactive"})
     assert inactive.json()["status"] == "Inactive"
     refused = httpx2.get(server.base_url + "/datacenter/exports", headers=college.logged_in.headers)
     assert refused.status_code == 401
@@ -309,12 +225,12 @@ def test_memberships_status_and_keys(server: LiveServer, operator: Operator) -> 
 def test_every_operator_action_is_audited_with_the_operator_and_nothing_secret(
     server: LiveServer, operator: Operator
 ) -> None:
-    college = _college(server, operator)
-    form = _publish_form(server, operator, college)
+    college = make_college(server, operator)
+    form = publish_form(server, operator, college)
     with httpx2.Client() as client:
         assert post_parts(client, form["url"], form_parts(form["fields"], CSV)).status_code == 204
     uid = form["export"]["uid"]
-    _call(
+    call(
         operator,
         "POST",
         f"{server.base_url}/admin/organizations/{college.organization['uid']}/exports/{uid}/withdraw",
@@ -347,7 +263,7 @@ def test_every_operator_action_is_audited_with_the_operator_and_nothing_secret(
 def test_the_operator_role_is_granted_and_revoked_on_the_command_line(
     server: LiveServer, operator: Operator, server_clock: MovableClock
 ) -> None:
-    college = _college(server, operator)
+    college = make_college(server, operator)
     user_name = college.user["userName"]
     granted = server.admin_json("admin", "user", "set-operator", user_name, "--on")
     assert granted == {"uid": college.user["uid"], "userName": user_name, "operator": True}
@@ -361,9 +277,9 @@ def test_the_operator_role_is_granted_and_revoked_on_the_command_line(
 
 
 def test_a_small_export_is_published_from_the_request_body(server: LiveServer, operator: Operator) -> None:
-    college = _college(server, operator)
+    college = make_college(server, operator)
     url = f"{server.base_url}/admin/organizations/{college.organization['uid']}/exports/file"
-    published = _call(
+    published = call(
         operator,
         "POST",
         url,
@@ -373,23 +289,17 @@ def test_a_small_export_is_published_from_the_request_body(server: LiveServer, o
     assert published.status_code == 201, published.text
     assert published.json()["state"] == "published"
     assert published.json()["quantity"] == 2
-    assert _campus_exports(server, college) == [published.json()["uid"]]
-    not_csv = _call(operator, "POST", url, params={"productKey": "prospect"}, content=b"\xff\xfe\x00")
+    assert campus_exports(server, college) == [published.json()["uid"]]
+    not_csv = call(operator, "POST", url, params={"productKey": "prospect"}, content=b"\xff\xfe\x00")
     assert "export.csv is not UTF-8 text" in assert_envelope(not_csv, 400, "invalid_export")["message"]
     assert_envelope(
-        _call(operator, "POST", url, params={"productKey": "nope"}, content=CSV), 400, "invalid_export"
+        call(operator, "POST", url, params={"productKey": "nope"}, content=CSV), 400, "invalid_export"
     )
 
 
 def test_a_body_past_the_setting_is_refused(make_server: ServerFactory) -> None:
     small = make_server(admin_file_max_bytes="64")
-    user_name, password = unique("operator") + "@example.org", secrets.token_urlsafe(12)
-    small.admin_json(
-        "admin", "user", "create", "--user-name", user_name, "--password", password, "--operator"
-    )
-    key = small.admin_json("admin", "apikey", "create", "--user", user_name)["apiKey"]
-    token = _login(small, user_name, password, key)["sessionToken"]
-    headers = {"Authorization": f"Bearer {token}", "x-api-key": key}
+    headers = make_operator(small).headers
     refused = httpx2.post(small.base_url + "/admin/students", headers=headers, content=b"StudentKey\r\n" * 10)
     assert_envelope(refused, 413, "body_too_large")
 
@@ -399,12 +309,12 @@ def test_students_are_loaded_from_the_request_body(server: LiveServer, operator:
     rows = "".join(f"{key},Ana,Lopez\r\n" for key in keys)
     url = server.base_url + "/admin/students"
     body = ("StudentKey,FirstName,LastName\r\n" + rows).encode()
-    loaded = _call(operator, "POST", url, params={"train": "false"}, content=body)
+    loaded = call(operator, "POST", url, params={"train": "false"}, content=body)
     assert loaded.status_code == 200, loaded.text
     assert loaded.json() == {"inserted": 3, "updated": 0, "model": None}
-    again = _call(operator, "POST", url, params={"train": "false"}, content=body)
+    again = call(operator, "POST", url, params={"train": "false"}, content=body)
     assert again.json() == {"inserted": 0, "updated": 3, "model": None}
-    broken = _call(operator, "POST", url, content=b"StudentKey,FirstName\r\nA,B\r\n")
+    broken = call(operator, "POST", url, content=b"StudentKey,FirstName\r\nA,B\r\n")
     assert assert_envelope(broken, 400, "invalid_student_file")["message"].startswith("students.csv")
     with server.db() as db:
         loads = db.scalars(select(AuditEvent).where(AuditEvent.action == "students.loaded")).all()

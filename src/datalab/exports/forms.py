@@ -9,9 +9,11 @@ without telling anyone, the sweeper (and an operator reading the export) looks f
 
 from __future__ import annotations
 
+import io
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import IO, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -104,11 +106,27 @@ def create_export_form(
     return ExportForm(export=export, url=form["url"], fields=form["fields"])
 
 
+class _Chunks(io.RawIOBase):
+    """A store's stream read by chunks only: S3's body says it is closed once its last byte is read,
+    which a text reader then takes for a closed file before it has parsed those bytes."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def _count_records(store: ObjectStore, bucket: str, export: Export) -> int | str:
     """The file's records after its header row, or why it cannot be published."""
     try:
         with store.open_stream(bucket=bucket, key=export.object_key) as stream:
-            rows = data_rows(stream, export.file_name)
+            rows = data_rows(io.BufferedReader(_Chunks(stream)), export.file_name)
             if next(rows, None) is None:
                 return f"{export.file_name} is empty: an export needs at least a header row"
             return sum(1 for _ in rows)
@@ -150,7 +168,7 @@ def _awaiting(db: Session, export_id: int) -> Export | None:
     return db.scalar(
         select(Export)
         .where(Export.id == export_id, Export.published_at.is_(None), Export.form_token.is_not(None))
-        .with_for_update()
+        .with_for_update(of=Export)
     )
 
 
@@ -181,12 +199,14 @@ class ExportReceiver:
             with transaction(self.session_factory) as db:
                 export = _awaiting(db, upload_id)
                 if export is None:
-                    writer.abort()
                     raise expired_token("")
                 info = writer.commit()
                 finish_export(db=db, store=self.store, bucket=self.bucket, export=export, info=info, now=now)
         except BaseException:
-            if info is not None:
+            # Nothing was published: the bytes written, or the object stored, are nobody's.
+            if info is None:
+                writer.abort()
+            else:
                 self.store.delete(bucket=self.bucket, key=info.key)
             raise
         return info
