@@ -100,6 +100,21 @@ def get_user(*, db: Session, user_name: str) -> User | None:
     return db.scalar(select(User).where(User.user_name_key == user_name.strip().lower()))
 
 
+def _check_new_user(db: Session, user_name: str, password: str, *, has_organization: bool) -> None:
+    if not user_name:
+        raise AccountError("userName must not be empty")
+    if len(password) < 8:
+        raise AccountError("passwords must be at least 8 characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AccountError(f"passwords must be at most {MAX_PASSWORD_LENGTH} characters")
+    if len(user_name) > MAX_USER_NAME_LENGTH:
+        raise AccountError(f"userName must be at most {MAX_USER_NAME_LENGTH} characters")
+    if not has_organization:
+        raise AccountError("a user must belong to at least one organization unless they are an operator")
+    if get_user(db=db, user_name=user_name) is not None:
+        raise AccountError(f"a user named {user_name} already exists")
+
+
 def create_user(
     *,
     db: Session,
@@ -117,18 +132,7 @@ def create_user(
     """Create an active user belonging to the given organizations, in that order (as their admin when
     `admin`); an operator may belong to none."""
     user_name = user_name.strip()
-    if not user_name:
-        raise AccountError("userName must not be empty")
-    if len(password) < 8:
-        raise AccountError("passwords must be at least 8 characters")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise AccountError(f"passwords must be at most {MAX_PASSWORD_LENGTH} characters")
-    if len(user_name) > MAX_USER_NAME_LENGTH:
-        raise AccountError(f"userName must be at most {MAX_USER_NAME_LENGTH} characters")
-    if not organizations and not operator:
-        raise AccountError("a user must belong to at least one organization unless they are an operator")
-    if get_user(db=db, user_name=user_name) is not None:
-        raise AccountError(f"a user named {user_name} already exists")
+    _check_new_user(db, user_name, password, has_organization=bool(organizations) or operator)
     user = User(
         user_name=user_name,
         user_name_key=user_name.lower(),

@@ -43,6 +43,36 @@ class ExportForm:
     fields: dict[str, str]
 
 
+def _awaiting_record(
+    organization: Organization, product_key: str, order_name: str, *, now: datetime, by: User | None
+) -> Export:
+    """A new export of the organization with its server-chosen key and form token, and no file yet."""
+    if product_key not in PRODUCT_KEYS:
+        raise ExportError(f"productKey must be one of {', '.join(PRODUCT_KEYS)}, not {product_key!r}")
+    file_name = export_file_name(
+        product_key=product_key,
+        organization_name=organization.name,
+        fice=organization.fice,
+        order_name=order_name,
+        at=now,
+    )
+    list_path = new_uid()
+    return Export(
+        organization_id=organization.id,
+        product_key=product_key,
+        order_name=order_name,
+        file_name=file_name,
+        object_key=f"{organization.uid}/{product_key}/{list_path}/{file_name}",
+        size_bytes=0,
+        sha256="",
+        quantity=0,
+        list_path=list_path,
+        created_by=by,
+        created_at=now,
+        form_token=secrets.token_urlsafe(32),
+    )
+
+
 def create_export_form(
     *,
     db: Session,
@@ -58,31 +88,8 @@ def create_export_form(
     by: User | None = None,
 ) -> ExportForm:
     """Record an export of the organization that is listed once its file arrives through the form."""
-    if product_key not in PRODUCT_KEYS:
-        raise ExportError(f"productKey must be one of {', '.join(PRODUCT_KEYS)}, not {product_key!r}")
-    file_name = export_file_name(
-        product_key=product_key,
-        organization_name=organization.name,
-        fice=organization.fice,
-        order_name=order_name,
-        at=now,
-    )
-    list_path = new_uid()
-    export = Export(
-        organization_id=organization.id,
-        product_key=product_key,
-        order_name=order_name,
-        file_name=file_name,
-        object_key=f"{organization.uid}/{product_key}/{list_path}/{file_name}",
-        size_bytes=0,
-        sha256="",
-        quantity=0,
-        list_path=list_path,
-        created_by=by,
-        created_at=now,
-        form_token=secrets.token_urlsafe(32),
-        form_expires_at=now + timedelta(seconds=ttl_seconds),
-    )
+    export = _awaiting_record(organization, product_key, order_name, now=now, by=by)
+    export.form_expires_at = now + timedelta(seconds=ttl_seconds)
     db.add(export)
     db.flush()
     record(
@@ -92,7 +99,7 @@ def create_export_form(
         now=now,
         actor=by,
         target=("export", export.uid),
-        detail={"productKey": product_key, "fileName": file_name},
+        detail={"productKey": product_key, "fileName": export.file_name},
     )
     form = store.presigned_post(
         bucket=bucket,
