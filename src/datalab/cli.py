@@ -195,6 +195,27 @@ def org_create(
     emit(payload, as_json, lambda: f"created organization {payload['uid']} ({name}, FICE {fice})")
 
 
+@org_cli.command("set-active")
+def org_set_active(
+    org: Annotated[str, typer.Argument(help="Organization uid or FICE.")],
+    active: Annotated[
+        bool,
+        typer.Option(
+            "--on/--off", help="Reactivate (--on) or deactivate (--off): its users cannot act in it."
+        ),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Deactivate an organization (its rows are kept) or reactivate it."""
+    from datalab.accounts.service import set_organization_active
+
+    with admin_session() as (db, _store, _settings):
+        (organization,) = _organizations(db, [org])
+        set_organization_active(db=db, organization=organization, active=active, now=_now())
+        payload = {"uid": organization.uid, "name": organization.name, "active": active}
+    emit(payload, as_json, lambda: f"{payload['name']} is now {'active' if active else 'deactivated'}")
+
+
 def _user(db: Session, user_name: str) -> User:
     from datalab.accounts.service import find_user
     from datalab.domain_errors import DomainError
@@ -439,6 +460,29 @@ def export_publish(
         as_json,
         lambda: f"published {payload['fileName']} as export {payload['uid']} ({payload['quantity']} records)",
     )
+
+
+@export_cli.command("withdraw")
+def export_withdraw(
+    org: Annotated[str, typer.Option(help="Organization uid or FICE.")],
+    uid: Annotated[str, typer.Argument(help="The export's uid.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Withdraw an export: no longer listed to the organization, its download URLs refused."""
+    from datalab.domain_errors import DomainError
+    from datalab.exports.forms import find_export, withdraw_export
+
+    with admin_session() as (db, _store, _settings):
+        (organization,) = _organizations(db, [org])
+        try:
+            export = withdraw_export(
+                db=db, export=find_export(db=db, organization=organization, uid=uid), now=_now()
+            )
+        except DomainError as exc:
+            raise fail(exc.message) from None
+        withdrawn_at = export.withdrawn_at.isoformat() if export.withdrawn_at else None
+        payload = {"uid": export.uid, "fileName": export.file_name, "withdrawnAt": withdrawn_at}
+    emit(payload, as_json, lambda: f"withdrew export {uid} ({payload['fileName']})")
 
 
 @export_cli.command("list")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -321,3 +322,40 @@ def test_students_are_loaded_from_the_request_body(server: LiveServer, operator:
     assert [(event.actor_uid, event.detail["file"]) for event in loads] == [
         (operator.uid, "students.csv")
     ] * 2
+
+
+def test_the_commands_withdraw_exports_and_deactivate_organizations_like_the_api(
+    server: LiveServer, operator: Operator, tmp_path: Path
+) -> None:
+    college = make_college(server, operator)
+    fice = college.organization["fice"]
+    source = tmp_path / "list.csv"
+    source.write_bytes(CSV)
+    published = server.admin_json(
+        "admin", "export", "publish", "--org", fice, "--product", "aos", str(source)
+    )
+    assert campus_exports(server, college) == [published["uid"]]
+    withdrawn = server.admin_json("admin", "export", "withdraw", "--org", fice, published["uid"])
+    assert withdrawn["withdrawnAt"] is not None
+    assert campus_exports(server, college) == []
+
+    server.admin_json("admin", "org", "set-active", fice, "--off")
+    refused = httpx2.get(server.base_url + "/datacenter/exports", headers=college.logged_in.headers)
+    assert_envelope(refused, 403, "organization_inactive")
+    server.admin_json("admin", "org", "set-active", fice, "--on")
+    assert campus_exports(server, college) == []
+    with server.db() as db:
+        actions = db.scalars(
+            select(AuditEvent.action)
+            .where(
+                AuditEvent.channel == "CLI",
+                AuditEvent.target_id.in_([published["uid"], college.organization["uid"]]),
+            )
+            .order_by(AuditEvent.id)
+        ).all()
+    assert actions == [
+        "export.published",
+        "export.withdrawn",
+        "organization.deactivated",
+        "organization.reactivated",
+    ]
