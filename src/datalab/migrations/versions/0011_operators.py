@@ -1,7 +1,7 @@
 """operators: the operator role, deactivated organizations, exports published through a form and withdrawn
 
 Revision ID: 0011_operators
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-07 10:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import datalab.db
 
 revision = "0011_operators"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
