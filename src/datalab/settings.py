@@ -139,6 +139,18 @@ class Settings(BaseSettings):
         description="How long an idle pipeline worker waits before looking for work again (procrastinate "
         "workers are also woken by PostgreSQL notifications).",
     )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port on which each `datalab worker` answers Prometheus scrapes of its own metrics "
+        "(pipeline stage durations and failures, webhook attempts); 0 serves none.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the worker's metrics port listens on (loopback unless a scraper elsewhere "
+        "must reach it).",
+    )
     pipeline_lease_seconds: float = Field(
         default=60,
         ge=1,
