@@ -21,6 +21,7 @@ from datalab.admin.routes import router as admin_router
 from datalab.audit.routes import AuditOriginMiddleware
 from datalab.audit.routes import pages as audit_pages
 from datalab.audit.routes import router as audit_router
+from datalab.digests.routes import router as digests_router
 from datalab.errors import install_error_handlers
 from datalab.exports.forms import ExportReceiver
 from datalab.exports.routes import router as exports_router
@@ -45,7 +46,7 @@ from datalab.web.routes import STATIC_DIR as WEB_STATIC
 from datalab.web.routes import router as web_router
 from datalab.webhooks.routes import pages as webhooks_pages
 from datalab.webhooks.routes import router as webhooks_router
-from datalab.webhooks.tasks import WebhookSender
+from datalab.webhooks.tasks import WebhookSender, sending_for
 
 # make_store moved to datalab.runtime; still importable from here.
 __all__ = ["create_app", "make_store"]
@@ -70,6 +71,7 @@ def start_webhook_sender(settings: Settings, session_factory: sessionmaker[Sessi
         return None
     sender = WebhookSender(
         session_factory=session_factory,
+        sending=sending_for(settings),
         timeout_seconds=settings.webhook_timeout_seconds,
         retry_waits=settings.webhook_retry_seconds,
         poll_seconds=settings.webhook_poll_seconds,
@@ -166,6 +168,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     api.include_router(uploads_router)
     api.include_router(audit_router)
     api.include_router(webhooks_router)
+    api.include_router(digests_router)
     api.include_router(admin_router)
     app.include_router(api)
     # Data Center before the store's catch-all /{bucket}/{key} routes.

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from datalab.accounts.models import Organization, User
 from datalab.audit.service import record, record_for
 from datalab.db import new_uid, transaction
+from datalab.digests.service import record_new_export
 from datalab.errors import bad_request
 from datalab.exports.errors import ExportError, ExportNotFound
 from datalab.exports.models import (
@@ -132,7 +133,7 @@ def publish_export(
 
 
 def announce_export(db: Session, export: Export, *, actor: User | None, now: datetime) -> None:
-    """Record a complete export and tell the organization's webhooks."""
+    """Record a complete export, tell the organization's webhooks and queue it for e-mail digests."""
     record(
         db,
         action="export.published",
@@ -150,6 +151,7 @@ def announce_export(db: Session, export: Export, *, actor: User | None, now: dat
         data=_event_data(export),
         now=now,
     )
+    record_new_export(db=db, export=export, now=now)
 
 
 def _event_data(export: Export) -> dict[str, object]:

@@ -40,7 +40,8 @@ from datalab.pipeline.service import QUEUE_INFO_KEY
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.runtime import make_store
 from datalab.settings import Settings
-from datalab.webhooks.tasks import attempt_delivery, defer_unfinished, lease_for, make_client
+from datalab.webhooks.sealing import seal_plaintext_secrets
+from datalab.webhooks.tasks import attempt_delivery, defer_unfinished, lease_for, make_client, sending_for
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ def add_webhook_task(
             sent = attempt_delivery(
                 session_factory=session_factory,
                 client=client,
+                sending=sending_for(settings),
                 sender=name,
                 lease=lease_for(settings.webhook_timeout_seconds),
                 retry_waits=settings.webhook_retry_seconds,
@@ -176,6 +178,7 @@ def run_worker(*, settings: Settings) -> None:
     upgrade_database(engine)
     install_schema(engine)
     session_factory = make_session_factory(engine, info={QUEUE_INFO_KEY: "procrastinate"})
+    seal_plaintext_secrets(session_factory=session_factory, box=sending_for(settings).box)
     handed_over = hand_over_embedded_jobs(session_factory)
     if handed_over:
         log.info("deferred %s stages the embedded queue held", handed_over)

@@ -1,7 +1,7 @@
 """operators: the operator role, deactivated organizations, exports published through a form and withdrawn
 
-Revision ID: 0011_operators
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-07 10:00:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import datalab.db
 
-revision = "0011_operators"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
