@@ -8,13 +8,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import DateTime, Engine, ForeignKey, MetaData, TypeDecorator, create_engine, event
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    ForeignKey,
+    MetaData,
+    Row,
+    Select,
+    TypeDecorator,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+Columns = TypeVarTuple("Columns")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Execution option marking a read-only engine view (see make_session_factory).
@@ -155,6 +167,18 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def first_unclaimed(db: Session, candidates: Select[*Columns]) -> Row[*Columns] | None:
+    """The first row of a queue's candidates that no other worker is claiming right now, or None.
+
+    On PostgreSQL the row is locked and rows locked by other transactions are skipped, so concurrent
+    claimers each get a different one; SQLite's single writer needs no lock. The caller still claims it
+    with a conditional UPDATE (its due condition again), which a lost race leaves without a row.
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    return db.execute(candidates).first()
 
 
 def upgrade_database(engine: Engine) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from datalab.accounts.models import Membership, Organization, User
 from datalab.audit.service import record, record_for
-from datalab.db import new_uid
+from datalab.db import first_unclaimed, new_uid
 from datalab.digests.errors import DigestsNeedAUser
 from datalab.digests.models import DigestEntry, DigestOptOut
 from datalab.exports.models import Export
@@ -141,9 +141,7 @@ def claim_digest(
         .order_by(DigestEntry.id)
         .limit(1)
     )
-    if db.get_bind().dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    candidate = db.execute(candidates).first()
+    candidate = first_unclaimed(db, candidates)
     if candidate is None:
         return None
     uid = new_uid()

@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from datalab.db import transaction, utcnow
+from datalab.db import first_unclaimed, transaction, utcnow
 from datalab.lifecycle import TERMINAL, UploadStatus, status_values
 from datalab.operations.metrics import observe_stage
 from datalab.pipeline.models import PipelineJob
@@ -85,12 +85,13 @@ def claim_job(
 ) -> ClaimedJob | None:
     """Take the oldest claimable job (pending, or running with an expired lease), or None."""
     with transaction(session_factory) as db:
-        candidates = select(PipelineJob.id).where(_claimable(now)).order_by(PipelineJob.id).limit(1)  # type: ignore[arg-type]
-        if db.get_bind().dialect.name == "postgresql":
-            candidates = candidates.with_for_update(skip_locked=True)
-        claimed_id = db.scalar(candidates)
-        if claimed_id is None:
+        candidate = first_unclaimed(
+            db,
+            select(PipelineJob.id).where(_claimable(now)).order_by(PipelineJob.id).limit(1),  # type: ignore[arg-type]
+        )
+        if candidate is None:
             return None
+        claimed_id = candidate.id
         row = db.execute(
             update(PipelineJob)
             .where(PipelineJob.id == claimed_id, _claimable(now))  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab import __version__
-from datalab.db import transaction, utcnow
+from datalab.db import first_unclaimed, transaction, utcnow
 from datalab.operations.metrics import observe_webhook_attempt
 from datalab.pipeline.pgqueue import QUEUE_INFO_KEY, defer_delivery
 from datalab.settings import Settings
@@ -93,11 +93,10 @@ def claim_delivery(
     candidates = select(WebhookDelivery.id).where(_due(now)).order_by(WebhookDelivery.id).limit(1)  # type: ignore[arg-type]
     if delivery_id is not None:
         candidates = candidates.where(WebhookDelivery.id == delivery_id)
-    if db.get_bind().dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    claimed_id = db.scalar(candidates)
-    if claimed_id is None:
+    candidate = first_unclaimed(db, candidates)
+    if candidate is None:
         return None
+    claimed_id = candidate.id
     row = db.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id == claimed_id, _due(now))  # type: ignore[arg-type]
