@@ -16,8 +16,8 @@ from datalab.exports import service
 from datalab.exports.schemas import DownloadUrlOut, ExportOut
 from datalab.pagination import non_negative, parse_paging
 from datalab.scoping import OrgContext
-from datalab.storage.routes import s3_error_response
-from datalab.storage.s3_auth import S3Error
+from datalab.storage.errors import GATE_FAILURES
+from datalab.storage.routes import s3_error_for, s3_error_response
 
 router = APIRouter(prefix="/datacenter", tags=["Exports"])
 
@@ -138,6 +138,6 @@ def redeem_download_ticket(
             redirect_ttl=settings.s3_redirect_ttl_seconds,
             now=now,
         )
-    except S3Error as error:
-        return s3_error_response(error, request_id)
+    except GATE_FAILURES as failure:
+        return s3_error_response(s3_error_for(failure), request_id)
     return RedirectResponse(url, status_code=307, headers={"x-amz-request-id": request_id})

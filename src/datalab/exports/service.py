@@ -24,15 +24,20 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from datalab.accounts.models import Organization, User
 from datalab.audit.service import record, record_for
 from datalab.db import new_uid, transaction
-from datalab.errors import bad_request
-from datalab.exports.errors import ExportNotFound
+from datalab.exports.errors import (
+    DownloadUrlExpired,
+    DownloadUrlUsed,
+    ExportFileMissing,
+    ExportNotFound,
+    InvalidExportParameter,
+    UnknownDownloadUrl,
+)
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Delivery, DownloadTicket, Export
 from datalab.exports.naming import export_file_name
 from datalab.exports.schemas import delivery_row_out, export_row_out
 from datalab.pagination import Page, paginate
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectStore
-from datalab.storage.s3_auth import S3Error, access_denied, expired_error, no_such_key
 from datalab.webhooks.models import EXPORT_PUBLISHED
 from datalab.webhooks.service import emit
 
@@ -157,12 +162,12 @@ def _event_data(export: Export) -> dict[str, object]:
 def parse_export_filters(*, status: str | None, product_key: str | None) -> tuple[str | None, str | None]:
     """Validate the list filters; invalid values get a 400 naming the valid ones."""
     if status is not None and status not in EXPORT_STATUSES:
-        raise bad_request(
+        raise InvalidExportParameter(
             f"Invalid status {status!r}: valid values are {', '.join(EXPORT_STATUSES)} (case-sensitive)",
             code="invalid_status",
         )
     if product_key is not None and product_key not in PRODUCT_KEYS:
-        raise bad_request(
+        raise InvalidExportParameter(
             f"Invalid productKey {product_key!r}: valid values are "
             f"{', '.join(PRODUCT_KEYS)} (case-sensitive)",
             code="invalid_product_key",
@@ -378,13 +383,13 @@ def issue_download_url(
     export = get_export(db=db, org=org, uid=uid)
     chosen_type = (file_type or "csv").strip().lower()
     if chosen_type not in FILE_TYPES:
-        raise bad_request(
+        raise InvalidExportParameter(
             f"fileType {file_type!r} is not available for this export; available: {', '.join(FILE_TYPES)}",
             code="invalid_file_type",
         )
     for name, value in (("skip", skip), ("limit", limit)):
         if value is not None and value < 0:
-            raise bad_request(f"{name} must be a non-negative integer", code=f"invalid_{name}")
+            raise InvalidExportParameter(f"{name} must be a non-negative integer", code=f"invalid_{name}")
     _sweep_expired_tickets(db=db, store=store, bucket=bucket, now=now)
     token = secrets.token_urlsafe(32)
     key = export.object_key
@@ -495,16 +500,14 @@ def _claim_ticket(*, db: Session, ticket: DownloadTicket, now: datetime) -> None
         .values(claimed_at=now)
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        raise _expired(ticket, now)
+        raise _refused(ticket, now, used=ticket.expires_at > now)
 
 
-def _expired(ticket: DownloadTicket, now: datetime) -> S3Error:
-    # S3 has no "already used" error: a used one-time URL is answered like an expired one.
-    return expired_error(
-        expires_at=ticket.expires_at,
-        now=now,
-        expires_in=int((ticket.expires_at - ticket.created_at).total_seconds()),
-    )
+def _refused(ticket: DownloadTicket, now: datetime, *, used: bool) -> DownloadUrlExpired | DownloadUrlUsed:
+    times = {"expires_at": ticket.expires_at, "issued_at": ticket.created_at, "refused_at": now}
+    if used:
+        return DownloadUrlUsed("This download URL was used already", **times)
+    return DownloadUrlExpired("This download URL has expired", **times)
 
 
 def _served_key(ticket: DownloadTicket) -> str:
@@ -526,12 +529,12 @@ def redeem_ticket(
     short-lived presigned GET to redirect to; S3 cannot tell whether that transfer finished."""
     ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == token))
     if ticket is None or PurePosixPath(_served_key(ticket)).name != file_name:
-        raise access_denied("Access Denied")
+        raise UnknownDownloadUrl("No download URL has this token and file name")
     _claim_ticket(db=db, ticket=ticket, now=now)
     key = _served_key(ticket)
     info = store.info(bucket=bucket, key=key)
     if info is None:
-        raise no_such_key(key)
+        raise ExportFileMissing("The export's file is not in the store", key=key)
     record_delivery(db=db, ticket=ticket, bytes_sent=info.size, now=now)
     return store.presigned_get_url(
         bucket=bucket, key=key, base_url=base_url, session_token=token, expires_in=redirect_ttl, now=now
@@ -551,9 +554,9 @@ class ExportDownloads:
     ) -> DownloadTicket:
         ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == (session_token or "")))
         if ticket is None or key != _served_key(ticket):
-            raise access_denied("Access Denied")
+            raise UnknownDownloadUrl("No download URL has this token and key")
         if ticket.claimed_at is not None or ticket.expires_at <= now:
-            raise _expired(ticket, now)
+            raise _refused(ticket, now, used=ticket.expires_at > now)
         return ticket
 
     def check(self, *, session_token: str | None, key: str, now: datetime) -> None:
@@ -612,7 +615,7 @@ def bundle_exports(
     """Zip the organization's exports (streamed from the store, never held in memory) for one download."""
     exports = [get_export(db=db, org=org, uid=uid) for uid in dict.fromkeys(uids)]
     if not exports:
-        raise bad_request("Choose at least one export file", code="nothing_selected")
+        raise InvalidExportParameter("Choose at least one export file", code="nothing_selected")
     temp_dir.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(dir=temp_dir, suffix=".zip")
     os.close(handle)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from datalab.accounts import service as accounts
 from datalab.deps import DbDep, NowDep, ReadDbDep, SettingsDep, StoreDep, public_base_url, raw_body
-from datalab.domain_errors import DomainError
+from datalab.domain_errors import DomainError, Forbidden, Throttled, Unauthenticated, Unprocessable
 from datalab.errors import ApiError, domain_status
 from datalab.exports import service as exports
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Export
@@ -192,15 +192,13 @@ def signin(request: Request, body: BodyDep, db: DbDep, settings: SettingsDep, no
                 client_address=request.client.host if request.client else "",
                 now=now,
             )
-    except ApiError as error:
-        if error.status not in (401, 403, 429):
-            raise
+    except (Unauthenticated, Forbidden, Throttled) as refused:
         # A failed attempt is counted by the throttle and must stay counted.
         db.commit()
         response = render(
-            request, "signin.html", None, next=back_to, csrf_token=expected, error=error.message
+            request, "signin.html", None, next=back_to, csrf_token=expected, error=refused.message
         )
-        response.status_code = error.status
+        response.status_code = domain_status(refused)
         return response
     redirect = RedirectResponse(back_to, status_code=303)
     redirect.set_cookie(
@@ -378,8 +376,8 @@ def create_upload(
             max_size=settings.max_upload_bytes,
             now=now,
         )
-    except ApiError as error:
-        return JSONResponse({"message": error.message}, status_code=error.status)
+    except DomainError as refused:
+        return JSONResponse({"message": refused.message}, status_code=domain_status(refused))
     return JSONResponse(
         {
             "id": created.upload.uid,
@@ -518,11 +516,9 @@ def submit_mapping(
         uploads.process_upload(
             db=db, org=org, uid=uid, body={"fieldsMap": fields_map, "valuesMap": values_map}, now=now
         )
-    except ApiError as error:
-        if error.status != 422:
-            raise
+    except Unprocessable as refused:
         problems = (
-            [str(p["msg"]) for p in error.detail] if isinstance(error.detail, list) else [error.message]
+            [str(p["msg"]) for p in refused.detail] if isinstance(refused.detail, list) else [refused.message]
         )
         response = render(request, "mapping.html", session, **_mapping_context(upload, problems, fields_map))
         response.status_code = 422
