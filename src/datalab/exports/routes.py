@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
-from datalab.deps import ApiCallDep, DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url
+from datalab.deps import ApiCallDep, DbDep, ExportServiceDep, NowDep, SettingsDep, StoreDep, public_base_url
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.exports import service
 from datalab.exports.schemas import DownloadUrlOut, ExportOut
@@ -80,13 +80,8 @@ _DOWNLOAD_RESPONSES = error_responses(*ORG_SCOPED_ERRORS, 404, s404="No such exp
 @router.get("/exports/{uid}/download/", include_in_schema=False)
 @router.get("/{uid}/download/", include_in_schema=False)
 def download_export(
-    request: Request,
     uid: str,
-    db: DbDep,
-    org: OrgDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    now: NowDep,
+    exports: ExportServiceDep,
     fileType: OptionalText = None,
     filetype: OptionalText = None,
     limit: OptionalText = None,
@@ -95,20 +90,7 @@ def download_export(
     """A one-time download URL for one export; limit/skip serve a slice of its rows."""
     # Counts of data rows, so not capped like a page size.
     row_limit, row_skip = non_negative("limit", limit), non_negative("skip", skip)
-    url = service.issue_download_url(
-        db=db,
-        store=store,
-        bucket=settings.exports_bucket,
-        org=org,
-        uid=uid,
-        file_type=fileType or filetype,
-        skip=row_skip,
-        limit=row_limit,
-        base_url=public_base_url(request, settings),
-        ttl_seconds=settings.download_url_ttl_seconds,
-        temp_dir=settings.temp_dir,
-        now=now,
-    )
+    url = exports.issue_download_url(uid, file_type=fileType or filetype, skip=row_skip, limit=row_limit)
     return DownloadUrlOut(downloadUrl=url)
 
 

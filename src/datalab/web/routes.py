@@ -22,11 +22,21 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from datalab.accounts import service as accounts
-from datalab.deps import DbDep, NowDep, ReadDbDep, SettingsDep, StoreDep, public_base_url, raw_body
+from datalab.deps import (
+    DbDep,
+    NowDep,
+    ReadDbDep,
+    SettingsDep,
+    StoreDep,
+    build_export_service,
+    public_base_url,
+    raw_body,
+)
 from datalab.domain_errors import DomainError, Forbidden, Throttled, Unauthenticated, Unprocessable
 from datalab.errors import ApiError, domain_status
 from datalab.exports import service as exports
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Export
+from datalab.exports.service import ExportService
 from datalab.layouts import load_layout
 from datalab.lifecycle import CANCELABLE, LIVE
 from datalab.operations.metrics import login_attempt
@@ -107,6 +117,33 @@ def current_read_session(request: Request, db: ReadDbDep, now: NowDep) -> WebSes
 SessionDep = Annotated[WebSession, Depends(current_session)]
 # Pages that only read take this one with ReadDbDep: on SQLite they never wait for the write lock.
 ReadSessionDep = Annotated[WebSession, Depends(current_read_session)]
+
+
+def export_service(
+    request: Request, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep, now: NowDep
+) -> ExportService:
+    """The exports of the organization the signed-in session acts in (built as the API builds them)."""
+    return build_export_service(
+        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
+    )
+
+
+def read_export_service(
+    request: Request,
+    session: ReadSessionDep,
+    db: ReadDbDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    now: NowDep,
+) -> ExportService:
+    """The same, on the read-only session of a page that only reads."""
+    return build_export_service(
+        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
+    )
+
+
+ExportServiceDep = Annotated[ExportService, Depends(export_service)]
+ReadExportServiceDep = Annotated[ExportService, Depends(read_export_service)]
 BodyDep = Annotated[bytes, Depends(raw_body)]
 
 
@@ -236,20 +273,17 @@ def switch_organization(session: SessionDep, body: BodyDep, db: DbDep) -> Redire
 
 @router.get("/exports")
 def exports_page(
-    request: Request, session: ReadSessionDep, db: ReadDbDep, product: str = "", status: str = ""
+    request: Request,
+    session: ReadSessionDep,
+    service: ReadExportServiceDep,
+    product: str = "",
+    status: str = "",
 ) -> HTMLResponse:
     """The organization's export files, filtered by product and status."""
     status_filter, product_filter = exports.parse_export_filters(
         status=status or None, product_key=product or None
     )
-    page = exports.list_exports(
-        db=db,
-        org=web.org_of(session),
-        status=status_filter,
-        product_key=product_filter,
-        limit=None,
-        offset=0,
-    )
+    page = service.list(status=status_filter, product_key=product_filter, limit=None, offset=0)
     return render(
         request,
         "exports.html",
@@ -263,47 +297,13 @@ def exports_page(
 
 
 @router.post("/exports/download")
-def download_exports(
-    request: Request,
-    session: SessionDep,
-    body: BodyDep,
-    db: DbDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    now: NowDep,
-) -> Response:
+def download_exports(session: SessionDep, body: BodyDep, service: ExportServiceDep, now: NowDep) -> Response:
     """One export: a redirect to its one-time URL. Several: one zip. Each counts as a delivery."""
     form = checked_form(session, body)
     uids = [uid for uid in form.get("uid", []) if uid]
-    org = web.org_of(session)
     if len(uids) == 1:
-        url = exports.issue_download_url(
-            db=db,
-            store=store,
-            bucket=settings.exports_bucket,
-            org=org,
-            uid=uids[0],
-            file_type=None,
-            skip=None,
-            limit=None,
-            base_url=public_base_url(request, settings),
-            ttl_seconds=settings.download_url_ttl_seconds,
-            temp_dir=settings.temp_dir,
-            now=now,
-            method=DATA_SOURCE,
-        )
-        return RedirectResponse(url, status_code=303)
-    bundle = exports.bundle_exports(
-        db=db,
-        session_factory=request.app.state.session_factory,
-        store=store,
-        bucket=settings.exports_bucket,
-        org=org,
-        uids=uids,
-        temp_dir=settings.temp_dir,
-        now=now,
-        method=DATA_SOURCE,
-    )
+        return RedirectResponse(service.issue_download_url(uids[0], method=DATA_SOURCE), status_code=303)
+    bundle = service.bundle(uids, method=DATA_SOURCE)
     size = bundle.path.stat().st_size
     return FileStreamResponse(
         path=bundle.path,
