@@ -18,6 +18,7 @@ from datalab.runtime import Runtime
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
+from datalab.uploads.service import UploadService
 
 
 async def get_settings(request: Request) -> Settings:
@@ -236,3 +237,30 @@ def get_export_service(
 
 
 ExportServiceDep = Annotated[ExportService, Depends(get_export_service)]
+
+
+def build_upload_service(
+    request: Request, *, db: Session, org: OrgContext, settings: Settings, store: ObjectStore, now: datetime
+) -> UploadService:
+    """The request's UploadService in `org` (the API's Organization header, or a Data Center session)."""
+    return UploadService(
+        db=db, org=org, store=store, settings=settings, now=now, base_url=public_base_url(request, settings)
+    )
+
+
+def get_upload_service(
+    request: Request, db: DbDep, org: OrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
+) -> UploadService:
+    """The uploads of the organization the API call acts in."""
+    return build_upload_service(request, db=db, org=org, settings=settings, store=store, now=now)
+
+
+def get_read_upload_service(
+    request: Request, db: ReadDbDep, org: ReadOrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
+) -> UploadService:
+    """The same, on the read-only session of a route that only reads."""
+    return build_upload_service(request, db=db, org=org, settings=settings, store=store, now=now)
+
+
+UploadServiceDep = Annotated[UploadService, Depends(get_upload_service)]
+ReadUploadServiceDep = Annotated[UploadService, Depends(get_read_upload_service)]

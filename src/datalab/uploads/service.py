@@ -21,6 +21,7 @@ from datalab.pipeline.artifacts import report_key
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.service import enqueue_stage
 from datalab.scoping import OrgContext, scoped
+from datalab.settings import Settings
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
 from datalab.uploads.errors import (
     InvalidField,
@@ -312,6 +313,23 @@ def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, An
     if not waiting or not headers:
         raise _status_conflict(upload, "processed")
     fields_map, values_map = _mapping_body(body)
+    problems = _mapping_problems(upload, headers, fields_map)
+    if problems:
+        raise MappingProblems(problems)
+    save_mapping(
+        db=db,
+        org=org,
+        product_type=upload.product_type,
+        headers=headers,
+        fields_map=fields_map,
+        values_map=values_map,
+        now=now,
+    )
+    return _queue_mapped(db, org, upload, fields_map=fields_map, values_map=values_map, now=now)
+
+
+def _mapping_problems(upload: Upload, headers: list[str], fields_map: dict[str, str]) -> list[dict[str, Any]]:
+    """What keeps a mapping from fitting the upload's layout and columns, in upstream's validation shape."""
     layout = load_layout(upload.product_type)
     known_fields = {field.name for field in layout.fields}
     problems = [
@@ -336,17 +354,20 @@ def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, An
                 "type": "value_error",
             }
         )
-    if problems:
-        raise MappingProblems(problems)
-    save_mapping(
-        db=db,
-        org=org,
-        product_type=upload.product_type,
-        headers=headers,
-        fields_map=fields_map,
-        values_map=values_map,
-        now=now,
-    )
+    return problems
+
+
+def _queue_mapped(
+    db: Session,
+    org: OrgContext,
+    upload: Upload,
+    *,
+    fields_map: dict[str, str],
+    values_map: dict[str, dict[str, str]],
+    now: datetime,
+) -> Upload:
+    """Move a mapped upload to `enqueued` with its mapping, queue cleansing, and record the change."""
+    uid = upload.uid
     meta = dict(upload.meta)
     meta["headersMap"] = [
         {**entry, "fileHeader": fields_map.get(str(entry["field"]))} for entry in meta.get("headersMap", [])
@@ -425,3 +446,86 @@ def open_row_report(
         )
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(upload.file_name).stem) or "file"
     return f"{stem}-errors.csv", store.open_stream(bucket=bucket, key=key)
+
+
+@dataclass
+class UploadService:
+    """The uploads of one organization as one request works with them.
+
+    Built per request by `deps.upload_service`: what every call shares (session, organization, store,
+    settings, clock, the base URL clients reach this server at) is given once; methods take only what
+    varies per call.
+    """
+
+    db: Session
+    org: OrgContext
+    store: ObjectStore
+    settings: Settings
+    now: datetime
+    base_url: str
+
+    def create(self, request: UploadRequest) -> UploadForm:
+        """Record an announced file in `uploading` and sign the form its bytes must be posted with."""
+        return create_upload(
+            db=self.db,
+            store=self.store,
+            bucket=self.settings.uploads_bucket,
+            org=self.org,
+            request=request,
+            base_url=self.base_url,
+            ttl_seconds=self.settings.upload_form_ttl_seconds,
+            max_size=self.settings.max_upload_bytes,
+            now=self.now,
+        )
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        product_type: str | None = None,
+        sort_by: str | None = None,
+        sort_direction: str | None = None,
+        limit: int | None,
+        offset: int,
+    ) -> Page[Upload]:
+        """The organization's uploads, filtered, sorted (default: newest first) and paged."""
+        return list_uploads(
+            db=self.db,
+            org=self.org,
+            status=status,
+            product_type=product_type,
+            sort_by=sort_by,
+            sort_direction=sort_direction,
+            limit=limit,
+            offset=offset,
+        )
+
+    def get(self, uid: str) -> Upload:
+        """One of the organization's uploads, else UploadNotFound."""
+        return get_upload(db=self.db, org=self.org, uid=uid)
+
+    def read(self, uid: str) -> Upload:
+        """One of the organization's uploads, its arrival noticed first when the store does not report it."""
+        return read_upload(
+            db=self.db,
+            store=self.store,
+            bucket=self.settings.uploads_bucket,
+            org=self.org,
+            uid=uid,
+            max_size=self.settings.max_upload_bytes,
+            now=self.now,
+        )
+
+    def process(self, uid: str, body: dict[str, Any]) -> Upload:
+        """Apply a mapping to an analyzed upload, save it for reuse, and queue the file."""
+        return process_upload(db=self.db, org=self.org, uid=uid, body=body, now=self.now)
+
+    def cancel(self, uid: str) -> Upload:
+        """Cancel an upload that has not gone past `enqueued`."""
+        return cancel_upload(db=self.db, org=self.org, uid=uid, now=self.now)
+
+    def row_report(self, uid: str) -> tuple[str, IO[bytes]]:
+        """The upload's row report: its file name and bytes."""
+        return open_row_report(
+            db=self.db, org=self.org, store=self.store, bucket=self.settings.uploads_bucket, uid=uid
+        )

@@ -29,6 +29,7 @@ from datalab.deps import (
     SettingsDep,
     StoreDep,
     build_export_service,
+    build_upload_service,
     public_base_url,
     raw_body,
 )
@@ -44,10 +45,10 @@ from datalab.pagination import MAX_OFFSET
 from datalab.settings import Settings
 from datalab.storage.streaming import ByteRange, FileStreamResponse
 from datalab.uploads import mappings
-from datalab.uploads import service as uploads
 from datalab.uploads.models import PRODUCT_TYPES, Upload
 from datalab.uploads.routes import report_response
 from datalab.uploads.schemas import UploadRequest
+from datalab.uploads.service import UploadService
 from datalab.web import service as web
 from datalab.web.models import WebSession
 
@@ -144,6 +145,33 @@ def read_export_service(
 
 ExportServiceDep = Annotated[ExportService, Depends(export_service)]
 ReadExportServiceDep = Annotated[ExportService, Depends(read_export_service)]
+
+
+def upload_service(
+    request: Request, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep, now: NowDep
+) -> UploadService:
+    """The uploads of the organization the signed-in session acts in (built as the API builds them)."""
+    return build_upload_service(
+        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
+    )
+
+
+def read_upload_service(
+    request: Request,
+    session: ReadSessionDep,
+    db: ReadDbDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    now: NowDep,
+) -> UploadService:
+    """The same, on the read-only session of a page that only reads."""
+    return build_upload_service(
+        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
+    )
+
+
+UploadServiceDep = Annotated[UploadService, Depends(upload_service)]
+ReadUploadServiceDep = Annotated[UploadService, Depends(read_upload_service)]
 BodyDep = Annotated[bytes, Depends(raw_body)]
 
 
@@ -322,19 +350,13 @@ def download_exports(session: SessionDep, body: BodyDep, service: ExportServiceD
 
 @router.get("/uploads")
 def uploads_page(
-    request: Request, session: ReadSessionDep, db: ReadDbDep, offset: Annotated[int, Query(le=MAX_OFFSET)] = 0
+    request: Request,
+    session: ReadSessionDep,
+    service: ReadUploadServiceDep,
+    offset: Annotated[int, Query(le=MAX_OFFSET)] = 0,
 ) -> HTMLResponse:
     """Start an upload, and the organization's upload history."""
-    page = uploads.list_uploads(
-        db=db,
-        org=web.org_of(session),
-        status=None,
-        product_type=None,
-        sort_by=None,
-        sort_direction=None,
-        limit=50,
-        offset=max(offset, 0),
-    )
+    page = service.list(limit=50, offset=max(offset, 0))
     return render(
         request,
         "uploads.html",
@@ -348,33 +370,17 @@ def uploads_page(
 
 
 @router.post("/uploads")
-def create_upload(
-    request: Request,
-    session: SessionDep,
-    body: BodyDep,
-    db: DbDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    now: NowDep,
-) -> JSONResponse:
+def create_upload(session: SessionDep, body: BodyDep, service: UploadServiceDep) -> JSONResponse:
     """Create the upload record; the page's script then posts the file straight to the returned form."""
     form = checked_form(session, body)
     try:
-        created = uploads.create_upload(
-            db=db,
-            store=store,
-            bucket=settings.uploads_bucket,
-            org=web.org_of(session),
-            request=UploadRequest(
+        created = service.create(
+            UploadRequest(
                 file_name=one(form, "fileName"),
                 product_type=one(form, "productType"),
                 file_description=one(form, "fileDescription")[:2000],
                 data_source=DATA_SOURCE,
-            ),
-            base_url=public_base_url(request, settings),
-            ttl_seconds=settings.upload_form_ttl_seconds,
-            max_size=settings.max_upload_bytes,
-            now=now,
+            )
         )
     except DomainError as refused:
         return JSONResponse({"message": refused.message}, status_code=domain_status(refused))
@@ -399,19 +405,9 @@ def _upload_context(upload: Upload) -> dict[str, Any]:
     }
 
 
-def read_upload(
-    uid: str, session: ReadSessionDep, db: ReadDbDep, settings: SettingsDep, store: StoreDep, now: NowDep
-) -> Upload:
+def read_upload(uid: str, service: ReadUploadServiceDep) -> Upload:
     """The organization's upload named in the path, with its arrival noticed as the API does."""
-    return uploads.read_upload(
-        db=db,
-        store=store,
-        bucket=settings.uploads_bucket,
-        org=web.org_of(session),
-        uid=uid,
-        max_size=settings.max_upload_bytes,
-        now=now,
-    )
+    return service.read(uid)
 
 
 UploadDep = Annotated[Upload, Depends(read_upload)]
@@ -430,21 +426,19 @@ def upload_status(upload: UploadDep) -> JSONResponse:
 
 
 @router.post("/uploads/{uid}/cancel")
-def cancel_upload(uid: str, session: SessionDep, body: BodyDep, db: DbDep, now: NowDep) -> RedirectResponse:
+def cancel_upload(
+    uid: str, session: SessionDep, body: BodyDep, service: UploadServiceDep
+) -> RedirectResponse:
     """Cancel an upload not yet past `enqueued`."""
     checked_form(session, body)
-    uploads.cancel_upload(db=db, org=web.org_of(session), uid=uid, now=now)
+    service.cancel(uid)
     return RedirectResponse(f"/datacenter/uploads/{uid}", status_code=303)
 
 
 @router.get("/uploads/{uid}/errors")
-def upload_report(
-    uid: str, session: ReadSessionDep, db: ReadDbDep, settings: SettingsDep, store: StoreDep
-) -> Response:
+def upload_report(uid: str, service: ReadUploadServiceDep) -> Response:
     """The upload's row report (CSV)."""
-    file_name, stream = uploads.open_row_report(
-        db=db, org=web.org_of(session), store=store, bucket=settings.uploads_bucket, uid=uid
-    )
+    file_name, stream = service.row_report(uid)
     return report_response(file_name, stream)
 
 
@@ -485,20 +479,21 @@ def _mapping_context(upload: Upload, errors: list[str], chosen: dict[str, str] |
 
 
 @router.get("/uploads/{uid}/mapping")
-def mapping_page(request: Request, uid: str, session: ReadSessionDep, db: ReadDbDep) -> HTMLResponse:
+def mapping_page(
+    request: Request, uid: str, session: ReadSessionDep, service: ReadUploadServiceDep
+) -> HTMLResponse:
     """Map the file's columns (and coded values) to the product's layout."""
-    upload = uploads.get_upload(db=db, org=web.org_of(session), uid=uid)
+    upload = service.get(uid)
     return render(request, "mapping.html", session, **_mapping_context(upload, [], None))
 
 
 @router.post("/uploads/{uid}/mapping")
 def submit_mapping(
-    request: Request, uid: str, session: SessionDep, body: BodyDep, db: DbDep, now: NowDep
+    request: Request, uid: str, session: SessionDep, body: BodyDep, service: UploadServiceDep
 ) -> Response:
     """Save the mapping for the organization and product, and queue the file."""
     form = checked_form(session, body)
-    org = web.org_of(session)
-    upload = uploads.get_upload(db=db, org=org, uid=uid)
+    upload = service.get(uid)
     fields_map = {
         name.removeprefix("field:"): values[0]
         for name, values in form.items()
@@ -513,9 +508,7 @@ def submit_mapping(
         if values[0].strip() and source:
             values_map.setdefault(field, {})[source] = values[0].strip()
     try:
-        uploads.process_upload(
-            db=db, org=org, uid=uid, body={"fieldsMap": fields_map, "valuesMap": values_map}, now=now
-        )
+        service.process(uid, {"fieldsMap": fields_map, "valuesMap": values_map})
     except Unprocessable as refused:
         problems = (
             [str(p["msg"]) for p in refused.detail] if isinstance(refused.detail, list) else [refused.message]
