@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import distinct, func, select
+from sqlalchemy import distinct, func, select, text
 
 from datalab.demo.uploads import write_enrollment_csv
 from datalab.pipeline.models import PipelineJob, StagedRow
@@ -69,6 +69,36 @@ def _caught_ingesting(
     return record
 
 
+def _wait_mid_ingest(server: LiveServer, uid: str) -> None:
+    """Wait until rows of the upload are being loaded into staging (the moment to crash).
+
+    SQLite commits a batch at a time, so some staged rows are visible; PostgreSQL loads in one COPY, which
+    its activity view shows while it runs.
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        assert time.monotonic() < deadline, "the ingest never started"
+        with server.db() as db:
+            if db.get_bind().dialect.name == "postgresql":
+                loading = db.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND state = 'active' "
+                        "AND query LIKE 'COPY staged_rows%'"
+                    )
+                )
+            else:
+                upload_id = db.scalar(select(Upload.id).where(Upload.uid == uid))
+                loading = db.scalar(
+                    select(func.count()).select_from(StagedRow).where(StagedRow.upload_id == upload_id)
+                )
+            status = db.scalar(select(Upload.status).where(Upload.uid == uid))
+        assert status == "ingesting", f"the file went on to {status} before the crash"
+        if loading:
+            return
+        time.sleep(0.01)
+
+
 def _finished(client: httpx2.Client, server: LiveServer, login: LoggedIn, uid: str) -> dict[str, Any]:
     """Wait for the pipeline to finish the file after the crash; it must end `done`."""
     done = wait_for_status(client, server, login, uid, until=frozenset({"done", "failure"}), timeout=300)
@@ -82,6 +112,7 @@ def test_the_embedded_runner_finishes_a_file_after_the_server_is_killed_mid_inge
     server: LiveServer = make_server(pipeline_workers="1", own_process=True, **FAST_RECOVERY)
     login = server.login()
     record = _caught_ingesting(client, server, login, large_file)
+    _wait_mid_ingest(server, record["id"])
     server.kill()
     server.start()
     login = server.login()
@@ -140,6 +171,7 @@ def test_a_procrastinate_worker_killed_mid_ingest_is_recovered_by_the_next_worke
     record = _caught_ingesting(client, server, login, large_file)
     ingest = ("doing", {"upload_id": upload_row(server, record["id"]).id, "stage": "ingest"})
     _stage_jobs_become(server, [ingest])
+    _wait_mid_ingest(server, record["id"])
     first.send_signal(signal.SIGKILL)
     first.wait()
     # The dead worker's job stays `doing`: only procrastinate's stalled-job recovery can run it again.

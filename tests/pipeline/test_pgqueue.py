@@ -19,11 +19,13 @@ from datalab.pipeline.pgqueue import STAGE_QUEUE, install_schema
 from datalab.pipeline.runner import ClaimedJob, StageContext, claim_job
 from datalab.pipeline.service import QUEUE_INFO_KEY, enqueue_stage
 from datalab.pipeline.worker import RETRY_WAIT_SECONDS, hand_over_embedded_jobs, make_worker_app
+from datalab.scoping import OrgContext
 from datalab.settings import Settings
 from datalab.storage.local import LocalObjectStore
 from datalab.storage.sigv4 import Credentials
 from datalab.students.matching import RuleMatcher
 from datalab.uploads.models import Upload
+from datalab.uploads.service import cancel_upload
 from tests.support.databases import DatabaseFactory, postgres_url, queued_stage_jobs
 from tests.support.uploads import add_analyzing_upload
 
@@ -64,6 +66,28 @@ def test_a_stage_is_deferred_only_when_its_status_change_commits(
     assert queued_stage_jobs(database_url) == [("todo", {"upload_id": upload_id, "stage": "analyze"})]
     with factory() as db:
         assert db.scalars(select(PipelineJob)).all() == []
+
+
+def test_canceling_an_upload_cancels_its_waiting_job(
+    factory: sessionmaker[Session], database_url: str
+) -> None:
+    with transaction(factory) as db:
+        kept = add_analyzing_upload(db, "kept.csv")
+        enqueue_stage(db=db, upload_id=kept, stage="analyze", now=utcnow())
+        canceled = add_analyzing_upload(db, "gone.csv")
+        enqueue_stage(db=db, upload_id=canceled, stage="analyze", now=utcnow())
+    with transaction(factory) as db:
+        upload = db.get_one(Upload, canceled)
+        cancel_upload(
+            db=db, org=OrgContext(user=None, organization=upload.organization), uid=upload.uid, now=utcnow()
+        )
+    assert queued_stage_jobs(database_url) == [("todo", {"upload_id": kept, "stage": "analyze"})]
+    with factory() as db:
+        assert (db.get_one(Upload, canceled).status, db.get_one(Upload, canceled).queue_job_id) == (
+            "canceled",
+            None,
+        )
+        assert db.get_one(Upload, kept).queue_job_id is not None
 
 
 async def _run_until_idle(app: procrastinate.App) -> None:

@@ -44,12 +44,22 @@ def upload_lock(upload_id: int) -> str:
     return f"upload-{upload_id}"
 
 
-def defer_stage(*, db: Session, upload_id: int, stage: str) -> None:
-    """Defer a stage to procrastinate in the session's transaction: committed with it, or not at all."""
+def defer_stage(*, db: Session, upload_id: int, stage: str) -> int:
+    """Defer a stage to procrastinate in the session's transaction (committed with it, or not at all);
+    the job's id."""
     connection = db.connection().connection.driver_connection
-    _deferring_app.configure_task(
+    return _deferring_app.configure_task(
         STAGE_TASK, queue=STAGE_QUEUE, lock=upload_lock(upload_id), connection=connection
     ).defer(upload_id=upload_id, stage=stage)
+
+
+def cancel_waiting_job(*, db: Session, job_id: int) -> bool:
+    """Cancel and delete a job that no worker has taken yet, in the session's transaction.
+
+    False when a worker already runs it (or it is gone): such a job finds its upload canceled and stops.
+    """
+    connection = db.connection().connection.driver_connection
+    return _deferring_app.job_manager.cancel_job_by_id(job_id, delete_job=True, connection=connection)
 
 
 def defer_delivery(*, db: Session, delivery_id: int, at: datetime | None = None) -> None:

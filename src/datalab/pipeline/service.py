@@ -17,11 +17,18 @@ from datalab.audit.models import PIPELINE
 from datalab.audit.service import record
 from datalab.lifecycle import UploadStatus, transition
 from datalab.pipeline.models import STAGES, PipelineJob
-from datalab.pipeline.pgqueue import QUEUE_INFO_KEY, defer_stage
+from datalab.pipeline.pgqueue import QUEUE_INFO_KEY, cancel_waiting_job, defer_stage
 from datalab.uploads.models import Upload
 from datalab.webhooks.service import upload_status_changed
 
-__all__ = ["QUEUE_INFO_KEY", "enqueue_embedded", "enqueue_stage", "move_upload", "record_status_change"]
+__all__ = [
+    "QUEUE_INFO_KEY",
+    "drop_waiting_stages",
+    "enqueue_embedded",
+    "enqueue_stage",
+    "move_upload",
+    "record_status_change",
+]
 
 
 def enqueue_stage(*, db: Session, upload_id: int, stage: str, now: datetime) -> None:
@@ -29,9 +36,26 @@ def enqueue_stage(*, db: Session, upload_id: int, stage: str, now: datetime) -> 
     if stage not in STAGES:
         raise ValueError(f"unknown pipeline stage {stage!r}")
     if db.info.get(QUEUE_INFO_KEY) == "procrastinate":
-        defer_stage(db=db, upload_id=upload_id, stage=stage)
+        job_id = defer_stage(db=db, upload_id=upload_id, stage=stage)
+        db.execute(update(Upload).where(Upload.id == upload_id).values(queue_job_id=job_id))
     else:
         enqueue_embedded(db=db, upload_id=upload_id, stage=stage, now=now)
+
+
+def drop_waiting_stages(*, db: Session, upload: Upload, now: datetime) -> None:
+    """Drop the upload's stages no worker has started, in the caller's transaction (a canceled upload).
+
+    Both engines are cleared: a server may have queued the upload before its queue engine was changed.
+    A stage already running finds the upload canceled and ends without doing anything.
+    """
+    db.execute(
+        update(PipelineJob)
+        .where(PipelineJob.upload_id == upload.id, PipelineJob.state == "pending")
+        .values(state="done", finished_at=now)
+    )
+    if upload.queue_job_id is not None and db.get_bind().dialect.name == "postgresql":
+        cancel_waiting_job(db=db, job_id=upload.queue_job_id)
+        db.execute(update(Upload).where(Upload.id == upload.id).values(queue_job_id=None))
 
 
 def enqueue_embedded(*, db: Session, upload_id: int, stage: str, now: datetime) -> PipelineJob:

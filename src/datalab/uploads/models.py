@@ -51,6 +51,8 @@ class Upload(OrgOwned, Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # procrastinate's job for the upload's next stage (that engine only): cancelled with the upload.
+    queue_job_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # When the file of a canceled upload was removed from the store, after the retention period.
     file_removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 

@@ -18,8 +18,7 @@ from datalab.layouts import load_layout, missing_required
 from datalab.lifecycle import CANCELABLE, UploadStatus, status_values, transition
 from datalab.pagination import Page, paginate
 from datalab.pipeline.artifacts import report_key
-from datalab.pipeline.models import PipelineJob
-from datalab.pipeline.service import enqueue_stage
+from datalab.pipeline.service import drop_waiting_stages, enqueue_stage
 from datalab.scoping import OrgContext, scoped
 from datalab.settings import Settings
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
@@ -282,13 +281,8 @@ def cancel_upload(*, db: Session, org: OrgContext, uid: str, now: datetime) -> U
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         db.refresh(upload)
         raise _status_conflict(upload, "canceled")
-    # The embedded queue's waiting jobs are closed; a procrastinate job finds the upload canceled and
-    # ends without doing anything.
-    db.execute(
-        update(PipelineJob)
-        .where(PipelineJob.upload_id == upload.id, PipelineJob.state == "pending")
-        .values(state="done", finished_at=now)
-    )
+    db.refresh(upload)
+    drop_waiting_stages(db=db, upload=upload, now=now)
     db.refresh(upload)
     record_for(db, org, action="upload.canceled", now=now, target=("upload", uid))
     upload_status_changed(
