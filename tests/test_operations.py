@@ -16,18 +16,21 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from datalab.errors import ApiError, install_error_handlers
 from datalab.limits import route_policy
 from datalab.logs import RequestIdFilter
 from datalab.operations.requests import RequestObserver
 from datalab.operations.routes import check_metrics_access
+from datalab.pipeline.models import PipelineJob
 from datalab.settings import Settings
 from tests.conftest import ServerFactory
 from tests.support.checks import assert_envelope
+from tests.support.databases import postgres_url
 from tests.support.exports import download_url
 from tests.support.moto import running_moto
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, free_port
 from tests.support.uploads import SETTLED, create_upload, form_parts, post_parts, send_file, wait_for_status
 from tests.web.pages import SIGNIN_COOKIE, PageClient, form_token, sign_in
 
@@ -153,6 +156,48 @@ def test_the_queue_depth_and_age_come_from_the_jobs_table(observed: LiveServer) 
     assert sample(samples, "datalab_pipeline_jobs", state="ready") >= 1
     assert sample(samples, "datalab_pipeline_jobs", state="running") == 0
     assert sample(samples, "datalab_pipeline_oldest_ready_job_age_seconds") > 0
+
+
+@pytest.mark.skipif(
+    postgres_url() is None, reason="procrastinate needs PostgreSQL (DATALAB_TEST_DATABASE_URL)"
+)
+def test_the_queue_depth_and_age_come_from_procrastinate_with_that_engine(make_server: ServerFactory) -> None:
+    server = make_server(pipeline_queue="procrastinate")
+    demo = server.login()
+    # No worker runs: the file's first stage waits in procrastinate's queue.
+    with httpx2.Client() as client:
+        send_file(client, server, demo, b"UniqueID\n1\n", file_name="queued.csv")
+    time.sleep(0.2)
+    samples = scrape(server)
+    assert sample(samples, "datalab_pipeline_jobs", state="ready") == 1
+    assert sample(samples, "datalab_pipeline_jobs", state="running") == 0
+    assert sample(samples, "datalab_pipeline_jobs", state="scheduled") == 0
+    assert sample(samples, "datalab_pipeline_oldest_ready_job_age_seconds") > 0
+    with server.db() as db:
+        assert db.scalars(select(PipelineJob)).all() == []
+
+
+@pytest.mark.skipif(
+    postgres_url() is None, reason="procrastinate needs PostgreSQL (DATALAB_TEST_DATABASE_URL)"
+)
+def test_a_worker_serves_its_stage_metrics_on_its_own_port(make_server: ServerFactory) -> None:
+    port = free_port()
+    server = make_server(pipeline_queue="procrastinate", worker_metrics_port=str(port))
+    server.start_worker()
+    demo = server.login()
+    with httpx2.Client() as client:
+        uid = send_file(client, server, demo, b"UniqueID,EntryYear,Applied\n1,2026,2025-11-02\n")
+        assert wait_for_status(client, server, demo, uid, until=SETTLED)["status"] == "done"
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(httpx2.get(f"http://127.0.0.1:{port}/metrics").text)
+    }
+    runs = {
+        sample.labels["stage"]: sample.value
+        for sample in families["datalab_pipeline_stage_duration_seconds"].samples
+        if sample.name.endswith("_count") and sample.labels["outcome"] == "success"
+    }
+    assert runs == {"analyze": 1, "cleanse": 1, "ingest": 1, "process": 1}
 
 
 def _log_lines(server: LiveServer) -> list[dict[str, Any]]:

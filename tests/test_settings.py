@@ -58,3 +58,31 @@ def test_the_procrastinate_queue_is_refused_on_sqlite(monkeypatch: pytest.Monkey
     monkeypatch.delenv("DATALAB_DATABASE_URL", raising=False)
     with pytest.raises(ValueError, match="DATALAB_PIPELINE_QUEUE=procrastinate needs PostgreSQL"):
         Settings()
+
+
+def test_email_needs_a_from_address_and_the_public_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATALAB_DEV_MODE", "1")
+    monkeypatch.setenv("DATALAB_EMAIL_SMTP_HOST", "smtp.example.edu")
+    with pytest.raises(ValidationError, match="DATALAB_EMAIL_FROM"):
+        Settings()
+    monkeypatch.setenv("DATALAB_EMAIL_FROM", "datalab@example.edu")
+    monkeypatch.setenv("DATALAB_PUBLIC_URL", "https://datalab.example.edu")
+    assert Settings().email_enabled
+    monkeypatch.delenv("DATALAB_EMAIL_SMTP_HOST")
+    assert not Settings().email_enabled
+
+
+def test_the_smtp_password_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATALAB_DEV_MODE", "1")
+    monkeypatch.setenv("DATALAB_EMAIL_SMTP_PASSWORD", "hunter2-smtp-password")
+    settings = Settings()
+    assert "hunter2-smtp-password" not in repr(settings) and "hunter2-smtp-password" not in str(settings)
+    assert settings.email_smtp_password.get_secret_value() == "hunter2-smtp-password"
+
+
+def test_private_webhook_targets_are_allowed_in_dev_mode_or_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATALAB_SECRET_KEY", "s" * 40)
+    assert not Settings().webhook_private_targets_allowed
+    assert Settings(webhook_allow_private_targets=True).webhook_private_targets_allowed
+    assert Settings(dev_mode=True).webhook_private_targets_allowed
+    assert Settings().encryption_key != Settings(secret_key="t" * 40).encryption_key

@@ -20,6 +20,7 @@ from datalab.accounts.routes import router as accounts_router
 from datalab.audit.routes import AuditOriginMiddleware
 from datalab.audit.routes import pages as audit_pages
 from datalab.audit.routes import router as audit_router
+from datalab.digests.routes import router as digests_router
 from datalab.errors import install_error_handlers
 from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
@@ -43,7 +44,7 @@ from datalab.web.pages import STATIC_DIR as WEB_STATIC
 from datalab.web.pages import router as web_router
 from datalab.webhooks.routes import pages as webhooks_pages
 from datalab.webhooks.routes import router as webhooks_router
-from datalab.webhooks.tasks import WebhookSender
+from datalab.webhooks.tasks import WebhookSender, sending_for
 
 # make_store moved to datalab.runtime; still importable from here.
 __all__ = ["create_app", "make_store"]
@@ -68,6 +69,7 @@ def start_webhook_sender(settings: Settings, session_factory: sessionmaker[Sessi
         return None
     sender = WebhookSender(
         session_factory=session_factory,
+        sending=sending_for(settings),
         timeout_seconds=settings.webhook_timeout_seconds,
         retry_waits=settings.webhook_retry_seconds,
         poll_seconds=settings.webhook_poll_seconds,
@@ -163,6 +165,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     api.include_router(uploads_router)
     api.include_router(audit_router)
     api.include_router(webhooks_router)
+    api.include_router(digests_router)
     app.include_router(api)
     # Data Center before the store's catch-all /{bucket}/{key} routes.
     app.mount("/datacenter/static", StaticFiles(directory=str(WEB_STATIC)), name="datacenter-static")

@@ -59,17 +59,17 @@ def _load_settings() -> Settings:
 def admin_session() -> Iterator[tuple[Session, ObjectStore, Settings]]:
     """A migrated database session (committed on success) and the object store, for one command; what
     the command does is recorded in the audit trail as an operator's action."""
-    from datalab.app import create_app
     from datalab.audit.service import Origin, origin_scope
     from datalab.db import transaction
+    from datalab.runtime import build_runtime
 
     settings = _load_settings()
-    web_app = create_app(settings)
+    runtime = build_runtime(settings)
     try:
-        with origin_scope(Origin(channel="CLI")), transaction(web_app.state.session_factory) as db:
-            yield db, web_app.state.store, settings
+        with origin_scope(Origin(channel="CLI")), transaction(runtime.session_factory) as db:
+            yield db, runtime.store, settings
     finally:
-        web_app.state.engine.dispose()
+        runtime.dispose()
 
 
 def _now() -> datetime:

@@ -7,6 +7,7 @@ from sqlalchemy import MetaData
 from datalab.accounts import models as accounts_models
 from datalab.audit import models as audit_models
 from datalab.db import Base
+from datalab.digests import models as digests_models
 from datalab.exports import models as exports_models
 from datalab.pipeline import models as pipeline_models
 from datalab.records import models as records_models
@@ -25,6 +26,7 @@ TABLE_MODULES = (
     web_models,
     audit_models,
     webhooks_models,
+    digests_models,
 )
 
 

@@ -15,6 +15,7 @@ from datalab.storage.base import ObjectStore
 from datalab.storage.local import LocalObjectStore
 from datalab.storage.s3 import S3ObjectStore, make_s3_client
 from datalab.storage.sigv4 import Credentials
+from datalab.webhooks.sealing import SecretBox, seal_plaintext_secrets
 
 # Connections beyond the request slots: pipeline threads have their own, plus the upload sweeper,
 # the store's short transactions and delivery records written after a download.
@@ -53,10 +54,14 @@ def build_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         if settings.pipeline_queue == "procrastinate":
             install_schema(engine)
     info = {QUEUE_INFO_KEY: settings.pipeline_queue}
+    session_factory = make_session_factory(engine, info=info)
+    if migrate:
+        # Secrets stored before they were encrypted: the migrations run without the key.
+        seal_plaintext_secrets(session_factory=session_factory, box=SecretBox(settings.encryption_key))
     return Runtime(
         settings=settings,
         engine=engine,
-        session_factory=make_session_factory(engine, info=info),
+        session_factory=session_factory,
         read_session_factory=make_session_factory(engine, info=info, read_only=True),
         store=make_store(settings),
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changethis", "changeme", "secret", "dev"})
@@ -139,6 +140,18 @@ class Settings(BaseSettings):
         description="How long an idle pipeline worker waits before looking for work again (procrastinate "
         "workers are also woken by PostgreSQL notifications).",
     )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port on which each `datalab worker` answers Prometheus scrapes of its own metrics "
+        "(pipeline stage durations and failures, webhook attempts); 0 serves none.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the worker's metrics port listens on (loopback unless a scraper elsewhere "
+        "must reach it).",
+    )
     pipeline_lease_seconds: float = Field(
         default=60,
         ge=1,
@@ -166,6 +179,37 @@ class Settings(BaseSettings):
         gt=0,
         description="How long the webhook sender of `datalab serve` waits, when no delivery is due, before "
         "looking again.",
+    )
+    webhook_allow_private_targets: bool = Field(
+        default=False,
+        description="Let webhooks deliver to loopback, private, link-local and other non-public addresses "
+        "(always allowed in dev mode). Checked when a webhook is saved and at every delivery.",
+    )
+    email_smtp_host: str = Field(
+        default="",
+        description="SMTP server the export digests are sent through; empty: no e-mail is sent.",
+    )
+    email_smtp_port: int = Field(default=587, ge=1, le=65535, description="Port of the SMTP server.")
+    email_smtp_security: Literal["starttls", "ssl", "none"] = Field(
+        default="starttls",
+        description="How the SMTP connection is protected: `starttls` (upgrade a plain connection, "
+        "usually port 587), `ssl` (TLS from the start, usually port 465) or `none`.",
+    )
+    email_smtp_user: str = Field(default="", description="SMTP user name; empty: no authentication.")
+    email_smtp_password: SecretStr = Field(
+        default=SecretStr(""), description="SMTP password (never logged nor shown)."
+    )
+    email_smtp_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=300, description="Longest the SMTP server may take to answer one command."
+    )
+    email_from: str = Field(
+        default="", description="From address of the digests, e.g. `Data Lab <datalab@example.edu>`."
+    )
+    email_digest_minutes: float = Field(
+        default=60,
+        gt=0,
+        description="Digest period: new exports are mailed to each user of their organization at most "
+        "once per period, in one message.",
     )
     max_concurrent_requests: int = Field(
         default=8,
@@ -268,6 +312,31 @@ class Settings(BaseSettings):
                 "postgresql+psycopg:// URL, or use the embedded queue"
             )
         return self
+
+    @model_validator(mode="after")
+    def _email_needs_a_sender_and_links(self) -> Settings:
+        if self.email_smtp_host and not (self.email_from and self.public_url):
+            raise ValueError(
+                "DATALAB_EMAIL_SMTP_HOST needs DATALAB_EMAIL_FROM (the digests' From address) and "
+                "DATALAB_PUBLIC_URL (the digests link to Data Center)"
+            )
+        return self
+
+    @property
+    def email_enabled(self) -> bool:
+        """Whether export digests are mailed (an SMTP host is set)."""
+        return bool(self.email_smtp_host)
+
+    @property
+    def webhook_private_targets_allowed(self) -> bool:
+        """Whether webhooks may deliver to non-public addresses: dev mode, or the setting says so."""
+        return self.dev_mode or self.webhook_allow_private_targets
+
+    @property
+    def encryption_key(self) -> bytes:
+        """The Fernet key secrets stored in the database (webhook signing secrets) are encrypted with,
+        derived from the secret key so every process of one deployment agrees."""
+        return base64.urlsafe_b64encode(self._derive("stored-secret-encryption"))
 
     @property
     def temp_dir(self) -> Path:

@@ -1,4 +1,5 @@
-"""The server's periodic housekeeping: uploads that arrived unannounced, and files past their retention."""
+"""The server's periodic housekeeping: uploads that arrived unannounced, files past their retention, and
+the e-mail digests of new exports."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import utcnow
+from datalab.digests.tasks import send_digests
 from datalab.exports.tasks import expire_exports
 from datalab.lifecycle import UploadStatus
 from datalab.settings import Settings
@@ -40,7 +42,8 @@ class Sweeper:
         self._thread.join(timeout=30)
 
     def sweep_once(self, *, now: datetime) -> None:
-        """Find arrived uploads (on stores that do not report them), then remove what retention says to."""
+        """Find arrived uploads (on stores that do not report them), remove what retention says to, then
+        mail the digests that are due."""
         settings, factory, store = self.settings, self.session_factory, self.store
         if not store.reports_uploads:
             sweep_uploads(
@@ -75,6 +78,7 @@ class Sweeper:
                 cutoff=now - timedelta(days=settings.export_retention_days),
                 now=now,
             )
+        send_digests(session_factory=factory, settings=settings, now=now)
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.upload_sweep_interval_seconds):

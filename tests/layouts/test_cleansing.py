@@ -10,6 +10,7 @@ from datalab.layouts import LayoutField, load_layout
 from datalab.layouts.cleansing import (
     RULES,
     Cleaned,
+    FieldWarning,
     clean_birth_date,
     clean_date,
     clean_text,
@@ -26,15 +27,14 @@ def _clean(field_name: str, raw: str, today: date = TODAY) -> Cleaned:
 
 
 def _assert_clean(field_name: str, raw: str, expected: str) -> None:
-    assert _clean(field_name, raw) == Cleaned(expected, None)
+    assert _clean(field_name, raw) == Cleaned(expected)
 
 
 def _assert_warned(field_name: str, raw: str, code: str, value: str = "") -> None:
     cleaned = _clean(field_name, raw)
     assert cleaned.value == value
     assert cleaned.codes == (code,)
-    assert cleaned.warning is not None
-    assert cleaned.warning.startswith(f"{code}: {field_name}: ")
+    assert cleaned.warnings[0].field == field_name
 
 
 # --- registry and common behaviour ---------------------------------------------------------------------
@@ -55,25 +55,31 @@ def test_the_registry_has_every_rule_of_the_reference() -> None:
 @pytest.mark.parametrize("raw", ["", "   ", "\t\r\n"])
 def test_a_blank_value_stays_blank_without_a_warning(rule: str, raw: str) -> None:
     field = LayoutField("Anything", 50, required=True, rule=rule)
-    assert RULES[rule](raw, field, today=TODAY) == Cleaned("", None)
+    assert RULES[rule](raw, field, today=TODAY) == Cleaned("")
 
 
 def test_a_rule_can_be_called_directly() -> None:
     field = ENROLLMENT.field("Applied")
-    assert clean_date("3/5/24", field, today=TODAY) == Cleaned("2024/03/05", None)
-    assert RULES["date"]("3/5/24", field, today=TODAY) == Cleaned("2024/03/05", None)
+    assert clean_date("3/5/24", field, today=TODAY) == Cleaned("2024/03/05")
+    assert RULES["date"]("3/5/24", field, today=TODAY) == Cleaned("2024/03/05")
 
 
 @pytest.mark.parametrize(
-    ("warning", "codes"),
+    ("warnings", "codes"),
     [
-        (None, ()),
-        ("date_invalid: Applied: nope", ("date_invalid",)),
-        ("state_unknown: StateCode: kept; truncated: StateCode: cut", ("state_unknown", "truncated")),
+        ((), ()),
+        ((FieldWarning("date_invalid", "Applied", "nope"),), ("date_invalid",)),
+        (
+            (
+                FieldWarning("state_unknown", "StateCode", "kept"),
+                FieldWarning("truncated", "StateCode", "cut"),
+            ),
+            ("state_unknown", "truncated"),
+        ),
     ],
 )
-def test_cleaned_codes(warning: str | None, codes: tuple[str, ...]) -> None:
-    assert Cleaned("", warning).codes == codes
+def test_cleaned_codes(warnings: tuple[FieldWarning, ...], codes: tuple[str, ...]) -> None:
+    assert Cleaned("", warnings).codes == codes
 
 
 # --- width ---------------------------------------------------------------------------------------------
@@ -83,7 +89,9 @@ def test_values_longer_than_the_width_are_truncated_with_a_warning() -> None:
     cleaned = _clean("FirstName", "A" * 70)
     assert cleaned.value == "A" * 64
     assert cleaned.codes == ("truncated",)
-    assert cleaned.warning == "truncated: FirstName: value longer than 64 characters was truncated"
+    assert cleaned.warnings == (
+        FieldWarning("truncated", "FirstName", "value longer than 64 characters was truncated"),
+    )
 
 
 def test_a_value_exactly_as_wide_as_the_field_is_not_truncated() -> None:
@@ -97,7 +105,7 @@ def test_width_counts_characters_not_bytes() -> None:
 def test_truncation_drops_trailing_spaces_left_by_the_cut() -> None:
     field = LayoutField("Short", 5, required=False, rule="text")
     assert clean_text("abc   defgh", field, today=TODAY) == Cleaned(
-        "abc", "truncated: Short: value longer than 5 characters was truncated"
+        "abc", (FieldWarning("truncated", "Short", "value longer than 5 characters was truncated"),)
     )
 
 
@@ -196,10 +204,9 @@ def test_unparseable_dates_are_blanked_with_a_warning(raw: str) -> None:
 @pytest.mark.parametrize("raw", ["6/16/2026", "6/14/1975", "1/1/1900", "3/5/60", "2099-01-01", "01-Jan-70"])
 def test_dates_outside_50_years_back_to_1_year_ahead_are_blanked(raw: str) -> None:
     _assert_warned("Applied", raw, "date_out_of_range")
-    warning = _clean("Applied", raw).warning
-    assert warning is not None
-    assert warning.endswith("must fall between 1975/06/15 and 2026/06/15")
-    assert raw not in warning
+    (warning,) = _clean("Applied", raw).warnings
+    assert warning.message == "must fall between 1975/06/15 and 2026/06/15"
+    assert raw not in warning.message
 
 
 @pytest.mark.parametrize(
@@ -500,10 +507,10 @@ def test_hs_code_other_values_are_blanked_not_padded(raw: str) -> None:
 
 
 def test_hs_code_hints_at_a_lost_leading_zero() -> None:
-    warning = _clean("HSCode", "51234").warning
-    assert warning is not None
-    assert "leading zero" in warning
-    assert "leading zero" not in str(_clean("HSCode", "1234").warning)
+    (warning,) = _clean("HSCode", "51234").warnings
+    assert "leading zero" in warning.message
+    (other,) = _clean("HSCode", "1234").warnings
+    assert "leading zero" not in other.message
 
 
 # --- contact and address -------------------------------------------------------------------------------
@@ -624,14 +631,14 @@ GENDER = ENROLLMENT.field("Gender")
 @pytest.mark.parametrize(
     ("raw", "value_map", "expected"),
     [
-        ("Man", {"Man": "M"}, Cleaned("M", None)),
-        ("Hombre", {"Hombre": "M", "Mujer": "F"}, Cleaned("M", None)),
-        ("  mujer ", {"Hombre": "M", "Mujer": "F"}, Cleaned("F", None)),  # trimmed, case-insensitive
-        ("Boy", {"boy ": "male"}, Cleaned("M", None)),  # the mapped value still goes through the rule
-        ("Unknown", {"Unknown": ""}, Cleaned("", None)),  # mapping to blank: no warning
-        ("F", {"Hombre": "M"}, Cleaned("F", None)),  # unmapped values are cleaned as usual
-        ("F", {}, Cleaned("F", None)),
-        ("F", None, Cleaned("F", None)),
+        ("Man", {"Man": "M"}, Cleaned("M")),
+        ("Hombre", {"Hombre": "M", "Mujer": "F"}, Cleaned("M")),
+        ("  mujer ", {"Hombre": "M", "Mujer": "F"}, Cleaned("F")),  # trimmed, case-insensitive
+        ("Boy", {"boy ": "male"}, Cleaned("M")),  # the mapped value still goes through the rule
+        ("Unknown", {"Unknown": ""}, Cleaned("")),  # mapping to blank: no warning
+        ("F", {"Hombre": "M"}, Cleaned("F")),  # unmapped values are cleaned as usual
+        ("F", {}, Cleaned("F")),
+        ("F", None, Cleaned("F")),
     ],
 )
 def test_value_maps_apply_before_the_rule(
@@ -647,9 +654,9 @@ def test_an_exact_value_map_key_beats_a_case_insensitive_one() -> None:
 
 def test_a_value_map_turns_otherwise_invalid_values_into_valid_ones() -> None:
     assert _clean("Gender", "X").codes == ("gender_invalid",)
-    assert clean_value("X", GENDER, value_map={"X": "F"}, today=TODAY) == Cleaned("F", None)
+    assert clean_value("X", GENDER, value_map={"X": "F"}, today=TODAY) == Cleaned("F")
     gpa = ENROLLMENT.field("GPA")
-    assert clean_value("Honors", gpa, value_map={"honors": "A"}, today=TODAY) == Cleaned("4.0", None)
+    assert clean_value("Honors", gpa, value_map={"honors": "A"}, today=TODAY) == Cleaned("4.0")
 
 
 def test_a_value_mapped_to_an_invalid_value_is_still_warned() -> None:
@@ -669,9 +676,7 @@ def test_a_mapped_value_is_truncated_to_the_width() -> None:
 
 def test_a_value_map_keeps_leading_zeros() -> None:
     zip_field = ENROLLMENT.field("ZipCode")
-    assert clean_value("Boston", zip_field, value_map={"Boston": "02134"}, today=TODAY) == Cleaned(
-        "02134", None
-    )
+    assert clean_value("Boston", zip_field, value_map={"Boston": "02134"}, today=TODAY) == Cleaned("02134")
 
 
 def test_clean_value_rejects_a_rule_that_is_not_registered() -> None:
@@ -681,4 +686,4 @@ def test_clean_value_rejects_a_rule_that_is_not_registered() -> None:
 
 def test_rules_are_pure() -> None:
     field = ENROLLMENT.field("BirthDate")
-    assert [clean_value("3/5/05", field, today=TODAY) for _ in range(3)] == [Cleaned("2005/03/05", None)] * 3
+    assert [clean_value("3/5/05", field, today=TODAY) for _ in range(3)] == [Cleaned("2005/03/05")] * 3

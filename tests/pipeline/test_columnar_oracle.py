@@ -12,10 +12,12 @@ import polars as pl
 import pytest
 
 import datalab.pipeline.readers
-from datalab.layouts import load_layout
+from datalab.layouts import LayoutField, load_layout
+from datalab.layouts.cleansing import FieldWarning, clean_value
 from datalab.pipeline.analyze import summarize, summarize_frames
 from datalab.pipeline.artifacts import STAGED_SCHEMA
 from datalab.pipeline.cleanse import Cleanser, _plan, csv_bytes
+from datalab.pipeline.columnar import ColumnCleaner
 from datalab.pipeline.readers import ReadError, open_table
 from datalab.uploads.models import Upload
 from tests.support.oracle import cleanse_rows
@@ -298,3 +300,42 @@ def test_frames_raise_what_the_row_reader_raises(tmp_path: Path, text: str) -> N
         expected.value.row,
         expected.value.message,
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "codes"),
+    [
+        # a polars expression: a rule warning, truncated, none, blank
+        (
+            LayoutField("Email", 12, required=False, rule="email"),
+            ["bad", "ann@example.edu", "a@b.org", " ", ""],
+            [("email_invalid",), ("truncated",), (), (), ()],
+        ),
+        (
+            LayoutField("HSCode", 6, required=False, rule="hs_code"),
+            ["12345", "1234", "012345", "", "12345"],
+            [("hs_code_invalid",), ("hs_code_invalid",), (), (), ("hs_code_invalid",)],
+        ),
+        # each distinct value cleaned once: a kept value with two warnings, one, none, blank
+        (
+            LayoutField("StateCode", 8, required=False, rule="state"),
+            ["Province X", "Ontario", "MA", "", "Ontario"],
+            [("state_unknown", "truncated"), ("state_unknown",), (), (), ("state_unknown",)],
+        ),
+    ],
+    ids=["expression", "expression-choice", "distinct"],
+)
+def test_column_warnings_are_the_typed_warnings_of_each_value(
+    field: LayoutField, raw: list[str], codes: list[tuple[str, ...]]
+) -> None:
+    values, warnings = ColumnCleaner(field, None, TODAY).clean(pl.Series(raw, dtype=pl.String))
+    expected = [clean_value(text, field, today=TODAY) for text in raw]
+    assert [cleaned.codes for cleaned in expected] == codes
+    assert values.to_list() == [cleaned.value for cleaned in expected]
+    has_warning = warnings.position.is_not_null()
+    assert has_warning.to_list() == [bool(cleaned.warnings) for cleaned in expected]
+    found = [
+        tuple(FieldWarning(item["code"], field.name, item["message"]) for item in entry)
+        for entry in warnings.of(has_warning).to_list()
+    ]
+    assert found == [cleaned.warnings for cleaned in expected if cleaned.warnings]

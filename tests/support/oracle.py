@@ -59,14 +59,21 @@ def cleanse_rows(
                 continue
             cleaned = clean_value(raw, mapped.layout_field, value_map=mapped.value_map, today=today)
             values[mapped.position] = cleaned.value
-            if cleaned.warning is None:
+            if not cleaned.warnings:
                 continue
             warned = True
-            for part in cleaned.warning.split("; "):
-                code, _name, message = part.split(": ", 2)
+            for warning in cleaned.warnings:
                 result.warnings += 1
                 result.report.append(
-                    [row_number, mapped.header, mapped.layout_field.name, raw, "warning", code, message]
+                    [
+                        row_number,
+                        mapped.header,
+                        mapped.layout_field.name,
+                        raw,
+                        "warning",
+                        warning.code,
+                        warning.message,
+                    ]
                 )
         for position, name in wanted:
             if values[position]:

@@ -12,8 +12,9 @@ from pydantic import ValidationError
 from datalab.errors import api_error
 from datalab.settings import Settings
 from datalab.webhooks.errors import InvalidWebhookUrl
+from datalab.webhooks.sealing import SecretBox
 from datalab.webhooks.service import check_url, sign
-from datalab.webhooks.tasks import ClaimedDelivery, make_client, send
+from datalab.webhooks.tasks import ClaimedDelivery, Sending, make_client, send
 
 
 @pytest.mark.parametrize(
@@ -29,12 +30,12 @@ from datalab.webhooks.tasks import ClaimedDelivery, make_client, send
 )
 def test_only_absolute_http_urls_with_a_host_are_accepted(url: str) -> None:
     with pytest.raises(InvalidWebhookUrl) as raised:
-        check_url(url)
+        check_url(url, allow_private=True)
     assert (api_error(raised.value).status, raised.value.code) == (422, "invalid_url")
 
 
 def test_accepted_urls_are_kept_as_given() -> None:
-    assert check_url(" https://college.example.edu:8443/hooks?source=datalab ") == (
+    assert check_url(" https://college.example.edu:8443/hooks?source=datalab ", allow_private=False) == (
         "https://college.example.edu:8443/hooks?source=datalab"
     )
 
@@ -46,24 +47,70 @@ def test_the_signature_is_the_hmac_of_timestamp_dot_body() -> None:
     assert sign(secret="whsec_abd", timestamp="1767225600", body=body) != "sha256=" + expected
 
 
-def test_a_stored_url_that_is_not_http_is_refused_without_a_request() -> None:
-    def refuse_everything(request: httpx2.Request) -> httpx2.Response:
-        raise AssertionError(f"no request may be sent, got {request.url}")
+BOX = SecretBox(Settings(dev_mode=True).encryption_key)
 
-    claimed = ClaimedDelivery(
-        id=1,
-        uid="d",
-        event_type="webhook.test",
-        body="{}",
-        url="file:///etc/passwd",
-        secret="s",
-        attempt=1,
-        sender="t",
+
+def _refuse_everything(request: httpx2.Request) -> httpx2.Response:
+    raise AssertionError(f"no request may be sent, got {request.url}")
+
+
+def _claimed(url: str, secret: str) -> ClaimedDelivery:
+    return ClaimedDelivery(
+        id=1, uid="d", event_type="webhook.test", body="{}", url=url, secret=secret, attempt=1, sender="t"
     )
-    with httpx2.Client(transport=httpx2.MockTransport(refuse_everything)) as client:
-        outcome = send(claimed, client=client)
+
+
+def test_a_stored_url_that_is_not_http_is_refused_without_a_request() -> None:
+    with httpx2.Client(transport=httpx2.MockTransport(_refuse_everything)) as client:
+        outcome = send(
+            _claimed("file:///etc/passwd", BOX.seal("whsec_s")),
+            client=client,
+            sending=Sending(box=BOX, allow_private=True),
+        )
     assert outcome.status is None and not outcome.delivered
     assert outcome.error == "refused: the webhook's URL is not http(s)"
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [("http://localhost:8080/hook", "127.0.0.1"), ("http://169.254.169.254/x", "169.254.169.254")],
+)
+def test_a_host_resolving_to_a_non_public_address_is_refused_at_delivery(url: str, address: str) -> None:
+    with httpx2.Client(transport=httpx2.MockTransport(_refuse_everything)) as client:
+        outcome = send(
+            _claimed(url, BOX.seal("whsec_s")), client=client, sending=Sending(box=BOX, allow_private=False)
+        )
+    assert outcome.status is None
+    assert outcome.error == f"refused: the webhook's host resolves to {address}, not a public address"
+
+
+def test_allowed_private_targets_get_the_request_signed_with_the_decrypted_secret() -> None:
+    seen: list[httpx2.Request] = []
+
+    def accept(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(204)
+
+    with httpx2.Client(transport=httpx2.MockTransport(accept)) as client:
+        outcome = send(
+            _claimed("http://127.0.0.1:9/hook", BOX.seal("whsec_s")),
+            client=client,
+            sending=Sending(box=BOX, allow_private=True),
+        )
+    assert outcome.delivered
+    timestamp = seen[0].headers["x-datalab-timestamp"]
+    assert seen[0].headers["x-datalab-signature"] == sign(secret="whsec_s", timestamp=timestamp, body=b"{}")
+
+
+def test_a_secret_sealed_with_another_key_is_refused_without_a_request() -> None:
+    other = SecretBox(Settings(secret_key="k" * 40).encryption_key)
+    with httpx2.Client(transport=httpx2.MockTransport(_refuse_everything)) as client:
+        outcome = send(
+            _claimed("http://127.0.0.1:9/hook", other.seal("whsec_s")),
+            client=client,
+            sending=Sending(box=BOX, allow_private=True),
+        )
+    assert outcome.error == "refused: the webhook's secret does not decrypt with DATALAB_SECRET_KEY"
 
 
 def test_the_delivery_client_follows_no_redirect() -> None:

@@ -4,17 +4,12 @@ never sent to another's webhooks."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -22,19 +17,22 @@ from typing import Any
 import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from datalab.accounts.models import Organization
 from datalab.audit.models import AuditEvent
 from datalab.db import make_engine, make_session_factory, transaction, utcnow
 from datalab.scoping import OrgContext
+from datalab.settings import Settings
 from datalab.webhooks import service
 from datalab.webhooks.models import EVENT_TYPES, Webhook, WebhookDelivery
+from datalab.webhooks.sealing import SecretBox, seal_plaintext_secrets
 from tests.conftest import ServerFactory
 from tests.support.accounts import add_account, add_organization, login_as
 from tests.support.checks import assert_envelope, wait_for
 from tests.support.databases import postgres_url
 from tests.support.exports import publish, sample_rows, write_csv
+from tests.support.receivers import Received, Receiver, running_receiver, verified
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import send_file
 from tests.web.pages import PageClient, sign_in
@@ -43,61 +41,10 @@ RETRY_SECONDS = [0.5, 1.0, 2.0]
 ROSTER = b"UniqueID,EntryYear,Applied\r\n00777,2026,2025-10-01\r\n"
 
 
-@dataclass
-class Received:
-    """One request the receiver got."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-    def json(self) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(self.body)
-        return document
-
-
-@dataclass
-class Receiver:
-    """An HTTP server on loopback answering 204 on /ok and 500 on /fail, keeping every request."""
-
-    server: ThreadingHTTPServer
-    requests: list[Received] = field(default_factory=list)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def on(self, path: str, event_type: str | None = None) -> list[Received]:
-        return [
-            request
-            for request in list(self.requests)
-            if request.path == path and event_type in (None, request.headers["x-datalab-event"])
-        ]
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
-    requests: list[Received] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            requests.append(Received(path=self.path, headers=headers, body=body, at=time.monotonic()))
-            self.send_response(204 if self.path == "/ok" else 500)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Receiver(server=server, requests=requests)
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with running_receiver() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +53,7 @@ def live(make_server: ServerFactory) -> LiveServer:
     return make_server(
         own_process=True,
         pipeline_workers="1",
+        webhook_allow_private_targets="1",
         webhook_retry_seconds=json.dumps(RETRY_SECONDS),
         webhook_poll_seconds="0.1",
         webhook_timeout_seconds="3",
@@ -115,13 +63,6 @@ def live(make_server: ServerFactory) -> LiveServer:
 @pytest.fixture(scope="module")
 def admin(live: LiveServer) -> LoggedIn:
     return live.login()
-
-
-def verified(request: Received, secret: str) -> bool:
-    """What a receiver does: recompute the signature of "<timestamp>.<body>" and compare in constant time."""
-    timestamp = request.headers["x-datalab-timestamp"]
-    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + request.body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest("sha256=" + expected, request.headers["x-datalab-signature"])
 
 
 def create(live: LiveServer, admin: LoggedIn, url: str, events: list[str]) -> dict[str, Any]:
@@ -140,6 +81,11 @@ def deliveries(live: LiveServer, admin: LoggedIn, uid: str) -> list[dict[str, An
     return listed
 
 
+def box_of(server: LiveServer) -> SecretBox:
+    """The key the server encrypts webhook secrets with."""
+    return SecretBox(Settings(secret_key=server.env["DATALAB_SECRET_KEY"]).encryption_key)
+
+
 def other_organization_webhook(live: LiveServer, url: str) -> str:
     """A webhook of a second organization subscribed to everything (made as an operator would)."""
     other = add_organization(live)
@@ -154,6 +100,8 @@ def other_organization_webhook(live: LiveServer, url: str) -> str:
                 events=list(EVENT_TYPES),
                 active=True,
                 description="",
+                box=box_of(live),
+                allow_private=True,
                 now=utcnow(),
             )
             return created.webhook.uid
@@ -329,6 +277,81 @@ def test_test_event_and_management_by_admins_only(
     assert created["secret"] not in json.dumps([event.detail for event in recorded])
 
 
+def test_secrets_are_stored_encrypted_and_a_rotated_secret_signs_from_then_on(
+    live: LiveServer, admin: LoggedIn, receiver: Receiver
+) -> None:
+    created = create(live, admin, receiver.url("/ok"), ["upload.status_changed"])
+    with live.db() as db:
+        stored = db.scalars(select(Webhook.secret).where(Webhook.uid == created["uid"])).one()
+    assert created["secret"] not in stored and box_of(live).open(stored) == created["secret"]
+
+    rotated = httpx2.post(f"{live.base_url}/webhooks/{created['uid']}/rotate-secret", headers=admin.headers)
+    assert rotated.status_code == 200, rotated.text
+    new_secret = rotated.json()["secret"]
+    assert new_secret.startswith("whsec_") and new_secret != created["secret"]
+    assert rotated.json()["uid"] == created["uid"]
+    sent = httpx2.post(f"{live.base_url}/webhooks/{created['uid']}/test", headers=admin.headers).json()
+
+    def received() -> list[Received]:
+        return [r for r in receiver.on("/ok") if r.headers["x-datalab-delivery"] == sent["uid"]]
+
+    assert wait_for(lambda: bool(received()), timeout=15)
+    assert verified(received()[0], new_secret) and not verified(received()[0], created["secret"])
+    member = login_as(live, add_account(live))
+    assert_envelope(
+        httpx2.post(f"{live.base_url}/webhooks/{created['uid']}/rotate-secret", headers=member.headers),
+        403,
+        "admin_required",
+    )
+    with live.db() as db:
+        recorded = db.scalars(select(AuditEvent).where(AuditEvent.target_id == created["uid"])).all()
+    assert "webhook.secret_rotated" in [event.action for event in recorded]
+    assert new_secret not in json.dumps([event.detail for event in recorded])
+
+
+def test_secrets_stored_in_plain_text_are_encrypted_in_place(
+    live: LiveServer, admin: LoggedIn, receiver: Receiver
+) -> None:
+    created = create(live, admin, receiver.url("/ok"), ["upload.status_changed"])
+    engine = make_engine(live.database_url)
+    try:
+        factory = make_session_factory(engine)
+        with transaction(factory) as db:
+            db.execute(update(Webhook).where(Webhook.uid == created["uid"]).values(secret="whsec_plain"))
+        assert seal_plaintext_secrets(session_factory=factory, box=box_of(live)) == 1
+        assert seal_plaintext_secrets(session_factory=factory, box=box_of(live)) == 0
+    finally:
+        engine.dispose()
+    with live.db() as db:
+        stored = db.scalars(select(Webhook.secret).where(Webhook.uid == created["uid"])).one()
+    assert stored != "whsec_plain" and box_of(live).open(stored) == "whsec_plain"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/hook",
+        "http://[fe80::1%25eth0]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+    ],
+)
+def test_non_public_targets_are_refused_unless_allowed(server: LiveServer, url: str) -> None:
+    admin = server.login()
+    refused = httpx2.post(
+        server.base_url + "/webhooks",
+        headers=admin.headers,
+        json={"url": url, "events": ["export.published"]},
+    )
+    body = assert_envelope(refused, 422, "private_address")
+    assert "public addresses only" in body["message"]
+
+
 @pytest.mark.skipif(
     postgres_url() is None, reason="procrastinate needs PostgreSQL (set DATALAB_TEST_DATABASE_URL)"
 )
@@ -338,6 +361,7 @@ def test_procrastinate_workers_deliver_and_retry(
     queued = make_server(
         pipeline_queue="procrastinate",
         pipeline_workers="1",
+        webhook_allow_private_targets="1",
         webhook_retry_seconds=json.dumps(RETRY_SECONDS[:2]),
         webhook_timeout_seconds="3",
     )

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from datalab.accounts.models import Organization, User
 from datalab.audit.service import record, record_for
 from datalab.db import new_uid, transaction
+from datalab.digests.service import record_new_export
 from datalab.exports.errors import (
     DownloadUrlExpired,
     DownloadUrlUsed,
@@ -141,6 +142,7 @@ def publish_export(
     emit(
         db=db, organization_id=organization.id, event_type=EXPORT_PUBLISHED, data=_event_data(export), now=now
     )
+    record_new_export(db=db, export=export, now=now)
     return export
 
 

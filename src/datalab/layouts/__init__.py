@@ -2,7 +2,7 @@
 
 One JSON definition per product ships next to this module (``enrollment.json``, ``affinity.json``,
 ``ematch.json``); ``legacy`` is an alias of ``affinity`` that callers resolve. The cleansing rules live in
-``datalab.layouts.cleansing`` (``clean_value``, ``RULES``, ``Cleaned``).
+``datalab.layouts.cleansing`` (``clean_value``, ``RULES``, ``Cleaned``, ``FieldWarning``).
 """
 
 from datalab.layouts.definitions import (

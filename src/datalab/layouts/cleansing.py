@@ -3,8 +3,9 @@
 Every rule has the signature ``(value, field, *, today) -> Cleaned``. The value is trimmed first; a blank
 value stays blank without a warning. A value the rule cannot clean becomes ``""`` with a warning; a
 cleaned value longer than the field's width is truncated (never rejected) with a ``truncated`` warning.
-A warning is ``"<code>: <FieldName>: <message>"``; two warnings on one value are joined by ``"; "``.
-Warnings never repeat the raw value (birth dates and emails are personal data): callers already hold it.
+A warning is a ``FieldWarning(code, field, message)``; a value carries a tuple of them, in the order they
+arose (a rule's own warning, then ``truncated``). Warnings never repeat the raw value (birth dates and
+emails are personal data): callers already hold it.
 
 Warning codes: ``truncated``, ``date_invalid``, ``date_out_of_range``, ``year_invalid``,
 ``year_out_of_range``, ``term_invalid``, ``gender_invalid``, ``gpa_invalid``, ``state_unknown`` (value
@@ -28,6 +29,7 @@ from datalab.layouts.model import LayoutField
 __all__ = [
     "RULES",
     "Cleaned",
+    "FieldWarning",
     "Rule",
     "RuleFunction",
     "clean_act_score",
@@ -50,18 +52,29 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class FieldWarning:
+    """What cleansing changed or dropped in one value: a code (``date_invalid``), the field and a message.
+
+    The row report writes the code and the message in columns of their own; the message never repeats the
+    raw value.
+    """
+
+    code: str
+    field: str
+    message: str
+
+
 class Cleaned(NamedTuple):
-    """A cleaned value and, when something was changed or dropped, a warning ``"code: Field: message"``."""
+    """A cleaned value and, when something was changed or dropped, its warnings (in order)."""
 
     value: str
-    warning: str | None = None
+    warnings: tuple[FieldWarning, ...] = ()
 
     @property
     def codes(self) -> tuple[str, ...]:
         """The warning codes, in order (empty when there is no warning)."""
-        if self.warning is None:
-            return ()
-        return tuple(part.split(":", 1)[0] for part in self.warning.split("; "))
+        return tuple(warning.code for warning in self.warnings)
 
 
 class RuleFunction(Protocol):
@@ -72,19 +85,20 @@ class RuleFunction(Protocol):
     def __call__(self, value: str, field: LayoutField, *, today: date) -> Cleaned: ...
 
 
-_Core = Callable[[str, LayoutField, date], tuple[str, str | None]]
+_Core = Callable[[str, LayoutField, date], tuple[str, FieldWarning | None]]
 
 
-def _warning(code: str, field: LayoutField, message: str) -> str:
-    return f"{code}: {field.name}: {message}"
+def _warning(code: str, field: LayoutField, message: str) -> FieldWarning:
+    return FieldWarning(code, field.name, message)
 
 
-def _fit(value: str, warning: str | None, field: LayoutField) -> Cleaned:
+def _fit(value: str, warning: FieldWarning | None, field: LayoutField) -> Cleaned:
+    warnings = () if warning is None else (warning,)
     if len(value) > field.width:
         value = value[: field.width].rstrip()
         cut = _warning("truncated", field, f"value longer than {field.width} characters was truncated")
-        warning = cut if warning is None else f"{warning}; {cut}"
-    return Cleaned(value, warning)
+        warnings = (*warnings, cut)
+    return Cleaned(value, warnings)
 
 
 def _rule(core: _Core) -> RuleFunction:
@@ -93,7 +107,7 @@ def _rule(core: _Core) -> RuleFunction:
     def apply(value: str, field: LayoutField, *, today: date) -> Cleaned:
         text = value.strip()
         if not text:
-            return Cleaned("", None)
+            return Cleaned("")
         cleaned, warning = core(text, field, today)
         return _fit(cleaned, warning, field)
 
@@ -107,7 +121,7 @@ def _rule(core: _Core) -> RuleFunction:
 
 
 @_rule
-def clean_text(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_text(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """Free text (names, identifiers, codes): trimmed, otherwise kept as is, leading zeros included."""
     return value, None
 
@@ -190,7 +204,9 @@ def _date_candidates(text: str) -> list[date] | None:
     return None
 
 
-def _clean_date_between(value: str, field: LayoutField, low: date, high: date) -> tuple[str, str | None]:
+def _clean_date_between(
+    value: str, field: LayoutField, low: date, high: date
+) -> tuple[str, FieldWarning | None]:
     candidates = _date_candidates(value.split(" ", 1)[0])
     if candidates is None:
         return "", _warning("date_invalid", field, "not a valid date in a supported format")
@@ -201,7 +217,7 @@ def _clean_date_between(value: str, field: LayoutField, low: date, high: date) -
 
 
 @_rule
-def clean_date(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_date(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """A date within the last 50 years up to one year ahead, as ``YYYY/MM/DD``.
 
     Text after the first space (a time) is dropped, then the value is parsed as ``m/d/yy``,
@@ -217,7 +233,7 @@ def clean_date(value: str, field: LayoutField, today: date) -> tuple[str, str | 
 
 
 @_rule
-def clean_birth_date(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_birth_date(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """A birth date between 80 and 10 years before ``today`` (inclusive); same formats as ``date``."""
     return _clean_date_between(value, field, shift_years(today, -80), shift_years(today, -10))
 
@@ -239,7 +255,7 @@ def _resolve_year(digits: str, today: date) -> int | None:
 
 
 @_rule
-def clean_year(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_year(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """A year of 2 or 4 digits within 50 years before .. 10 years after ``today``'s year, as 4 digits.
 
     Choice: a 2-digit year takes the century that puts it in that window (with today in 2025, ``24`` is
@@ -274,7 +290,7 @@ _SEASONS = {
 
 
 @_rule
-def clean_term(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_term(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """The entry term's season: ``SPRING``, ``SUMMER``, ``FALL`` or ``WINTER``.
 
     The season comes from a word (``Fall 2024``, ``Summer II``, ``AUTUMN`` = FALL, ``SPR``/``SUM``/``WIN``)
@@ -295,7 +311,7 @@ _GENDERS = {"MALE": "M", "MAN": "M", "M": "M", "FEMALE": "F", "WOMAN": "F", "F":
 
 
 @_rule
-def clean_gender(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_gender(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """MALE/MAN/M -> ``M``, FEMALE/WOMAN/F -> ``F`` (any case); anything else is blanked with a warning."""
     gender = _GENDERS.get(value.upper())
     if gender is None:
@@ -307,7 +323,7 @@ _BOOLEANS = {"YES": "Y", "Y": "Y", "TRUE": "Y", "1": "Y", "NO": "N", "N": "N", "
 
 
 @_rule
-def clean_boolean(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_boolean(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """YES/NO/Y/N/TRUE/FALSE/1/0 (any case) -> ``Y``/``N``; anything else is blanked with a warning."""
     flag = _BOOLEANS.get(value.upper())
     if flag is None:
@@ -365,7 +381,7 @@ _NOT_ATHLETE = frozenset({"NONE", "NONATHLETE", "NOTATHLETE", "NOTANATHLETE"})
 
 
 @_rule
-def clean_athlete(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_athlete(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """StudentAthlete: a boolean, or a sport name (``Men's Soccer``, ``Track & Field``, ``XC``) -> ``Y``.
 
     Choice: ``None``/``Non-athlete``/``Not an athlete`` -> ``N``; sports are recognised from a fixed
@@ -404,7 +420,7 @@ _DECIMAL = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 
 
 @_rule
-def clean_gpa(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_gpa(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """A GPA: a non-negative number, or a letter grade on the 4.0 scale (A+ and A = 4.0, A- = 3.667, ...).
 
     Choice: numbers keep their written precision but are normalised (``03.50`` -> ``3.50``, ``.5`` ->
@@ -426,7 +442,7 @@ def clean_gpa(value: str, field: LayoutField, today: date) -> tuple[str, str | N
 _WHOLE_NUMBER = re.compile(r"(\d+)(?:\.0+)?")
 
 
-def _score(value: str, field: LayoutField, low: int, high: int) -> tuple[str, str | None]:
+def _score(value: str, field: LayoutField, low: int, high: int) -> tuple[str, FieldWarning | None]:
     match = _WHOLE_NUMBER.fullmatch(value)
     if match is None:
         return "", _warning("score_invalid", field, "not a whole number")
@@ -437,19 +453,19 @@ def _score(value: str, field: LayoutField, low: int, high: int) -> tuple[str, st
 
 
 @_rule
-def clean_act_score(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_act_score(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """An ACT composite, a whole number 1-36 (``07`` -> ``7``, ``32.0`` accepted)."""
     return _score(value, field, 1, 36)
 
 
 @_rule
-def clean_sat_score(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_sat_score(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """An SAT total, a whole number 400-1600 (choice: multiples of 10 are not enforced)."""
     return _score(value, field, 400, 1600)
 
 
 @_rule
-def clean_hs_code(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_hs_code(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """A high-school (CEEB) code: exactly 6 digits, leading zeros kept.
 
     Choice: a shorter code is not zero-padded (it is blanked with a warning, as upstream does), because
@@ -465,7 +481,7 @@ def clean_hs_code(value: str, field: LayoutField, today: date) -> tuple[str, str
 
 
 @_rule
-def clean_email(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_email(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """An email address, kept only when it has an ``@`` with text on both sides and no spaces.
 
     Choice: lower-cased (addresses are matched case-insensitively in practice); no further syntax check.
@@ -480,7 +496,7 @@ _EXTENSION = re.compile(r"(?i)\s*(?:ext\.?|extension|x|#).*$")
 
 
 @_rule
-def clean_phone(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_phone(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """A phone number: digits only, the last 10 kept (a leading country code ``1`` falls off).
 
     Choice: an extension (``x12``, ``ext. 12``, ``#12``) is dropped before taking the digits, and fewer
@@ -566,7 +582,7 @@ _VALID_CODES = frozenset(_STATE_CODES.values())
 
 
 @_rule
-def clean_state(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_state(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """A US state, DC, territory or military (AA/AE/AP) code; full names become two-letter codes.
 
     Names and codes match in any case, ignoring dots, commas and hyphens (``N.Y.``, ``new york``,
@@ -583,7 +599,7 @@ def clean_state(value: str, field: LayoutField, today: date) -> tuple[str, str |
 
 
 @_rule
-def clean_zip(value: str, field: LayoutField, today: date) -> tuple[str, str | None]:
+def clean_zip(value: str, field: LayoutField, today: date) -> tuple[str, FieldWarning | None]:
     """A postal code, kept as text with its leading zeros; inner runs of spaces become one space.
 
     Choice: an all-digit value of 3 or 4 digits (optionally followed by ``-dddd``) is a US ZIP that lost

@@ -62,7 +62,10 @@ def operations_router(
 ) -> APIRouter:
     """The router of `/metrics` and `/readyz`."""
     router = APIRouter(tags=["Operations"])
-    queue = PipelineQueueCollector(read_session_factory)
+    queue = PipelineQueueCollector(
+        read_session_factory,
+        settings.resolved_database_url if settings.pipeline_queue == "procrastinate" else None,
+    )
 
     @router.get(
         "/metrics",

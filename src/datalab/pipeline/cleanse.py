@@ -135,17 +135,20 @@ class Cleanser:
         warned = pl.Series("warned", [False] * height)
         for index, (mapped, cleaner) in enumerate(zip(self.plan, self.cleaners, strict=True)):
             raw = frame.get_column(f"c{mapped.column}")
-            value, warning = cleaner.clean(raw)
+            value, warnings = cleaner.clean(raw)
             columns[f"v{index}"] = value.alias(f"v{index}")
-            has_warning = warning.is_not_null()
+            has_warning = warnings.position.is_not_null()
             if not has_warning.any():
                 continue
             warned = warned | has_warning
-            parts = pl.col("warning").str.splitn(": ", 3)
             lines.append(
-                pl.DataFrame({"row": rows, "value": raw, "warning": warning})
-                .filter(has_warning)
-                .with_columns(pl.col("warning").str.split("; "))
+                pl.DataFrame(
+                    {
+                        "row": rows.filter(has_warning),
+                        "value": raw.filter(has_warning),
+                        "warning": warnings.of(has_warning),
+                    }
+                )
                 .explode("warning")
                 .select(
                     "row",
@@ -153,8 +156,8 @@ class Cleanser:
                     pl.lit(mapped.layout_field.name).alias("field"),
                     "value",
                     pl.lit("warning").alias("severity"),
-                    parts.struct.field("field_0").alias("code"),
-                    parts.struct.field("field_2").alias("message"),
+                    pl.col("warning").struct.field("code"),
+                    pl.col("warning").struct.field("message"),
                     pl.lit(index, dtype=pl.Int64).alias("seq"),
                 )
             )

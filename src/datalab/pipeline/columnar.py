@@ -6,6 +6,10 @@ that gives the same value and warning; it is used only while ``RULES`` still hol
 so a rule changed in ``layouts.cleansing`` is applied through its function. Every other rule — and every
 field with a value mapping — is applied to each distinct raw value of the column once, with
 ``clean_value``, and the results are joined back to the rows.
+
+A column's warnings (``layouts.cleansing.FieldWarning``) are ``ColumnWarnings``: the column's few
+distinct lists of warnings, and per row the position of its list (null for a value without warnings), so
+that only the rows with warnings ever hold a list.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import polars as pl
 from datalab.layouts.cleansing import (
     RULES,
     Cleaned,
+    FieldWarning,
     RuleFunction,
     clean_email,
     clean_hs_code,
@@ -36,18 +41,47 @@ CLEANED_CACHE_SIZE = 50_000
 _SPACE = "[" + "".join(f"\\x{{{ord(char):x}}}" for char in WHITESPACE) + "]"
 _EDGE_SPACE = f"^{_SPACE}|{_SPACE}$"
 
+WARNINGS = pl.List(pl.Struct({"code": pl.String, "message": pl.String}))
+"""The type of a list of warnings: (code, message) of each, in order (the field is the column's)."""
+
+
+@dataclass(frozen=True)
+class ColumnWarnings:
+    """A column's warnings: per row the position of its list of warnings in ``lists``, null for none."""
+
+    position: pl.Series
+    lists: pl.Series
+
+    def of(self, mask: pl.Series) -> pl.Series:
+        """The lists of warnings (WARNINGS) of the rows the mask selects."""
+        return self.lists.gather(self.position.filter(mask))
+
+
+@dataclass(frozen=True)
+class _Warned:
+    """A rule's warnings on a column: per row the position of its warning in `warnings`, null for none."""
+
+    index: pl.Series
+    warnings: list[FieldWarning]
+
+
 # A rule's body on trimmed, non-blank text: the cleaned values and their warnings (None: no warning at all).
-_Core = Callable[[pl.Series, LayoutField], tuple[pl.Series, pl.Series | None]]
+_Core = Callable[[pl.Series, LayoutField], tuple[pl.Series, _Warned | None]]
 
 
-def _where(mask: pl.Series, text: str) -> pl.Series:
-    """`text` where the mask is true, null elsewhere."""
-    return pl.DataFrame({"mask": mask}).select(pl.when(pl.col("mask")).then(pl.lit(text))).to_series()
+def _entry(warnings: tuple[FieldWarning, ...]) -> list[dict[str, str]]:
+    """One list of warnings, as a value of a WARNINGS series."""
+    return [{"code": warning.code, "message": warning.message} for warning in warnings]
 
 
-def _warning(code: str, field: LayoutField, message: str) -> str:
-    # the same text as layouts.cleansing._warning
-    return f"{code}: {field.name}: {message}"
+def _where(mask: pl.Series, warning: FieldWarning) -> _Warned:
+    """The warning where the mask is true, none elsewhere."""
+    index = pl.DataFrame({"mask": mask}).select(pl.when(pl.col("mask")).then(pl.lit(0, dtype=pl.UInt32)))
+    return _Warned(index.to_series(), [warning])
+
+
+def _warning(code: str, field: LayoutField, message: str) -> FieldWarning:
+    return FieldWarning(code, field.name, message)
 
 
 def _patched(series: pl.Series, mask: pl.Series, change: Callable[[pl.Series], pl.Series]) -> pl.Series:
@@ -58,11 +92,11 @@ def _patched(series: pl.Series, mask: pl.Series, change: Callable[[pl.Series], p
     return series.clone().scatter(mask.arg_true(), change(series.filter(mask)))
 
 
-def _text(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
+def _text(text: pl.Series, field: LayoutField) -> tuple[pl.Series, _Warned | None]:
     return text, None
 
 
-def _email(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
+def _email(text: pl.Series, field: LayoutField) -> tuple[pl.Series, _Warned | None]:
     # an "@" with text before the last one and text after it, and no whitespace anywhere
     last_at_first = text.str.starts_with("@") & (text.str.count_matches("@", literal=True) == 1)
     valid = (
@@ -77,7 +111,7 @@ def _email(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | 
     return value.to_series(), _where(valid.not_(), _warning("email_invalid", field, "not an email address"))
 
 
-def _phone(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
+def _phone(text: pl.Series, field: LayoutField) -> tuple[pl.Series, _Warned | None]:
     # an extension can only start at an x, X or #
     cut = _patched(
         text,
@@ -92,26 +126,25 @@ def _phone(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | 
     return value.to_series(), _where(valid.not_(), _warning("phone_invalid", field, "fewer than 10 digits"))
 
 
-def _hs_code(text: pl.Series, field: LayoutField) -> tuple[pl.Series, pl.Series | None]:
+def _hs_code(text: pl.Series, field: LayoutField) -> tuple[pl.Series, _Warned | None]:
     valid = text.str.contains(r"^\d{6}$")
     if valid.all():
         return text, None
     hint = text.str.contains(r"^\d{5}$")
     frame = pl.DataFrame({"text": text, "valid": valid, "hint": hint})
-    return frame.select(
+    value, index = frame.select(
         value=pl.when(pl.col("valid")).then(pl.col("text")).otherwise(pl.lit("")),
-        warning=pl.when(pl.col("valid"))
-        .then(pl.lit(None, dtype=pl.String))
+        index=pl.when(pl.col("valid"))
+        .then(pl.lit(None, dtype=pl.UInt32))
         .when(pl.col("hint"))
-        .then(
-            pl.lit(
-                _warning(
-                    "hs_code_invalid", field, "must be exactly 6 digits (leading zero lost in a spreadsheet?)"
-                )
-            )
-        )
-        .otherwise(pl.lit(_warning("hs_code_invalid", field, "must be exactly 6 digits"))),
-    ).get_columns()  # type: ignore[return-value]
+        .then(pl.lit(0, dtype=pl.UInt32))
+        .otherwise(pl.lit(1, dtype=pl.UInt32)),
+    ).get_columns()
+    warnings = [
+        _warning("hs_code_invalid", field, "must be exactly 6 digits (leading zero lost in a spreadsheet?)"),
+        _warning("hs_code_invalid", field, "must be exactly 6 digits"),
+    ]
+    return value, _Warned(index, warnings)
 
 
 # rule name -> (the rule function the column version mirrors, the column version)
@@ -131,7 +164,7 @@ def expression_for(layout_field: LayoutField) -> _Core | None:
     return entry[1]
 
 
-def _fitted(raw: pl.Series, layout_field: LayoutField, core: _Core) -> tuple[pl.Series, pl.Series]:
+def _fitted(raw: pl.Series, layout_field: LayoutField, core: _Core) -> tuple[pl.Series, ColumnWarnings]:
     # layouts.cleansing._rule: trimmed, blank stays blank without a warning, the result fitted to the width
     text = _patched(raw, raw.str.contains(_EDGE_SPACE), lambda some: some.str.strip_chars(WHITESPACE))
     value, warning = core(text, layout_field)
@@ -145,27 +178,39 @@ def _fitted(raw: pl.Series, layout_field: LayoutField, core: _Core) -> tuple[pl.
         value = _patched(
             value, too_long, lambda some: some.str.slice(0, width).str.strip_chars_end(WHITESPACE)
         )
-        before = warning if warning is not None else pl.Series([None] * len(value), dtype=pl.String)
-        warning = _patched(
-            before,
-            too_long,
-            lambda some: (
-                pl.DataFrame({"w": some})
-                .select(
-                    pl.when(pl.col("w").is_null())
-                    .then(pl.lit(cut))
-                    .otherwise(pl.concat_str([pl.col("w"), pl.lit("; " + cut)]))
-                )
-                .to_series()
-            ),
-        )
-    if warning is None:
-        warning = pl.Series([None] * len(value), dtype=pl.String)
     blank = text == ""
     if blank.any():
         value = _patched(value, blank, lambda some: pl.Series([""] * len(some), dtype=pl.String))
-        warning = _patched(warning, blank, lambda some: pl.Series([None] * len(some), dtype=pl.String))
-    return value.alias("value"), warning.alias("warning")
+    # Each row's warnings are one of a few lists, picked by position: a rule warning alone (0..k-1), a
+    # rule warning then truncated (k..2k-1), truncated alone (2k), or none (null).
+    warned = (
+        warning
+        if warning is not None
+        else _Warned(pl.repeat(None, len(value), dtype=pl.UInt32, eager=True), [])
+    )
+    count = len(warned.warnings)
+    index = warned.index
+    if blank.any() or too_long.any():
+        index = (
+            pl.DataFrame({"index": index, "blank": blank, "too_long": too_long})
+            .select(
+                pl.when(pl.col("blank"))
+                .then(pl.lit(None, dtype=pl.UInt32))
+                .when(pl.col("too_long"))
+                .then(pl.col("index").fill_null(count) + count)
+                .otherwise(pl.col("index"))
+            )
+            .to_series()
+        )
+    lists = pl.Series(
+        [
+            *(_entry((rule_warning,)) for rule_warning in warned.warnings),
+            *(_entry((rule_warning, cut)) for rule_warning in warned.warnings),
+            _entry((cut,)),
+        ],
+        dtype=WARNINGS,
+    )
+    return value.alias("value"), ColumnWarnings(index, lists)
 
 
 @dataclass
@@ -180,13 +225,15 @@ class ColumnCleaner:
     def __post_init__(self) -> None:
         self._expression = None if self.value_map else expression_for(self.layout_field)
 
-    def clean(self, raw: pl.Series) -> tuple[pl.Series, pl.Series]:
-        """The cleaned values ("" when blank or dropped) and the warnings (null when none) of a column."""
+    def clean(self, raw: pl.Series) -> tuple[pl.Series, ColumnWarnings]:
+        """The cleaned values ("" when blank or dropped) and the warnings of a column."""
         if self._expression is not None:
             return _fitted(raw, self.layout_field, self._expression)
         keys: list[str] = []
         values: list[str] = []
-        warnings: list[str | None] = []
+        # the distinct values' warnings, as positions in the column's few distinct lists of warnings
+        positions: list[int | None] = []
+        lists: dict[tuple[FieldWarning, ...], int] = {}
         for text in raw.unique().to_list():
             if not text:
                 continue
@@ -197,13 +244,16 @@ class ColumnCleaner:
                     self.cache[text] = cleaned
             keys.append(text)
             values.append(cleaned.value)
-            warnings.append(cleaned.warning)
+            positions.append(lists.setdefault(cleaned.warnings, len(lists)) if cleaned.warnings else None)
         mapping = pl.DataFrame(
-            {"raw": keys, "value": values, "warning": warnings},
-            schema={"raw": pl.String, "value": pl.String, "warning": pl.String},
+            {"raw": keys, "value": values, "position": positions},
+            schema={"raw": pl.String, "value": pl.String, "position": pl.UInt32},
         )
         joined = raw.rename("raw").to_frame().join(mapping, on="raw", how="left", maintain_order="left")
-        return joined.get_column("value").fill_null(""), joined.get_column("warning")
+        warnings = ColumnWarnings(
+            joined.get_column("position"), pl.Series([_entry(each) for each in lists], dtype=WARNINGS)
+        )
+        return joined.get_column("value").fill_null(""), warnings
 
 
 # json.dumps(..., ensure_ascii=False) escapes these and nothing else

@@ -10,6 +10,8 @@ calling its job manager.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import procrastinate
@@ -68,6 +70,16 @@ def defer_delivery(*, db: Session, delivery_id: int, at: datetime | None = None)
     _deferring_app.configure_task(
         WEBHOOK_TASK, queue=WEBHOOK_QUEUE, schedule_at=at, connection=connection
     ).defer(delivery_id=delivery_id)
+
+
+@contextmanager
+def open_job_manager(database_url: str) -> Iterator[procrastinate.manager.JobManager]:
+    """procrastinate's job manager on a connection of its own, for reading the queue."""
+    app = procrastinate.App(
+        connector=procrastinate.SyncPsycopgConnector(conninfo=libpq_url(database_url), min_size=1, max_size=1)
+    )
+    with app.open() as opened:
+        yield opened.job_manager
 
 
 def install_schema(engine: Engine) -> None:

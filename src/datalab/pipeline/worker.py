@@ -13,14 +13,16 @@ import asyncio
 import logging
 import os
 import socket
+import time
 
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
+from prometheus_client import start_http_server
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from datalab.app import make_store
 from datalab.db import make_engine, make_session_factory, transaction, upgrade_database, utcnow
+from datalab.operations.metrics import observe_stage
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.pgqueue import (
     RECOVERY_TASK,
@@ -36,8 +38,10 @@ from datalab.pipeline.pgqueue import (
 from datalab.pipeline.runner import ClaimedJob, StageContext, StageFunction, give_up
 from datalab.pipeline.service import QUEUE_INFO_KEY
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
+from datalab.runtime import make_store
 from datalab.settings import Settings
-from datalab.webhooks.tasks import attempt_delivery, defer_unfinished, lease_for, make_client
+from datalab.webhooks.sealing import seal_plaintext_secrets
+from datalab.webhooks.tasks import attempt_delivery, defer_unfinished, lease_for, make_client, sending_for
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +80,20 @@ def run_stage_job(
 
     The error is raised again either way: procrastinate records it and retries the job or fails it.
     """
+    started = time.perf_counter()
     try:
         stage = stages.get(job.stage)
         if stage is None:
             raise LookupError(f"no stage named {job.stage!r}")
         stage(context, job)
     except Exception:
+        observe_stage(stage=job.stage, failed=True, seconds=time.perf_counter() - started)
         log.exception("pipeline stage %s of upload %s failed", job.stage, job.upload_id)
         if job.attempts >= max_attempts:
             with transaction(context.session_factory) as db:
                 give_up(db=db, job=job, now=utcnow())
         raise
+    observe_stage(stage=job.stage, failed=False, seconds=time.perf_counter() - started)
 
 
 def add_webhook_task(
@@ -104,6 +111,7 @@ def add_webhook_task(
             sent = attempt_delivery(
                 session_factory=session_factory,
                 client=client,
+                sending=sending_for(settings),
                 sender=name,
                 lease=lease_for(settings.webhook_timeout_seconds),
                 retry_waits=settings.webhook_retry_seconds,
@@ -170,6 +178,7 @@ def run_worker(*, settings: Settings) -> None:
     upgrade_database(engine)
     install_schema(engine)
     session_factory = make_session_factory(engine, info={QUEUE_INFO_KEY: "procrastinate"})
+    seal_plaintext_secrets(session_factory=session_factory, box=sending_for(settings).box)
     handed_over = hand_over_embedded_jobs(session_factory)
     if handed_over:
         log.info("deferred %s stages the embedded queue held", handed_over)
@@ -179,6 +188,8 @@ def run_worker(*, settings: Settings) -> None:
     name = f"{socket.gethostname()}:{os.getpid()}"
     app = make_worker_app(settings=settings, context=context, stages=STAGE_FUNCTIONS, name=name)
     stall_seconds = settings.pipeline_lease_seconds
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
 
     async def work() -> None:
         async with app.open_async():

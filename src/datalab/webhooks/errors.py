@@ -11,6 +11,19 @@ class InvalidWebhookUrl(Unprocessable):
     code = "invalid_url"
 
 
+class PrivateWebhookAddress(Unprocessable):
+    """A URL whose host is or resolves to a loopback, private or link-local address."""
+
+    code = "private_address"
+
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"url's host resolves to {address}, a loopback, private or link-local address; webhooks "
+            "deliver to public addresses only"
+        )
+        self.address = address
+
+
 class InvalidWebhookEvents(Unprocessable):
     """No events, or events that are not event types."""
 

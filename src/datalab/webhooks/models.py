@@ -22,8 +22,9 @@ DELIVERY_STATES = ("pending", "sending", "delivered", "failed")
 class Webhook(OrgOwned, Base):
     """An organization's endpoint and the events it receives.
 
-    The secret signs every delivery, so it is kept as it is (a one-way hash could not sign); it is shown
-    once, when the webhook is created, and never logged nor recorded in the audit trail.
+    The secret signs every delivery, so it is kept recoverable (a one-way hash could not sign), encrypted
+    with the deployment's key (`sealing.SecretBox`); it is shown once, when the webhook is created or its
+    secret rotated, and never logged nor recorded in the audit trail.
     """
 
     __tablename__ = "webhooks"
@@ -31,7 +32,7 @@ class Webhook(OrgOwned, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     uid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uid)
     url: Mapped[str] = mapped_column(String(2048))
-    secret: Mapped[str] = mapped_column(String(128))
+    secret: Mapped[str] = mapped_column(String(512))
     events: Mapped[list[str]] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     description: Mapped[str] = mapped_column(String(200), default="")

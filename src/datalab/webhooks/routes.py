@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from datalab.audit.service import is_admin
-from datalab.deps import ApiCallDep, DbDep, NowDep, OrgDep
+from datalab.deps import ApiCallDep, DbDep, NowDep, OrgDep, SettingsDep
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.pagination import parse_paging
 from datalab.scoping import OrgContext
@@ -30,6 +30,7 @@ from datalab.webhooks.schemas import (
     delivery_out,
     webhook_out,
 )
+from datalab.webhooks.sealing import SecretBox
 from datalab.webhooks.service import CreatedWebhook
 
 router = APIRouter(prefix="/webhooks", tags=["Webhooks"])
@@ -69,7 +70,9 @@ async def list_webhooks(api: ApiCallDep) -> Response:
     summary="Add a webhook",
     responses=error_responses(*ORG_SCOPED_ERRORS, s403=_ADMIN_ONLY, s422="Invalid url or events"),
 )
-def create_webhook(body: WebhookCreate, db: DbDep, org: OrgDep, now: NowDep) -> CreatedWebhookOut:
+def create_webhook(
+    body: WebhookCreate, db: DbDep, org: OrgDep, settings: SettingsDep, now: NowDep
+) -> CreatedWebhookOut:
     """Add a webhook; the answer holds its signing secret, which is never shown again."""
     created = service.create_webhook(
         db=db,
@@ -78,8 +81,15 @@ def create_webhook(body: WebhookCreate, db: DbDep, org: OrgDep, now: NowDep) -> 
         events=body.events,
         active=body.active,
         description=body.description,
+        box=SecretBox(settings.encryption_key),
+        allow_private=settings.webhook_private_targets_allowed,
         now=now,
     )
+    return created_out(created)
+
+
+def created_out(created: CreatedWebhook) -> CreatedWebhookOut:
+    """A webhook with its secret, shown this once."""
     return CreatedWebhookOut(**webhook_out(created.webhook).model_dump(), secret=created.secret)
 
 
@@ -106,10 +116,29 @@ async def get_webhook(uid: str, api: ApiCallDep) -> WebhookOut:
     summary="Change a webhook",
     responses=error_responses(*ORG_SCOPED_ERRORS, 404, s403=_ADMIN_ONLY, s422="Invalid url or events"),
 )
-def update_webhook(uid: str, body: WebhookUpdate, db: DbDep, org: OrgDep, now: NowDep) -> WebhookOut:
+def update_webhook(
+    uid: str, body: WebhookUpdate, db: DbDep, org: OrgDep, settings: SettingsDep, now: NowDep
+) -> WebhookOut:
     """Change the url, events, active flag or description (the fields sent)."""
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
-    return webhook_out(service.update_webhook(db=db, org=org, uid=uid, changes=changes, now=now))
+    allow_private = settings.webhook_private_targets_allowed
+    return webhook_out(
+        service.update_webhook(db=db, org=org, uid=uid, changes=changes, allow_private=allow_private, now=now)
+    )
+
+
+@router.post(
+    "/{uid}/rotate-secret",
+    operation_id="rotateWebhookSecret",
+    response_model=CreatedWebhookOut,
+    summary="Give a webhook a new secret",
+    responses=_ONE_ERRORS,
+)
+def rotate_secret(uid: str, db: DbDep, org: OrgDep, settings: SettingsDep, now: NowDep) -> CreatedWebhookOut:
+    """Issue a new signing secret, shown in this answer only; every attempt from now on is signed with it
+    and the old one signs nothing more."""
+    box = SecretBox(settings.encryption_key)
+    return created_out(service.rotate_secret(db=db, org=org, uid=uid, box=box, now=now))
 
 
 @router.delete(
@@ -165,7 +194,12 @@ RECENT_DELIVERIES = 10
 
 
 def _webhooks_page(
-    request: Request, session: WebSession, db: Session, created: CreatedWebhook | None
+    request: Request,
+    session: WebSession,
+    db: Session,
+    created: CreatedWebhook | None,
+    *,
+    rotated: bool = False,
 ) -> HTMLResponse:
     org = web.org_of(session)
     hooks = service.list_webhooks(db=db, org=org)
@@ -182,6 +216,7 @@ def _webhooks_page(
         webhooks=hooks,
         recent=recent,
         created=created,
+        rotated=rotated,
         event_types=EVENT_TYPES,
     )
     if created is not None:
@@ -197,7 +232,7 @@ def webhooks_page(request: Request, session: SessionDep, db: DbDep) -> HTMLRespo
 
 @pages.post("/webhooks")
 def create_webhook_page(
-    request: Request, session: SessionDep, body: BodyDep, db: DbDep, now: NowDep
+    request: Request, session: SessionDep, body: BodyDep, db: DbDep, settings: SettingsDep, now: NowDep
 ) -> HTMLResponse:
     """Add a webhook; its secret is shown on this page once and never again."""
     form = checked_form(session, body)
@@ -208,9 +243,28 @@ def create_webhook_page(
         events=form.get("events", []),
         active=True,
         description=one(form, "description"),
+        box=SecretBox(settings.encryption_key),
+        allow_private=settings.webhook_private_targets_allowed,
         now=now,
     )
     return _webhooks_page(request, session, db, created)
+
+
+@pages.post("/webhooks/{uid}/rotate-secret")
+def rotate_secret_page(
+    uid: str,
+    request: Request,
+    session: SessionDep,
+    body: BodyDep,
+    db: DbDep,
+    settings: SettingsDep,
+    now: NowDep,
+) -> HTMLResponse:
+    """Give a webhook a new secret, shown on this page once."""
+    checked_form(session, body)
+    box = SecretBox(settings.encryption_key)
+    rotated = service.rotate_secret(db=db, org=web.org_of(session), uid=uid, box=box, now=now)
+    return _webhooks_page(request, session, db, rotated, rotated=True)
 
 
 @pages.post("/webhooks/{uid}/test")

@@ -28,10 +28,13 @@ from datalab.scoping import OrgContext, scoped
 from datalab.webhooks.errors import (
     InvalidWebhookEvents,
     InvalidWebhookUrl,
+    PrivateWebhookAddress,
     WebhookAdminRequired,
     WebhookNotFound,
 )
 from datalab.webhooks.models import EVENT_TYPES, TEST_EVENT, UPLOAD_STATUS_CHANGED, Webhook, WebhookDelivery
+from datalab.webhooks.sealing import SecretBox
+from datalab.webhooks.targets import non_public_address
 
 MAX_URL_LENGTH = 2048
 MAX_DESCRIPTION = 200
@@ -66,8 +69,9 @@ def is_deliverable_url(url: str) -> bool:
         return False
 
 
-def check_url(url: str) -> str:
-    """The URL, stripped, if deliveries may go to it; a 422 saying why not otherwise."""
+def check_url(url: str, *, allow_private: bool) -> str:
+    """The URL, stripped, if deliveries may go to it; a 422 saying why not otherwise (a host resolving to
+    a non-public address is refused unless `allow_private`)."""
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
         raise InvalidWebhookUrl(f"url must be at most {MAX_URL_LENGTH} characters")
@@ -75,6 +79,9 @@ def check_url(url: str) -> str:
         raise InvalidWebhookUrl(
             "url must be an absolute http:// or https:// URL with a host, e.g. https://example.edu/hooks/datalab"
         )
+    refused = None if allow_private else non_public_address(url)
+    if refused is not None:
+        raise PrivateWebhookAddress(refused)
     return url
 
 
@@ -108,15 +115,17 @@ def create_webhook(
     events: Sequence[str],
     active: bool,
     description: str,
+    box: SecretBox,
+    allow_private: bool,
     now: datetime,
 ) -> CreatedWebhook:
-    """Add a webhook to the organization with a new secret (admins only)."""
+    """Add a webhook to the organization with a new secret, stored encrypted (admins only)."""
     require_admin(org)
     secret = new_secret()
     webhook = Webhook(
         organization_id=org.organization.id,
-        url=check_url(url),
-        secret=secret,
+        url=check_url(url, allow_private=allow_private),
+        secret=box.seal(secret),
         events=check_events(events),
         active=active,
         description=description[:MAX_DESCRIPTION],
@@ -152,12 +161,18 @@ def get_webhook(*, db: Session, org: OrgContext, uid: str) -> Webhook:
 
 
 def update_webhook(
-    *, db: Session, org: OrgContext, uid: str, changes: Mapping[str, object], now: datetime
+    *,
+    db: Session,
+    org: OrgContext,
+    uid: str,
+    changes: Mapping[str, object],
+    allow_private: bool,
+    now: datetime,
 ) -> Webhook:
     """Change a webhook's url, events, active flag or description (only those given)."""
     webhook = get_webhook(db=db, org=org, uid=uid)
     if "url" in changes:
-        webhook.url = check_url(str(changes["url"]))
+        webhook.url = check_url(str(changes["url"]), allow_private=allow_private)
     if "events" in changes:
         events = changes["events"]
         webhook.events = check_events([str(event) for event in events] if isinstance(events, list) else [])
@@ -171,6 +186,18 @@ def update_webhook(
         db, org, action="webhook.updated", now=now, target=("webhook", uid), detail=_audit_detail(webhook)
     )
     return webhook
+
+
+def rotate_secret(*, db: Session, org: OrgContext, uid: str, box: SecretBox, now: datetime) -> CreatedWebhook:
+    """Give a webhook a new secret, shown this once; every attempt from now on, retries of earlier
+    events included, is signed with it (the old secret signs nothing more)."""
+    webhook = get_webhook(db=db, org=org, uid=uid)
+    secret = new_secret()
+    webhook.secret = box.seal(secret)
+    webhook.updated_at = now
+    db.flush()
+    record_for(db, org, action="webhook.secret_rotated", now=now, target=("webhook", uid))
+    return CreatedWebhook(webhook=webhook, secret=secret)
 
 
 def delete_webhook(*, db: Session, org: OrgContext, uid: str, now: datetime) -> None:

@@ -4,6 +4,9 @@ With the embedded queue a `WebhookSender` thread of `datalab serve` claims due d
 conditional UPDATE and a lease (like the pipeline's embedded runner: SQLite has no job queue library).
 With procrastinate each attempt is a job (`pgqueue.WEBHOOK_TASK`) that a `datalab worker` runs; the
 next attempt is deferred in the transaction that logs the failed one.
+
+Before each attempt the URL's host is resolved again and a non-public address refused (`targets`), and
+the stored secret is decrypted (`sealing`) only to sign that attempt.
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from datalab import __version__
 from datalab.db import transaction, utcnow
 from datalab.operations.metrics import observe_webhook_attempt
 from datalab.pipeline.pgqueue import QUEUE_INFO_KEY, defer_delivery
+from datalab.settings import Settings
 from datalab.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
+from datalab.webhooks.sealing import SecretBox, UnreadableSecret
 from datalab.webhooks.service import is_deliverable_url, sign
+from datalab.webhooks.targets import non_public_address
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,18 @@ LEASE_MARGIN = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
+class Sending:
+    """How a sender sends: the key that opens stored secrets, and whether non-public addresses may be
+    reached."""
+
+    box: SecretBox
+    allow_private: bool
+
+
+@dataclass(frozen=True)
 class ClaimedDelivery:
-    """A delivery a sender holds: what to send where, and the number of this attempt (1 the first time)."""
+    """A delivery a sender holds: what to send where (the secret as stored, encrypted), and the number of
+    this attempt (1 the first time)."""
 
     id: int
     uid: str
@@ -113,7 +129,7 @@ def claim_delivery(
     )
 
 
-def delivery_headers(claimed: ClaimedDelivery, timestamp: str) -> dict[str, str]:
+def delivery_headers(claimed: ClaimedDelivery, timestamp: str, secret: str) -> dict[str, str]:
     """The headers of an attempt: event, delivery id, timestamp and signature."""
     return {
         "content-type": "application/json",
@@ -121,19 +137,34 @@ def delivery_headers(claimed: ClaimedDelivery, timestamp: str) -> dict[str, str]
         "x-datalab-event": claimed.event_type,
         "x-datalab-delivery": claimed.uid,
         "x-datalab-timestamp": timestamp,
-        "x-datalab-signature": sign(secret=claimed.secret, timestamp=timestamp, body=claimed.body.encode()),
+        "x-datalab-signature": sign(secret=secret, timestamp=timestamp, body=claimed.body.encode()),
     }
 
 
-def send(claimed: ClaimedDelivery, *, client: httpx2.Client) -> Outcome:
+def refusal(claimed: ClaimedDelivery, sending: Sending) -> str:
+    """Why the delivery must not be sent (its URL, its target address), or empty."""
+    if not is_deliverable_url(claimed.url):
+        return "refused: the webhook's URL is not http(s)"
+    address = None if sending.allow_private else non_public_address(claimed.url)
+    if address is not None:
+        return f"refused: the webhook's host resolves to {address}, not a public address"
+    return ""
+
+
+def send(claimed: ClaimedDelivery, *, client: httpx2.Client, sending: Sending) -> Outcome:
     """POST the delivery's body, signed now, to its webhook; never raises."""
     started = time.monotonic()
-    if not is_deliverable_url(claimed.url):
-        return Outcome(status=None, error="refused: the webhook's URL is not http(s)", duration_ms=0)
+    refused = refusal(claimed, sending)
+    if refused:
+        return Outcome(status=None, error=refused, duration_ms=0)
+    try:
+        secret = sending.box.open(claimed.secret)
+    except UnreadableSecret as exc:
+        return Outcome(status=None, error=f"refused: {exc}", duration_ms=0)
     timestamp = str(int(time.time()))
     try:
         response = client.post(
-            claimed.url, content=claimed.body.encode(), headers=delivery_headers(claimed, timestamp)
+            claimed.url, content=claimed.body.encode(), headers=delivery_headers(claimed, timestamp, secret)
         )
         error = "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         status: int | None = response.status_code
@@ -185,6 +216,7 @@ def attempt_delivery(
     *,
     session_factory: sessionmaker[Session],
     client: httpx2.Client,
+    sending: Sending,
     sender: str,
     lease: timedelta,
     retry_waits: Sequence[float],
@@ -195,7 +227,7 @@ def attempt_delivery(
         claimed = claim_delivery(db=db, sender=sender, lease=lease, now=utcnow(), delivery_id=delivery_id)
     if claimed is None:
         return False
-    outcome = send(claimed, client=client)
+    outcome = send(claimed, client=client, sending=sending)
     with transaction(session_factory) as db:
         state = record_outcome(db=db, claimed=claimed, outcome=outcome, retry_waits=retry_waits, now=utcnow())
     observe_webhook_attempt(event=claimed.event_type, state=state, seconds=outcome.duration_ms / 1000)
@@ -212,6 +244,13 @@ def attempt_delivery(
         extra={"webhook_delivery": claimed.uid, "webhook_state": state},
     )
     return True
+
+
+def sending_for(settings: Settings) -> Sending:
+    """How the settings say deliveries are sent."""
+    return Sending(
+        box=SecretBox(settings.encryption_key), allow_private=settings.webhook_private_targets_allowed
+    )
 
 
 def make_client(timeout_seconds: float) -> httpx2.Client:
@@ -232,11 +271,13 @@ class WebhookSender:
         self,
         *,
         session_factory: sessionmaker[Session],
+        sending: Sending,
         timeout_seconds: float,
         retry_waits: Sequence[float],
         poll_seconds: float,
     ) -> None:
         self.session_factory = session_factory
+        self.sending = sending
         self.timeout_seconds = timeout_seconds
         self.retry_waits = tuple(retry_waits)
         self.poll_seconds = poll_seconds
@@ -260,6 +301,7 @@ class WebhookSender:
                     busy = attempt_delivery(
                         session_factory=self.session_factory,
                         client=client,
+                        sending=self.sending,
                         sender=self.name,
                         lease=lease_for(self.timeout_seconds),
                         retry_waits=self.retry_waits,

@@ -1,0 +1,1 @@
+"""E-mail digests: the exports published to an organization, mailed to its users once per period."""
