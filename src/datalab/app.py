@@ -17,11 +17,13 @@ from swagger_ui_bundle import swagger_ui_path
 
 from datalab import __version__
 from datalab.accounts.routes import router as accounts_router
+from datalab.admin.routes import router as admin_router
 from datalab.audit.routes import AuditOriginMiddleware
 from datalab.audit.routes import pages as audit_pages
 from datalab.audit.routes import router as audit_router
 from datalab.digests.routes import router as digests_router
 from datalab.errors import install_error_handlers
+from datalab.exports.forms import ExportReceiver
 from datalab.exports.routes import router as exports_router
 from datalab.exports.routes import tickets_router
 from datalab.exports.service import ExportDownloads
@@ -35,13 +37,13 @@ from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.runtime import build_runtime, make_store
 from datalab.settings import Settings
 from datalab.storage.local import LocalObjectStore
-from datalab.storage.post_endpoint import post_router
+from datalab.storage.post_endpoint import PostGate, post_router
 from datalab.storage.routes import store_router
 from datalab.sweeper import Sweeper
 from datalab.uploads.routes import router as uploads_router
 from datalab.uploads.service import UploadReceiver
-from datalab.web.routes import STATIC_DIR as WEB_STATIC
-from datalab.web.routes import router as web_router
+from datalab.web.pages import STATIC_DIR as WEB_STATIC
+from datalab.web.pages import router as web_router
 from datalab.webhooks.routes import pages as webhooks_pages
 from datalab.webhooks.routes import router as webhooks_router
 from datalab.webhooks.tasks import WebhookSender, sending_for
@@ -154,6 +156,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         limiter=limiter,
         read_timeout=settings.request_read_timeout_seconds,
         store_prefixes=store_prefixes,
+        file_body_limit=settings.admin_file_max_bytes,
     )
     app.add_middleware(AuditOriginMiddleware)
     # Outermost: the gate's own refusals get a request id and are counted.
@@ -166,6 +169,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     api.include_router(audit_router)
     api.include_router(webhooks_router)
     api.include_router(digests_router)
+    api.include_router(admin_router)
     app.include_router(api)
     # Data Center before the store's catch-all /{bucket}/{key} routes.
     app.mount("/datacenter/static", StaticFiles(directory=str(WEB_STATIC)), name="datacenter-static")
@@ -208,7 +212,9 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         receiver = UploadReceiver(
             session_factory=session_factory, store=store, bucket=settings.uploads_bucket
         )
-        app.include_router(
-            post_router(settings=settings, store=store, gates={settings.uploads_bucket: receiver})
+        publisher = ExportReceiver(
+            session_factory=session_factory, store=store, bucket=settings.exports_bucket
         )
+        gates: dict[str, PostGate] = {settings.uploads_bucket: receiver, settings.exports_bucket: publisher}
+        app.include_router(post_router(settings=settings, store=store, gates=gates))
     return app

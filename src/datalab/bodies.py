@@ -9,6 +9,10 @@ or file can store.
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from datalab.errors import bad_request
@@ -95,3 +99,14 @@ def parse_json_object(raw: bytes | str, *, wanted: str) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise bad_request("The request body must be a JSON object", code="invalid_body")
     return parsed
+
+
+@contextmanager
+def spooled_body(body: bytes, *, temp_dir: Path, name: str) -> Iterator[Path]:
+    """A request body that is a file, as a temporary file of this name (what errors about it say) for
+    services that read files; removed afterwards."""
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=temp_dir) as work:
+        path = Path(work) / name
+        path.write_bytes(body)
+        yield path

@@ -178,13 +178,14 @@ def org_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an organization."""
-    from datalab.accounts.service import AccountError, create_organization
+    from datalab.accounts.service import create_organization
+    from datalab.domain_errors import DomainError
 
     with admin_session() as (db, _store, _settings):
         try:
             organization = create_organization(db=db, name=name, fice=fice, state_code=state)
-        except AccountError as exc:
-            raise fail(str(exc)) from None
+        except DomainError as exc:
+            raise fail(exc.message) from None
         payload = {
             "uid": organization.uid,
             "name": organization.name,
@@ -194,29 +195,45 @@ def org_create(
     emit(payload, as_json, lambda: f"created organization {payload['uid']} ({name}, FICE {fice})")
 
 
-def _user(db: Session, user_name: str) -> User:
-    from datalab.accounts.service import get_user
+@org_cli.command("set-active")
+def org_set_active(
+    org: Annotated[str, typer.Argument(help="Organization uid or FICE.")],
+    active: Annotated[
+        bool,
+        typer.Option(
+            "--on/--off", help="Reactivate (--on) or deactivate (--off): its users cannot act in it."
+        ),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Deactivate an organization (its rows are kept) or reactivate it."""
+    from datalab.accounts.service import set_organization_active
 
-    user = get_user(db=db, user_name=user_name)
-    if user is None:
-        raise fail(f"no user named {user_name!r}")
-    return user
+    with admin_session() as (db, _store, _settings):
+        (organization,) = _organizations(db, [org])
+        set_organization_active(db=db, organization=organization, active=active, now=_now())
+        payload = {"uid": organization.uid, "name": organization.name, "active": active}
+    emit(payload, as_json, lambda: f"{payload['name']} is now {'active' if active else 'deactivated'}")
+
+
+def _user(db: Session, user_name: str) -> User:
+    from datalab.accounts.service import find_user
+    from datalab.domain_errors import DomainError
+
+    try:
+        return find_user(db=db, ref=user_name)
+    except DomainError as exc:
+        raise fail(exc.message) from None
 
 
 def _organizations(db: Session, refs: list[str]) -> list[Organization]:
-    from sqlalchemy import or_, select
+    from datalab.accounts.service import find_organization
+    from datalab.domain_errors import DomainError
 
-    from datalab.accounts.models import Organization
-
-    found = []
-    for ref in refs:
-        organization = db.scalar(
-            select(Organization).where(or_(Organization.uid == ref, Organization.fice == ref))
-        )
-        if organization is None:
-            raise fail(f"no organization with uid or FICE {ref!r}")
-        found.append(organization)
-    return found
+    try:
+        return [find_organization(db=db, ref=ref) for ref in refs]
+    except DomainError as exc:
+        raise fail(exc.message) from None
 
 
 @user_cli.command("create")
@@ -224,7 +241,6 @@ def user_create(
     user_name: Annotated[
         str, typer.Option("--user-name", help="Login name, usually the service account email.")
     ],
-    org: Annotated[list[str], typer.Option(help="Organization uid or FICE; repeat for several.")],
     password: Annotated[
         str,
         typer.Option(
@@ -238,14 +254,22 @@ def user_create(
     first_name: Annotated[str, typer.Option("--first-name")] = "",
     last_name: Annotated[str, typer.Option("--last-name")] = "",
     email: Annotated[str, typer.Option()] = "",
+    org: Annotated[
+        list[str] | None,
+        typer.Option(help="Organization uid or FICE; repeat for several (none for an operator)."),
+    ] = None,
     admin_role: Annotated[
         bool, typer.Option("--admin", help="An admin of its organizations (reads their audit trail).")
     ] = False,
+    operator: Annotated[
+        bool, typer.Option("--operator", help="An operator: uses the /v1/admin API, needs no organization.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a user or service account in one or more organizations."""
+    """Create a user or service account in one or more organizations, or an operator."""
     from datalab.accounts.schemas import user_out
-    from datalab.accounts.service import AccountError, create_user
+    from datalab.accounts.service import create_user
+    from datalab.domain_errors import DomainError
 
     with admin_session() as (db, _store, _settings):
         try:
@@ -253,15 +277,16 @@ def user_create(
                 db=db,
                 user_name=user_name,
                 password=password,
-                organizations=_organizations(db, org),
+                organizations=_organizations(db, org or []),
                 first_name=first_name,
                 last_name=last_name,
                 email=email,
                 admin=admin_role,
+                operator=operator,
             )
-        except AccountError as exc:
-            raise fail(str(exc)) from None
-        payload = user_out(user).model_dump()
+        except DomainError as exc:
+            raise fail(exc.message) from None
+        payload = user_out(user).model_dump() | {"operator": user.is_operator}
     emit(payload, as_json, lambda: f"created user {payload['uid']} ({user_name})")
 
 
@@ -272,14 +297,15 @@ def user_set_status(
     as_json: JsonOption = False,
 ) -> None:
     """Activate or deactivate a user (deactivation revokes their session tokens at once)."""
-    from datalab.accounts.service import AccountError, set_user_status
+    from datalab.accounts.service import set_user_status
+    from datalab.domain_errors import DomainError
 
     with admin_session() as (db, _store, _settings):
         user = _user(db, user_name)
         try:
             set_user_status(db=db, user=user, status=status, now=_now())
-        except AccountError as exc:
-            raise fail(str(exc)) from None
+        except DomainError as exc:
+            raise fail(exc.message) from None
         payload = {"uid": user.uid, "userName": user.user_name, "status": user.status}
     emit(payload, as_json, lambda: f"{user_name} is now {status}")
 
@@ -292,17 +318,34 @@ def user_set_role(
     as_json: JsonOption = False,
 ) -> None:
     """Make a user an admin of one of their organizations, or a plain member again."""
-    from datalab.accounts.service import AccountError, set_membership_role
+    from datalab.accounts.service import set_membership_role
+    from datalab.domain_errors import DomainError
 
     with admin_session() as (db, _store, _settings):
         user = _user(db, user_name)
         (organization,) = _organizations(db, [org])
         try:
             set_membership_role(db=db, user=user, organization=organization, role=role, now=_now())
-        except AccountError as exc:
-            raise fail(str(exc)) from None
+        except DomainError as exc:
+            raise fail(exc.message) from None
         payload = {"userName": user.user_name, "organizationUid": organization.uid, "role": role}
     emit(payload, as_json, lambda: f"{user_name} is now {role} of {organization.name}")
+
+
+@user_cli.command("set-operator")
+def user_set_operator(
+    user_name: Annotated[str, typer.Argument(help="The user's userName.")],
+    on: Annotated[bool, typer.Option("--on/--off", help="Grant (--on) or revoke (--off) the operator role.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Grant or revoke the operator role (revoking it ends the user's sessions at once)."""
+    from datalab.accounts.service import set_operator
+
+    with admin_session() as (db, _store, _settings):
+        user = _user(db, user_name)
+        set_operator(db=db, user=user, on=on, now=_now())
+        payload = {"uid": user.uid, "userName": user.user_name, "operator": user.is_operator}
+    emit(payload, as_json, lambda: f"{user_name} is {'now' if on else 'no longer'} an operator")
 
 
 @key_cli.command("create")
@@ -333,13 +376,14 @@ def key_revoke(
     uid: Annotated[str, typer.Argument(help="The key's uid.")], as_json: JsonOption = False
 ) -> None:
     """Revoke an API key."""
-    from datalab.accounts.service import AccountError, revoke_api_key
+    from datalab.accounts.service import revoke_api_key
+    from datalab.domain_errors import DomainError
 
     with admin_session() as (db, _store, _settings):
         try:
             api_key = revoke_api_key(db=db, uid=uid, now=_now())
-        except AccountError as exc:
-            raise fail(str(exc)) from None
+        except DomainError as exc:
+            raise fail(exc.message) from None
         payload = {
             "uid": api_key.uid,
             "revokedAt": api_key.revoked_at.isoformat() if api_key.revoked_at else None,
@@ -391,8 +435,9 @@ def export_publish(
     as_json: JsonOption = False,
 ) -> None:
     """Publish a CSV file as a new export of an organization."""
+    from datalab.exports.errors import ExportError
     from datalab.exports.schemas import export_out
-    from datalab.exports.service import ExportError, publish_export
+    from datalab.exports.service import publish_export
 
     with admin_session() as (db, store, settings):
         (organization,) = _organizations(db, [org])
@@ -417,6 +462,29 @@ def export_publish(
     )
 
 
+@export_cli.command("withdraw")
+def export_withdraw(
+    org: Annotated[str, typer.Option(help="Organization uid or FICE.")],
+    uid: Annotated[str, typer.Argument(help="The export's uid.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Withdraw an export: no longer listed to the organization, its download URLs refused."""
+    from datalab.domain_errors import DomainError
+    from datalab.exports.forms import find_export, withdraw_export
+
+    with admin_session() as (db, _store, _settings):
+        (organization,) = _organizations(db, [org])
+        try:
+            export = withdraw_export(
+                db=db, export=find_export(db=db, organization=organization, uid=uid), now=_now()
+            )
+        except DomainError as exc:
+            raise fail(exc.message) from None
+        withdrawn_at = export.withdrawn_at.isoformat() if export.withdrawn_at else None
+        payload = {"uid": export.uid, "fileName": export.file_name, "withdrawnAt": withdrawn_at}
+    emit(payload, as_json, lambda: f"withdrew export {uid} ({payload['fileName']})")
+
+
 @export_cli.command("list")
 def export_list(
     org: Annotated[str, typer.Option(help="Organization uid or FICE.")],
@@ -425,7 +493,7 @@ def export_list(
     as_json: JsonOption = False,
 ) -> None:
     """List an organization's exports, those expired under retention too (status Expired)."""
-    from datalab.errors import ApiError
+    from datalab.domain_errors import DomainError
     from datalab.exports.schemas import export_out
     from datalab.exports.service import list_exports, parse_export_filters
     from datalab.scoping import OrgContext
@@ -434,7 +502,7 @@ def export_list(
         (organization,) = _organizations(db, [org])
         try:
             status_filter, product_filter = parse_export_filters(status=status, product_key=product)
-        except ApiError as exc:
+        except DomainError as exc:
             raise fail(exc.message) from None
         context = OrgContext(user=None, organization=organization)
         page = list_exports(
@@ -483,19 +551,19 @@ def students_load(
 ) -> None:
     """Insert or update students (by StudentKey) from a CSV file, all or nothing; then train the matcher."""
     from datalab.students.matching import matching_dir
-    from datalab.students.service import StudentFileError, load_student_file, train_and_store
+    from datalab.students.service import StudentFileError, load_and_train
 
     if not file.is_file():
         raise fail(f"{file} is not a readable file")
     with admin_session() as (db, _store, settings):
         try:
-            result = load_student_file(db=db, path=file, now=_now())
+            result, model = load_and_train(
+                db=db, path=file, now=_now(), snapshot_dir=matching_dir(settings), train=train
+            )
         except StudentFileError as exc:
-            raise fail(str(exc)) from None
+            raise fail(exc.message) from None
         payload: dict[str, object] = {"inserted": result.inserted, "updated": result.updated}
-        if train:
-            db.flush()
-            model = train_and_store(db=db, now=_now(), snapshot_dir=matching_dir(settings))
+        if model is not None:
             payload["model"] = {"id": model.model_id, "students": model.student_count}
     emit(payload, as_json, lambda: f"{payload['inserted']} students added, {payload['updated']} updated")
 

@@ -37,6 +37,7 @@ _STATUS_DESCRIPTIONS = {
     403: "organization_forbidden: the user does not belong to the Organization sent",
     404: "Not found in this organization",
     408: "The request body was not received in time",
+    409: "The thing is not in a state that allows this",
     413: "The request body is larger than this operation accepts",
     422: "Request validation error (detail lists the problems)",
     429: "Too many failed logins (see Retry-After)",
@@ -120,6 +121,7 @@ def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
 # The API's status for each kind of domain failure (the most specific kind listed first wins).
 _DOMAIN_STATUSES: tuple[tuple[type[domain_errors.DomainError], int], ...] = (
     (domain_errors.InvalidInput, 400),
+    (domain_errors.Unprocessable, 422),
     (domain_errors.Unauthenticated, 401),
     (domain_errors.Forbidden, 403),
     (domain_errors.NotFound, 404),

@@ -183,8 +183,21 @@ class RoutePolicy:
     gated: bool
 
 
-def route_policy(method: str, path: str, *, store_prefixes: tuple[str, ...]) -> RoutePolicy:
-    """The body limit and admission rule of a request, by its method and path."""
+def _is_operator_file(method: str, path: str) -> bool:
+    """An operator's request whose body is a file: a student CSV, or an export sent whole."""
+    trimmed = path.rstrip("/")
+    return (
+        method == "POST"
+        and path.startswith("/v1/admin/")
+        and trimmed.endswith(("/students", "/exports/file"))
+    )
+
+
+def route_policy(
+    method: str, path: str, *, store_prefixes: tuple[str, ...], file_body_limit: int = API_BODY_LIMIT
+) -> RoutePolicy:
+    """The body limit and admission rule of a request, by its method and path (`file_body_limit`: the
+    setting bounding the operator routes whose body is a file)."""
     if path in UNGATED_PATHS or path.startswith(UNGATED_PREFIXES):
         return RoutePolicy(body_limit=API_BODY_LIMIT, gated=False)
     if path.startswith(store_prefixes):
@@ -199,6 +212,8 @@ def route_policy(method: str, path: str, *, store_prefixes: tuple[str, ...]) -> 
         return RoutePolicy(body_limit=MAPPING_BODY_LIMIT, gated=True)
     if path.startswith("/datacenter"):
         return RoutePolicy(body_limit=PAGE_FORM_LIMIT, gated=True)
+    if _is_operator_file(method, path):
+        return RoutePolicy(body_limit=file_body_limit, gated=True)
     return RoutePolicy(body_limit=API_BODY_LIMIT, gated=True)
 
 
@@ -253,17 +268,24 @@ class RequestGate:
         limiter: RequestLimiter,
         read_timeout: float,
         store_prefixes: tuple[str, ...],
+        file_body_limit: int = API_BODY_LIMIT,
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.read_timeout = read_timeout
         self.store_prefixes = store_prefixes
+        self.file_body_limit = file_body_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = route_policy(scope["method"], scope["path"], store_prefixes=self.store_prefixes)
+        policy = route_policy(
+            scope["method"],
+            scope["path"],
+            store_prefixes=self.store_prefixes,
+            file_body_limit=self.file_body_limit,
+        )
         declared = _declared_length(scope)
         if policy.body_limit is not None and declared is not None and declared > policy.body_limit:
             await self._refuse_body(scope, send, policy.body_limit)

@@ -270,6 +270,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=5 * 1024**3, ge=1, description="Largest file an upload form accepts (content-length-range)."
     )
+    admin_file_max_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=1,
+        description="Largest file an operator sends in a /v1/admin request body (student CSV, small export).",
+    )
 
     @field_validator("webhook_retry_seconds", mode="before")
     @classmethod

@@ -1,5 +1,5 @@
-"""The server's periodic housekeeping: uploads that arrived unannounced, files past their retention, and
-the e-mail digests of new exports."""
+"""The server's periodic housekeeping: uploads and export files that arrived unannounced, files past their
+retention, and the e-mail digests of new exports."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import utcnow
 from datalab.digests.tasks import send_digests
+from datalab.exports.forms import sweep_exports
 from datalab.exports.tasks import expire_exports
 from datalab.lifecycle import UploadStatus
 from datalab.settings import Settings
@@ -42,8 +43,8 @@ class Sweeper:
         self._thread.join(timeout=30)
 
     def sweep_once(self, *, now: datetime) -> None:
-        """Find arrived uploads (on stores that do not report them), remove what retention says to, then
-        mail the digests that are due."""
+        """Find arrived uploads and operators' export files (on stores that do not report them), remove what
+        retention says to, then mail the digests that are due."""
         settings, factory, store = self.settings, self.session_factory, self.store
         if not store.reports_uploads:
             sweep_uploads(
@@ -53,6 +54,7 @@ class Sweeper:
                 max_size=settings.max_upload_bytes,
                 now=now,
             )
+            sweep_exports(session_factory=factory, store=store, bucket=settings.exports_bucket, now=now)
         purge_files(
             session_factory=factory,
             store=store,

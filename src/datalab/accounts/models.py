@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from datalab.db import Base, UTCDateTime, new_uid, utcnow
@@ -26,6 +26,8 @@ class Organization(Base):
     fice: Mapped[str] = mapped_column(String(20), unique=True)
     state_code: Mapped[str] = mapped_column(String(2), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Set by an operator: the organization's users can no longer act in it; its rows are kept.
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class User(Base):
@@ -45,6 +47,8 @@ class User(Base):
     status: Mapped[str] = mapped_column(String(10), default="Active")
     attributes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     password_hash: Mapped[str] = mapped_column(String(200))
+    # Operators administer every organization through /v1/admin and need not belong to any.
+    is_operator: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Tokens issued before this instant are refused: deactivation and password changes revoke sessions.
     tokens_valid_after: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -13,6 +13,23 @@ from sqlalchemy import Select, bindparam, case, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, lazyload
 
+from datalab.accounts.errors import (
+    AccountError,
+    ApiKeyNotFound,
+    InvalidApiKey,
+    InvalidSessionToken,
+    MembershipNotFound,
+    MissingApiKey,
+    MissingOrganization,
+    MissingToken,
+    OperatorRequired,
+    OrganizationForbidden,
+    OrganizationInactive,
+    OrganizationNotFound,
+    SignInFailed,
+    TooManyLoginFailures,
+    UserNotFound,
+)
 from datalab.accounts.models import (
     MEMBERSHIP_ROLES,
     USER_STATUSES,
@@ -34,22 +51,15 @@ from datalab.accounts.security import (
 )
 from datalab.audit.service import home_organization_id, record
 from datalab.db import is_read_only, utcnow
-from datalab.errors import ApiError, bad_request, forbidden, unauthorized
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
 
-INVALID_CREDENTIALS = "Invalid userName or password"
 # Longest userName an account can have (its column's size) and longest password an account can have.
 MAX_USER_NAME_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
-INVALID_API_KEY = "Invalid API key"
 # Writing last_used_at on every request would turn every read into a write.
 API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
 PENDING_KEY_USES = "datalab_pending_api_key_uses"
-
-
-class AccountError(ValueError):
-    """An admin operation that cannot be done as asked (duplicate name, unknown organization, ...)."""
 
 
 @dataclass(frozen=True)
@@ -60,13 +70,19 @@ class IssuedApiKey:
     plain_key: str
 
 
-def create_organization(*, db: Session, name: str, fice: str, state_code: str = "") -> Organization:
+def _check_state_code(state_code: str) -> None:
+    if state_code and (len(state_code) != 2 or not state_code.isalpha()):
+        raise AccountError(f"stateCode must be a two-letter code, not {state_code!r}")
+
+
+def create_organization(
+    *, db: Session, name: str, fice: str, state_code: str = "", by: User | None = None
+) -> Organization:
     """Create an organization; FICE codes are text and unique."""
     fice = fice.strip()
     if not name.strip() or not fice:
         raise AccountError("an organization needs a name and a FICE code")
-    if state_code and (len(state_code) != 2 or not state_code.isalpha()):
-        raise AccountError(f"stateCode must be a two-letter code, not {state_code!r}")
+    _check_state_code(state_code)
     if db.scalar(select(Organization).where(Organization.fice == fice)) is not None:
         raise AccountError(f"an organization with FICE {fice} already exists")
     organization = Organization(name=name.strip(), fice=fice, state_code=state_code.upper())
@@ -77,6 +93,7 @@ def create_organization(*, db: Session, name: str, fice: str, state_code: str = 
         action="organization.created",
         organization_id=organization.id,
         now=utcnow(),
+        actor=by,
         target=("organization", organization.uid),
         detail={"name": organization.name, "fice": organization.fice},
     )
@@ -86,6 +103,21 @@ def create_organization(*, db: Session, name: str, fice: str, state_code: str = 
 def get_user(*, db: Session, user_name: str) -> User | None:
     """The user with this userName (case-insensitive), if any."""
     return db.scalar(select(User).where(User.user_name_key == user_name.strip().lower()))
+
+
+def _check_new_user(db: Session, user_name: str, password: str, *, has_organization: bool) -> None:
+    if not user_name:
+        raise AccountError("userName must not be empty")
+    if len(password) < 8:
+        raise AccountError("passwords must be at least 8 characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AccountError(f"passwords must be at most {MAX_PASSWORD_LENGTH} characters")
+    if len(user_name) > MAX_USER_NAME_LENGTH:
+        raise AccountError(f"userName must be at most {MAX_USER_NAME_LENGTH} characters")
+    if not has_organization:
+        raise AccountError("a user must belong to at least one organization unless they are an operator")
+    if get_user(db=db, user_name=user_name) is not None:
+        raise AccountError(f"a user named {user_name} already exists")
 
 
 def create_user(
@@ -99,22 +131,13 @@ def create_user(
     email: str = "",
     attributes: list[dict[str, Any]] | None = None,
     admin: bool = False,
+    operator: bool = False,
+    by: User | None = None,
 ) -> User:
     """Create an active user belonging to the given organizations, in that order (as their admin when
-    `admin`)."""
+    `admin`); an operator may belong to none."""
     user_name = user_name.strip()
-    if not user_name:
-        raise AccountError("userName must not be empty")
-    if len(password) < 8:
-        raise AccountError("passwords must be at least 8 characters")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise AccountError(f"passwords must be at most {MAX_PASSWORD_LENGTH} characters")
-    if len(user_name) > MAX_USER_NAME_LENGTH:
-        raise AccountError(f"userName must be at most {MAX_USER_NAME_LENGTH} characters")
-    if not organizations:
-        raise AccountError("a user must belong to at least one organization")
-    if get_user(db=db, user_name=user_name) is not None:
-        raise AccountError(f"a user named {user_name} already exists")
+    _check_new_user(db, user_name, password, has_organization=bool(organizations) or operator)
     user = User(
         user_name=user_name,
         user_name_key=user_name.lower(),
@@ -123,6 +146,7 @@ def create_user(
         email=email or (user_name if "@" in user_name else ""),
         attributes=attributes or [],
         password_hash=hash_password(password),
+        is_operator=operator,
     )
     user.memberships = [
         Membership(organization=organization, position=index, role="admin" if admin else "member")
@@ -135,17 +159,19 @@ def create_user(
         action="user.created",
         organization_id=home_organization_id(user),
         now=utcnow(),
+        actor=by,
         target=("user", user.uid),
         detail={
             "userName": user.user_name,
             "organizations": [organization.uid for organization in organizations],
             "role": "admin" if admin else "member",
+            "operator": operator,
         },
     )
     return user
 
 
-def set_user_status(*, db: Session, user: User, status: str, now: datetime) -> User:
+def set_user_status(*, db: Session, user: User, status: str, now: datetime, by: User | None = None) -> User:
     """Activate or deactivate a user; deactivation revokes every session token at once."""
     if status not in USER_STATUSES:
         raise AccountError(f"status must be one of {', '.join(USER_STATUSES)}")
@@ -157,6 +183,7 @@ def set_user_status(*, db: Session, user: User, status: str, now: datetime) -> U
         action="user.status_changed",
         organization_id=home_organization_id(user),
         now=now,
+        actor=by,
         target=("user", user.uid),
         detail={"userName": user.user_name, "status": status},
     )
@@ -164,14 +191,14 @@ def set_user_status(*, db: Session, user: User, status: str, now: datetime) -> U
 
 
 def set_membership_role(
-    *, db: Session, user: User, organization: Organization, role: str, now: datetime
+    *, db: Session, user: User, organization: Organization, role: str, now: datetime, by: User | None = None
 ) -> Membership:
     """Make a member an admin of the organization (who reads its audit trail), or a plain member again."""
     if role not in MEMBERSHIP_ROLES:
         raise AccountError(f"role must be one of {', '.join(MEMBERSHIP_ROLES)}")
     membership = next((m for m in user.memberships if m.organization_id == organization.id), None)
     if membership is None:
-        raise AccountError(f"{user.user_name} is not a member of {organization.name}")
+        raise MembershipNotFound(user.user_name, organization.name)
     membership.role = role
     db.flush()
     record(
@@ -179,10 +206,157 @@ def set_membership_role(
         action="membership.role_changed",
         organization_id=organization.id,
         now=now,
+        actor=by,
         target=("user", user.uid),
         detail={"userName": user.user_name, "role": role},
     )
     return membership
+
+
+def find_organization(*, db: Session, ref: str) -> Organization:
+    """The organization with this uid or FICE code."""
+    organization = db.scalar(
+        select(Organization).where(or_(Organization.uid == ref, Organization.fice == ref))
+    )
+    if organization is None:
+        raise OrganizationNotFound(ref)
+    return organization
+
+
+def find_user(*, db: Session, ref: str) -> User:
+    """The user with this uid or userName (case-insensitive)."""
+    user = db.scalar(select(User).where(or_(User.uid == ref, User.user_name_key == ref.strip().lower())))
+    if user is None:
+        raise UserNotFound(ref)
+    return user
+
+
+def organizations_query(*, active: bool | None = None) -> Select[Organization]:
+    """Every organization (only the active or deactivated ones when asked), oldest first."""
+    query = select(Organization).order_by(Organization.created_at, Organization.id)
+    if active is not None:
+        deactivated = Organization.deactivated_at
+        query = query.where(deactivated.is_(None) if active else deactivated.is_not(None))
+    return query
+
+
+def users_query(*, organization: Organization | None = None) -> Select[User]:
+    """Every user (or the members of one organization), oldest first."""
+    query = select(User).options(joinedload(User.memberships)).order_by(User.created_at, User.id)
+    if organization is not None:
+        query = query.where(User.memberships.any(Membership.organization_id == organization.id))
+    return query
+
+
+def update_organization(
+    *,
+    db: Session,
+    organization: Organization,
+    now: datetime,
+    name: str | None = None,
+    state_code: str | None = None,
+    by: User | None = None,
+) -> Organization:
+    """Rename an organization or change its state code."""
+    changes: dict[str, object] = {}
+    if name is not None:
+        if not name.strip():
+            raise AccountError("an organization needs a name")
+        organization.name = changes["name"] = name.strip()
+    if state_code is not None:
+        _check_state_code(state_code)
+        organization.state_code = changes["stateCode"] = state_code.upper()
+    db.flush()
+    record(
+        db,
+        action="organization.updated",
+        organization_id=organization.id,
+        now=now,
+        actor=by,
+        target=("organization", organization.uid),
+        detail=changes,
+    )
+    return organization
+
+
+def set_organization_active(
+    *, db: Session, organization: Organization, active: bool, now: datetime, by: User | None = None
+) -> Organization:
+    """Deactivate an organization (its users can no longer act in it, its rows stay) or reactivate it."""
+    organization.deactivated_at = None if active else (organization.deactivated_at or now)
+    db.flush()
+    record(
+        db,
+        action="organization.reactivated" if active else "organization.deactivated",
+        organization_id=organization.id,
+        now=now,
+        actor=by,
+        target=("organization", organization.uid),
+        detail={"name": organization.name},
+    )
+    return organization
+
+
+def set_operator(*, db: Session, user: User, on: bool, now: datetime, by: User | None = None) -> User:
+    """Grant or revoke the operator role; revoking it ends the user's sessions too."""
+    if user.is_operator and not on:
+        user.tokens_valid_after = now
+    user.is_operator = on
+    db.flush()
+    record(
+        db,
+        action="user.operator_granted" if on else "user.operator_revoked",
+        organization_id=home_organization_id(user),
+        now=now,
+        actor=by,
+        target=("user", user.uid),
+        detail={"userName": user.user_name},
+    )
+    return user
+
+
+def add_membership(
+    *, db: Session, user: User, organization: Organization, role: str, now: datetime, by: User | None = None
+) -> Membership:
+    """Make the user a member of one more organization (or change their role in it)."""
+    if role not in MEMBERSHIP_ROLES:
+        raise AccountError(f"role must be one of {', '.join(MEMBERSHIP_ROLES)}")
+    if any(m.organization_id == organization.id for m in user.memberships):
+        return set_membership_role(db=db, user=user, organization=organization, role=role, now=now, by=by)
+    position = max((m.position for m in user.memberships), default=-1) + 1
+    membership = Membership(organization=organization, position=position, role=role)
+    user.memberships.append(membership)
+    db.flush()
+    record(
+        db,
+        action="membership.added",
+        organization_id=organization.id,
+        now=now,
+        actor=by,
+        target=("user", user.uid),
+        detail={"userName": user.user_name, "role": role},
+    )
+    return membership
+
+
+def remove_membership(
+    *, db: Session, user: User, organization: Organization, now: datetime, by: User | None = None
+) -> None:
+    """Take the user out of an organization: their session no longer acts in it."""
+    membership = next((m for m in user.memberships if m.organization_id == organization.id), None)
+    if membership is None:
+        raise MembershipNotFound(user.user_name, organization.name)
+    user.memberships.remove(membership)
+    db.flush()
+    record(
+        db,
+        action="membership.removed",
+        organization_id=organization.id,
+        now=now,
+        actor=by,
+        target=("user", user.uid),
+        detail={"userName": user.user_name},
+    )
 
 
 def create_api_key(*, db: Session, user: User, name: str = "", by: User | None = None) -> IssuedApiKey:
@@ -204,14 +378,16 @@ def create_api_key(*, db: Session, user: User, name: str = "", by: User | None =
     return IssuedApiKey(api_key=api_key, plain_key=plain_key)
 
 
-def revoke_api_key(*, db: Session, uid: str, now: datetime, user: User | None = None) -> ApiKey:
-    """Revoke an API key by uid: the user's own (when a user is given), else any (an operator's command)."""
+def revoke_api_key(
+    *, db: Session, uid: str, now: datetime, user: User | None = None, by: User | None = None
+) -> ApiKey:
+    """Revoke an API key by uid: the user's own (when a user is given), else any (an operator's, `by`)."""
     query = select(ApiKey).where(ApiKey.uid == uid)
     if user is not None:
         query = query.where(ApiKey.user_id == user.id)
     api_key = db.scalar(query)
     if api_key is None:
-        raise AccountError(f"no API key with uid {uid}")
+        raise ApiKeyNotFound(uid)
     if api_key.revoked_at is None:
         api_key.revoked_at = now
         db.flush()
@@ -220,7 +396,7 @@ def revoke_api_key(*, db: Session, uid: str, now: datetime, user: User | None = 
             action="apikey.revoked",
             organization_id=home_organization_id(api_key.user),
             now=now,
-            actor=user,
+            actor=user or by,
             target=("apikey", api_key.uid),
             detail={"owner": api_key.user.user_name, "name": api_key.name},
         )
@@ -246,7 +422,7 @@ def check_api_key(*, db: Session, plain_key: str, now: datetime) -> ApiKey:
         .where(ApiKey.key_hash == hash_api_key(plain_key.strip()))
     )
     if api_key is None or api_key.revoked_at is not None:
-        raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
+        raise InvalidApiKey()
     if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL:
         if is_read_only(db):
             db.info.setdefault(PENDING_KEY_USES, {})[api_key.id] = now
@@ -296,14 +472,8 @@ def _throttle_scopes(settings: Settings, user_name: str, client_address: str) ->
     ]
 
 
-def _too_many(locked_until: datetime, now: datetime) -> ApiError:
-    retry_after = max(1, int((locked_until - now).total_seconds()) + 1)
-    return ApiError(
-        429,
-        "too_many_login_failures",
-        f"Too many failed logins; try again in {retry_after} seconds",
-        headers={"Retry-After": str(retry_after)},
-    )
+def _too_many(locked_until: datetime, now: datetime) -> TooManyLoginFailures:
+    return TooManyLoginFailures(max(1, int((locked_until - now).total_seconds()) + 1))
 
 
 def _locked_counter(*, db: Session, scope: str, now: datetime) -> LoginThrottle:
@@ -390,7 +560,7 @@ def login(
     if api_key is not None:
         key_row = check_api_key(db=db, plain_key=api_key, now=now)
     elif settings.require_api_key_on_login:
-        raise unauthorized("Missing x-api-key header", code="missing_api_key")
+        raise MissingApiKey()
     user = authenticate(
         db=db,
         settings=settings,
@@ -427,7 +597,7 @@ def authenticate(
     """
     if len(user_name) > MAX_USER_NAME_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
         # No account has such a name or password: refused without counting (nothing is stored).
-        raise unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+        raise SignInFailed()
     scopes = _throttle_scopes(settings, user_name, client_address)
     newly_locked = _reserve_attempt(db=db, settings=settings, scopes=scopes, now=now)
     user = get_user(db=db, user_name=user_name)
@@ -435,18 +605,20 @@ def authenticate(
     key_matches = api_key_user_id is None or (user is not None and api_key_user_id == user.id)
     if user is None or not password_ok or not key_matches:
         reason = "unknown_user" if user is None else "wrong_password" if not password_ok else "wrong_api_key"
-        raise _failed_sign_in(db, user, reason, INVALID_CREDENTIALS, "invalid_credentials", now)
+        raise _failed_sign_in(db, user, reason, SignInFailed(), now)
     if user.status != "Active":
-        raise _failed_sign_in(db, user, "inactive_user", "This account is inactive", "inactive_user", now)
+        raise _failed_sign_in(
+            db, user, "inactive_user", SignInFailed("This account is inactive", code="inactive_user"), now
+        )
     _forgive_attempt(db=db, scopes=scopes, newly_locked=newly_locked)
     record(db, action="signin.succeeded", organization_id=home_organization_id(user), now=now, actor=user)
     return user
 
 
 def _failed_sign_in(
-    db: Session, user: User | None, reason: str, message: str, code: str, now: datetime
-) -> ApiError:
-    """Record a failed sign-in (committed now: the request rolls back) and return its 401."""
+    db: Session, user: User | None, reason: str, failure: SignInFailed, now: datetime
+) -> SignInFailed:
+    """Record a failed sign-in (committed now: the request rolls back) and return the failure."""
     record(
         db,
         action="signin.failed",
@@ -457,7 +629,7 @@ def _failed_sign_in(
         detail={"reason": reason},
     )
     db.commit()
-    return unauthorized(message, code=code)
+    return failure
 
 
 def user_from_token(*, db: Session, settings: Settings, token: str, now: datetime) -> User:
@@ -465,7 +637,7 @@ def user_from_token(*, db: Session, settings: Settings, token: str, now: datetim
     try:
         claims = read_token(secret_key=settings.secret_key, token=token, now=now)
     except InvalidToken as exc:
-        raise unauthorized(str(exc), code="invalid_token") from exc
+        raise InvalidSessionToken(str(exc)) from exc
     # One query: the user, their memberships and each membership's organization.
     user = (
         db.execute(select(User).where(User.uid == claims.user_uid).options(joinedload(User.memberships)))
@@ -477,9 +649,9 @@ def user_from_token(*, db: Session, settings: Settings, token: str, now: datetim
 
 def _token_user(user: User | None, claims: TokenClaims) -> User:
     if user is None or user.status != "Active":
-        raise unauthorized("session token belongs to an inactive or unknown account", code="invalid_token")
+        raise InvalidSessionToken("session token belongs to an inactive or unknown account")
     if claims.issued_at < user.tokens_valid_after.replace(microsecond=0):
-        raise unauthorized("session token has been revoked; log in again", code="invalid_token")
+        raise InvalidSessionToken("session token has been revoked; log in again")
     return user
 
 
@@ -508,7 +680,7 @@ def principal(
     try:
         claims = read_token(secret_key=settings.secret_key, token=token, now=now)
     except InvalidToken as exc:
-        raise unauthorized(str(exc), code="invalid_token") from exc
+        raise InvalidSessionToken(str(exc)) from exc
     params = {"user_uid": claims.user_uid}
     if api_key is not None:
         params["key_hash"] = hash_api_key(api_key.strip())
@@ -518,7 +690,7 @@ def principal(
         return user, None
     key_id, key_user_id, revoked_at, last_used_at = row[1], row[2], row[3], row[4]
     if key_id is None or revoked_at is not None or key_user_id != user.id:
-        raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
+        raise InvalidApiKey()
     _note_api_key_use(db, key_id=key_id, last_used_at=last_used_at, now=now)
     return user, key_id
 
@@ -527,7 +699,7 @@ def check_own_api_key(*, db: Session, user: User, plain_key: str, now: datetime)
     """The active API key with this value when it belongs to the user, else 401."""
     key_row = check_api_key(db=db, plain_key=plain_key, now=now)
     if key_row.user_id != user.id:
-        raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
+        raise InvalidApiKey()
     return key_row
 
 
@@ -549,12 +721,11 @@ def refresh_token(
 def bearer_token(authorization: str | None) -> str:
     """The token of an 'Authorization: Bearer <t>' or 'JWT <t>' header, else 401."""
     if not authorization or not authorization.strip():
-        raise unauthorized("Missing Authorization header", code="missing_token")
+        raise MissingToken()
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() not in {"bearer", "jwt"} or not token.strip():
-        raise unauthorized(
-            "Authorization header must be 'Bearer <sessionToken>' or 'JWT <sessionToken>'",
-            code="invalid_token",
+        raise InvalidSessionToken(
+            "Authorization header must be 'Bearer <sessionToken>' or 'JWT <sessionToken>'"
         )
     return token.strip()
 
@@ -573,13 +744,23 @@ def org_context(
         db=db, settings=settings, token=bearer_token(authorization), api_key=api_key, now=now
     )
     if organization_uid is None or not organization_uid.strip():
-        raise bad_request(
-            "Missing Organization header: send 'Organization: <uid>' with one of the organization uids "
-            "returned by /v1/login",
-            code="missing_organization",
-        )
+        raise MissingOrganization()
     wanted = organization_uid.strip()
     for membership in user.memberships:
         if membership.organization.uid == wanted:
+            if membership.organization.deactivated_at is not None:
+                raise OrganizationInactive(wanted)
             return OrgContext(user=user, organization=membership.organization, api_key_id=key_id)
-    raise forbidden(f"You do not have access to organization {wanted}", code="organization_forbidden")
+    raise OrganizationForbidden(wanted)
+
+
+def operator(
+    *, db: Session, settings: Settings, authorization: str | None, api_key: str | None, now: datetime
+) -> User:
+    """Authenticate the request (as `org_context` does, without an organization) and require an operator."""
+    user, _key_id = principal(
+        db=db, settings=settings, token=bearer_token(authorization), api_key=api_key, now=now
+    )
+    if not user.is_operator:
+        raise OperatorRequired()
+    return user

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, Numeric, String
+from sqlalchemy import BigInteger, Boolean, ColumnElement, ForeignKey, Index, Integer, Numeric, String, and_
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from datalab.accounts.models import Organization, User
@@ -48,6 +48,13 @@ class Export(OrgOwned, Base):
     overdue_email_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # When retention deleted the file: the record stays, for operators and the audit trail only.
     expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When the file was complete in the store: an export published through a form is listed from then on.
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The presigned POST form an operator's file is posted with, until the file arrives.
+    form_token: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    form_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When an operator withdrew it: no longer listed to the organization, downloads refused.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_by_user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
@@ -96,3 +103,8 @@ class DownloadTicket(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     export: Mapped[Export] = relationship(lazy="joined")
+
+
+def listed_to_organization() -> ColumnElement[bool]:
+    """The exports an organization sees: complete, not withdrawn, not expired under retention."""
+    return and_(Export.published_at.is_not(None), Export.withdrawn_at.is_(None), Export.expired_at.is_(None))

@@ -16,7 +16,9 @@ import polars as pl
 from sqlalchemy import Table, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
+from datalab.accounts.models import User
 from datalab.audit.service import record
+from datalab.domain_errors import InvalidInput
 from datalab.layouts import LayoutField
 from datalab.layouts.cleansing import RULES
 from datalab.pipeline.columnar import ColumnCleaner
@@ -56,8 +58,10 @@ _STUDENTS_TABLE = cast(Table, Student.__table__)
 _CLEANED_CACHE_SIZE = 500_000
 
 
-class StudentFileError(ValueError):
+class StudentFileError(InvalidInput):
     """A student file that cannot be loaded; the message names the row and the problem."""
+
+    code = "invalid_student_file"
 
 
 @dataclass
@@ -361,7 +365,9 @@ def load_students(*, db: Session, rows: Iterable[dict[str, str]], now: datetime)
     return LoadResult(inserted=inserted, updated=total - inserted)
 
 
-def load_student_file(*, db: Session, path: Path, now: datetime) -> LoadResult:
+def load_student_file(
+    *, db: Session, path: Path, now: datetime, by: User | None = None, name: str | None = None
+) -> LoadResult:
     """Load a student CSV (see read_student_file) with load_students' rules, column by column.
 
     StudentFileError names the first row the file cannot be loaded from; the caller's transaction is then
@@ -380,8 +386,9 @@ def load_student_file(*, db: Session, path: Path, now: datetime) -> LoadResult:
         action="students.loaded",
         organization_id=None,
         now=now,
+        actor=by,
         target=("students", ""),
-        detail={"file": path.name, "inserted": inserted, "updated": total - inserted},
+        detail={"file": name or path.name, "inserted": inserted, "updated": total - inserted},
     )
     return LoadResult(inserted=inserted, updated=total - inserted)
 
@@ -412,6 +419,7 @@ def train_and_store(
     now: datetime,
     snapshot_dir: Path | None = None,
     people: Iterable[dict[str, str]] | None = None,
+    by: User | None = None,
 ) -> TrainResult:
     """Estimate the matching model on the student database and store it (its splink settings JSON).
 
@@ -430,9 +438,28 @@ def train_and_store(
         action="students.model_trained",
         organization_id=None,
         now=now,
+        actor=by,
         target=("match_model", str(model.id)),
         detail={"students": snapshot.num_rows, "withPeople": people is not None},
     )
     if snapshot_dir is not None:
         write_snapshot(snapshot_dir, snapshot_version(db), snapshot)
     return TrainResult(model_id=model.id, student_count=snapshot.num_rows, trained_at=now)
+
+
+def load_and_train(
+    *,
+    db: Session,
+    path: Path,
+    now: datetime,
+    snapshot_dir: Path,
+    train: bool,
+    by: User | None = None,
+    name: str | None = None,
+) -> tuple[LoadResult, TrainResult | None]:
+    """Load a student CSV (all or nothing), then train the matcher on the result when asked."""
+    result = load_student_file(db=db, path=path, now=now, by=by, name=name)
+    if not train:
+        return result, None
+    db.flush()
+    return result, train_and_store(db=db, now=now, snapshot_dir=snapshot_dir, by=by)

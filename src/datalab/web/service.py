@@ -10,12 +10,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from datalab.accounts.errors import OrganizationInactive
 from datalab.accounts.models import Membership, Organization
 from datalab.accounts.service import authenticate
 from datalab.audit.service import record
-from datalab.errors import ApiError
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
+from datalab.web.errors import NoOrganization, NotAMember
 from datalab.web.models import WebSession
 
 
@@ -35,14 +36,15 @@ def sign_in(
         client_address=client_address,
         now=now,
     )
-    if not user.memberships:
-        raise ApiError(403, "no_organization", "This account belongs to no organization.")
+    active = [m for m in user.memberships if m.organization.deactivated_at is None]
+    if not active:
+        raise NoOrganization()
     db.execute(delete(WebSession).where(WebSession.expires_at < now))
     token = secrets.token_urlsafe(32)
     session = WebSession(
         token_hash=_digest(token),
         user=user,
-        organization_id=user.memberships[0].organization_id,
+        organization_id=active[0].organization_id,
         csrf_token=new_csrf_token(),
         created_at=now,
         expires_at=now + timedelta(hours=settings.datacenter_session_hours),
@@ -63,6 +65,8 @@ def find_session(*, db: Session, token: str | None, now: datetime) -> WebSession
     if user.status != "Active" or session.created_at < user.tokens_valid_after:
         return None
     if session.organization_id not in {m.organization_id for m in user.memberships}:
+        return None
+    if session.organization.deactivated_at is not None:
         return None
     return session
 
@@ -96,7 +100,9 @@ def switch_organization(*, db: Session, session: WebSession, organization_uid: s
         .where(Membership.user_id == session.user_id, Organization.uid == organization_uid)
     )
     if membership is None:
-        raise ApiError(403, "not_a_member", "You are not a member of that organization.")
+        raise NotAMember()
+    if membership.organization.deactivated_at is not None:
+        raise OrganizationInactive(organization_uid)
     session.organization_id = membership.organization_id
     db.flush()
     return membership.organization
