@@ -323,7 +323,7 @@ def test_revoked_api_key_is_401(server: LiveServer) -> None:
     )
     assert_logged_in(server, login(server, account), user_name)
 
-    revoked = server.admin_json("admin", "apikey", "revoke", issued["uid"])
+    revoked = server.cli_json("admin", "apikey", "revoke", issued["uid"])
     assert revoked["uid"] == issued["uid"]
     assert revoked["revokedAt"]
 
@@ -357,7 +357,7 @@ def test_wrong_password_and_unknown_user_get_the_same_401(own_server: LiveServer
 
 def test_inactive_user_is_401_until_reactivated(own_server: LiveServer) -> None:
     account = add_account(own_server)
-    deactivated = own_server.admin_json("admin", "user", "set-status", account.user_name, "Inactive")
+    deactivated = own_server.cli_json("admin", "user", "set-status", account.user_name, "Inactive")
     assert deactivated == {"uid": account.uid, "userName": account.user_name, "status": "Inactive"}
 
     error = assert_envelope(login(own_server, account), 401, "inactive_user")
@@ -366,7 +366,7 @@ def test_inactive_user_is_401_until_reactivated(own_server: LiveServer) -> None:
     wrong = login(own_server, account, password="not the password")
     assert assert_envelope(wrong, 401, "invalid_credentials")["message"] == "Invalid userName or password"
 
-    own_server.admin_json("admin", "user", "set-status", account.user_name, "Active")
+    own_server.cli_json("admin", "user", "set-status", account.user_name, "Active")
     assert_logged_in(own_server, login(own_server, account), account.user_name)
 
 

@@ -240,14 +240,14 @@ def test_token_of_a_deactivated_user_is_401_and_stays_revoked(server: LiveServer
     token = session_token(server, account)
     assert exports(server, token=token, organization=account.organization_uids[0]).status_code == 200
 
-    server.admin_json("admin", "user", "set-status", account.user_name, "Inactive")
+    server.cli_json("admin", "user", "set-status", account.user_name, "Inactive")
     assert_envelope(refresh(server, f"Bearer {token}"), 401, "invalid_token")
     assert_envelope(
         exports(server, token=token, organization=account.organization_uids[0]), 401, "invalid_token"
     )
 
     # Reactivation does not bring the old sessions back; a new login does.
-    server.admin_json("admin", "user", "set-status", account.user_name, "Active")
+    server.cli_json("admin", "user", "set-status", account.user_name, "Active")
     error = assert_envelope(refresh(server, f"Bearer {token}"), 401, "invalid_token")
     assert "revoked" in error["message"]
     fresh = session_token(server, account)
@@ -391,7 +391,7 @@ def test_api_key_on_org_scoped_call_is_checked_and_its_use_recorded(server: Live
 
     # The token is checked before the key: a deactivated user's call is invalid_token, whatever the key.
     other = add_account(server)
-    server.admin_json("admin", "user", "set-status", other.user_name, "Inactive")
+    server.cli_json("admin", "user", "set-status", other.user_name, "Inactive")
     other_token = issue_token(secret_key=secret(server), user_uid=other.uid, now=datetime.now(UTC), ttl=TTL)
     for key in (other.api_key, account.api_key, "nope"):
         assert_envelope(
@@ -401,7 +401,7 @@ def test_api_key_on_org_scoped_call_is_checked_and_its_use_recorded(server: Live
         )
 
     # A revoked key is refused on an org-scoped call, with a valid token of its own user.
-    server.admin_json("admin", "apikey", "revoke", account.api_key_uid)
+    server.cli_json("admin", "apikey", "revoke", account.api_key_uid)
     assert_envelope(
         exports(server, token=token, organization=organization, api_key=account.api_key),
         401,
