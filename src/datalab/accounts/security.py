@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import math
 import secrets
 import string
 from dataclasses import dataclass
@@ -68,13 +69,20 @@ def _token_key(secret_key: str) -> bytes:
     return hmac.new(secret_key.encode(), b"session-token", hashlib.sha256).digest()
 
 
+def issued_at_claim(moment: datetime) -> float:
+    """A moment as a token's `iat`: seconds since the epoch, to the millisecond (rounded down)."""
+    return math.floor(moment.timestamp() * 1000) / 1000
+
+
 def issue_token(*, secret_key: str, user_uid: str, now: datetime, ttl: timedelta) -> str:
     """A signed session token for the user, valid for ttl."""
+    # to the millisecond, so a revocation in the same second as a login still refuses that token
+    issued_at = issued_at_claim(now)
     claims = {
         "iss": TOKEN_ISSUER,
         "sub": user_uid,
-        "iat": int(now.timestamp()),
-        "exp": int((now + ttl).timestamp()),
+        "iat": issued_at,
+        "exp": issued_at + ttl.total_seconds(),
         "jti": secrets.token_urlsafe(12),
     }
     return jwt.encode(claims, _token_key(secret_key), algorithm=TOKEN_ALGORITHM)
@@ -96,8 +104,8 @@ def read_token(*, secret_key: str, token: str, now: datetime) -> TokenClaims:
     except jwt.PyJWTError as exc:
         raise InvalidToken("session token is malformed") from exc
     try:
-        issued_at = datetime.fromtimestamp(int(claims["iat"]), tz=now.tzinfo)
-        expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo)
+        issued_at = datetime.fromtimestamp(float(claims["iat"]), tz=now.tzinfo)
+        expires_at = datetime.fromtimestamp(float(claims["exp"]), tz=now.tzinfo)
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidToken("session token is malformed") from exc
     if issued_at > now:

@@ -45,6 +45,7 @@ from datalab.accounts.security import (
     hash_api_key,
     hash_password,
     issue_token,
+    issued_at_claim,
     new_api_key,
     read_token,
     verify_password,
@@ -650,7 +651,7 @@ def user_from_token(*, db: Session, settings: Settings, token: str, now: datetim
 def _token_user(user: User | None, claims: TokenClaims) -> User:
     if user is None or user.status != "Active":
         raise InvalidSessionToken("session token belongs to an inactive or unknown account")
-    if claims.issued_at < user.tokens_valid_after.replace(microsecond=0):
+    if claims.issued_at.timestamp() < issued_at_claim(user.tokens_valid_after):
         raise InvalidSessionToken("session token has been revoked; log in again")
     return user
 
