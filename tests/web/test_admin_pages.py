@@ -1,5 +1,6 @@
-"""Data Center's operator pages (/datacenter/admin) over plain HTTP against a live server: operators only,
-organizations, users, API keys and exports, every action in the audit trail, CSRF tokens required."""
+"""Data Center's operator pages (/datacenter/admin) against a live server: over plain HTTP, operators only,
+organizations, users, API keys and exports, every action in the audit trail, CSRF tokens required; in a
+real browser (headless Chromium through Playwright), an export published through the page's form."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ from typing import Any
 
 import httpx2
 import pytest
+from playwright.sync_api import Browser, FilePayload, Page, expect, sync_playwright
 from sqlalchemy import func, select
 
 from datalab.accounts.models import ApiKey, Membership, Organization, User
 from datalab.accounts.security import hash_api_key
 from datalab.audit.models import AuditEvent
 from datalab.exports.models import Export
-from tests.support.accounts import add_organization, unique, unique_fice
+from tests.support.accounts import add_account, add_organization, unique, unique_fice
 from tests.support.exports import SAMPLE_HEADER, publish, sample_rows, write_csv
 from tests.support.server import LiveServer
 from tests.support.uploads import form_parts, post_parts
 from tests.web.pages import PageClient, sign_in, signin_next, stored_state
+from tests.web.test_browser import CHROMIUM, VIEWPORT
 
 ServerFactory = Callable[..., LiveServer]
 CSV = b"ID,FIRSTNAME,LASTNAME\r\n00000001,Ana,O'Brien\r\n00000002,Jos\xc3\xa9,N\xc3\xba\xc3\xb1ez\r\n"
@@ -388,3 +391,67 @@ def test_forms_without_the_session_token_are_refused(server: LiveServer, operato
         assert db.scalar(select(func.count()).select_from(Organization)) == organizations
     assert _organization(server, organization_uid).deactivated_at is None
     assert _user(server, user_name).status == "Active"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed: the Data Center browser tests need Chromium there")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield launched
+        launched.close()
+
+
+def _browser_sign_in(browser: Browser, server: LiveServer, user_name: str, password: str) -> Page:
+    context = browser.new_context(base_url=server.root, viewport=VIEWPORT)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto("/datacenter/signin")
+    page.fill("#userName", user_name)
+    page.fill("#password", password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/datacenter/exports")
+    return page
+
+
+def test_an_operator_publishes_an_export_in_the_browser_and_the_college_sees_it(
+    browser: Browser, server: LiveServer, operator: Operator
+) -> None:
+    organization = add_organization(server, name=unique("Browser College"))
+    college = add_account(server, organization_uids=[organization.uid])
+    page = _browser_sign_in(browser, server, operator.user_name, operator.password)
+    try:
+        page.get_by_role("link", name="Operators").click()
+        page.wait_for_url("**/datacenter/admin")
+        page.get_by_role("link", name=organization.name).click()
+        page.wait_for_url(f"**/datacenter/admin/organizations/{organization.uid}")
+        page.select_option("#productKey", "prospect")
+        page.fill("#orderName", "Fall Search")
+        page.set_input_files("#file", files=FilePayload(name="search.csv", mimeType="text/csv", buffer=CSV))
+        page.get_by_role("button", name="Publish").click()
+        page.wait_for_url(f"**/datacenter/admin/organizations/{organization.uid}/exports/*")
+        expect(page.locator("#export-state")).to_have_text("published")
+        file_name = page.locator("h1").inner_text()
+        assert "Fall" in file_name and file_name.endswith(".csv")
+    finally:
+        page.context.close()
+    with server.db() as db:
+        export = db.scalars(select(Export).where(Export.file_name == file_name)).one()
+        assert (export.quantity, export.size_bytes, export.created_by_user_id) == (
+            2,
+            len(CSV),
+            _user_id(server, operator),
+        )
+
+    campus = _browser_sign_in(browser, server, college.user_name, college.password)
+    try:
+        expect(campus.get_by_text(file_name)).to_be_visible()
+        expect(campus.get_by_role("link", name="Operators")).to_have_count(0)
+    finally:
+        campus.context.close()
+
+
+def _user_id(server: LiveServer, operator: Operator) -> int:
+    with server.db() as db:
+        return db.scalars(select(User.id).where(User.uid == operator.uid)).one()
