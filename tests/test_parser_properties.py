@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from datalab.accounts.schemas import parse_login_body
 from datalab.bodies import MAX_INTEGER_DIGITS, MAX_JSON_DEPTH, parse_json_object
-from datalab.errors import ApiError
+from datalab.domain_errors import DomainError
+from datalab.errors import ApiError, api_error
 from datalab.pagination import MAX_LIMIT, MAX_OFFSET, non_negative, parse_paging
 from datalab.storage.post_policy import check_post_fields, sign_policy
 from datalab.storage.sigv4 import S3Error
@@ -45,7 +46,8 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def _client_error(error: ApiError, *statuses: int) -> None:
+def _client_error(failure: ApiError | DomainError, *statuses: int) -> None:
+    error = api_error(failure) if isinstance(failure, DomainError) else failure
     assert error.status in statuses, (error.status, error.code, error.message)
     assert error.code
     assert error.message
@@ -174,7 +176,7 @@ upload_like = st.dictionaries(
 def test_upload_bodies_are_a_request_or_a_4xx(body: dict[str, Any]) -> None:
     try:
         request = parse_upload_request(_encode(body))
-    except ApiError as error:
+    except (ApiError, DomainError) as error:
         _client_error(error, 400, 422)
     else:
         for text in (request.file_name, request.product_type, request.data_source, request.file_description):
@@ -194,7 +196,7 @@ mapping_like = st.one_of(
 def test_mapping_bodies_are_a_mapping_or_a_4xx(body: dict[str, Any]) -> None:
     try:
         parsed = parse_mapping_body(_encode(body))
-    except ApiError as error:
+    except (ApiError, DomainError) as error:
         _client_error(error, 400, 422)
     else:
         values_map = parsed.get("valuesMap") if isinstance(parsed.get("fieldsMap"), dict) else None

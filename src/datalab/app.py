@@ -42,9 +42,8 @@ from datalab.storage.routes import store_router
 from datalab.sweeper import Sweeper
 from datalab.uploads.routes import router as uploads_router
 from datalab.uploads.service import UploadReceiver
-from datalab.web.admin_pages import router as admin_pages
-from datalab.web.routes import STATIC_DIR as WEB_STATIC
-from datalab.web.routes import router as web_router
+from datalab.web.pages import STATIC_DIR as WEB_STATIC
+from datalab.web.pages import router as web_router
 from datalab.webhooks.routes import pages as webhooks_pages
 from datalab.webhooks.routes import router as webhooks_router
 from datalab.webhooks.tasks import WebhookSender, sending_for
@@ -177,7 +176,6 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     app.include_router(web_router)
     app.include_router(audit_pages)
     app.include_router(webhooks_pages)
-    app.include_router(admin_pages)
     if not store.one_time_urls:
         app.include_router(tickets_router)
 

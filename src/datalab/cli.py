@@ -493,7 +493,7 @@ def export_list(
     as_json: JsonOption = False,
 ) -> None:
     """List an organization's exports, those expired under retention too (status Expired)."""
-    from datalab.errors import ApiError
+    from datalab.domain_errors import DomainError
     from datalab.exports.schemas import export_out
     from datalab.exports.service import list_exports, parse_export_filters
     from datalab.scoping import OrgContext
@@ -502,7 +502,7 @@ def export_list(
         (organization,) = _organizations(db, [org])
         try:
             status_filter, product_filter = parse_export_filters(status=status, product_key=product)
-        except ApiError as exc:
+        except DomainError as exc:
             raise fail(exc.message) from None
         context = OrgContext(user=None, organization=organization)
         page = list_exports(

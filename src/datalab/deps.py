@@ -14,10 +14,12 @@ from starlette.concurrency import run_in_threadpool
 from datalab.accounts import service as accounts
 from datalab.accounts.models import User
 from datalab.db import transaction, utcnow
+from datalab.exports.service import ExportService
 from datalab.runtime import Runtime
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
+from datalab.uploads.service import UploadService
 
 
 async def get_settings(request: Request) -> Settings:
@@ -225,3 +227,55 @@ def public_base_url(request: Request, settings: Settings) -> str:
 async def raw_body(request: Request) -> bytes:
     """The request body, read before a sync handler runs in a worker thread."""
     return await request.body()
+
+
+def build_export_service(
+    request: Request, *, db: Session, org: OrgContext, settings: Settings, store: ObjectStore, now: datetime
+) -> ExportService:
+    """The request's ExportService in `org` (the API's Organization header, or a Data Center session)."""
+    return ExportService(
+        db=db,
+        org=org,
+        store=store,
+        settings=settings,
+        now=now,
+        base_url=public_base_url(request, settings),
+        session_factory=request.app.state.session_factory,
+    )
+
+
+def get_export_service(
+    request: Request, db: DbDep, org: OrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
+) -> ExportService:
+    """The exports of the organization the API call acts in."""
+    return build_export_service(request, db=db, org=org, settings=settings, store=store, now=now)
+
+
+ExportServiceDep = Annotated[ExportService, Depends(get_export_service)]
+
+
+def build_upload_service(
+    request: Request, *, db: Session, org: OrgContext, settings: Settings, store: ObjectStore, now: datetime
+) -> UploadService:
+    """The request's UploadService in `org` (the API's Organization header, or a Data Center session)."""
+    return UploadService(
+        db=db, org=org, store=store, settings=settings, now=now, base_url=public_base_url(request, settings)
+    )
+
+
+def get_upload_service(
+    request: Request, db: DbDep, org: OrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
+) -> UploadService:
+    """The uploads of the organization the API call acts in."""
+    return build_upload_service(request, db=db, org=org, settings=settings, store=store, now=now)
+
+
+def get_read_upload_service(
+    request: Request, db: ReadDbDep, org: ReadOrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
+) -> UploadService:
+    """The same, on the read-only session of a route that only reads."""
+    return build_upload_service(request, db=db, org=org, settings=settings, store=store, now=now)
+
+
+UploadServiceDep = Annotated[UploadService, Depends(get_upload_service)]
+ReadUploadServiceDep = Annotated[UploadService, Depends(get_read_upload_service)]

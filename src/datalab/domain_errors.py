@@ -35,6 +35,14 @@ class InvalidInput(DomainError):
     code = "bad_request"
 
 
+class Unprocessable(DomainError):
+    """Understood, but not something this can do as it stands: values the domain's rules refuse (a mapping
+    that does not fit the file, a URL deliveries cannot go to), or a thing whose status does not allow it
+    where the API's clients expect that answer rather than a conflict."""
+
+    code = "unprocessable"
+
+
 class Unauthenticated(DomainError):
     """No valid credentials: a missing, wrong or expired token, key or password."""
 

@@ -121,6 +121,7 @@ def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
 # The API's status for each kind of domain failure (the most specific kind listed first wins).
 _DOMAIN_STATUSES: tuple[tuple[type[domain_errors.DomainError], int], ...] = (
     (domain_errors.InvalidInput, 400),
+    (domain_errors.Unprocessable, 422),
     (domain_errors.Unauthenticated, 401),
     (domain_errors.Forbidden, 403),
     (domain_errors.NotFound, 404),

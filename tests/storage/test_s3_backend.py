@@ -105,6 +105,27 @@ def test_download_ticket_redirects_once_and_records_the_delivery(
     s3_error(httpx2.get(url), status=403, code="AccessDenied", message="Request has expired")
 
 
+def test_a_derived_download_reads_its_export_from_s3(s3_server: LiveServer, moto_endpoint: str) -> None:
+    headers = _headers(s3_server)
+    export = httpx2.get(
+        s3_server.base_url + "/datacenter/exports", params={"productKey": "score-reporter"}, headers=headers
+    ).json()[-1]
+    answer = httpx2.get(
+        f"{s3_server.base_url}/datacenter/exports/{export['uid']}/download",
+        params={"fileType": "txt", "skip": "1", "limit": "2"},
+        headers=headers,
+    )
+    assert answer.status_code == 200, answer.text
+    with httpx2.Client(follow_redirects=True) as client:
+        body = client.get(answer.json()["downloadUrl"]).content
+    with s3_server.db() as db:
+        object_key = db.scalars(select(Export.object_key).where(Export.uid == export["uid"])).one()
+    source = _client(moto_endpoint).get_object(Bucket=EXPORTS_BUCKET, Key=object_key)["Body"].read()
+    rows = [line.split(",") for line in source.decode("utf-8-sig").splitlines() if line]
+    expected = [rows[0], *rows[2:4]]
+    assert body.decode("utf-8").splitlines() == ["\t".join(row) for row in expected]
+
+
 def _create_upload(server: LiveServer, headers: dict[str, str], name: str) -> dict[str, Any]:
     response = httpx2.post(
         server.base_url + "/files/upload",

@@ -9,8 +9,9 @@ import httpx2
 import pytest
 from pydantic import ValidationError
 
-from datalab.errors import ApiError
+from datalab.errors import api_error
 from datalab.settings import Settings
+from datalab.webhooks.errors import InvalidWebhookUrl
 from datalab.webhooks.sealing import SecretBox
 from datalab.webhooks.service import check_url, sign
 from datalab.webhooks.tasks import ClaimedDelivery, Sending, make_client, send
@@ -28,9 +29,9 @@ from datalab.webhooks.tasks import ClaimedDelivery, Sending, make_client, send
     ],
 )
 def test_only_absolute_http_urls_with_a_host_are_accepted(url: str) -> None:
-    with pytest.raises(ApiError) as raised:
+    with pytest.raises(InvalidWebhookUrl) as raised:
         check_url(url, allow_private=True)
-    assert (raised.value.status, raised.value.code) == (422, "invalid_url")
+    assert (api_error(raised.value).status, raised.value.code) == (422, "invalid_url")
 
 
 def test_accepted_urls_are_kept_as_given() -> None:

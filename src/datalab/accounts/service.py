@@ -16,10 +16,18 @@ from sqlalchemy.orm import Session, joinedload, lazyload
 from datalab.accounts.errors import (
     AccountError,
     ApiKeyNotFound,
+    InvalidApiKey,
+    InvalidSessionToken,
     MembershipNotFound,
+    MissingApiKey,
+    MissingOrganization,
+    MissingToken,
     OperatorRequired,
+    OrganizationForbidden,
     OrganizationInactive,
     OrganizationNotFound,
+    SignInFailed,
+    TooManyLoginFailures,
     UserNotFound,
 )
 from datalab.accounts.models import (
@@ -43,15 +51,12 @@ from datalab.accounts.security import (
 )
 from datalab.audit.service import home_organization_id, record
 from datalab.db import is_read_only, utcnow
-from datalab.errors import ApiError, bad_request, forbidden, unauthorized
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
 
-INVALID_CREDENTIALS = "Invalid userName or password"
 # Longest userName an account can have (its column's size) and longest password an account can have.
 MAX_USER_NAME_LENGTH = 254
 MAX_PASSWORD_LENGTH = 1024
-INVALID_API_KEY = "Invalid API key"
 # Writing last_used_at on every request would turn every read into a write.
 API_KEY_TOUCH_INTERVAL = timedelta(seconds=60)
 PENDING_KEY_USES = "datalab_pending_api_key_uses"
@@ -417,7 +422,7 @@ def check_api_key(*, db: Session, plain_key: str, now: datetime) -> ApiKey:
         .where(ApiKey.key_hash == hash_api_key(plain_key.strip()))
     )
     if api_key is None or api_key.revoked_at is not None:
-        raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
+        raise InvalidApiKey()
     if api_key.last_used_at is None or now - api_key.last_used_at >= API_KEY_TOUCH_INTERVAL:
         if is_read_only(db):
             db.info.setdefault(PENDING_KEY_USES, {})[api_key.id] = now
@@ -467,14 +472,8 @@ def _throttle_scopes(settings: Settings, user_name: str, client_address: str) ->
     ]
 
 
-def _too_many(locked_until: datetime, now: datetime) -> ApiError:
-    retry_after = max(1, int((locked_until - now).total_seconds()) + 1)
-    return ApiError(
-        429,
-        "too_many_login_failures",
-        f"Too many failed logins; try again in {retry_after} seconds",
-        headers={"Retry-After": str(retry_after)},
-    )
+def _too_many(locked_until: datetime, now: datetime) -> TooManyLoginFailures:
+    return TooManyLoginFailures(max(1, int((locked_until - now).total_seconds()) + 1))
 
 
 def _locked_counter(*, db: Session, scope: str, now: datetime) -> LoginThrottle:
@@ -561,7 +560,7 @@ def login(
     if api_key is not None:
         key_row = check_api_key(db=db, plain_key=api_key, now=now)
     elif settings.require_api_key_on_login:
-        raise unauthorized("Missing x-api-key header", code="missing_api_key")
+        raise MissingApiKey()
     user = authenticate(
         db=db,
         settings=settings,
@@ -598,7 +597,7 @@ def authenticate(
     """
     if len(user_name) > MAX_USER_NAME_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
         # No account has such a name or password: refused without counting (nothing is stored).
-        raise unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+        raise SignInFailed()
     scopes = _throttle_scopes(settings, user_name, client_address)
     newly_locked = _reserve_attempt(db=db, settings=settings, scopes=scopes, now=now)
     user = get_user(db=db, user_name=user_name)
@@ -606,18 +605,20 @@ def authenticate(
     key_matches = api_key_user_id is None or (user is not None and api_key_user_id == user.id)
     if user is None or not password_ok or not key_matches:
         reason = "unknown_user" if user is None else "wrong_password" if not password_ok else "wrong_api_key"
-        raise _failed_sign_in(db, user, reason, INVALID_CREDENTIALS, "invalid_credentials", now)
+        raise _failed_sign_in(db, user, reason, SignInFailed(), now)
     if user.status != "Active":
-        raise _failed_sign_in(db, user, "inactive_user", "This account is inactive", "inactive_user", now)
+        raise _failed_sign_in(
+            db, user, "inactive_user", SignInFailed("This account is inactive", code="inactive_user"), now
+        )
     _forgive_attempt(db=db, scopes=scopes, newly_locked=newly_locked)
     record(db, action="signin.succeeded", organization_id=home_organization_id(user), now=now, actor=user)
     return user
 
 
 def _failed_sign_in(
-    db: Session, user: User | None, reason: str, message: str, code: str, now: datetime
-) -> ApiError:
-    """Record a failed sign-in (committed now: the request rolls back) and return its 401."""
+    db: Session, user: User | None, reason: str, failure: SignInFailed, now: datetime
+) -> SignInFailed:
+    """Record a failed sign-in (committed now: the request rolls back) and return the failure."""
     record(
         db,
         action="signin.failed",
@@ -628,7 +629,7 @@ def _failed_sign_in(
         detail={"reason": reason},
     )
     db.commit()
-    return unauthorized(message, code=code)
+    return failure
 
 
 def user_from_token(*, db: Session, settings: Settings, token: str, now: datetime) -> User:
@@ -636,7 +637,7 @@ def user_from_token(*, db: Session, settings: Settings, token: str, now: datetim
     try:
         claims = read_token(secret_key=settings.secret_key, token=token, now=now)
     except InvalidToken as exc:
-        raise unauthorized(str(exc), code="invalid_token") from exc
+        raise InvalidSessionToken(str(exc)) from exc
     # One query: the user, their memberships and each membership's organization.
     user = (
         db.execute(select(User).where(User.uid == claims.user_uid).options(joinedload(User.memberships)))
@@ -648,9 +649,9 @@ def user_from_token(*, db: Session, settings: Settings, token: str, now: datetim
 
 def _token_user(user: User | None, claims: TokenClaims) -> User:
     if user is None or user.status != "Active":
-        raise unauthorized("session token belongs to an inactive or unknown account", code="invalid_token")
+        raise InvalidSessionToken("session token belongs to an inactive or unknown account")
     if claims.issued_at < user.tokens_valid_after.replace(microsecond=0):
-        raise unauthorized("session token has been revoked; log in again", code="invalid_token")
+        raise InvalidSessionToken("session token has been revoked; log in again")
     return user
 
 
@@ -679,7 +680,7 @@ def principal(
     try:
         claims = read_token(secret_key=settings.secret_key, token=token, now=now)
     except InvalidToken as exc:
-        raise unauthorized(str(exc), code="invalid_token") from exc
+        raise InvalidSessionToken(str(exc)) from exc
     params = {"user_uid": claims.user_uid}
     if api_key is not None:
         params["key_hash"] = hash_api_key(api_key.strip())
@@ -689,7 +690,7 @@ def principal(
         return user, None
     key_id, key_user_id, revoked_at, last_used_at = row[1], row[2], row[3], row[4]
     if key_id is None or revoked_at is not None or key_user_id != user.id:
-        raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
+        raise InvalidApiKey()
     _note_api_key_use(db, key_id=key_id, last_used_at=last_used_at, now=now)
     return user, key_id
 
@@ -698,7 +699,7 @@ def check_own_api_key(*, db: Session, user: User, plain_key: str, now: datetime)
     """The active API key with this value when it belongs to the user, else 401."""
     key_row = check_api_key(db=db, plain_key=plain_key, now=now)
     if key_row.user_id != user.id:
-        raise unauthorized(INVALID_API_KEY, code="invalid_api_key")
+        raise InvalidApiKey()
     return key_row
 
 
@@ -720,12 +721,11 @@ def refresh_token(
 def bearer_token(authorization: str | None) -> str:
     """The token of an 'Authorization: Bearer <t>' or 'JWT <t>' header, else 401."""
     if not authorization or not authorization.strip():
-        raise unauthorized("Missing Authorization header", code="missing_token")
+        raise MissingToken()
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() not in {"bearer", "jwt"} or not token.strip():
-        raise unauthorized(
-            "Authorization header must be 'Bearer <sessionToken>' or 'JWT <sessionToken>'",
-            code="invalid_token",
+        raise InvalidSessionToken(
+            "Authorization header must be 'Bearer <sessionToken>' or 'JWT <sessionToken>'"
         )
     return token.strip()
 
@@ -744,18 +744,14 @@ def org_context(
         db=db, settings=settings, token=bearer_token(authorization), api_key=api_key, now=now
     )
     if organization_uid is None or not organization_uid.strip():
-        raise bad_request(
-            "Missing Organization header: send 'Organization: <uid>' with one of the organization uids "
-            "returned by /v1/login",
-            code="missing_organization",
-        )
+        raise MissingOrganization()
     wanted = organization_uid.strip()
     for membership in user.memberships:
         if membership.organization.uid == wanted:
             if membership.organization.deactivated_at is not None:
                 raise OrganizationInactive(wanted)
             return OrgContext(user=user, organization=membership.organization, api_key_id=key_id)
-    raise forbidden(f"You do not have access to organization {wanted}", code="organization_forbidden")
+    raise OrganizationForbidden(wanted)
 
 
 def operator(

@@ -21,7 +21,7 @@ from datalab.pagination import MAX_OFFSET, parse_paging
 from datalab.scoping import OrgContext
 from datalab.web import service as web
 from datalab.web.models import WebSession
-from datalab.web.routes import TEMPLATES, PageRoute, SessionDep, render
+from datalab.web.pages.common import TEMPLATES, PageRoute, SessionDep, render
 
 PAGE_SIZE = 50
 OptionalText = Annotated[str | None, Query()]

@@ -27,8 +27,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datalab.accounts.models import Organization, User
+from datalab.audit.errors import AuditAdminRequired
 from datalab.audit.models import OPERATOR, PIPELINE, SYSTEM, AuditEvent
-from datalab.errors import forbidden
 from datalab.pagination import Page, paginate
 from datalab.scoping import OrgContext, across_organizations, scoped
 
@@ -185,7 +185,7 @@ def is_admin(org: OrgContext) -> bool:
 def require_admin(org: OrgContext) -> None:
     """403 unless the context may read its organization's trail."""
     if not is_admin(org):
-        raise forbidden("Only the organization's admins can read its audit trail", code="admin_required")
+        raise AuditAdminRequired()
 
 
 def list_events(

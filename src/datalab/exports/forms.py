@@ -21,13 +21,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from datalab.accounts.models import Organization, User
 from datalab.audit.service import record
 from datalab.db import new_uid, transaction
-from datalab.exports.errors import ExportError, ExportNotFound, ExportWithdrawn
+from datalab.exports.errors import (
+    ExportError,
+    ExportFormExpired,
+    ExportNotFound,
+    ExportWithdrawn,
+    UnknownExportForm,
+    WrongExportKey,
+)
 from datalab.exports.models import PRODUCT_KEYS, Export
 from datalab.exports.naming import export_file_name
 from datalab.exports.service import announce_export, data_rows
 from datalab.scoping import OrgContext, across_organizations, scoped
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
-from datalab.storage.s3_auth import access_denied, expired_token, invalid_token
 
 # A form used at the last second is still found; forms abandoned long ago are not looked at forever.
 SWEEP_GRACE = timedelta(hours=1)
@@ -192,11 +198,11 @@ class ExportReceiver:
         with transaction(self.session_factory) as db:
             export = db.scalar(select(Export).where(Export.form_token == (session_token or "")))
             if export is None:
-                raise invalid_token(session_token or "")
+                raise UnknownExportForm("No export has this form's token", token=session_token or "")
             if export.withdrawn_at is not None or (export.form_expires_at or now) <= now:
-                raise expired_token(session_token or "")
+                raise ExportFormExpired("The export no longer takes a file", token=session_token or "")
             if export.object_key != key:
-                raise access_denied("Access Denied")
+                raise WrongExportKey("The form's key is not its export's")
             return export.id
 
     def complete(self, *, upload_id: int, writer: ObjectWriter, now: datetime) -> ObjectInfo:
@@ -206,7 +212,7 @@ class ExportReceiver:
             with transaction(self.session_factory) as db:
                 export = _awaiting(db, upload_id)
                 if export is None:
-                    raise expired_token("")
+                    raise ExportFormExpired("The export no longer takes a file", token="")
                 info = writer.commit()
                 finish_export(db=db, store=self.store, bucket=self.bucket, export=export, info=info, now=now)
         except BaseException:

@@ -10,14 +10,14 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
-from datalab.deps import ApiCallDep, DbDep, NowDep, OrgDep, SettingsDep, StoreDep, public_base_url
+from datalab.deps import ApiCallDep, DbDep, ExportServiceDep, NowDep, SettingsDep, StoreDep, public_base_url
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.exports import service
 from datalab.exports.schemas import DownloadUrlOut, ExportOut
 from datalab.pagination import non_negative, parse_paging
 from datalab.scoping import OrgContext
-from datalab.storage.routes import s3_error_response
-from datalab.storage.s3_auth import S3Error
+from datalab.storage.errors import GATE_FAILURES
+from datalab.storage.routes import s3_error_for, s3_error_response
 
 router = APIRouter(prefix="/datacenter", tags=["Exports"])
 
@@ -80,13 +80,8 @@ _DOWNLOAD_RESPONSES = error_responses(*ORG_SCOPED_ERRORS, 404, s404="No such exp
 @router.get("/exports/{uid}/download/", include_in_schema=False)
 @router.get("/{uid}/download/", include_in_schema=False)
 def download_export(
-    request: Request,
     uid: str,
-    db: DbDep,
-    org: OrgDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    now: NowDep,
+    exports: ExportServiceDep,
     fileType: OptionalText = None,
     filetype: OptionalText = None,
     limit: OptionalText = None,
@@ -95,20 +90,7 @@ def download_export(
     """A one-time download URL for one export; limit/skip serve a slice of its rows."""
     # Counts of data rows, so not capped like a page size.
     row_limit, row_skip = non_negative("limit", limit), non_negative("skip", skip)
-    url = service.issue_download_url(
-        db=db,
-        store=store,
-        bucket=settings.exports_bucket,
-        org=org,
-        uid=uid,
-        file_type=fileType or filetype,
-        skip=row_skip,
-        limit=row_limit,
-        base_url=public_base_url(request, settings),
-        ttl_seconds=settings.download_url_ttl_seconds,
-        temp_dir=settings.temp_dir,
-        now=now,
-    )
+    url = exports.issue_download_url(uid, file_type=fileType or filetype, skip=row_skip, limit=row_limit)
     return DownloadUrlOut(downloadUrl=url)
 
 
@@ -138,6 +120,6 @@ def redeem_download_ticket(
             redirect_ttl=settings.s3_redirect_ttl_seconds,
             now=now,
         )
-    except S3Error as error:
-        return s3_error_response(error, request_id)
+    except GATE_FAILURES as failure:
+        return s3_error_response(s3_error_for(failure), request_id)
     return RedirectResponse(url, status_code=307, headers={"x-amz-request-id": request_id})

@@ -10,7 +10,7 @@ import secrets
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -25,8 +25,15 @@ from datalab.accounts.models import Organization, User
 from datalab.audit.service import record, record_for
 from datalab.db import new_uid, transaction
 from datalab.digests.service import record_new_export
-from datalab.errors import bad_request
-from datalab.exports.errors import ExportError, ExportNotFound
+from datalab.exports.errors import (
+    DownloadUrlExpired,
+    DownloadUrlUsed,
+    ExportError,
+    ExportFileMissing,
+    ExportNotFound,
+    InvalidExportParameter,
+    UnknownDownloadUrl,
+)
 from datalab.exports.models import (
     EXPORT_STATUSES,
     PRODUCT_KEYS,
@@ -39,8 +46,8 @@ from datalab.exports.naming import export_file_name
 from datalab.exports.schemas import delivery_row_out, export_row_out
 from datalab.pagination import Page, paginate
 from datalab.scoping import OrgContext, scoped
+from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
-from datalab.storage.s3_auth import S3Error, access_denied, expired_error, no_such_key
 from datalab.webhooks.models import EXPORT_PUBLISHED
 from datalab.webhooks.service import emit
 
@@ -173,12 +180,12 @@ def _event_data(export: Export) -> dict[str, object]:
 def parse_export_filters(*, status: str | None, product_key: str | None) -> tuple[str | None, str | None]:
     """Validate the list filters; invalid values get a 400 naming the valid ones."""
     if status is not None and status not in EXPORT_STATUSES:
-        raise bad_request(
+        raise InvalidExportParameter(
             f"Invalid status {status!r}: valid values are {', '.join(EXPORT_STATUSES)} (case-sensitive)",
             code="invalid_status",
         )
     if product_key is not None and product_key not in PRODUCT_KEYS:
-        raise bad_request(
+        raise InvalidExportParameter(
             f"Invalid productKey {product_key!r}: valid values are "
             f"{', '.join(PRODUCT_KEYS)} (case-sensitive)",
             code="invalid_product_key",
@@ -374,81 +381,6 @@ def _sweep_expired_tickets(*, db: Session, store: ObjectStore, bucket: str, now:
         ticket.derived_key = None
 
 
-def issue_download_url(
-    *,
-    db: Session,
-    store: ObjectStore,
-    bucket: str,
-    org: OrgContext,
-    uid: str,
-    file_type: str | None,
-    skip: int | None,
-    limit: int | None,
-    base_url: str,
-    ttl_seconds: int,
-    temp_dir: Path,
-    now: datetime,
-    method: str = "API",
-) -> str:
-    """A one-time signed URL for an export (optionally a slice of its rows, or another format)."""
-    export = get_export(db=db, org=org, uid=uid)
-    chosen_type = (file_type or "csv").strip().lower()
-    if chosen_type not in FILE_TYPES:
-        raise bad_request(
-            f"fileType {file_type!r} is not available for this export; available: {', '.join(FILE_TYPES)}",
-            code="invalid_file_type",
-        )
-    for name, value in (("skip", skip), ("limit", limit)):
-        if value is not None and value < 0:
-            raise bad_request(f"{name} must be a non-negative integer", code=f"invalid_{name}")
-    _sweep_expired_tickets(db=db, store=store, bucket=bucket, now=now)
-    token = secrets.token_urlsafe(32)
-    key = export.object_key
-    derived_key = None
-    if chosen_type != "csv" or skip or limit is not None:
-        delimiter, extension, content_type = FILE_TYPES[chosen_type]
-        derived_key = f"derived/{token}/{Path(export.file_name).stem}.{extension}"
-        temp_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=temp_dir) as work:
-            derived = Path(work) / "derived"
-            _derive_file(
-                source=store.open_stream(bucket=bucket, key=export.object_key),
-                target=derived,
-                delimiter=delimiter,
-                skip=skip or 0,
-                limit=limit,
-            )
-            store.put_file(bucket=bucket, key=derived_key, source=derived, content_type=content_type)
-        key = derived_key
-    db.add(
-        DownloadTicket(
-            token=token,
-            export_id=export.id,
-            user_id=org.user.id if org.user else None,
-            method=method,
-            file_type=chosen_type,
-            derived_key=derived_key,
-            created_at=now,
-            expires_at=now + timedelta(seconds=ttl_seconds),
-        )
-    )
-    db.flush()
-    # The URL itself is a credential until used: only what it serves is recorded.
-    record_for(
-        db,
-        org,
-        action="export.download_url_issued",
-        now=now,
-        target=("export", export.uid),
-        detail={"fileType": chosen_type, "skip": skip, "limit": limit, "method": method},
-    )
-    if not store.one_time_urls:
-        return f"{base_url}/download/{token}/{quote(PurePosixPath(key).name)}"
-    return store.presigned_get_url(
-        bucket=bucket, key=key, base_url=base_url, session_token=token, expires_in=ttl_seconds, now=now
-    )
-
-
 @dataclass
 class DownloadGrant:
     """A claimed one-time URL: the object to serve and what to record once it was served."""
@@ -511,16 +443,14 @@ def _claim_ticket(*, db: Session, ticket: DownloadTicket, now: datetime) -> None
         .values(claimed_at=now)
     )
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        raise _expired(ticket, now)
+        raise _refused(ticket, now, used=ticket.expires_at > now)
 
 
-def _expired(ticket: DownloadTicket, now: datetime) -> S3Error:
-    # S3 has no "already used" error: a used one-time URL is answered like an expired one.
-    return expired_error(
-        expires_at=ticket.expires_at,
-        now=now,
-        expires_in=int((ticket.expires_at - ticket.created_at).total_seconds()),
-    )
+def _refused(ticket: DownloadTicket, now: datetime, *, used: bool) -> DownloadUrlExpired | DownloadUrlUsed:
+    times = {"expires_at": ticket.expires_at, "issued_at": ticket.created_at, "refused_at": now}
+    if used:
+        return DownloadUrlUsed("This download URL was used already", **times)
+    return DownloadUrlExpired("This download URL has expired", **times)
 
 
 def _served_key(ticket: DownloadTicket) -> str:
@@ -546,12 +476,12 @@ def redeem_ticket(
         or PurePosixPath(_served_key(ticket)).name != file_name
         or ticket.export.withdrawn_at is not None
     ):
-        raise access_denied("Access Denied")
+        raise UnknownDownloadUrl("No download URL has this token and file name")
     _claim_ticket(db=db, ticket=ticket, now=now)
     key = _served_key(ticket)
     info = store.info(bucket=bucket, key=key)
     if info is None:
-        raise no_such_key(key)
+        raise ExportFileMissing("The export's file is not in the store", key=key)
     record_delivery(db=db, ticket=ticket, bytes_sent=info.size, now=now)
     return store.presigned_get_url(
         bucket=bucket, key=key, base_url=base_url, session_token=token, expires_in=redirect_ttl, now=now
@@ -571,9 +501,9 @@ class ExportDownloads:
     ) -> DownloadTicket:
         ticket = db.scalar(select(DownloadTicket).where(DownloadTicket.token == (session_token or "")))
         if ticket is None or key != _served_key(ticket) or ticket.export.withdrawn_at is not None:
-            raise access_denied("Access Denied")
+            raise UnknownDownloadUrl("No download URL has this token and key")
         if ticket.claimed_at is not None or ticket.expires_at <= now:
-            raise _expired(ticket, now)
+            raise _refused(ticket, now, used=ticket.expires_at > now)
         return ticket
 
     def check(self, *, session_token: str | None, key: str, now: datetime) -> None:
@@ -617,22 +547,8 @@ class ExportBundle:
             self.path.unlink(missing_ok=True)
 
 
-def bundle_exports(
-    *,
-    db: Session,
-    session_factory: sessionmaker[Session],
-    store: ObjectStore,
-    bucket: str,
-    org: OrgContext,
-    uids: list[str],
-    temp_dir: Path,
-    now: datetime,
-    method: str,
-) -> ExportBundle:
-    """Zip the organization's exports (streamed from the store, never held in memory) for one download."""
-    exports = [get_export(db=db, org=org, uid=uid) for uid in dict.fromkeys(uids)]
-    if not exports:
-        raise bad_request("Choose at least one export file", code="nothing_selected")
+def _zip_exports(*, store: ObjectStore, bucket: str, exports: list[Export], temp_dir: Path) -> Path:
+    """The exports zipped into a temporary file (streamed from the store, never held in memory)."""
     temp_dir.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(dir=temp_dir, suffix=".zip")
     os.close(handle)
@@ -653,18 +569,149 @@ def bundle_exports(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    tickets = [
-        DownloadTicket(
-            token=secrets.token_urlsafe(32),
-            export_id=export.id,
-            user_id=org.user.id if org.user else None,
-            method=method,
-            created_at=now,
-            expires_at=now,
-            claimed_at=now,
+    return path
+
+
+def _file_type(file_type: str | None) -> str:
+    chosen = (file_type or "csv").strip().lower()
+    if chosen not in FILE_TYPES:
+        raise InvalidExportParameter(
+            f"fileType {file_type!r} is not available for this export; available: {', '.join(FILE_TYPES)}",
+            code="invalid_file_type",
         )
-        for export in exports
-    ]
-    db.add_all(tickets)
-    db.flush()
-    return ExportBundle(session_factory=session_factory, path=path, ticket_ids=[t.id for t in tickets])
+    return chosen
+
+
+@dataclass
+class ExportService:
+    """The exports of one organization as one request (or command) works with them.
+
+    Built per request by `deps.export_service`: what every call shares (session, organization, store,
+    settings, clock, the base URL clients reach this server at) is given once; methods take only what
+    varies per call.
+    """
+
+    db: Session
+    org: OrgContext
+    store: ObjectStore
+    settings: Settings
+    now: datetime
+    base_url: str
+    session_factory: sessionmaker[Session]
+
+    def list(
+        self, *, status: str | None, product_key: str | None, limit: int | None, offset: int
+    ) -> Page[Export]:
+        """The organization's live exports, newest first, filtered and paged."""
+        return list_exports(
+            db=self.db, org=self.org, status=status, product_key=product_key, limit=limit, offset=offset
+        )
+
+    def get(self, uid: str) -> Export:
+        """One of the organization's live exports, else ExportNotFound."""
+        return get_export(db=self.db, org=self.org, uid=uid)
+
+    def issue_download_url(
+        self,
+        uid: str,
+        *,
+        file_type: str | None = None,
+        skip: int | None = None,
+        limit: int | None = None,
+        method: str = "API",
+    ) -> str:
+        """A one-time signed URL for an export (optionally a slice of its rows, or another format)."""
+        export = self.get(uid)
+        chosen_type = _file_type(file_type)
+        for name, value in (("skip", skip), ("limit", limit)):
+            if value is not None and value < 0:
+                raise InvalidExportParameter(f"{name} must be a non-negative integer", code=f"invalid_{name}")
+        bucket = self.settings.exports_bucket
+        _sweep_expired_tickets(db=self.db, store=self.store, bucket=bucket, now=self.now)
+        token = secrets.token_urlsafe(32)
+        derived_key = None
+        if chosen_type != "csv" or skip or limit is not None:
+            derived_key = self._derive(
+                export, token=token, file_type=chosen_type, skip=skip or 0, limit=limit
+            )
+        ttl_seconds = self.settings.download_url_ttl_seconds
+        self.db.add(
+            DownloadTicket(
+                token=token,
+                export_id=export.id,
+                user_id=self.org.user.id if self.org.user else None,
+                method=method,
+                file_type=chosen_type,
+                derived_key=derived_key,
+                created_at=self.now,
+                expires_at=self.now + timedelta(seconds=ttl_seconds),
+            )
+        )
+        self.db.flush()
+        # The URL itself is a credential until used: only what it serves is recorded.
+        record_for(
+            self.db,
+            self.org,
+            action="export.download_url_issued",
+            now=self.now,
+            target=("export", export.uid),
+            detail={"fileType": chosen_type, "skip": skip, "limit": limit, "method": method},
+        )
+        key = derived_key or export.object_key
+        if not self.store.one_time_urls:
+            return f"{self.base_url}/download/{token}/{quote(PurePosixPath(key).name)}"
+        return self.store.presigned_get_url(
+            bucket=bucket,
+            key=key,
+            base_url=self.base_url,
+            session_token=token,
+            expires_in=ttl_seconds,
+            now=self.now,
+        )
+
+    def _derive(self, export: Export, *, token: str, file_type: str, skip: int, limit: int | None) -> str:
+        """Store the export's rows in another format or as a slice, under a key of the ticket's own."""
+        delimiter, extension, content_type = FILE_TYPES[file_type]
+        derived_key = f"derived/{token}/{Path(export.file_name).stem}.{extension}"
+        bucket = self.settings.exports_bucket
+        self.settings.temp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.settings.temp_dir) as work:
+            derived = Path(work) / "derived"
+            _derive_file(
+                source=self.store.open_stream(bucket=bucket, key=export.object_key),
+                target=derived,
+                delimiter=delimiter,
+                skip=skip,
+                limit=limit,
+            )
+            self.store.put_file(bucket=bucket, key=derived_key, source=derived, content_type=content_type)
+        return derived_key
+
+    def bundle(self, uids: Sequence[str], *, method: str) -> ExportBundle:
+        """Several of the organization's exports zipped for one download, delivered once it all went out."""
+        exports = [self.get(uid) for uid in dict.fromkeys(uids)]
+        if not exports:
+            raise InvalidExportParameter("Choose at least one export file", code="nothing_selected")
+        path = _zip_exports(
+            store=self.store,
+            bucket=self.settings.exports_bucket,
+            exports=exports,
+            temp_dir=self.settings.temp_dir,
+        )
+        tickets = [
+            DownloadTicket(
+                token=secrets.token_urlsafe(32),
+                export_id=export.id,
+                user_id=self.org.user.id if self.org.user else None,
+                method=method,
+                created_at=self.now,
+                expires_at=self.now,
+                claimed_at=self.now,
+            )
+            for export in exports
+        ]
+        self.db.add_all(tickets)
+        self.db.flush()
+        return ExportBundle(
+            session_factory=self.session_factory, path=path, ticket_ids=[t.id for t in tickets]
+        )

@@ -18,6 +18,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import REGISTRY, Collector
 
+from datalab.domain_errors import DomainError
 from datalab.errors import ApiError
 from datalab.operations.metrics_dir import metrics_dir
 
@@ -97,10 +98,10 @@ def observe_request(
 
 @contextmanager
 def login_attempt(channel: Literal["api", "datacenter"]) -> Iterator[None]:
-    """Count the sign-in attempt the block makes: `success`, or the code of the ApiError refusing it."""
+    """Count the sign-in attempt the block makes: `success`, or the code of the error refusing it."""
     try:
         yield
-    except ApiError as error:
+    except (ApiError, DomainError) as error:
         LOGINS.labels(channel, error.code).inc()
         raise
     LOGINS.labels(channel, "success").inc()

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from datalab.db import utcnow
 from datalab.settings import Settings
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
+from datalab.storage.errors import GATE_FAILURES
 from datalab.storage.post_policy import (
     MAX_PRE_FILE_BYTES,
     AcceptedPost,
@@ -38,7 +39,7 @@ from datalab.storage.post_policy import (
     redirect_location,
     too_large_fields_error,
 )
-from datalab.storage.routes import s3_error_response
+from datalab.storage.routes import s3_error_for, s3_error_response
 from datalab.storage.s3_auth import S3Error
 
 WRITE_BATCH = 1024 * 1024
@@ -50,11 +51,11 @@ class PostGate(Protocol):
     """Decides whether a verified form may store its object, and records it when it did."""
 
     def check(self, *, session_token: str | None, key: str, now: datetime) -> int:
-        """A ticket for the upload the form belongs to, or an S3Error."""
+        """The id of the upload the form belongs to, or the failure (`storage.errors`) saying why not."""
         ...
 
     def complete(self, *, upload_id: int, writer: ObjectWriter, now: datetime) -> ObjectInfo:
-        """Commit the written object and record it, or raise an S3Error."""
+        """Commit the written object and record it, or raise the failure (`storage.errors`) saying why not."""
         ...
 
 
@@ -150,6 +151,8 @@ class PostEndpoint:
             info, accepted = await PostReceiver(endpoint=self, request=request).receive()
         except S3Error as error:
             return s3_error_response(error, request_id)
+        except GATE_FAILURES as failure:
+            return s3_error_response(s3_error_for(failure), request_id)
         location = f"{self.settings.base_url(str(request.base_url))}/{self.bucket}/{quote(info.key)}"
         return _success_response(
             accepted=accepted, info=info, location=location, bucket=self.bucket, request_id=request_id

@@ -15,10 +15,27 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from datalab.db import utcnow
+from datalab.domain_errors import DomainError
 from datalab.settings import Settings
 from datalab.storage.base import ObjectInfo
+from datalab.storage.errors import (
+    GATE_FAILURES,
+    FormTokenExpired,
+    FormTokenUnknown,
+    LinkExpired,
+    LinkUsed,
+    ObjectMissing,
+)
 from datalab.storage.local import LocalObjectStore
-from datalab.storage.s3_auth import S3Error, invalid_range, no_such_key
+from datalab.storage.s3_auth import (
+    S3Error,
+    access_denied,
+    expired_error,
+    expired_token,
+    invalid_range,
+    invalid_token,
+    no_such_key,
+)
 from datalab.storage.sigv4 import VerifiedGet, verify_presigned_get
 from datalab.storage.streaming import ByteRange, FileStreamResponse, UnsatisfiableRange, parse_range
 
@@ -46,12 +63,30 @@ class ObjectGate(Protocol):
     """Decides whether a verified presigned request may read an object of its bucket."""
 
     def check(self, *, session_token: str | None, key: str, now: datetime) -> None:
-        """Raise the S3Error a request for the object gets, without using the permission up."""
+        """Raise the failure (`storage.errors`) a request for the object gets, without using it up."""
         ...
 
     def claim(self, *, session_token: str | None, key: str, now: datetime) -> ObjectGrant:
-        """A grant for the object, or an S3Error."""
+        """A grant for the object, or the failure (`storage.errors`) saying why not."""
         ...
+
+
+def s3_error_for(failure: DomainError) -> S3Error:
+    """The S3 error a gate's failure is answered with; anything else a gate refuses is AccessDenied."""
+    if isinstance(failure, ObjectMissing):
+        return no_such_key(failure.key)
+    if isinstance(failure, LinkExpired | LinkUsed):
+        # S3 has no "already used" error: a used one-time URL is answered like an expired one.
+        return expired_error(
+            expires_at=failure.expires_at,
+            now=failure.refused_at,
+            expires_in=int((failure.expires_at - failure.issued_at).total_seconds()),
+        )
+    if isinstance(failure, FormTokenUnknown):
+        return invalid_token(failure.token)
+    if isinstance(failure, FormTokenExpired):
+        return expired_token(failure.token)
+    return access_denied("Access Denied")
 
 
 def s3_error_response(error: S3Error, request_id: str) -> Response:
@@ -103,6 +138,8 @@ class PresignedGet:
             grant = await self.claim(verified)
         except S3Error as error:
             return s3_error_response(error, self.request_id)
+        except GATE_FAILURES as failure:
+            return s3_error_response(s3_error_for(failure), self.request_id)
         return self.stream(info, byte_range, grant)
 
     def verify_signature(self) -> VerifiedGet:

@@ -10,9 +10,9 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from datalab.audit.service import record_for
-from datalab.errors import ApiError
 from datalab.layouts import normalize_header
 from datalab.scoping import OrgContext, scoped
+from datalab.uploads.errors import InvalidMappingName, MappingNotFound
 from datalab.uploads.models import FieldMapping
 
 
@@ -95,7 +95,7 @@ def get_mapping(*, db: Session, org: OrgContext, uid: str) -> FieldMapping:
     """One of the organization's saved mappings, else 404."""
     mapping = db.scalar(scoped(FieldMapping, org).where(FieldMapping.uid == uid))
     if mapping is None:
-        raise ApiError(404, "mapping_not_found", f"Mapping with id: {uid} is NOT found.")
+        raise MappingNotFound(uid)
     return mapping
 
 
@@ -104,7 +104,7 @@ def rename_mapping(*, db: Session, org: OrgContext, uid: str, name: str, now: da
     mapping = get_mapping(db=db, org=org, uid=uid)
     cleaned = " ".join(name.split())
     if not cleaned or len(cleaned) > 200:
-        raise ApiError(422, "invalid_name", "A mapping's name must be 1 to 200 characters.")
+        raise InvalidMappingName()
     mapping.name = cleaned
     mapping.updated_at = now
     db.flush()

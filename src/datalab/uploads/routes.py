@@ -6,22 +6,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import IO, Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
-from datalab.deps import (
-    ApiCallDep,
-    DbDep,
-    NowDep,
-    OrgDep,
-    ReadDbDep,
-    ReadOrgDep,
-    SettingsDep,
-    StoreDep,
-    public_base_url,
-    raw_body,
-)
+from datalab.deps import ApiCallDep, ReadUploadServiceDep, UploadServiceDep, raw_body
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.pagination import parse_paging
 from datalab.pipeline.artifacts import CSV_CONTENT_TYPE
@@ -58,27 +47,9 @@ _UPLOAD_DOC: dict[str, Any] = {
 
 @router.post("/upload", operation_id="createUpload", **_UPLOAD_DOC)
 @router.get("/upload", operation_id="createUploadWithGet", **_UPLOAD_DOC)
-def create_upload(
-    request: Request,
-    body: Annotated[bytes, Depends(raw_body)],
-    db: DbDep,
-    org: OrgDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    now: NowDep,
-) -> UploadFormOut:
+def create_upload(body: Annotated[bytes, Depends(raw_body)], uploads: UploadServiceDep) -> UploadFormOut:
     """Create an upload record in `uploading` and return the presigned POST form for its file."""
-    form = service.create_upload(
-        db=db,
-        store=store,
-        bucket=settings.uploads_bucket,
-        org=org,
-        request=parse_upload_request(body),
-        base_url=public_base_url(request, settings),
-        ttl_seconds=settings.upload_form_ttl_seconds,
-        max_size=settings.max_upload_bytes,
-        now=now,
-    )
+    form = uploads.create(parse_upload_request(body))
     return UploadFormOut(id=form.upload.uid, url=form.url, fields=form.fields)
 
 
@@ -174,12 +145,10 @@ async def get_file(uid: str, api: ApiCallDep) -> Response:
         s422="Invalid mapping, or a file not waiting for one",
     ),
 )
-def process_file(
-    uid: str, body: Annotated[bytes, Depends(raw_body)], db: DbDep, org: OrgDep, now: NowDep
-) -> FileOut:
+def process_file(uid: str, body: Annotated[bytes, Depends(raw_body)], uploads: UploadServiceDep) -> FileOut:
     """Map the file's columns (saved for later uploads with the same headers) and queue it."""
     mapping = parse_mapping_body(body)
-    return file_out(service.process_upload(db=db, org=org, uid=uid, body=mapping, now=now))
+    return file_out(uploads.process(uid, mapping))
 
 
 @router.post(
@@ -195,9 +164,9 @@ def process_file(
         s422="This file status is [X] and cannot be canceled.",
     ),
 )
-def cancel_file(uid: str, db: DbDep, org: OrgDep, now: NowDep) -> FileOut:
+def cancel_file(uid: str, uploads: UploadServiceDep) -> FileOut:
     """Cancel an upload that has not gone past `enqueued`."""
-    return file_out(service.cancel_upload(db=db, org=org, uid=uid, now=now))
+    return file_out(uploads.cancel(uid))
 
 
 @router.get(
@@ -210,13 +179,9 @@ def cancel_file(uid: str, db: DbDep, org: OrgDep, now: NowDep) -> FileOut:
         **error_responses(*ORG_SCOPED_ERRORS, 404, s404="No such file, or not cleansed yet"),
     },
 )
-def get_file_errors(
-    uid: str, db: ReadDbDep, org: ReadOrgDep, settings: SettingsDep, store: StoreDep
-) -> StreamingResponse:
+def get_file_errors(uid: str, uploads: ReadUploadServiceDep) -> StreamingResponse:
     """The warnings and rejections cleansing found, one CSV line each, rows numbered as in a spreadsheet."""
-    file_name, stream = service.open_row_report(
-        db=db, org=org, store=store, bucket=settings.uploads_bucket, uid=uid
-    )
+    file_name, stream = uploads.row_report(uid)
     return report_response(file_name, stream)
 
 

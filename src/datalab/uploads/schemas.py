@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from datalab.bodies import parse_json_object
-from datalab.errors import ApiError
+from datalab.uploads.errors import InvalidField
 from datalab.uploads.models import Upload
 
 # Longest text accepted in each field of the create-record body (the file name is checked again, after
@@ -50,14 +50,9 @@ class UploadRequest:
     file_description: str
 
 
-def invalid_field(field: str, message: str) -> ApiError:
+def invalid_field(field: str, message: str) -> InvalidField:
     """A 422 in upstream's validation shape for one body field."""
-    return ApiError(
-        422,
-        "validation_error",
-        f"{field}: {message}",
-        detail=[{"loc": ["body", field], "msg": message, "type": "value_error"}],
-    )
+    return InvalidField(field, message)
 
 
 def _text(fields: dict[str, Any], name: str, *aliases: str) -> str | None:

@@ -14,15 +14,25 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.audit.service import record_for
 from datalab.db import new_uid, transaction
-from datalab.errors import ApiError, bad_request
 from datalab.layouts import load_layout, missing_required
 from datalab.lifecycle import CANCELABLE, UploadStatus, status_values, transition
 from datalab.pagination import Page, paginate
 from datalab.pipeline.artifacts import report_key
 from datalab.pipeline.service import drop_waiting_stages, enqueue_stage
 from datalab.scoping import OrgContext, scoped
+from datalab.settings import Settings
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
-from datalab.storage.s3_auth import access_denied, expired_token, invalid_token
+from datalab.uploads.errors import (
+    InvalidField,
+    InvalidListParameter,
+    MappingProblems,
+    ReportNotFound,
+    UnknownUploadForm,
+    UploadFormExpired,
+    UploadNotFound,
+    UploadStatusConflict,
+    WrongUploadKey,
+)
 from datalab.uploads.mappings import save_mapping
 from datalab.uploads.models import PRODUCT_TYPE_ALIASES, PRODUCT_TYPES, UPLOAD_STATUSES, Upload
 from datalab.uploads.schemas import UploadRequest, invalid_field
@@ -149,7 +159,7 @@ def get_upload(*, db: Session, org: OrgContext, uid: str) -> Upload:
     """One of the organization's uploads, else upstream's 404 (also for other organizations' ids)."""
     upload = db.scalar(scoped(Upload, org).where(Upload.uid == uid))
     if upload is None:
-        raise ApiError(404, "file_not_found", f"File with id: {uid} is NOT found.")
+        raise UploadNotFound(uid)
     return upload
 
 
@@ -177,7 +187,7 @@ def list_uploads(
     query = scoped(Upload, org)
     if status is not None:
         if status not in UPLOAD_STATUSES:
-            raise bad_request(
+            raise InvalidListParameter(
                 f"Invalid status {status!r}: valid values are {', '.join(UPLOAD_STATUSES)}",
                 code="invalid_status",
             )
@@ -185,18 +195,18 @@ def list_uploads(
     if product_type is not None:
         try:
             value = normalize_product_type(product_type)
-        except ApiError:
+        except InvalidField:
             # A query parameter: a 400 like an unknown status, not the create body's 422 naming "body".
-            raise bad_request(
+            raise InvalidListParameter(
                 f"Invalid productType {product_type!r}: valid values are {', '.join(PRODUCT_TYPES)}, legacy",
                 code="invalid_product_type",
             ) from None
         query = query.where(Upload.product_type == value)
     direction = (sort_direction or "DESC").upper()
     if direction not in {"ASC", "DESC"}:
-        raise bad_request("sortDirection must be ASC or DESC", code="invalid_sort_direction")
+        raise InvalidListParameter("sortDirection must be ASC or DESC", code="invalid_sort_direction")
     if sort_by is not None and sort_by not in SORT_COLUMNS:
-        raise bad_request(f"sortBy must be one of {', '.join(SORT_COLUMNS)}", code="invalid_sort_by")
+        raise InvalidListParameter(f"sortBy must be one of {', '.join(SORT_COLUMNS)}", code="invalid_sort_by")
     column = SORT_COLUMNS[sort_by or "uploadDate"]
     ordered = query.order_by(column.asc() if direction == "ASC" else column.desc(), Upload.id.desc())
     return paginate(db=db, query=ordered, limit=DEFAULT_PAGE_SIZE if limit is None else limit, offset=offset)
@@ -215,11 +225,11 @@ class UploadReceiver:
         with transaction(self.session_factory) as db:
             upload = db.scalar(select(Upload).where(Upload.form_token == (session_token or "")))
             if upload is None:
-                raise invalid_token(session_token or "")
+                raise UnknownUploadForm("No upload has this form's token", token=session_token or "")
             if upload.status != UploadStatus.UPLOADING or upload.form_expires_at <= now:
-                raise expired_token(upload.form_token)
+                raise UploadFormExpired("The upload no longer takes a file", token=upload.form_token)
             if upload.object_key != key:
-                raise access_denied("Access Denied")
+                raise WrongUploadKey("The form's key is not its upload's")
             return upload.id
 
     def complete(self, *, upload_id: int, writer: ObjectWriter, now: datetime) -> ObjectInfo:
@@ -240,7 +250,7 @@ class UploadReceiver:
                 if moved.rowcount != 1:  # type: ignore[attr-defined]
                     writer.abort()
                     token = db.scalar(select(Upload.form_token).where(Upload.id == upload_id)) or ""
-                    raise expired_token(token)
+                    raise UploadFormExpired("The upload no longer takes a file", token=token)
                 info = writer.commit()
                 db.execute(
                     update(Upload).where(Upload.id == upload_id).values(sha256=info.sha256, etag=info.etag)
@@ -255,12 +265,8 @@ class UploadReceiver:
         return info
 
 
-def _status_conflict(upload: Upload, action: str) -> ApiError:
-    return ApiError(
-        422,
-        "invalid_status",
-        f"This file status is [{upload.status}] and cannot be {action}.",
-    )
+def _status_conflict(upload: Upload, action: str) -> UploadStatusConflict:
+    return UploadStatusConflict(upload.status, action)
 
 
 def cancel_upload(*, db: Session, org: OrgContext, uid: str, now: datetime) -> Upload:
@@ -301,6 +307,23 @@ def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, An
     if not waiting or not headers:
         raise _status_conflict(upload, "processed")
     fields_map, values_map = _mapping_body(body)
+    problems = _mapping_problems(upload, headers, fields_map)
+    if problems:
+        raise MappingProblems(problems)
+    save_mapping(
+        db=db,
+        org=org,
+        product_type=upload.product_type,
+        headers=headers,
+        fields_map=fields_map,
+        values_map=values_map,
+        now=now,
+    )
+    return _queue_mapped(db, org, upload, fields_map=fields_map, values_map=values_map, now=now)
+
+
+def _mapping_problems(upload: Upload, headers: list[str], fields_map: dict[str, str]) -> list[dict[str, Any]]:
+    """What keeps a mapping from fitting the upload's layout and columns, in upstream's validation shape."""
     layout = load_layout(upload.product_type)
     known_fields = {field.name for field in layout.fields}
     problems = [
@@ -325,17 +348,20 @@ def process_upload(*, db: Session, org: OrgContext, uid: str, body: dict[str, An
                 "type": "value_error",
             }
         )
-    if problems:
-        raise ApiError(422, "validation_error", str(problems[0]["msg"]), detail=problems)
-    save_mapping(
-        db=db,
-        org=org,
-        product_type=upload.product_type,
-        headers=headers,
-        fields_map=fields_map,
-        values_map=values_map,
-        now=now,
-    )
+    return problems
+
+
+def _queue_mapped(
+    db: Session,
+    org: OrgContext,
+    upload: Upload,
+    *,
+    fields_map: dict[str, str],
+    values_map: dict[str, dict[str, str]],
+    now: datetime,
+) -> Upload:
+    """Move a mapped upload to `enqueued` with its mapping, queue cleansing, and record the change."""
+    uid = upload.uid
     meta = dict(upload.meta)
     meta["headersMap"] = [
         {**entry, "fileHeader": fields_map.get(str(entry["field"]))} for entry in meta.get("headersMap", [])
@@ -403,18 +429,97 @@ def open_row_report(
     upload = get_upload(db=db, org=org, uid=uid)
     key = report_key(upload.uid)
     if upload.file_removed_at is not None:
-        raise ApiError(
-            404,
-            "report_not_found",
+        raise ReportNotFound(
             f"File with id: {uid} has no row report any more: its files were removed at the end of their "
             "retention period.",
         )
     if store.info(bucket=bucket, key=key) is None:
-        raise ApiError(
-            404,
-            "report_not_found",
+        raise ReportNotFound(
             f"File with id: {uid} has no row report yet: it is written when the file is cleansed "
             f"(status is now {upload.status}).",
         )
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", PurePosixPath(upload.file_name).stem) or "file"
     return f"{stem}-errors.csv", store.open_stream(bucket=bucket, key=key)
+
+
+@dataclass
+class UploadService:
+    """The uploads of one organization as one request works with them.
+
+    Built per request by `deps.upload_service`: what every call shares (session, organization, store,
+    settings, clock, the base URL clients reach this server at) is given once; methods take only what
+    varies per call.
+    """
+
+    db: Session
+    org: OrgContext
+    store: ObjectStore
+    settings: Settings
+    now: datetime
+    base_url: str
+
+    def create(self, request: UploadRequest) -> UploadForm:
+        """Record an announced file in `uploading` and sign the form its bytes must be posted with."""
+        return create_upload(
+            db=self.db,
+            store=self.store,
+            bucket=self.settings.uploads_bucket,
+            org=self.org,
+            request=request,
+            base_url=self.base_url,
+            ttl_seconds=self.settings.upload_form_ttl_seconds,
+            max_size=self.settings.max_upload_bytes,
+            now=self.now,
+        )
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        product_type: str | None = None,
+        sort_by: str | None = None,
+        sort_direction: str | None = None,
+        limit: int | None,
+        offset: int,
+    ) -> Page[Upload]:
+        """The organization's uploads, filtered, sorted (default: newest first) and paged."""
+        return list_uploads(
+            db=self.db,
+            org=self.org,
+            status=status,
+            product_type=product_type,
+            sort_by=sort_by,
+            sort_direction=sort_direction,
+            limit=limit,
+            offset=offset,
+        )
+
+    def get(self, uid: str) -> Upload:
+        """One of the organization's uploads, else UploadNotFound."""
+        return get_upload(db=self.db, org=self.org, uid=uid)
+
+    def read(self, uid: str) -> Upload:
+        """One of the organization's uploads, its arrival noticed first when the store does not report it."""
+        return read_upload(
+            db=self.db,
+            store=self.store,
+            bucket=self.settings.uploads_bucket,
+            org=self.org,
+            uid=uid,
+            max_size=self.settings.max_upload_bytes,
+            now=self.now,
+        )
+
+    def process(self, uid: str, body: dict[str, Any]) -> Upload:
+        """Apply a mapping to an analyzed upload, save it for reuse, and queue the file."""
+        return process_upload(db=self.db, org=self.org, uid=uid, body=body, now=self.now)
+
+    def cancel(self, uid: str) -> Upload:
+        """Cancel an upload that has not gone past `enqueued`."""
+        return cancel_upload(db=self.db, org=self.org, uid=uid, now=self.now)
+
+    def row_report(self, uid: str) -> tuple[str, IO[bytes]]:
+        """The upload's row report: its file name and bytes."""
+        return open_row_report(
+            db=self.db, org=self.org, store=self.store, bucket=self.settings.uploads_bucket, uid=uid
+        )

@@ -14,9 +14,9 @@ from datalab.accounts.errors import OrganizationInactive
 from datalab.accounts.models import Membership, Organization
 from datalab.accounts.service import authenticate
 from datalab.audit.service import record
-from datalab.errors import ApiError
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
+from datalab.web.errors import NoOrganization, NotAMember
 from datalab.web.models import WebSession
 
 
@@ -38,7 +38,7 @@ def sign_in(
     )
     active = [m for m in user.memberships if m.organization.deactivated_at is None]
     if not active:
-        raise ApiError(403, "no_organization", "This account belongs to no active organization.")
+        raise NoOrganization()
     db.execute(delete(WebSession).where(WebSession.expires_at < now))
     token = secrets.token_urlsafe(32)
     session = WebSession(
@@ -100,7 +100,7 @@ def switch_organization(*, db: Session, session: WebSession, organization_uid: s
         .where(Membership.user_id == session.user_id, Organization.uid == organization_uid)
     )
     if membership is None:
-        raise ApiError(403, "not_a_member", "You are not a member of that organization.")
+        raise NotAMember()
     if membership.organization.deactivated_at is not None:
         raise OrganizationInactive(organization_uid)
     session.organization_id = membership.organization_id

@@ -16,7 +16,7 @@ from datalab.pagination import parse_paging
 from datalab.scoping import OrgContext
 from datalab.web import service as web
 from datalab.web.models import WebSession
-from datalab.web.routes import TEMPLATES, BodyDep, PageRoute, SessionDep, checked_form, one, render
+from datalab.web.pages.common import TEMPLATES, BodyDep, PageRoute, SessionDep, checked_form, one, render
 from datalab.webhooks import service
 from datalab.webhooks.models import EVENT_TYPES
 from datalab.webhooks.schemas import (

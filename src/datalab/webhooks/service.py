@@ -22,10 +22,16 @@ from sqlalchemy.orm import Session
 from datalab.accounts.models import Organization
 from datalab.audit.service import is_admin, record_for
 from datalab.db import new_uid
-from datalab.errors import ApiError, forbidden
 from datalab.pagination import Page, paginate
 from datalab.pipeline.pgqueue import QUEUE_INFO_KEY, defer_delivery
 from datalab.scoping import OrgContext, scoped
+from datalab.webhooks.errors import (
+    InvalidWebhookEvents,
+    InvalidWebhookUrl,
+    PrivateWebhookAddress,
+    WebhookAdminRequired,
+    WebhookNotFound,
+)
 from datalab.webhooks.models import EVENT_TYPES, TEST_EVENT, UPLOAD_STATUS_CHANGED, Webhook, WebhookDelivery
 from datalab.webhooks.sealing import SecretBox
 from datalab.webhooks.targets import non_public_address
@@ -68,20 +74,14 @@ def check_url(url: str, *, allow_private: bool) -> str:
     a non-public address is refused unless `allow_private`)."""
     url = url.strip()
     if len(url) > MAX_URL_LENGTH:
-        raise ApiError(422, "invalid_url", f"url must be at most {MAX_URL_LENGTH} characters")
+        raise InvalidWebhookUrl(f"url must be at most {MAX_URL_LENGTH} characters")
     if not is_deliverable_url(url) or any(character.isspace() for character in url):
-        raise ApiError(
-            422, "invalid_url", "url must be an absolute http:// or https:// URL with a host, e.g. "
-            "https://example.edu/hooks/datalab",
-        )  # fmt: skip
+        raise InvalidWebhookUrl(
+            "url must be an absolute http:// or https:// URL with a host, e.g. https://example.edu/hooks/datalab"
+        )
     refused = None if allow_private else non_public_address(url)
     if refused is not None:
-        raise ApiError(
-            422,
-            "private_address",
-            f"url's host resolves to {refused}, a loopback, private or link-local address; webhooks "
-            "deliver to public addresses only",
-        )
+        raise PrivateWebhookAddress(refused)
     return url
 
 
@@ -89,9 +89,7 @@ def check_events(events: Sequence[str]) -> list[str]:
     """The events, deduplicated in a stable order, if every one is an event type; a 422 otherwise."""
     unknown = [event for event in events if event not in EVENT_TYPES]
     if unknown or not events:
-        raise ApiError(
-            422,
-            "invalid_events",
+        raise InvalidWebhookEvents(
             f"events must be a non-empty list of {', '.join(EVENT_TYPES)}"
             + (f"; unknown: {', '.join(repr(event[:60]) for event in unknown[:5])}" if unknown else ""),
         )
@@ -101,7 +99,7 @@ def check_events(events: Sequence[str]) -> list[str]:
 def require_admin(org: OrgContext) -> None:
     """403 unless the context manages the organization's webhooks: one of its admins, or an operator."""
     if not is_admin(org):
-        raise forbidden("Only the organization's admins can manage its webhooks", code="admin_required")
+        raise WebhookAdminRequired()
 
 
 def _audit_detail(webhook: Webhook) -> dict[str, object]:
@@ -158,7 +156,7 @@ def get_webhook(*, db: Session, org: OrgContext, uid: str) -> Webhook:
     require_admin(org)
     webhook = db.scalar(scoped(Webhook, org).where(Webhook.uid == uid))
     if webhook is None:
-        raise ApiError(404, "not_found", f"No webhook {uid[:40]!r} in this organization")
+        raise WebhookNotFound(uid)
     return webhook
 
 

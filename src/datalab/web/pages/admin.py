@@ -1,4 +1,4 @@
-"""Data Center's operator pages under /datacenter/admin: organizations, their users, API keys and exports.
+"""The operator pages under /datacenter/admin: organizations, their users, API keys and exports.
 
 The pages call the same account and export services as the /v1/admin API, with the signed-in operator
 as the actor, so every action lands in the audit trail the same way. Campus users get a 403 error page.
@@ -25,7 +25,7 @@ from datalab.exports.service import list_exports
 from datalab.pagination import MAX_OFFSET, paginate
 from datalab.scoping import OrgContext
 from datalab.web.models import WebSession
-from datalab.web.routes import (
+from datalab.web.pages.common import (
     BodyDep,
     PageRoute,
     ReadSessionDep,
@@ -36,7 +36,7 @@ from datalab.web.routes import (
 )
 
 PAGE_SIZE = 50
-router = APIRouter(prefix="/datacenter/admin", route_class=PageRoute, include_in_schema=False)
+router = APIRouter(prefix="/admin", route_class=PageRoute)
 
 
 def _operator_of(session: WebSession) -> WebSession:

@@ -1,0 +1,192 @@
+"""What every Data Center page shares: the route class that renders failures as pages, the session
+and service dependencies, templates, CSRF and form helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from fastapi import Depends, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+
+from datalab.deps import (
+    DbDep,
+    NowDep,
+    ReadDbDep,
+    SettingsDep,
+    StoreDep,
+    build_export_service,
+    build_upload_service,
+    public_base_url,
+    raw_body,
+)
+from datalab.domain_errors import DomainError
+from datalab.errors import ApiError, domain_status
+from datalab.exports.service import ExportService
+from datalab.settings import Settings
+from datalab.uploads.service import UploadService
+from datalab.web import service as web
+from datalab.web.models import WebSession
+
+COOKIE = "datalab_session"
+SIGNIN_CSRF_COOKIE = "datalab_signin"
+DATA_SOURCE = "DataCenter"
+CODED_RULES = ("gender", "state", "term", "boolean", "athlete")
+MAX_FORM_BYTES = 256 * 1024
+TEMPLATES = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
+STATIC_DIR = Path(__file__).parent.parent / "static"
+
+
+class SignInRequired(Exception):
+    """The page needs a signed-in session; the browser is sent to sign in and brought back."""
+
+    def __init__(self, back_to: str) -> None:
+        super().__init__(back_to)
+        self.back_to = back_to
+
+
+def _error_page(request: Request, status: int, message: str) -> Response:
+    return TEMPLATES.TemplateResponse(
+        request, "error.html", {"status": status, "message": message, "session": None}, status_code=status
+    )
+
+
+class PageRoute(APIRoute):
+    """A route whose API errors become an error page (or a sign-in redirect) instead of JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignInRequired as missing:
+                return RedirectResponse(f"/datacenter/signin?next={quote(missing.back_to)}", status_code=303)
+            except DomainError as failure:
+                return _error_page(request, domain_status(failure), failure.message)
+            except ApiError as error:
+                return _error_page(request, error.status, error.message)
+
+        return handle
+
+
+def _signed_in(request: Request, db: Session, now: datetime) -> WebSession:
+    session = web.find_session(db=db, token=request.cookies.get(COOKIE), now=now)
+    if session is None:
+        back_to = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise SignInRequired(back_to if request.method == "GET" else "/datacenter/exports")
+    return session
+
+
+def current_session(request: Request, db: DbDep, now: NowDep) -> WebSession:
+    """The signed-in session of the request, else a redirect to the sign-in page."""
+    return _signed_in(request, db, now)
+
+
+def current_read_session(request: Request, db: ReadDbDep, now: NowDep) -> WebSession:
+    """The same, on the read-only database session of a page that only reads (ReadDbDep)."""
+    return _signed_in(request, db, now)
+
+
+SessionDep = Annotated[WebSession, Depends(current_session)]
+# Pages that only read take this one with ReadDbDep: on SQLite they never wait for the write lock.
+ReadSessionDep = Annotated[WebSession, Depends(current_read_session)]
+
+
+def export_service(
+    request: Request, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep, now: NowDep
+) -> ExportService:
+    """The exports of the organization the signed-in session acts in (built as the API builds them)."""
+    return build_export_service(
+        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
+    )
+
+
+def read_export_service(
+    request: Request,
+    session: ReadSessionDep,
+    db: ReadDbDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    now: NowDep,
+) -> ExportService:
+    """The same, on the read-only session of a page that only reads."""
+    return build_export_service(
+        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
+    )
+
+
+ExportServiceDep = Annotated[ExportService, Depends(export_service)]
+ReadExportServiceDep = Annotated[ExportService, Depends(read_export_service)]
+
+
+def upload_service(
+    request: Request, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep, now: NowDep
+) -> UploadService:
+    """The uploads of the organization the signed-in session acts in (built as the API builds them)."""
+    return build_upload_service(
+        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
+    )
+
+
+def read_upload_service(
+    request: Request,
+    session: ReadSessionDep,
+    db: ReadDbDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    now: NowDep,
+) -> UploadService:
+    """The same, on the read-only session of a page that only reads."""
+    return build_upload_service(
+        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
+    )
+
+
+UploadServiceDep = Annotated[UploadService, Depends(upload_service)]
+ReadUploadServiceDep = Annotated[UploadService, Depends(read_upload_service)]
+BodyDep = Annotated[bytes, Depends(raw_body)]
+
+
+def form_of(body: bytes) -> dict[str, list[str]]:
+    """A URL-encoded form's fields (every value, in order)."""
+    if len(body) > MAX_FORM_BYTES:
+        raise ApiError(413, "form_too_large", "The form is too large.")
+    return parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+
+
+def one(form: dict[str, list[str]], name: str) -> str:
+    """The first value of a field, or ""."""
+    return form.get(name, [""])[0]
+
+
+def checked_form(session: WebSession, body: bytes) -> dict[str, list[str]]:
+    """The form, after its CSRF token was checked against the session's."""
+    form = form_of(body)
+    if not web.csrf_ok(session, one(form, "csrf_token")):
+        raise ApiError(
+            403, "csrf_failed", "The form expired or did not come from this site; reload the page."
+        )
+    return form
+
+
+def render(request: Request, template: str, session: WebSession | None, **context: Any) -> HTMLResponse:
+    """A page with the session's user, organizations and CSRF token available to the template."""
+    return TEMPLATES.TemplateResponse(request, template, {"session": session, **context})
+
+
+def secure_cookies(request: Request, settings: Settings) -> bool:
+    return urlsplit(public_base_url(request, settings)).scheme == "https"
+
+
+def local_path(candidate: str) -> str:
+    # Only paths of this site: an open redirect would let a link send people elsewhere after sign-in.
+    if candidate.startswith("/datacenter") and not candidate.startswith("//"):
+        return candidate
+    return "/datacenter/exports"
