@@ -6,6 +6,7 @@ as the actor, so every action lands in the audit trail the same way. Campus user
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -98,22 +99,31 @@ def create_organization(session: OperatorSessionDep, body: BodyDep, db: DbDep) -
     return RedirectResponse(_organization_path(organization), status_code=303)
 
 
-@router.post("/organizations/{org}/deactivate")
-@router.post("/organizations/{org}/reactivate")
-def set_organization_active(
-    request: Request, org: str, session: OperatorSessionDep, body: BodyDep, db: DbDep, now: NowDep
-) -> RedirectResponse:
-    """Deactivate an organization (its users can no longer act in it) or reactivate it."""
+def _set_active(
+    session: WebSession, body: bytes, db: Session, org: str, *, active: bool, now: datetime
+) -> str:
     checked_form(session, body)
     organization = accounts.find_organization(db=db, ref=org)
     accounts.set_organization_active(
-        db=db,
-        organization=organization,
-        active=request.url.path.endswith("/reactivate"),
-        now=now,
-        by=session.user,
+        db=db, organization=organization, active=active, now=now, by=session.user
     )
-    return RedirectResponse(_organization_path(organization), status_code=303)
+    return _organization_path(organization)
+
+
+@router.post("/organizations/{org}/deactivate")
+def deactivate_organization(
+    org: str, session: OperatorSessionDep, body: BodyDep, db: DbDep, now: NowDep
+) -> RedirectResponse:
+    """Deactivate an organization: its users can no longer act in it; its rows are kept."""
+    return RedirectResponse(_set_active(session, body, db, org, active=False, now=now), status_code=303)
+
+
+@router.post("/organizations/{org}/reactivate")
+def reactivate_organization(
+    org: str, session: OperatorSessionDep, body: BodyDep, db: DbDep, now: NowDep
+) -> RedirectResponse:
+    """Reactivate a deactivated organization."""
+    return RedirectResponse(_set_active(session, body, db, org, active=True, now=now), status_code=303)
 
 
 def _organization_page(
