@@ -21,9 +21,12 @@ run: install
 	DATALAB_DEV_MODE=$${DATALAB_DEV_MODE:-1} $(BIN)/datalab demo --serve --host $(HOST) --port $(PORT)
 
 # Runs on SQLite; with DATALAB_TEST_DATABASE_URL set (a PostgreSQL URL) the same suite runs there.
+# TEST_WORKERS=auto (or a number) runs the test files in pytest-xdist worker processes, each file in one
+# worker (its servers start once); 0, the default, runs the suite in this process.
 # pytest exits 5 when it collected no test: that is a broken suite, never a pass.
+TEST_WORKERS ?= 0
 test: install
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 lint: install

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher, profiles
 
 from datalab import db
+from datalab.accounts import security
 from tests.support.databases import TEST_DATABASE_URL_ENV, DatabaseFactory, postgres_url
-from tests.support.server import LiveServer, MovableClock, server_env
+from tests.support.server import DemoAccount, LiveServer, MovableClock, server_env
 
 ServerFactory = Callable[..., LiveServer]
 
@@ -33,6 +37,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheapest_password_hashes() -> Iterator[None]:
+    """Argon2id with argon2-cffi's CHEAPEST parameters in the test process (its servers, seeding, CLI runs).
+
+    The production parameters cost a quarter of a second or more per hash and per login on a shared
+    machine, for every seeded server and every login of the suite; the hashes stay argon2id, and a
+    hash made elsewhere with other parameters verifies as before (they are read from the hash).
+    Server processes of their own keep the production parameters.
+    """
+    production = security._hasher
+    security._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
+    security._dummy_hash.cache_clear()
+    yield
+    security._hasher = production
+    security._dummy_hash.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
     factory = DatabaseFactory(postgres_url(), tmp_path_factory.mktemp("template"))
@@ -40,9 +61,40 @@ def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datab
     factory.drop_all()
 
 
+@dataclass(frozen=True)
+class SeededHome:
+    """A server home and database the demo was seeded into once per test session, with its secret key
+    (the demo's credentials derive from it) and credentials; each server starts from a copy."""
+
+    home: Path
+    database_url: str
+    secret_key: str
+    demo: DemoAccount
+
+
+# Settings the seeding depends on (where and how the demo's exports are stored, the printed URL, the
+# credentials): a server given one of them seeds its own demo.
+_SEEDING_SETTINGS = frozenset(
+    {"storage_backend", "s3_endpoint_url", "exports_bucket", "public_url", "secret_key"}
+)
+
+
+@pytest.fixture(scope="session")
+def seeded_home(tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory) -> SeededHome:
+    """The demo seeded once (16 generated export files, 2,000 students): the costliest part of a
+    server's start, done again for a server only when its settings change what is seeded."""
+    home = tmp_path_factory.mktemp("seeded")
+    database_url = database_factory.migrated_url(home)
+    env = server_env(home=home, database_url=database_url)
+    template = LiveServer(home=home, database_url=database_url, env=env)
+    return SeededHome(
+        home=home, database_url=database_url, secret_key=env["DATALAB_SECRET_KEY"], demo=template.seed_demo()
+    )
+
+
 @contextmanager
 def _servers(
-    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory, seeded: SeededHome
 ) -> Iterator[ServerFactory]:
     """A factory of seeded servers with DATALAB_* settings (and other variables), stopped on exit.
 
@@ -58,10 +110,18 @@ def _servers(
         **settings: str,
     ) -> LiveServer:
         home = tmp_path_factory.mktemp("server")
-        database_url = database_factory.migrated_url(home)
         # Pipeline workers only where a test asks for them: the others observe each hand-off as it is left.
         settings.setdefault("pipeline_workers", "0")
         extra = {f"DATALAB_{name.upper()}": value for name, value in settings.items()} | (environment or {})
+        from_seeded = not _SEEDING_SETTINGS & set(settings) and not any(
+            name.startswith("DATALAB_") for name in environment or {}
+        )
+        if from_seeded:
+            database_url = database_factory.copy_url(seeded.database_url, home)
+            shutil.copytree(seeded.home / "objects", home / "objects")
+            extra = {"DATALAB_SECRET_KEY": seeded.secret_key} | extra
+        else:
+            database_url = database_factory.migrated_url(home)
         server = LiveServer(
             home=home,
             database_url=database_url,
@@ -70,6 +130,8 @@ def _servers(
             # Other environment variables (and serve arguments) only reach a process of its own.
             own_process=own_process or bool(environment) or bool(serve_args),
         )
+        if from_seeded:
+            server.demo = replace(seeded.demo, base_url=server.base_url)
         started.append(server)
         server.start()
         return server
@@ -83,20 +145,20 @@ def _servers(
 
 @pytest.fixture(scope="module")
 def make_server(
-    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory, seeded_home: SeededHome
 ) -> Iterator[ServerFactory]:
     """Start servers for one test module; they are stopped when the module is done, which keeps the
     number of live servers (and of their database connections) bounded however long the suite is."""
-    with _servers(tmp_path_factory, database_factory) as start:
+    with _servers(tmp_path_factory, database_factory, seeded_home) as start:
         yield start
 
 
 @pytest.fixture(scope="session")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory, seeded_home: SeededHome
 ) -> Iterator[LiveServer]:
     """The shared demo server; tests that change accounts or settings start their own."""
-    with _servers(tmp_path_factory, database_factory) as start:
+    with _servers(tmp_path_factory, database_factory, seeded_home) as start:
         yield start()
 
 

@@ -1,4 +1,8 @@
-"""`datalab admin` and `datalab demo` run as real commands, checked against the API and the database."""
+"""`datalab admin` and `datalab demo` run as commands, checked against the API and the database.
+
+The commands run in the test process (the Typer app `python -m datalab` runs); `datalab demo` runs
+as a process of its own too.
+"""
 
 from __future__ import annotations
 
@@ -17,55 +21,29 @@ from datalab.exports.models import Export
 from datalab.students.linkage import default_model
 from datalab.students.matching import current_model
 from datalab.students.models import MatchModel, Student
-from tests.support.accounts import (
-    add_account,
-    add_organization,
-    login_body,
-    run_cli,
-    run_cli_concurrently,
-    unique,
-    unique_fice,
-)
+from tests.support.accounts import login_body, run_cli, unique, unique_fice
 from tests.support.checks import assert_envelope
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer
 
 PASSWORD_ENV = "DATALAB_NEW_PASSWORD"
 
 
 def admin_json(server: LiveServer, *args: str, env: dict[str, str] | None = None) -> Any:
-    """Run `datalab admin <args> --json`, expecting success; the parsed output."""
-    result = run_cli(server, "admin", *args, "--json", env=env)
-    assert result.returncode == 0, result.stderr
+    """Run `datalab admin <args> --json` in this process, expecting success; the parsed output."""
+    result = server.invoke("admin", *args, "--json", env=env)
+    assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def admin_fails(server: LiveServer, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run `datalab admin <args> --json`, expecting failure with nothing on stdout; what it said on stderr."""
-    result = run_cli(server, "admin", *args, "--json", env=env)
-    assert result.returncode != 0, result.stdout
+    """Run `datalab admin <args> --json` in this process, expecting failure with nothing on stdout; what it
+    said on stderr (an exception the command does not handle is raised)."""
+    result = server.invoke("admin", *args, "--json", env=env)
+    assert result.exit_code != 0, result.stdout
     assert result.stdout == ""
     assert result.stderr.startswith("error: ")
-    assert "Traceback" not in result.stderr
     return result.stderr
-
-
-def admin_json_concurrently(server: LiveServer, *commands: list[str]) -> list[Any]:
-    """Run several independent `datalab admin ... --json` commands at once; their parsed outputs in order."""
-    results = run_cli_concurrently(server, *(["admin", *args, "--json"] for args in commands))
-    for result in results:
-        assert result.returncode == 0, result.stderr
-    return [json.loads(result.stdout) for result in results]
-
-
-def admin_fails_concurrently(server: LiveServer, *commands: list[str]) -> list[str]:
-    """Run several `datalab admin ... --json` commands at once, each expected to fail; their stderr."""
-    results = run_cli_concurrently(server, *(["admin", *args, "--json"] for args in commands))
-    for result in results:
-        assert result.returncode != 0, result.stdout
-        assert result.stdout == ""
-        assert result.stderr.startswith("error: ")
-        assert "Traceback" not in result.stderr
-    return [result.stderr for result in results]
 
 
 def write_csv(path: Path, text: str) -> Path:
@@ -80,6 +58,16 @@ def login_response(server: LiveServer, user_name: str, password: str, api_key: s
 
 
 # --- organizations ------------------------------------------------------------------------------------
+
+
+def admin_json_each(server: LiveServer, *commands: list[str]) -> list[Any]:
+    """Run several `datalab admin ... --json` commands, each expected to succeed; their parsed outputs."""
+    return [admin_json(server, *command) for command in commands]
+
+
+def admin_fails_each(server: LiveServer, *commands: list[str]) -> list[str]:
+    """Run several `datalab admin ... --json` commands, each expected to fail; what each said on stderr."""
+    return [admin_fails(server, *command) for command in commands]
 
 
 def test_org_create_keeps_leading_zeros(server: LiveServer) -> None:
@@ -102,7 +90,7 @@ def test_org_create_keeps_leading_zeros(server: LiveServer) -> None:
 def test_org_create_refusals(server: LiveServer) -> None:
     existing = add_organization(server)
     create = ["org", "create", "--name", unique("Copy College")]
-    duplicate, demo_fice, bad_state = admin_fails_concurrently(
+    duplicate, demo_fice, bad_state = admin_fails_each(
         server,
         [*create, "--fice", existing.fice],
         [*create, "--fice", "001024"],
@@ -173,7 +161,7 @@ def test_user_create_with_an_unknown_org_fails_and_creates_nothing(server: LiveS
 def test_user_commands_refusals(server: LiveServer) -> None:
     account = add_account(server)
     create = ["user", "create", "--org", account.organization_uids[0]]
-    duplicate, short, unknown_status, unknown_user = admin_fails_concurrently(
+    duplicate, short, unknown_status, unknown_user = admin_fails_each(
         server,
         [*create, "--user-name", account.user_name.upper(), "--password", "long enough pw"],
         [*create, "--user-name", unique("short") + "@example.edu", "--password", "short"],
@@ -220,7 +208,7 @@ def test_apikey_create_and_revoke(server: LiveServer) -> None:
 
 
 def test_apikey_commands_refuse_unknown_users_and_keys(server: LiveServer) -> None:
-    create, revoke, listing = admin_fails_concurrently(
+    create, revoke, listing = admin_fails_each(
         server,
         ["apikey", "create", "--user", "nobody@example.edu"],
         ["apikey", "revoke", "00000000-0000-0000-0000-000000000000"],
@@ -301,7 +289,7 @@ def test_export_publish_refusals(server: LiveServer, tmp_path: Path) -> None:
     source = write_csv(tmp_path / "rows.csv", "A,B\n1,2\n")
     empty = write_csv(tmp_path / "empty.csv", "")
     publish = ["export", "publish", "--product"]
-    unknown_product, unknown_org, empty_file = admin_fails_concurrently(
+    unknown_product, unknown_org, empty_file = admin_fails_each(
         server,
         [*publish, "brochures", "--org", organization.uid, str(source)],
         [*publish, "prospect", "--org", "999998", str(source)],
@@ -322,7 +310,7 @@ def test_export_list_filters(server: LiveServer, tmp_path: Path) -> None:
     organization = add_organization(server)
     source = write_csv(tmp_path / "rows.csv", "A,B\n1,2\n3,4\n")
     publish = ["export", "publish", "--org", organization.uid, str(source)]
-    published = admin_json_concurrently(
+    published = admin_json_each(
         server,
         [*publish, "--product", "prospect", "--order-name", "Spring List"],
         [*publish, "--product", "score-reporter"],
@@ -330,13 +318,15 @@ def test_export_list_filters(server: LiveServer, tmp_path: Path) -> None:
     uids = {e["uid"]: e["productKey"] for e in published}
 
     listing = ["admin", "export", "list", "--json", "--org", organization.uid]
-    results = run_cli_concurrently(
-        server,
-        ["admin", "export", "list", "--json", "--org", organization.fice],
-        [*listing, "--status", "NotDelivered", "--product", "prospect"],
-        [*listing, "--status", "Delivered"],
-        [*listing, "--status", "delivered"],
-    )
+    results = [
+        server.invoke(*command)
+        for command in (
+            ["admin", "export", "list", "--json", "--org", organization.fice],
+            [*listing, "--status", "NotDelivered", "--product", "prospect"],
+            [*listing, "--status", "Delivered"],
+            [*listing, "--status", "delivered"],
+        )
+    ]
     everything, prospects, delivered = (json.loads(r.stdout) for r in results[:3])
     assert {e["uid"]: e["productKey"] for e in everything} == uids
     assert all(e["organizationUid"] == organization.uid for e in everything)
@@ -344,7 +334,7 @@ def test_export_list_filters(server: LiveServer, tmp_path: Path) -> None:
     assert created == sorted(created, reverse=True)
     assert [(e["productKey"], e["status"]) for e in prospects] == [("prospect", "NotDelivered")]
     assert delivered == []
-    assert results[3].returncode != 0
+    assert results[3].exit_code != 0
     assert "Delivered, NotDelivered" in results[3].stderr
 
     # The organization's users see exactly the same list over the API.

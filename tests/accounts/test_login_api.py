@@ -10,15 +10,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.support.accounts import (
-    USER_KEYS,
-    Account,
-    add_account,
-    add_organization,
-    login,
-    login_body,
-)
+from tests.support.accounts import USER_KEYS, Account, login, login_body
 from tests.support.checks import assert_envelope
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer
 
 ServerFactory = Callable[..., LiveServer]
@@ -313,11 +307,11 @@ def test_revoked_api_key_is_401(server: LiveServer) -> None:
     organization = add_organization(server)
     user_name = f"revoked-key-{uuid.uuid4().hex[:8]}@example.edu"
     password = "correct horse battery"
-    created = server.cli_json(
+    created = server.admin_json(
         "admin", "user", "create", "--user-name", user_name, "--org", organization.uid, "--password", password
     )
     assert created["userName"] == user_name
-    issued = server.cli_json("admin", "apikey", "create", "--user", user_name, "--name", "ci")
+    issued = server.admin_json("admin", "apikey", "create", "--user", user_name, "--name", "ci")
     assert len(issued["apiKey"]) == 40
     account = Account(
         uid=created["uid"],

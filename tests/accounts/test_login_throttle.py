@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
-from tests.support.accounts import Account, add_account, login_body, unique
+from tests.support.accounts import Account, login_body, unique
 from tests.support.checks import assert_envelope
+from tests.support.factories import add_account
 from tests.support.server import LiveServer
 
 ServerFactory = Callable[..., LiveServer]

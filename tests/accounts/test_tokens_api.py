@@ -14,16 +14,9 @@ from sqlalchemy import update
 
 from datalab.accounts.models import ApiKey
 from datalab.accounts.security import issue_token, read_token
-from tests.support.accounts import (
-    Account,
-    add_account,
-    add_organization,
-    login,
-    session_token,
-    unique,
-    unique_fice,
-)
+from tests.support.accounts import Account, login, session_token, unique, unique_fice
 from tests.support.checks import assert_envelope
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer
 
 TTL = timedelta(seconds=1200)
@@ -279,7 +272,7 @@ def test_token_is_checked_before_the_organization(server: LiveServer) -> None:
 
 
 def test_organization_of_someone_else_is_403(server: LiveServer) -> None:
-    created = server.cli_json(
+    created = server.admin_json(
         "admin", "org", "create", "--name", unique("Other College"), "--fice", unique_fice(), "--state", "IA"
     )
     error = assert_envelope(
@@ -301,7 +294,7 @@ def test_user_in_two_organizations(server: LiveServer, tmp_path: Path) -> None:
     second = add_organization(server, name=unique("Second College"), state_code="IA")
     user_name = unique("two-orgs") + "@example.edu"
     password = "two organizations!"
-    created = server.cli_json(
+    created = server.admin_json(
         "admin",
         "user",
         "create",
@@ -319,7 +312,7 @@ def test_user_in_two_organizations(server: LiveServer, tmp_path: Path) -> None:
         for org in (first, second)
     ]
     assert created["organizations"] == expected
-    issued = server.cli_json("admin", "apikey", "create", "--user", user_name)
+    issued = server.admin_json("admin", "apikey", "create", "--user", user_name)
     account = Account(
         uid=created["uid"],
         user_name=user_name,
@@ -334,7 +327,7 @@ def test_user_in_two_organizations(server: LiveServer, tmp_path: Path) -> None:
 
     csv = tmp_path / "second.csv"
     csv.write_text("FIRSTNAME,LASTNAME\nAda,Lovelace\n")
-    published = server.cli_json(
+    published = server.admin_json(
         "admin", "export", "publish", "--org", second.uid, "--product", "prospect", str(csv)
     )
 
@@ -365,7 +358,7 @@ def test_invalid_api_key_on_org_scoped_call_is_401(server: LiveServer) -> None:
 
 def test_api_key_last_used_time_is_recorded(server: LiveServer) -> None:
     account = add_account(server)
-    (before,) = server.cli_json("admin", "apikey", "list", "--user", account.user_name)
+    (before,) = server.admin_json("admin", "apikey", "list", "--user", account.user_name)
     assert before["uid"] == account.api_key_uid
     assert before["lastUsedAt"] is None
     assert before["revokedAt"] is None
@@ -374,7 +367,7 @@ def test_api_key_last_used_time_is_recorded(server: LiveServer) -> None:
     assert login(server, account).status_code == 200
     finished = datetime.now(UTC)
 
-    (after,) = server.cli_json("admin", "apikey", "list", "--user", account.user_name)
+    (after,) = server.admin_json("admin", "apikey", "list", "--user", account.user_name)
     last_used = datetime.fromisoformat(after["lastUsedAt"])
     assert started - timedelta(seconds=1) <= last_used <= finished + timedelta(seconds=1)
     assert after["prefix"] == account.api_key[:8]
@@ -392,7 +385,7 @@ def test_api_key_on_org_scoped_call_is_checked_and_its_use_recorded(server: Live
     response = exports(server, token=token, organization=organization, api_key=account.api_key)
     assert response.status_code == 200, response.text
     finished = datetime.now(UTC)
-    (used,) = server.cli_json("admin", "apikey", "list", "--user", account.user_name)
+    (used,) = server.admin_json("admin", "apikey", "list", "--user", account.user_name)
     last_used = datetime.fromisoformat(used["lastUsedAt"])
     assert started - timedelta(seconds=1) <= last_used <= finished + timedelta(seconds=1)
 

@@ -20,7 +20,6 @@ from datalab.client import (
 from datalab.exports.models import Delivery, Export
 from datalab.uploads.models import Upload
 from tests.conftest import ServerFactory
-from tests.support.accounts import add_account, add_organization
 from tests.support.checks import wait_for
 from tests.support.client import (
     BROKEN_ENROLLMENT_CSV,
@@ -30,6 +29,7 @@ from tests.support.client import (
     stored_exports,
 )
 from tests.support.exports import PRODUCT_KEYS, file_name_of
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer
 
 

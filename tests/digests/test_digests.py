@@ -27,9 +27,10 @@ from datalab.digests.tasks import send_digests
 from datalab.exports.models import Export
 from datalab.settings import Settings
 from tests.conftest import ServerFactory
-from tests.support.accounts import add_account, add_organization, login_as
+from tests.support.accounts import login_as
 from tests.support.checks import assert_envelope, wait_for
 from tests.support.exports import publish
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer, free_port
 
 SENDER = "Data Lab <datalab@example.edu>"

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx2
 import pytest
 
-from tests.support.accounts import DEMO_FICE, USER_KEYS, add_account, add_organization, login_as, unique
+from tests.support.accounts import DEMO_FICE, USER_KEYS, login_as, unique
 from tests.support.checks import assert_envelope, wait_for
 from tests.support.exports import (
     EXPORT_KEYS,
@@ -32,6 +32,7 @@ from tests.support.exports import (
     sample_rows,
     write_csv,
 )
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer, LoggedIn
 
 DOC_HOST = "https://api-datalab.encoura.org/v1"

@@ -18,14 +18,7 @@ from datalab.exports import service as exports_service
 from datalab.exports.models import Delivery, Export
 from datalab.exports.schemas import EXPORT_LIST, export_out
 from datalab.scoping import OrgContext
-from tests.support.accounts import (
-    DEMO_DISPLAY_NAME,
-    Organization,
-    add_account,
-    add_organization,
-    login_as,
-    unique,
-)
+from tests.support.accounts import DEMO_DISPLAY_NAME, Organization, login_as, unique
 from tests.support.checks import assert_envelope, wait_for
 from tests.support.exports import (
     PRODUCT_KEYS,
@@ -36,6 +29,7 @@ from tests.support.exports import (
     sample_rows,
     write_csv,
 )
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer, LoggedIn
 
 

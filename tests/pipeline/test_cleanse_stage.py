@@ -11,8 +11,9 @@ from sqlalchemy import select
 from datalab.pipeline.models import PipelineJob, StagedRow
 from datalab.records.models import EnrollmentRecord
 from tests.conftest import ServerFactory
-from tests.support.accounts import add_account, add_organization, login_as, unique
+from tests.support.accounts import login_as, unique
 from tests.support.checks import assert_envelope
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import row_report, upload_and_wait, upload_row, wait_for_status
 

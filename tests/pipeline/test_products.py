@@ -19,8 +19,9 @@ from datalab.students.models import Student
 from datalab.students.service import STUDENT_COLUMNS, load_students
 from datalab.uploads.models import Upload
 from tests.conftest import ServerFactory
-from tests.support.accounts import add_account, add_organization, login_as, unique
+from tests.support.accounts import login_as, unique
 from tests.support.exports import bare_client, download_url, parse_csv
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import upload_and_wait, upload_row
 

@@ -1,4 +1,4 @@
-"""Accounts for functional tests: the demo account, unique names, quick provisioning and logins."""
+"""Accounts for functional tests: the demo account, unique names, logins and admin commands in a process."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,63 +67,6 @@ class Account:
     organization_uids: tuple[str, ...]
 
 
-def add_organization(server: LiveServer, *, name: str | None = None, state_code: str = "KS") -> Organization:
-    """Create an organization directly in the server's database."""
-    from datalab.accounts import service
-    from datalab.db import make_engine, make_session_factory, transaction
-
-    engine = make_engine(server.database_url)
-    try:
-        with transaction(make_session_factory(engine)) as db:
-            organization = service.create_organization(
-                db=db, name=name or unique("Test College"), fice=unique_fice(), state_code=state_code
-            )
-            return Organization(
-                uid=organization.uid,
-                name=organization.name,
-                fice=organization.fice,
-                state_code=organization.state_code,
-            )
-    finally:
-        engine.dispose()
-
-
-def add_account(
-    server: LiveServer, *, organization_uids: Sequence[str] | None = None, password: str | None = None
-) -> Account:
-    """Create a user with an API key directly in the server's database (the demo organization by default)."""
-    from sqlalchemy import select
-
-    from datalab.accounts import service
-    from datalab.accounts.models import Organization as OrganizationRow
-    from datalab.db import make_engine, make_session_factory, transaction
-
-    assert server.demo is not None
-    uids = tuple(organization_uids or [server.demo.organization_uid])
-    user_name = unique("user") + "@example.edu"
-    password = password or secrets.token_urlsafe(12)
-    engine = make_engine(server.database_url)
-    try:
-        with transaction(make_session_factory(engine)) as db:
-            organizations = [
-                db.scalars(select(OrganizationRow).where(OrganizationRow.uid == uid)).one() for uid in uids
-            ]
-            user = service.create_user(
-                db=db, user_name=user_name, password=password, organizations=organizations
-            )
-            issued = service.create_api_key(db=db, user=user, name="test")
-            return Account(
-                uid=user.uid,
-                user_name=user_name,
-                password=password,
-                api_key=issued.plain_key,
-                api_key_uid=issued.api_key.uid,
-                organization_uids=uids,
-            )
-    finally:
-        engine.dispose()
-
-
 def login_body(user_name: str, password: str, **extra: Any) -> dict[str, Any]:
     """The documented JSON login body."""
     return {"userName": user_name, "password": password, "acceptedTerms": True, **extra}
@@ -174,11 +115,3 @@ def run_cli(
         check=False,
         cwd=os.fspath(server.home),
     )
-
-
-def run_cli_concurrently(
-    server: LiveServer, *commands: Sequence[str]
-) -> list[subprocess.CompletedProcess[str]]:
-    """Run several independent commands at once (each costs a second or two of start-up); results in order."""
-    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
-        return list(pool.map(lambda args: run_cli(server, *args), commands))

@@ -51,6 +51,16 @@ class DatabaseFactory:
             return f"sqlite:///{directory / 'datalab.db'}"
         return self._create_database(template=template)
 
+    def copy_url(self, url: str, directory: Path) -> str:
+        """A copy of a database this factory handed out, which nothing is connected to any more: its SQLite
+        file copied into directory, or a new PostgreSQL database made from it."""
+        database = make_url(url).database
+        assert database is not None
+        if self.base_url is None:
+            shutil.copy(database, directory / "datalab.db")
+            return f"sqlite:///{directory / 'datalab.db'}"
+        return self._create_database(template=database)
+
     def _migrated_template(self) -> str:
         """The template (a SQLite path or a PostgreSQL database name), migrated on first use."""
         if self._template is None:

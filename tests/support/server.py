@@ -26,7 +26,7 @@ import httpx2
 import uvicorn
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from datalab.db import system_time
 
@@ -97,27 +97,33 @@ class LiveServer:
         return result
 
     def cli_json(self, *args: str) -> Any:
-        """Run a command with --json and parse what it printed."""
+        """Run a command with --json in a process of its own and parse what it printed."""
         return json.loads(self.cli(*args, "--json").stdout)
 
-    def admin_json(self, *args: str) -> Any:
-        """Run the admin command `datalab <args> --json` on the server's data and parse what it printed.
+    def invoke(self, *args: str, env: dict[str, str] | None = None) -> Result:
+        """Run the command `datalab <args>` on the server's data (with extra environment variables).
 
-        The command runs in this process (the same Typer app `cli_json` starts in a subprocess), which
-        saves the interpreter start-up and imports of every call.
+        The command runs in this process (the same Typer app `cli` starts in a subprocess), which saves
+        the interpreter start-up and imports of every call; an exception it does not handle is raised.
         """
         from datalab.cli import app
 
-        env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("DATALAB_")}
-        env.update(self.env)
-        result = CliRunner().invoke(app, [*args, "--json"], env=env, catch_exceptions=False)
+        environment: dict[str, str | None] = {
+            name: None for name in os.environ if name.startswith("DATALAB_")
+        }
+        environment.update(self.env | (env or {}))
+        return CliRunner().invoke(app, list(args), env=environment, catch_exceptions=False)
+
+    def admin_json(self, *args: str) -> Any:
+        """Run the admin command `datalab <args> --json` in this process and parse what it printed."""
+        result = self.invoke(*args, "--json")
         assert result.exit_code == 0, (
             f"datalab {' '.join(args)} failed ({result.exit_code}):\n{result.output}"
         )
         return json.loads(result.stdout)
 
-    def start(self) -> None:
-        """Seed the demo and start serving; returns once /healthz answers."""
+    def seed_demo(self) -> DemoAccount:
+        """Seed the demo with `datalab demo` (idempotent) and keep its credentials."""
         seeded = self.admin_json("demo", "--base-url", self.root)
         self.demo = DemoAccount(
             api_key=seeded["apiKey"],
@@ -126,6 +132,13 @@ class LiveServer:
             organization_uid=seeded["organizationUid"],
             base_url=seeded["baseUrl"],
         )
+        return self.demo
+
+    def start(self) -> None:
+        """Seed the demo unless its credentials are known (a copy of a seeded home) and start serving;
+        returns once /healthz answers."""
+        if self.demo is None:
+            self.seed_demo()
         if self.own_process:
             self._start_process()
         else:

@@ -28,8 +28,9 @@ import httpx2
 import pytest
 import requests  # type: ignore[import-untyped,unused-ignore]
 
-from tests.support.accounts import add_account, add_organization, login_as, unique
+from tests.support.accounts import login_as, unique
 from tests.support.checks import assert_envelope, s3_error
+from tests.support.factories import add_account, add_organization, add_upload
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import (
     FILE_KEYS,
@@ -639,21 +640,23 @@ class Listing:
 @pytest.fixture(scope="module")
 def listing(server: LiveServer) -> Listing:
     organization = add_organization(server, name=unique("Upload List College"))
-    logged_in = login_as(server, add_account(server, organization_uids=[organization.uid]))
+    account = add_account(server, organization_uids=[organization.uid])
+    logged_in = login_as(server, account)
     products = ["enrollment", "affinity", "enrollment", "ematch", "legacy"]
     with httpx2.Client(timeout=30) as client:
-        forms = [
-            create_upload(
-                client, server, logged_in.headers, file_name=f"file{index}.csv", product_type=product
-            )
-            for index, product in enumerate(products)
-        ]
-        first = forms[0]
+        first = create_upload(
+            client, server, logged_in.headers, file_name="file0.csv", product_type=products[0]
+        )
         response = client.post(
             first.url, data=first.fields, files={"file": ("f.csv", SAMPLE_CSV, "text/csv")}
         )
         assert response.status_code == 204, response.text
-    return Listing(logged_in=logged_in, ids=[form.id for form in forms], products=products)
+    # The others are only announced: they are written straight into the database.
+    announced = [
+        add_upload(server, account=account, file_name=f"file{index}.csv", product_type=product)
+        for index, product in enumerate(products[1:], start=1)
+    ]
+    return Listing(logged_in=logged_in, ids=[first.id, *announced], products=products)
 
 
 def list_files(client: httpx2.Client, server: LiveServer, listing: Listing, **params: str) -> httpx2.Response:

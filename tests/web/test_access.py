@@ -14,9 +14,10 @@ from sqlalchemy import select
 from datalab.accounts.models import ApiKey, User
 from datalab.uploads.models import FieldMapping
 from datalab.web.models import WebSession
-from tests.support.accounts import Account, Organization, add_account, add_organization, unique
+from tests.support.accounts import Account, Organization, unique
 from tests.support.client import stored_exports
-from tests.support.exports import SAMPLE_HEADER, publish, sample_rows, write_csv
+from tests.support.exports import SAMPLE_HEADER, sample_rows, write_csv
+from tests.support.factories import add_account, add_export, add_organization
 from tests.support.server import LiveServer
 from tests.web.pages import (
     SESSION_COOKIE,
@@ -74,7 +75,7 @@ def world(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) 
     other = add_account(server, organization_uids=[organization_b.uid])
     both = add_account(server, organization_uids=[server.demo.organization_uid, organization_b.uid])
     source = write_csv(tmp_path_factory.mktemp("b") / "b.csv", SAMPLE_HEADER, sample_rows(3))
-    export_b = publish(server, source, product="prospect", org=organization_b.fice)["uid"]
+    export_b = add_export(server, source, product="prospect", organization_uid=organization_b.uid)
 
     page = sign_in(server, server.demo.user_name, server.demo.password)
     try:

@@ -28,10 +28,11 @@ from datalab.webhooks import service
 from datalab.webhooks.models import EVENT_TYPES, Webhook, WebhookDelivery
 from datalab.webhooks.sealing import SecretBox, seal_plaintext_secrets
 from tests.conftest import ServerFactory
-from tests.support.accounts import add_account, add_organization, login_as
+from tests.support.accounts import login_as
 from tests.support.checks import assert_envelope, wait_for
 from tests.support.databases import postgres_url
 from tests.support.exports import publish, sample_rows, write_csv
+from tests.support.factories import add_account, add_organization
 from tests.support.receivers import Received, Receiver, running_receiver, verified
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import send_file
