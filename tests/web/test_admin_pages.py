@@ -20,8 +20,9 @@ from datalab.accounts.models import ApiKey, Membership, Organization, User
 from datalab.accounts.security import hash_api_key
 from datalab.audit.models import AuditEvent
 from datalab.exports.models import Export
-from tests.support.accounts import add_account, add_organization, unique, unique_fice
-from tests.support.exports import SAMPLE_HEADER, publish, sample_rows, write_csv
+from tests.support.accounts import unique, unique_fice
+from tests.support.exports import SAMPLE_HEADER, sample_rows, write_csv
+from tests.support.factories import add_account, add_export, add_organization
 from tests.support.server import LiveServer
 from tests.support.uploads import form_parts, post_parts
 from tests.web.pages import PageClient, sign_in, signin_next, stored_state
@@ -311,7 +312,7 @@ def test_an_operator_withdraws_an_export(
 ) -> None:
     organization = add_organization(server, name=unique("Withdraw College"))
     source = write_csv(tmp_path / "list.csv", SAMPLE_HEADER, sample_rows(3))
-    uid = publish(server, source, product="prospect", org=organization.fice)["uid"]
+    uid = add_export(server, source, product="prospect", organization_uid=organization.uid)
     path = f"/datacenter/admin/organizations/{organization.uid}"
     listed = operator_page.get(path)
     assert f'{path}/exports/{uid}"' in listed.text
