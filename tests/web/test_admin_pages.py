@@ -168,6 +168,31 @@ def test_operators_see_the_link_and_the_organizations(server: LiveServer, operat
     assert 'aria-current="page">Operators</a>' in overview.text
 
 
+def test_the_organizations_are_paged_and_unknown_ones_get_the_404_page(
+    server: LiveServer, operator_page: PageClient
+) -> None:
+    assert server.demo is not None
+    _create_organization(operator_page, unique("Paged College"), unique_fice())
+    first = operator_page.get("/datacenter/admin")
+    counted = re.search(r"<caption>(\d+) organizations?</caption>", first.text)
+    assert counted is not None, first.text
+    total = int(counted.group(1))
+    second = operator_page.get("/datacenter/admin?offset=1")
+    assert second.status_code == 200, second.text
+    assert f"<caption>{total} organization" in second.text
+    assert 'href="/datacenter/admin?offset=0">Previous</a>' in second.text
+    past_the_end = operator_page.get(f"/datacenter/admin?offset={total}")
+    assert f'href="/datacenter/admin?offset={max(total - 50, 0)}">Previous</a>' in past_the_end.text
+    # The demo's organization is the oldest: on the first page only.
+    demo_link = f'href="/datacenter/admin/organizations/{server.demo.organization_uid}"'
+    assert demo_link in first.text and demo_link not in second.text
+    missing = operator_page.get("/datacenter/admin/organizations/no-such-organization")
+    assert missing.status_code == 404, missing.text
+    assert "Not found" in missing.text
+    export = operator_page.get(f"/datacenter/admin/organizations/{server.demo.organization_uid}/exports/nope")
+    assert export.status_code == 404, export.text
+
+
 def test_an_operator_creates_deactivates_and_reactivates_an_organization(
     server: LiveServer, operator: Operator, operator_page: PageClient
 ) -> None:
