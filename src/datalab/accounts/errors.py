@@ -140,5 +140,5 @@ class OperatorRequired(Forbidden):
 
     code = "operator_required"
 
-    def __init__(self) -> None:
-        super().__init__("Only operators can use the admin API")
+    def __init__(self, message: str = "Only operators can use the admin API") -> None:
+        super().__init__(message)

@@ -1,4 +1,5 @@
-"""Data Center: the pages people use to download exports, upload files, map fields and manage keys.
+"""Data Center: the pages people use to download exports, upload files, map fields and manage keys, and
+the operators' pages.
 
 Server-rendered (Jinja2), sharing the service layer with the API. Every page needs a signed-in session
 (an HttpOnly, SameSite=Lax cookie, Secure over HTTPS); every form carries the session's CSRF token.
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from datalab.web.pages import api_keys, exports, field_mapping, saved_mappings, signin, uploads
+from datalab.web.pages import admin, api_keys, exports, field_mapping, saved_mappings, signin, uploads
 from datalab.web.pages.common import STATIC_DIR
 
 __all__ = ["STATIC_DIR", "router"]
 
 router = APIRouter(include_in_schema=False)
 # In the order the pages were always matched in.
-for section in (signin, exports, uploads, field_mapping, saved_mappings, api_keys):
+for section in (signin, exports, uploads, field_mapping, saved_mappings, api_keys, admin):
     router.include_router(section.router, prefix="/datacenter")

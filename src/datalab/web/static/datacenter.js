@@ -1,32 +1,26 @@
-// Data Center's live parts: the upload (straight to the presigned POST form, with progress),
-// following an upload's status, and value rows that follow the chosen column on the mapping page.
+// Data Center's live parts: uploads and operators' exports (straight to the presigned POST form, with
+// progress), following an upload's status, and value rows that follow the chosen column on the mapping page.
 "use strict";
 
-function setupUpload() {
-  const form = document.getElementById("upload-form");
-  if (!form) return;
-  const progress = document.getElementById("upload-progress");
-  const message = document.getElementById("upload-message");
+// Ask the page's server for a presigned POST form (`fields` names what it sends besides the token and
+// the file name), then post the file straight to the store with progress; `next` opens once it is in.
+function presignedUpload(form, fields, progress, message, labels) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const file = form.elements.file.files[0];
     if (!file) return;
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
-    message.textContent = "Preparing the upload…";
-    const body = new URLSearchParams({
-      csrf_token: form.elements.csrf_token.value,
-      productType: form.elements.productType.value,
-      fileDescription: form.elements.fileDescription.value,
-      fileName: file.name,
-    });
+    message.textContent = `Preparing the ${labels.noun}…`;
+    const body = new URLSearchParams({ csrf_token: form.elements.csrf_token.value, fileName: file.name });
+    for (const name of fields) body.append(name, form.elements[name].value);
     let created;
     try {
       const response = await fetch(form.action, { method: "POST", body, credentials: "same-origin" });
       created = await response.json();
       if (!response.ok) throw new Error(created.message || response.statusText);
     } catch (error) {
-      message.textContent = "The upload could not start: " + error.message;
+      message.textContent = `The ${labels.noun} could not start: ` + error.message;
       button.disabled = false;
       return;
     }
@@ -44,7 +38,7 @@ function setupUpload() {
     });
     request.addEventListener("load", () => {
       if (request.status >= 200 && request.status < 300) {
-        message.textContent = "Uploaded. Opening the file's page…";
+        message.textContent = labels.done;
         window.location.assign(created.next);
       } else {
         const text = request.responseXML && request.responseXML.querySelector("Message");
@@ -58,6 +52,30 @@ function setupUpload() {
     });
     request.send(data);
   });
+}
+
+function setupUpload() {
+  const form = document.getElementById("upload-form");
+  if (!form) return;
+  presignedUpload(
+    form,
+    ["productType", "fileDescription"],
+    document.getElementById("upload-progress"),
+    document.getElementById("upload-message"),
+    { noun: "upload", done: "Uploaded. Opening the file's page…" },
+  );
+}
+
+function setupExportPublish() {
+  const form = document.getElementById("export-form");
+  if (!form) return;
+  presignedUpload(
+    form,
+    ["productKey", "orderName"],
+    document.getElementById("export-progress"),
+    document.getElementById("export-message"),
+    { noun: "export", done: "Published. Opening the export's page…" },
+  );
 }
 
 function followStatus() {
@@ -115,6 +133,7 @@ function setupMapping() {
 
 document.addEventListener("DOMContentLoaded", () => {
   setupUpload();
+  setupExportPublish();
   followStatus();
   setupMapping();
 });
