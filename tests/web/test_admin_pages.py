@@ -25,7 +25,15 @@ from tests.support.exports import SAMPLE_HEADER, sample_rows, write_csv
 from tests.support.factories import add_account, add_export, add_organization
 from tests.support.server import LiveServer
 from tests.support.uploads import form_parts, post_parts
-from tests.web.pages import PageClient, sign_in, signin_next, stored_state
+from tests.web.pages import (
+    SESSION_COOKIE,
+    SIGNIN_COOKIE,
+    PageClient,
+    form_token,
+    sign_in,
+    signin_next,
+    stored_state,
+)
 from tests.web.test_browser import CHROMIUM, VIEWPORT
 
 ServerFactory = Callable[..., LiveServer]
@@ -118,6 +126,61 @@ def _add_user(page: PageClient, organization_uid: str, role: str = "member") -> 
 def _user(server: LiveServer, user_name: str) -> User:
     with server.db() as db:
         return db.scalars(select(User).where(User.user_name == user_name)).one()
+
+
+def test_an_operator_of_no_organization_signs_in_to_the_operator_pages(server: LiveServer) -> None:
+    user_name, password = unique("operator") + "@example.org", secrets.token_urlsafe(12)
+    server.admin_json(
+        "admin", "user", "create", "--user-name", user_name, "--password", password, "--operator"
+    )
+    page = PageClient(server)
+    try:
+        form = page.get("/datacenter/signin")
+        signed_in = page.client.post(
+            "/datacenter/signin",
+            data={
+                "csrf_token": form_token(form.text),
+                "next": "/datacenter/exports",
+                "userName": user_name,
+                "password": password,
+            },
+            headers={"Cookie": f"{SIGNIN_COOKIE}={form.cookies[SIGNIN_COOKIE]}"},
+        )
+        page.client.cookies.clear()
+        assert signed_in.status_code == 303, signed_in.text
+        assert signed_in.headers["location"] == "/datacenter/admin"
+        page.cookie = signed_in.cookies[SESSION_COOKIE]
+        overview = page.get("/datacenter/admin")
+        assert overview.status_code == 200, overview.text
+        page.csrf = form_token(overview.text)
+        assert _create_organization(page, "College of No Members", unique_fice())
+        refused = page.get("/datacenter/exports")
+        assert refused.status_code == 403, refused.text
+        assert "This account belongs to no active organization." in refused.text
+    finally:
+        page.close()
+    # Without the operator role, an account of no organization is refused at sign-in, as before.
+    server.admin_json("admin", "user", "set-operator", user_name, "--off")
+    assert sign_in_refused(server, user_name, password) == 403
+
+
+def sign_in_refused(server: LiveServer, user_name: str, password: str) -> int:
+    page = PageClient(server)
+    try:
+        form = page.get("/datacenter/signin")
+        refused = page.client.post(
+            "/datacenter/signin",
+            data={
+                "csrf_token": form_token(form.text),
+                "next": "/",
+                "userName": user_name,
+                "password": password,
+            },
+            headers={"Cookie": f"{SIGNIN_COOKIE}={form.cookies[SIGNIN_COOKIE]}"},
+        )
+        return refused.status_code
+    finally:
+        page.close()
 
 
 def test_signed_out_browsers_are_sent_to_sign_in(server: LiveServer) -> None:

@@ -166,7 +166,7 @@ def audit_csv(request: Request, session: SessionDep, since: str = "") -> Streami
 
 def audit_visible(session: WebSession) -> bool:
     """Whether the signed-in user sees the Audit Trail page (for the navigation)."""
-    return service.is_admin(web.org_of(session))
+    return session.organization is not None and service.is_admin(web.org_of(session))
 
 
 TEMPLATES.env.globals["audit_visible"] = audit_visible

@@ -19,11 +19,14 @@ class WebSession(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    # The organization the pages act in; the user switches among their memberships.
-    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    # The organization the pages act in; the user switches among their memberships. None only for an
+    # operator who belongs to no organization: the operator pages are all such a session opens.
+    organization_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), nullable=True
+    )
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
     user: Mapped[User] = relationship(lazy="joined")
-    organization: Mapped[Organization] = relationship(lazy="joined")
+    organization: Mapped[Organization | None] = relationship(lazy="joined")

@@ -37,14 +37,14 @@ def sign_in(
         now=now,
     )
     active = [m for m in user.memberships if m.organization.deactivated_at is None]
-    if not active:
+    if not active and not user.is_operator:
         raise NoOrganization()
     db.execute(delete(WebSession).where(WebSession.expires_at < now))
     token = secrets.token_urlsafe(32)
     session = WebSession(
         token_hash=_digest(token),
         user=user,
-        organization_id=active[0].organization_id,
+        organization_id=active[0].organization_id if active else None,
         csrf_token=new_csrf_token(),
         created_at=now,
         expires_at=now + timedelta(hours=settings.datacenter_session_hours),
@@ -64,6 +64,8 @@ def find_session(*, db: Session, token: str | None, now: datetime) -> WebSession
     user = session.user
     if user.status != "Active" or session.created_at < user.tokens_valid_after:
         return None
+    if session.organization is None:
+        return session if user.is_operator else None
     if session.organization_id not in {m.organization_id for m in user.memberships}:
         return None
     if session.organization.deactivated_at is not None:
@@ -109,5 +111,7 @@ def switch_organization(*, db: Session, session: WebSession, organization_uid: s
 
 
 def org_of(session: WebSession) -> OrgContext:
-    """The organization context the pages act in."""
+    """The organization context the pages act in; an operator's session without one has none."""
+    if session.organization is None:
+        raise NoOrganization()
     return OrgContext(user=session.user, organization=session.organization)

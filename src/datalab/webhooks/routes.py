@@ -289,7 +289,7 @@ def delete_webhook_page(
 
 def webhooks_visible(session: WebSession) -> bool:
     """Whether the signed-in user sees the Webhooks page (for the navigation)."""
-    return is_admin(web.org_of(session))
+    return session.organization is not None and is_admin(web.org_of(session))
 
 
 TEMPLATES.env.globals["webhooks_visible"] = webhooks_visible

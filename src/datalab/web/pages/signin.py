@@ -60,7 +60,7 @@ def signin(request: Request, body: BodyDep, db: DbDep, settings: SettingsDep, no
         raise ApiError(403, "csrf_failed", "The sign-in form expired; reload the page and try again.")
     try:
         with login_attempt("datacenter"):
-            _session, token = web.sign_in(
+            session, token = web.sign_in(
                 db=db,
                 settings=settings,
                 user_name=one(form, "userName").strip(),
@@ -76,6 +76,9 @@ def signin(request: Request, body: BodyDep, db: DbDep, settings: SettingsDep, no
         )
         response.status_code = domain_status(refused)
         return response
+    if session.organization_id is None:
+        # an operator who belongs to no organization has only the operator pages
+        back_to = "/datacenter/admin"
     redirect = RedirectResponse(back_to, status_code=303)
     redirect.set_cookie(
         COOKIE,
