@@ -479,16 +479,19 @@ def _too_many(locked_until: datetime, now: datetime) -> TooManyLoginFailures:
 
 def _locked_counter(*, db: Session, scope: str, now: datetime) -> LoginThrottle:
     # Locked for update so concurrent failures all count; a row a concurrent request just inserted is reused.
-    row = db.get(LoginThrottle, scope, with_for_update=True, populate_existing=True)
-    if row is not None:
+    # That row may be gone again by the time it is read (the other login succeeded and forgave its attempt):
+    # then this one makes it after all.
+    while True:
+        row = db.get(LoginThrottle, scope, with_for_update=True, populate_existing=True)
+        if row is not None:
+            return row
+        try:
+            with db.begin_nested():
+                row = LoginThrottle(scope=scope, failures=0, window_started_at=now)
+                db.add(row)
+        except IntegrityError:
+            continue
         return row
-    try:
-        with db.begin_nested():
-            row = LoginThrottle(scope=scope, failures=0, window_started_at=now)
-            db.add(row)
-    except IntegrityError:
-        row = db.get_one(LoginThrottle, scope, with_for_update=True, populate_existing=True)
-    return row
 
 
 def _reserve_attempt(
