@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from anyio import to_thread
@@ -34,7 +34,7 @@ from datalab.operations.requests import RequestObserver
 from datalab.operations.routes import operations_router
 from datalab.pipeline.runner import EmbeddedRunner
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
-from datalab.runtime import build_runtime, make_store
+from datalab.runtime import Runtime, build_runtime
 from datalab.settings import Settings
 from datalab.storage.local import LocalObjectStore
 from datalab.storage.post_endpoint import PostGate, post_router
@@ -48,8 +48,7 @@ from datalab.webhooks.routes import pages as webhooks_pages
 from datalab.webhooks.routes import router as webhooks_router
 from datalab.webhooks.tasks import WebhookSender, sending_for
 
-# make_store moved to datalab.runtime; still importable from here.
-__all__ = ["create_app", "make_store"]
+__all__ = ["create_app"]
 
 # The lifespan state key of the app's Admission (see datalab.limits).
 ADMISSION_STATE = "datalab.admission"
@@ -80,26 +79,11 @@ def start_webhook_sender(settings: Settings, session_factory: sessionmaker[Sessi
     return sender
 
 
-def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
-    """Build the application for the given settings (migrating the database first unless told not to)."""
-    runtime = build_runtime(settings, migrate=migrate)
-    engine, session_factory, store = runtime.engine, runtime.session_factory, runtime.store
-    limiter = RequestLimiter(
-        slots=settings.max_concurrent_requests,
-        max_wait=settings.request_queue_seconds,
-        max_queue=settings.request_queue_max,
-    )
-
-    def database_answers() -> None:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-
-    readiness = Readiness(
-        {"database": database_answers, "store": lambda: store.check_bucket(bucket=settings.uploads_bucket)},
-        timeout=settings.readiness_timeout_seconds,
-    )
-    store_prefixes = (f"/{settings.exports_bucket}", f"/{settings.uploads_bucket}", "/download/")
-    admission = Admission(limiter=limiter, store_prefixes=store_prefixes)
+def _lifespan(
+    runtime: Runtime, readiness: Readiness, admission: Admission
+) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]:
+    """What runs beside the requests: the sweeper, the embedded pipeline runner, the webhook sender."""
+    settings, session_factory, store = runtime.settings, runtime.session_factory, runtime.store
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -131,54 +115,47 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
                 runner.stop()
             sweeper.stop()
             readiness.close()
-            engine.dispose()
+            runtime.dispose()
             process_exited()
 
-    app = FastAPI(
-        lifespan=lifespan,
-        title="Data Lab Service API",
-        version=__version__,
-        description=API_DESCRIPTION,
-        openapi_url="/v1/openapi.json",
-        docs_url=None,
-        redoc_url=None,
-    )
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.runtime = runtime
-    app.state.session_factory = session_factory
-    app.state.read_session_factory = runtime.read_session_factory
-    app.state.store = store
-    app.state.limiter = limiter
-    install_error_handlers(app)
-    app.add_middleware(
-        RequestGate,
-        limiter=limiter,
-        read_timeout=settings.request_read_timeout_seconds,
-        store_prefixes=store_prefixes,
-        file_body_limit=settings.admin_file_max_bytes,
-    )
-    app.add_middleware(AuditOriginMiddleware)
-    # Outermost: the gate's own refusals get a request id and are counted.
-    app.add_middleware(RequestObserver)
+    return lifespan
 
+
+def _readiness(runtime: Runtime) -> Readiness:
+    def database_answers() -> None:
+        with runtime.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    bucket = runtime.settings.uploads_bucket
+    return Readiness(
+        {"database": database_answers, "store": lambda: runtime.store.check_bucket(bucket=bucket)},
+        timeout=runtime.settings.readiness_timeout_seconds,
+    )
+
+
+def _include_api_and_pages(app: FastAPI, runtime: Runtime) -> None:
     api = APIRouter(prefix="/v1")
-    api.include_router(accounts_router)
-    api.include_router(exports_router)
-    api.include_router(uploads_router)
-    api.include_router(audit_router)
-    api.include_router(webhooks_router)
-    api.include_router(digests_router)
-    api.include_router(admin_router)
+    for router in (
+        accounts_router,
+        exports_router,
+        uploads_router,
+        audit_router,
+        webhooks_router,
+        digests_router,
+        admin_router,
+    ):
+        api.include_router(router)
     app.include_router(api)
     # Data Center before the store's catch-all /{bucket}/{key} routes.
     app.mount("/datacenter/static", StaticFiles(directory=str(WEB_STATIC)), name="datacenter-static")
     app.include_router(web_router)
     app.include_router(audit_pages)
     app.include_router(webhooks_pages)
-    if not store.one_time_urls:
+    if not runtime.store.one_time_urls:
         app.include_router(tickets_router)
 
+
+def _include_docs(app: FastAPI) -> None:
     # Swagger UI's assets are served from the installed package: the docs work offline.
     app.mount("/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="swagger-assets")
 
@@ -196,25 +173,66 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+
+def _include_embedded_store(app: FastAPI, runtime: Runtime) -> None:
+    """The embedded store's S3 endpoints: presigned GETs of exports, presigned POSTs of both buckets."""
+    settings, session_factory, store = runtime.settings, runtime.session_factory, runtime.store
+    if not isinstance(store, LocalObjectStore):
+        return
+    downloads = ExportDownloads(session_factory=session_factory, store=store, bucket=settings.exports_bucket)
+    app.include_router(
+        store_router(settings=settings, store=store, gates={settings.exports_bucket: downloads})
+    )
+    receiver = UploadReceiver(session_factory=session_factory, store=store, bucket=settings.uploads_bucket)
+    publisher = ExportReceiver(session_factory=session_factory, store=store, bucket=settings.exports_bucket)
+    gates: dict[str, PostGate] = {settings.uploads_bucket: receiver, settings.exports_bucket: publisher}
+    app.include_router(post_router(settings=settings, store=store, gates=gates))
+
+
+def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
+    """Build the application for the given settings (migrating the database first unless told not to)."""
+    runtime = build_runtime(settings, migrate=migrate)
+    limiter = RequestLimiter(
+        slots=settings.max_concurrent_requests,
+        max_wait=settings.request_queue_seconds,
+        max_queue=settings.request_queue_max,
+    )
+    readiness = _readiness(runtime)
+    store_prefixes = (f"/{settings.exports_bucket}", f"/{settings.uploads_bucket}", "/download/")
+    admission = Admission(limiter=limiter, store_prefixes=store_prefixes)
+    app = FastAPI(
+        lifespan=_lifespan(runtime, readiness, admission),
+        title="Data Lab Service API",
+        version=__version__,
+        description=API_DESCRIPTION,
+        openapi_url="/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = runtime.engine
+    app.state.runtime = runtime
+    app.state.session_factory = runtime.session_factory
+    app.state.read_session_factory = runtime.read_session_factory
+    app.state.store = runtime.store
+    app.state.limiter = limiter
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestGate,
+        limiter=limiter,
+        read_timeout=settings.request_read_timeout_seconds,
+        store_prefixes=store_prefixes,
+        file_body_limit=settings.admin_file_max_bytes,
+    )
+    app.add_middleware(AuditOriginMiddleware)
+    # Outermost: the gate's own refusals get a request id and are counted.
+    app.add_middleware(RequestObserver)
+    _include_api_and_pages(app, runtime)
+    _include_docs(app)
     app.include_router(
         operations_router(
             settings=settings, read_session_factory=runtime.read_session_factory, readiness=readiness
         )
     )
-
-    if isinstance(store, LocalObjectStore):
-        downloads = ExportDownloads(
-            session_factory=session_factory, store=store, bucket=settings.exports_bucket
-        )
-        app.include_router(
-            store_router(settings=settings, store=store, gates={settings.exports_bucket: downloads})
-        )
-        receiver = UploadReceiver(
-            session_factory=session_factory, store=store, bucket=settings.uploads_bucket
-        )
-        publisher = ExportReceiver(
-            session_factory=session_factory, store=store, bucket=settings.exports_bucket
-        )
-        gates: dict[str, PostGate] = {settings.uploads_bucket: receiver, settings.exports_bucket: publisher}
-        app.include_router(post_router(settings=settings, store=store, gates=gates))
+    _include_embedded_store(app, runtime)
     return app

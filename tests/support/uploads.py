@@ -18,11 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.accounts.service import create_organization
-from datalab.app import make_store
 from datalab.db import make_engine, make_session_factory, utcnow
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.runner import ClaimedJob, EmbeddedRunner, StageContext, StageFunction
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
+from datalab.runtime import make_store
 from datalab.settings import Settings
 from datalab.uploads.models import Upload
 from tests.support.server import LiveServer, LoggedIn
