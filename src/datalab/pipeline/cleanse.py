@@ -1,8 +1,8 @@
 """The `cleansing` stage: map the file's columns to the layout, clean them, accept or reject each row.
 
 The file is cleansed frame by frame (bounded batches of rows), column by column (see `columnar`).
-Accepted rows go, already in the shape of staging rows, to a CSV beside the upload (the input of
-`ingesting`); every warning and rejection goes to the upload's row report (`GET /v1/files/{id}/errors`).
+Accepted rows go, already in the shape of staging rows, to an Arrow stream beside the upload (the input
+of `ingesting`); every warning and rejection goes to the upload's row report (`GET /v1/files/{id}/errors`).
 Nothing is dropped silently: the counts are written to `meta`, and a file whose rejected share is over
 the configured limit fails.
 """
@@ -130,9 +130,29 @@ class Cleanser:
         first = self.next_row
         self.next_row += height
         rows = pl.int_range(first, first + height, dtype=pl.Int64, eager=True).alias("row")
-        columns: dict[str, pl.Series] = {"row": rows}
         lines: list[pl.DataFrame] = []
-        warned = pl.Series("warned", [False] * height)
+        values, warned = self._cleaned(frame, rows, lines)
+        warned = warned | self._unusable_wanted(values, rows, lines)
+        self.counts.warnings += sum(part.height for part in lines)
+        rejected = self._rejected(values, rows, lines)
+        rejected_count = int(rejected.sum())
+        self.counts.rejected += rejected_count
+        self.counts.accepted += height - rejected_count
+        self.counts.warned += int((warned & rejected.not_()).sum())
+        report = (
+            pl.concat(lines).sort(["row", "seq"], maintain_order=True)
+            if lines
+            else pl.DataFrame(schema=_REPORT_SCHEMA)
+        )
+        return self._staged(values.filter(rejected.not_())), report.drop("seq")
+
+    def _cleaned(
+        self, frame: pl.DataFrame, rows: pl.Series, lines: list[pl.DataFrame]
+    ) -> tuple[pl.DataFrame, pl.Series]:
+        """The cleaned value columns (v0, v1...) with the rows, and which rows got a warning; each field's
+        warnings are added to `lines`."""
+        columns: dict[str, pl.Series] = {"row": rows}
+        warned = pl.Series("warned", [False] * frame.height)
         for index, (mapped, cleaner) in enumerate(zip(self.plan, self.cleaners, strict=True)):
             raw = frame.get_column(f"c{mapped.column}")
             value, warnings = cleaner.clean(raw)
@@ -161,7 +181,11 @@ class Cleanser:
                     pl.lit(index, dtype=pl.Int64).alias("seq"),
                 )
             )
-        values = pl.DataFrame(columns)
+        return pl.DataFrame(columns), warned
+
+    def _unusable_wanted(self, values: pl.DataFrame, rows: pl.Series, lines: list[pl.DataFrame]) -> pl.Series:
+        """Rows kept without a required field that only warns when blank (its lines added to `lines`)."""
+        warned = pl.Series("warned", [False] * values.height)
         for seq, (wanted, name) in enumerate(self.wanted, start=len(self.plan)):
             blank = self._blank(values, wanted)
             if not blank.any():
@@ -178,16 +202,20 @@ class Cleanser:
                     seq=seq,
                 )
             )
-        self.counts.warnings += sum(part.height for part in lines)
-        problems = self._problems(values)
-        rejected = pl.Series("rejected", [False] * height)
+        return warned
+
+    def _rejected(self, values: pl.DataFrame, rows: pl.Series, lines: list[pl.DataFrame]) -> pl.Series:
+        """Rows missing a required field or every field of a "one of" group (their lines added to `lines`,
+        the counts by field kept)."""
+        rejected = pl.Series("rejected", [False] * values.height)
         first_seen: list[tuple[int, int, str]] = []
         first_problem = len(self.plan) + len(self.wanted)
-        for seq, (header, name, code, message, missing) in enumerate(problems, start=first_problem):
+        for seq, (header, name, code, message, missing) in enumerate(
+            self._problems(values), start=first_problem
+        ):
             if not missing.any():
                 continue
             rejected = rejected | missing
-            count = int(missing.sum())
             if name not in self.counts.rejected_by_field:
                 first_seen.append((int(rows.filter(missing)[0]), seq, name))
             self.counts.rejected_by_field.setdefault(name, 0)
@@ -202,22 +230,13 @@ class Cleanser:
                     seq=seq,
                 )
             )
-            self.counts.rejected_by_field[name] += count
+            self.counts.rejected_by_field[name] += int(missing.sum())
         # a field's count is listed from the row where it was first missing, as a row-by-row pass would
         ordered = dict(self.counts.rejected_by_field)
         for _row, _seq, name in sorted(first_seen):
             ordered[name] = ordered.pop(name)
         self.counts.rejected_by_field = ordered
-        rejected_count = int(rejected.sum())
-        self.counts.rejected += rejected_count
-        self.counts.accepted += height - rejected_count
-        self.counts.warned += int((warned & rejected.not_()).sum())
-        report = (
-            pl.concat(lines).sort(["row", "seq"], maintain_order=True)
-            if lines
-            else pl.DataFrame(schema=_REPORT_SCHEMA)
-        )
-        return self._staged(values.filter(rejected.not_())), report.drop("seq")
+        return rejected
 
     @staticmethod
     def _blank(values: pl.DataFrame, index: int | None) -> pl.Series:
@@ -292,6 +311,31 @@ def _outcome(counts: CleanseCounts, max_rejected_percent: float, uid: str) -> st
     return None
 
 
+def _cleanse_file(ctx: StageContext, upload: Upload) -> CleanseCounts:
+    """Cleanse the upload's file frame by frame into its cleansed rows and its row report; the counts."""
+    layout = load_layout(upload.product_type)
+    with (
+        ctx.store.readable_path(
+            bucket=ctx.uploads_bucket, key=upload.object_key, temp_dir=ctx.temp_dir
+        ) as path,
+        open_table(path, file_name=upload.file_name) as (info, rows),
+    ):
+        cleanser = Cleanser(layout=layout, plan=_plan(layout, info.headers, upload), today=utcnow().date())
+        with (
+            StagedRowsObject(store=ctx.store, bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid)) as out,
+            CsvObject(
+                store=ctx.store, bucket=ctx.uploads_bucket, key=report_key(upload.uid), header=REPORT_COLUMNS
+            ) as report,
+        ):
+            for frame in rows.frames(temp_dir=ctx.temp_dir):
+                staged, lines = cleanser.clean(frame)
+                out.write_frame(staged)
+                report.write_bytes(csv_bytes(lines))
+            out.commit()
+            report.commit()
+    return cleanser.counts
+
+
 def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
     """Run the `cleansing` stage of one upload (a no-op when the upload is not waiting for it)."""
     with transaction(ctx.session_factory) as db:
@@ -307,38 +351,11 @@ def cleanse(ctx: StageContext, job: ClaimedJob) -> None:
         if upload is None:
             return
         db.expunge(upload)
-    layout = load_layout(upload.product_type)
     try:
-        with (
-            ctx.store.readable_path(
-                bucket=ctx.uploads_bucket, key=upload.object_key, temp_dir=ctx.temp_dir
-            ) as path,
-            open_table(path, file_name=upload.file_name) as (info, rows),
-        ):
-            cleanser = Cleanser(
-                layout=layout, plan=_plan(layout, info.headers, upload), today=utcnow().date()
-            )
-            with (
-                StagedRowsObject(
-                    store=ctx.store, bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid)
-                ) as out,
-                CsvObject(
-                    store=ctx.store,
-                    bucket=ctx.uploads_bucket,
-                    key=report_key(upload.uid),
-                    header=REPORT_COLUMNS,
-                ) as report,
-            ):
-                for frame in rows.frames(temp_dir=ctx.temp_dir):
-                    staged, lines = cleanser.clean(frame)
-                    out.write_frame(staged)
-                    report.write_bytes(csv_bytes(lines))
-                out.commit()
-                report.commit()
+        counts = _cleanse_file(ctx, upload)
     except ReadError as exc:
         fail_unreadable(context=ctx, job=job, upload=upload, error=exc)
         return
-    counts = cleanser.counts
     meta = {
         **upload.meta,
         "acceptedRows": counts.accepted,
