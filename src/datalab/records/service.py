@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, func, insert, literal, select, tuple_
 from sqlalchemy.orm import Session
@@ -21,7 +21,7 @@ from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecor
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectStore
 from datalab.students.linkage import CERTAIN
-from datalab.students.matching import Matcher, Person
+from datalab.students.matching import Match, Matcher, Person
 from datalab.students.models import Student
 from datalab.uploads.models import Upload
 
@@ -146,6 +146,83 @@ def _person(record: dict[str, str]) -> Person:
     )
 
 
+class _RowWriter(Protocol):
+    def writerow(self, row: Iterable[Any], /) -> Any: ...
+
+
+@dataclass
+class _MatchTally:
+    bands: dict[str, int] = field(default_factory=lambda: {"certain": 0, "probable": 0, "none": 0})
+    duplicates: int = 0
+
+
+def _students_of(db: Session, matches: list[Match | None]) -> dict[int, tuple[str, str]]:
+    """The high-school graduation year and state of every student matched, by id."""
+    found = [m.student_id for m in matches if m]
+    students: dict[int, tuple[str, str]] = {}
+    for start in range(0, len(found), MATCH_BATCH):
+        students.update(
+            (id_, (grad_year, state))
+            for id_, grad_year, state in db.execute(
+                select(Student.id, Student.hs_grad_year, Student.state_code).where(
+                    Student.id.in_(found[start : start + MATCH_BATCH])
+                )
+            )
+        )
+    return students
+
+
+def _match_chunk(
+    *,
+    db: Session,
+    upload: Upload,
+    outputs: Outputs,
+    chunk: list[tuple[StagedRow, dict[str, str]]],
+    writer: _RowWriter,
+    tally: _MatchTally,
+    now: datetime,
+) -> None:
+    """Match one chunk of people: keep a result row for each, and write the matched ones to the export."""
+    matches = outputs.matcher.match(db=db, people=[_person(record) for _, record in chunk])
+    students = _students_of(db, matches)
+    results = []
+    for (row, record), match in zip(chunk, matches, strict=True):
+        results.append(
+            {
+                "organization_id": upload.organization_id,
+                "upload_id": upload.id,
+                "row_number": row.row_number,
+                "unique_id": row.unique_id,
+                "record": row.record,
+                "created_at": now,
+                "student_id": match.student_id if match else None,
+                "matched_by": match.rule if match else "",
+                "match_probability": match.probability if match else None,
+                "evidence": match.evidence if match else "",
+            }
+        )
+        if match is None:
+            tally.bands["none"] += 1
+            continue
+        tally.bands["certain" if match.probability >= CERTAIN else "probable"] += 1
+        tally.duplicates += bool(match.duplicate_keys)
+        grad_year, state = students[match.student_id]
+        writer.writerow(
+            [
+                *(record.get(name, "") for name in EMATCH_EXPORT_COLUMNS[:6]),
+                match.rule,
+                match.student_key,
+                grad_year,
+                state,
+                f"{match.probability:.4f}",
+                match.evidence,
+                " ".join(match.duplicate_keys),
+            ]
+        )
+    for start in range(0, len(results), MATCH_BATCH):
+        db.execute(insert(EmatchResult), results[start : start + MATCH_BATCH])
+
+
 def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime) -> dict[str, Any]:
     """Match every person against the student database, keep the results and publish the matched rows."""
     db.execute(delete(EmatchResult).where(EmatchResult.upload_id == upload.id))
@@ -155,9 +232,7 @@ def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime
     ):
         db.delete(earlier)
     db.flush()
-    organization = upload.organization
-    bands = {"certain": 0, "probable": 0, "none": 0}
-    duplicates = 0
+    tally = _MatchTally()
     outputs.temp_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=outputs.temp_dir) as work:
         export_path = Path(work) / "ematch.csv"
@@ -165,59 +240,14 @@ def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime
             writer = csv.writer(handle, lineterminator="\r\n")
             writer.writerow(EMATCH_EXPORT_COLUMNS)
             for chunk in _staged_chunks(db, upload):
-                matches = outputs.matcher.match(db=db, people=[_person(record) for _, record in chunk])
-                found = [m.student_id for m in matches if m]
-                students: dict[int, tuple[str, str]] = {}
-                for start in range(0, len(found), MATCH_BATCH):
-                    students.update(
-                        (id_, (grad_year, state))
-                        for id_, grad_year, state in db.execute(
-                            select(Student.id, Student.hs_grad_year, Student.state_code).where(
-                                Student.id.in_(found[start : start + MATCH_BATCH])
-                            )
-                        )
-                    )
-                results = []
-                for (row, record), match in zip(chunk, matches, strict=True):
-                    results.append(
-                        {
-                            "organization_id": upload.organization_id,
-                            "upload_id": upload.id,
-                            "row_number": row.row_number,
-                            "unique_id": row.unique_id,
-                            "record": row.record,
-                            "created_at": now,
-                            "student_id": match.student_id if match else None,
-                            "matched_by": match.rule if match else "",
-                            "match_probability": match.probability if match else None,
-                            "evidence": match.evidence if match else "",
-                        }
-                    )
-                    if match is None:
-                        bands["none"] += 1
-                        continue
-                    bands["certain" if match.probability >= CERTAIN else "probable"] += 1
-                    duplicates += bool(match.duplicate_keys)
-                    grad_year, state = students[match.student_id]
-                    writer.writerow(
-                        [
-                            *(record.get(name, "") for name in EMATCH_EXPORT_COLUMNS[:6]),
-                            match.rule,
-                            match.student_key,
-                            grad_year,
-                            state,
-                            f"{match.probability:.4f}",
-                            match.evidence,
-                            " ".join(match.duplicate_keys),
-                        ]
-                    )
-                for start in range(0, len(results), MATCH_BATCH):
-                    db.execute(insert(EmatchResult), results[start : start + MATCH_BATCH])
+                _match_chunk(
+                    db=db, upload=upload, outputs=outputs, chunk=chunk, writer=writer, tally=tally, now=now
+                )
         export = publish_export(
             db=db,
             store=outputs.store,
             bucket=outputs.exports_bucket,
-            organization=organization,
+            organization=upload.organization,
             product_key="ematch",
             source=export_path,
             now=now,
@@ -227,10 +257,10 @@ def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime
             named_at=upload.created_at,
         )
     return {
-        "matchedRows": bands["certain"] + bands["probable"],
-        "unmatchedRows": bands["none"],
-        "matchBands": bands,
+        "matchedRows": tally.bands["certain"] + tally.bands["probable"],
+        "unmatchedRows": tally.bands["none"],
+        "matchBands": tally.bands,
         "matchThreshold": outputs.matcher.threshold,
-        "duplicateStudentMatches": duplicates,
+        "duplicateStudentMatches": tally.duplicates,
         "exportUid": export.uid,
     }
