@@ -99,23 +99,31 @@ class PageClient:
             self.client.cookies.clear()
 
 
+def post_sign_in(
+    page: PageClient, user_name: str, password: str, back_to: str = "/datacenter/exports"
+) -> Any:
+    """Post the sign-in form as a browser would (the form's token and cookie first); the answer."""
+    form = page.get("/datacenter/signin")
+    assert form.status_code == 200, form.text
+    try:
+        return page.client.post(
+            "/datacenter/signin",
+            data={
+                "csrf_token": form_token(form.text),
+                "next": back_to,
+                "userName": user_name,
+                "password": password,
+            },
+            headers={"Cookie": f"{SIGNIN_COOKIE}={form.cookies[SIGNIN_COOKIE]}"},
+        )
+    finally:
+        page.client.cookies.clear()
+
+
 def sign_in(server: LiveServer, user_name: str, password: str) -> PageClient:
     """Sign in through the form as a browser would; a client with the session cookie and CSRF token."""
     page = PageClient(server)
-    form = page.get("/datacenter/signin")
-    assert form.status_code == 200, form.text
-    signin_cookie = form.cookies[SIGNIN_COOKIE]
-    response = page.client.post(
-        "/datacenter/signin",
-        data={
-            "csrf_token": form_token(form.text),
-            "next": "/datacenter/exports",
-            "userName": user_name,
-            "password": password,
-        },
-        headers={"Cookie": f"{SIGNIN_COOKIE}={signin_cookie}"},
-    )
-    page.client.cookies.clear()
+    response = post_sign_in(page, user_name, password)
     assert response.status_code == 303, response.text
     assert response.headers["location"] == "/datacenter/exports"
     page.cookie = response.cookies[SESSION_COOKIE]

@@ -27,9 +27,9 @@ from tests.support.server import LiveServer
 from tests.support.uploads import form_parts, post_parts
 from tests.web.pages import (
     SESSION_COOKIE,
-    SIGNIN_COOKIE,
     PageClient,
     form_token,
+    post_sign_in,
     sign_in,
     signin_next,
     stored_state,
@@ -135,18 +135,7 @@ def test_an_operator_of_no_organization_signs_in_to_the_operator_pages(server: L
     )
     page = PageClient(server)
     try:
-        form = page.get("/datacenter/signin")
-        signed_in = page.client.post(
-            "/datacenter/signin",
-            data={
-                "csrf_token": form_token(form.text),
-                "next": "/datacenter/exports",
-                "userName": user_name,
-                "password": password,
-            },
-            headers={"Cookie": f"{SIGNIN_COOKIE}={form.cookies[SIGNIN_COOKIE]}"},
-        )
-        page.client.cookies.clear()
+        signed_in = post_sign_in(page, user_name, password)
         assert signed_in.status_code == 303, signed_in.text
         assert signed_in.headers["location"] == "/datacenter/admin"
         page.cookie = signed_in.cookies[SESSION_COOKIE]
@@ -161,24 +150,9 @@ def test_an_operator_of_no_organization_signs_in_to_the_operator_pages(server: L
         page.close()
     # Without the operator role, an account of no organization is refused at sign-in, as before.
     server.admin_json("admin", "user", "set-operator", user_name, "--off")
-    assert sign_in_refused(server, user_name, password) == 403
-
-
-def sign_in_refused(server: LiveServer, user_name: str, password: str) -> int:
     page = PageClient(server)
     try:
-        form = page.get("/datacenter/signin")
-        refused = page.client.post(
-            "/datacenter/signin",
-            data={
-                "csrf_token": form_token(form.text),
-                "next": "/",
-                "userName": user_name,
-                "password": password,
-            },
-            headers={"Cookie": f"{SIGNIN_COOKIE}={form.cookies[SIGNIN_COOKIE]}"},
-        )
-        return refused.status_code
+        assert post_sign_in(page, user_name, password).status_code == 403
     finally:
         page.close()
 
