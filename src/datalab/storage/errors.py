@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from datalab.domain_errors import Expired, Forbidden, InvalidState, NotFound, Unauthenticated
+from datalab.domain_errors import DomainError, Expired, Forbidden, InvalidState, NotFound, Unauthenticated
 
 
 class LinkRefused(Forbidden):
@@ -18,32 +18,28 @@ class LinkRefused(Forbidden):
     code = "link_refused"
 
 
-class LinkExpired(Expired):
+class _DeadLink(DomainError):
+    """A one-time URL that no longer works, with its times (S3 answers both kinds as expired)."""
+
+    def __init__(
+        self, message: str, *, expires_at: datetime, issued_at: datetime, refused_at: datetime
+    ) -> None:
+        super().__init__(message)
+        self.expires_at = expires_at
+        self.issued_at = issued_at
+        self.refused_at = refused_at
+
+
+class LinkExpired(_DeadLink, Expired):
     """A one-time URL whose time is over."""
 
     code = "link_expired"
 
-    def __init__(
-        self, message: str, *, expires_at: datetime, issued_at: datetime, refused_at: datetime
-    ) -> None:
-        super().__init__(message)
-        self.expires_at = expires_at
-        self.issued_at = issued_at
-        self.refused_at = refused_at
 
-
-class LinkUsed(InvalidState):
+class LinkUsed(_DeadLink, InvalidState):
     """A one-time URL that was used already."""
 
     code = "link_used"
-
-    def __init__(
-        self, message: str, *, expires_at: datetime, issued_at: datetime, refused_at: datetime
-    ) -> None:
-        super().__init__(message)
-        self.expires_at = expires_at
-        self.issued_at = issued_at
-        self.refused_at = refused_at
 
 
 class ObjectMissing(NotFound):
@@ -56,24 +52,24 @@ class ObjectMissing(NotFound):
         self.key = key
 
 
-class FormTokenUnknown(Unauthenticated):
+class _FormTokenFailure(DomainError):
+    """A POST form refused for its session token, which S3's error names."""
+
+    def __init__(self, message: str, *, token: str) -> None:
+        super().__init__(message)
+        self.token = token
+
+
+class FormTokenUnknown(_FormTokenFailure, Unauthenticated):
     """A POST form whose session token belongs to nothing."""
 
     code = "form_token_unknown"
 
-    def __init__(self, message: str, *, token: str) -> None:
-        super().__init__(message)
-        self.token = token
 
-
-class FormTokenExpired(Expired):
+class FormTokenExpired(_FormTokenFailure, Expired):
     """A POST form whose session token is past its life or was used already."""
 
     code = "form_token_expired"
-
-    def __init__(self, message: str, *, token: str) -> None:
-        super().__init__(message)
-        self.token = token
 
 
 # Everything a gate may refuse a request with, as the store's endpoints catch it.
