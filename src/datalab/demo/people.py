@@ -250,7 +250,7 @@ class _Listed:
 class _Lister:
     """Writes the people of the list from students of the database, each changed the way its kind says.
 
-    Each ``_vary_*`` step handles its own kinds and leaves the others alone.
+    Each step handles its own kinds and leaves the others alone.
     """
 
     def __init__(self, maker: _Maker, database: list[dict[str, str]]) -> None:
