@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import Depends, Request, Response
@@ -23,6 +23,8 @@ from datalab.deps import (
     StoreDep,
     build_export_service,
     build_upload_service,
+    get_db,
+    get_read_db,
     public_base_url,
     raw_body,
 )
@@ -41,6 +43,7 @@ CODED_RULES = ("gender", "state", "term", "boolean", "athlete")
 MAX_FORM_BYTES = 256 * 1024
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 STATIC_DIR = Path(__file__).parent.parent / "static"
+ServiceT = TypeVar("ServiceT", ExportService, UploadService)
 
 
 class SignInRequired(Exception):
@@ -99,58 +102,30 @@ SessionDep = Annotated[WebSession, Depends(current_session)]
 ReadSessionDep = Annotated[WebSession, Depends(current_read_session)]
 
 
-def export_service(
-    request: Request, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep, now: NowDep
-) -> ExportService:
-    """The exports of the organization the signed-in session acts in (built as the API builds them)."""
-    return build_export_service(
-        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
-    )
+def _page_service(build: Callable[..., ServiceT], *, read_only: bool) -> Callable[..., ServiceT]:
+    """A dependency giving the service of the organization the signed-in session acts in, built as the
+    API builds it, on the page's database session (the read-only one for a page that only reads)."""
+    signed_in_session: WebSession = Depends(current_read_session if read_only else current_session)
+    # The same dependency as DbDep/ReadDbDep, so the page and its service share one database session.
+    database_session: Session = Depends(get_read_db if read_only else get_db, scope="function")
+
+    def page_service(
+        request: Request,
+        settings: SettingsDep,
+        store: StoreDep,
+        now: NowDep,
+        session: WebSession = signed_in_session,
+        db: Session = database_session,
+    ) -> ServiceT:
+        return build(request, db=db, org=web.org_of(session), settings=settings, store=store, now=now)
+
+    return page_service
 
 
-def read_export_service(
-    request: Request,
-    session: ReadSessionDep,
-    db: ReadDbDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    now: NowDep,
-) -> ExportService:
-    """The same, on the read-only session of a page that only reads."""
-    return build_export_service(
-        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
-    )
-
-
-ExportServiceDep = Annotated[ExportService, Depends(export_service)]
-ReadExportServiceDep = Annotated[ExportService, Depends(read_export_service)]
-
-
-def upload_service(
-    request: Request, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep, now: NowDep
-) -> UploadService:
-    """The uploads of the organization the signed-in session acts in (built as the API builds them)."""
-    return build_upload_service(
-        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
-    )
-
-
-def read_upload_service(
-    request: Request,
-    session: ReadSessionDep,
-    db: ReadDbDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    now: NowDep,
-) -> UploadService:
-    """The same, on the read-only session of a page that only reads."""
-    return build_upload_service(
-        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
-    )
-
-
-UploadServiceDep = Annotated[UploadService, Depends(upload_service)]
-ReadUploadServiceDep = Annotated[UploadService, Depends(read_upload_service)]
+ExportServiceDep = Annotated[ExportService, Depends(_page_service(build_export_service, read_only=False))]
+ReadExportServiceDep = Annotated[ExportService, Depends(_page_service(build_export_service, read_only=True))]
+UploadServiceDep = Annotated[UploadService, Depends(_page_service(build_upload_service, read_only=False))]
+ReadUploadServiceDep = Annotated[UploadService, Depends(_page_service(build_upload_service, read_only=True))]
 BodyDep = Annotated[bytes, Depends(raw_body)]
 
 
