@@ -607,6 +607,20 @@ class ExportService:
             db=self.db, org=self.org, status=status, product_key=product_key, limit=limit, offset=offset
         )
 
+    def list_json(
+        self, *, status: str | None, product_key: str | None, limit: int | None, offset: int
+    ) -> tuple[bytes, int]:
+        """The JSON body of one page of `list` and the total number of matches (see export_list_json)."""
+        return export_list_json(
+            db=self.db,
+            org=self.org,
+            status=status,
+            product_key=product_key,
+            limit=limit,
+            offset=offset,
+            now=self.now,
+        )
+
     def get(self, uid: str) -> Export:
         """One of the organization's live exports, else ExportNotFound."""
         return get_export(db=self.db, org=self.org, uid=uid)
