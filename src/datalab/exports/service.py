@@ -139,15 +139,37 @@ def publish_export(
     return export
 
 
-def announce_export(db: Session, export: Export, *, actor: User | None, now: datetime) -> None:
-    """Record a complete export, tell the organization's webhooks and queue it for e-mail digests."""
+def record_export_event(
+    db: Session,
+    export: Export,
+    action: str,
+    *,
+    now: datetime,
+    actor: User | None,
+    detail: dict[str, object],
+    size_bytes: int | None = None,
+) -> None:
+    """Add what happened to an export to its organization's audit trail."""
     record(
         db,
-        action="export.published",
+        action=action,
         organization_id=export.organization_id,
         now=now,
         actor=actor,
         target=("export", export.uid),
+        detail=detail,
+        size_bytes=size_bytes,
+    )
+
+
+def announce_export(db: Session, export: Export, *, actor: User | None, now: datetime) -> None:
+    """Record a complete export, tell the organization's webhooks and queue it for e-mail digests."""
+    record_export_event(
+        db,
+        export,
+        "export.published",
+        now=now,
+        actor=actor,
         detail={"productKey": export.product_key, "fileName": export.file_name, "quantity": export.quantity},
         size_bytes=export.size_bytes,
     )
@@ -418,13 +440,12 @@ def record_delivery(*, db: Session, ticket: DownloadTicket, bytes_sent: int, now
     db.execute(update(Export).where(Export.id == ticket.export_id).values(status="Delivered"))
     db.flush()
     export = ticket.export
-    record(
+    record_export_event(
         db,
-        action="export.downloaded",
-        organization_id=export.organization_id,
+        export,
+        "export.downloaded",
         now=now,
         actor=db.get(User, ticket.user_id) if ticket.user_id is not None else None,
-        target=("export", export.uid),
         detail={"fileName": export.file_name, "fileType": ticket.file_type, "method": ticket.method},
         size_bytes=bytes_sent,
     )
