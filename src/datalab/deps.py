@@ -15,6 +15,7 @@ from datalab.accounts import service as accounts
 from datalab.accounts.models import User
 from datalab.db import transaction, utcnow
 from datalab.exports.service import ExportService
+from datalab.org_service import OrgService
 from datalab.runtime import Runtime
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
@@ -148,7 +149,7 @@ OrgDep = Annotated[OrgContext, Depends(get_org_context)]
 ReadOrgDep = Annotated[OrgContext, Depends(get_read_org_context)]
 
 T = TypeVar("T")
-ServiceT = TypeVar("ServiceT", ExportService, UploadService)
+ServiceT = TypeVar("ServiceT", bound=OrgService)
 
 
 @dataclass(frozen=True)
@@ -221,37 +222,17 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-def build_export_service(
-    request: Request, *, db: Session, org: OrgContext, settings: Settings, store: ObjectStore, now: datetime
-) -> ExportService:
-    """The request's ExportService in `org` (the API's Organization header, or a Data Center session)."""
-    return ExportService(
-        db=db,
-        org=org,
-        store=store,
-        settings=settings,
-        now=now,
-        base_url=public_base_url(request, settings),
-        session_factory=request.app.state.session_factory,
-    )
-
-
-def build_upload_service(
-    request: Request, *, db: Session, org: OrgContext, settings: Settings, store: ObjectStore, now: datetime
-) -> UploadService:
-    """The request's UploadService in `org` (the API's Organization header, or a Data Center session)."""
-    return UploadService(
-        db=db, org=org, store=store, settings=settings, now=now, base_url=public_base_url(request, settings)
-    )
-
-
-def _api_service(build: Callable[..., ServiceT], *, read_only: bool) -> Callable[..., ServiceT]:
-    """A dependency giving the service of the organization the API call acts in, on the route's database
-    session (the read-only one for a route that only reads)."""
-    call_context: OrgContext = Depends(get_read_org_context if read_only else get_org_context)
+def service_dependency(
+    service_type: type[ServiceT], *, org_context: Callable[..., OrgContext], read_only: bool
+) -> Callable[..., ServiceT]:
+    """A dependency giving the request's service of the organization `org_context` gives (the API's
+    Organization header, or a Data Center session), on the route's database session (the read-only one
+    for a route that only reads)."""
+    call_context: OrgContext = Depends(org_context)
+    # The same dependency as DbDep/ReadDbDep, so the route and its service share one database session.
     database_session: Session = Depends(get_read_db if read_only else get_db, scope="function")
 
-    def api_service(
+    def service(
         request: Request,
         settings: SettingsDep,
         store: StoreDep,
@@ -259,12 +240,32 @@ def _api_service(build: Callable[..., ServiceT], *, read_only: bool) -> Callable
         org: OrgContext = call_context,
         db: Session = database_session,
     ) -> ServiceT:
-        return build(request, db=db, org=org, settings=settings, store=store, now=now)
+        return service_type(
+            db=db,
+            org=org,
+            store=store,
+            settings=settings,
+            now=now,
+            base_url=public_base_url(request, settings),
+            session_factory=request.app.state.session_factory,
+        )
 
-    return api_service
+    return service
 
 
-ExportServiceDep = Annotated[ExportService, Depends(_api_service(build_export_service, read_only=False))]
-ReadExportServiceDep = Annotated[ExportService, Depends(_api_service(build_export_service, read_only=True))]
-UploadServiceDep = Annotated[UploadService, Depends(_api_service(build_upload_service, read_only=False))]
-ReadUploadServiceDep = Annotated[UploadService, Depends(_api_service(build_upload_service, read_only=True))]
+ExportServiceDep = Annotated[
+    ExportService,
+    Depends(service_dependency(ExportService, org_context=get_org_context, read_only=False)),
+]
+ReadExportServiceDep = Annotated[
+    ExportService,
+    Depends(service_dependency(ExportService, org_context=get_read_org_context, read_only=True)),
+]
+UploadServiceDep = Annotated[
+    UploadService,
+    Depends(service_dependency(UploadService, org_context=get_org_context, read_only=False)),
+]
+ReadUploadServiceDep = Annotated[
+    UploadService,
+    Depends(service_dependency(UploadService, org_context=get_read_org_context, read_only=True)),
+]

@@ -44,9 +44,9 @@ from datalab.exports.models import (
 )
 from datalab.exports.naming import export_file_name
 from datalab.exports.schemas import delivery_row_out, export_row_out
+from datalab.org_service import OrgService
 from datalab.pagination import Page, paginate
 from datalab.scoping import OrgContext, scoped
-from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
 from datalab.webhooks.models import EXPORT_PUBLISHED
 from datalab.webhooks.service import emit
@@ -603,22 +603,8 @@ def _file_type(file_type: str | None) -> str:
     return chosen
 
 
-@dataclass
-class ExportService:
-    """The exports of one organization as one request (or command) works with them.
-
-    Built per request by `deps.export_service`: what every call shares (session, organization, store,
-    settings, clock, the base URL clients reach this server at) is given once; methods take only what
-    varies per call.
-    """
-
-    db: Session
-    org: OrgContext
-    store: ObjectStore
-    settings: Settings
-    now: datetime
-    base_url: str
-    session_factory: sessionmaker[Session]
+class ExportService(OrgService):
+    """The exports of one organization as one request (or command) works with them."""
 
     def list(
         self, *, status: str | None, product_key: str | None, limit: int | None, offset: int

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import Depends, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -19,18 +19,14 @@ from datalab.deps import (
     DbDep,
     NowDep,
     ReadDbDep,
-    SettingsDep,
-    StoreDep,
-    build_export_service,
-    build_upload_service,
-    get_db,
-    get_read_db,
     public_base_url,
     raw_body,
+    service_dependency,
 )
 from datalab.domain_errors import DomainError
 from datalab.errors import ApiError, domain_status
 from datalab.exports.service import ExportService
+from datalab.scoping import OrgContext
 from datalab.settings import Settings
 from datalab.uploads.service import UploadService
 from datalab.web import service as web
@@ -43,7 +39,6 @@ CODED_RULES = ("gender", "state", "term", "boolean", "athlete")
 MAX_FORM_BYTES = 256 * 1024
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent.parent / "templates")
 STATIC_DIR = Path(__file__).parent.parent / "static"
-ServiceT = TypeVar("ServiceT", ExportService, UploadService)
 
 
 class SignInRequired(Exception):
@@ -102,30 +97,31 @@ SessionDep = Annotated[WebSession, Depends(current_session)]
 ReadSessionDep = Annotated[WebSession, Depends(current_read_session)]
 
 
-def _page_service(build: Callable[..., ServiceT], *, read_only: bool) -> Callable[..., ServiceT]:
-    """A dependency giving the service of the organization the signed-in session acts in, built as the
-    API builds it, on the page's database session (the read-only one for a page that only reads)."""
-    signed_in_session: WebSession = Depends(current_read_session if read_only else current_session)
-    # The same dependency as DbDep/ReadDbDep, so the page and its service share one database session.
-    database_session: Session = Depends(get_read_db if read_only else get_db, scope="function")
-
-    def page_service(
-        request: Request,
-        settings: SettingsDep,
-        store: StoreDep,
-        now: NowDep,
-        session: WebSession = signed_in_session,
-        db: Session = database_session,
-    ) -> ServiceT:
-        return build(request, db=db, org=web.org_of(session), settings=settings, store=store, now=now)
-
-    return page_service
+def _session_org(session: SessionDep) -> OrgContext:
+    return web.org_of(session)
 
 
-ExportServiceDep = Annotated[ExportService, Depends(_page_service(build_export_service, read_only=False))]
-ReadExportServiceDep = Annotated[ExportService, Depends(_page_service(build_export_service, read_only=True))]
-UploadServiceDep = Annotated[UploadService, Depends(_page_service(build_upload_service, read_only=False))]
-ReadUploadServiceDep = Annotated[UploadService, Depends(_page_service(build_upload_service, read_only=True))]
+def _read_session_org(session: ReadSessionDep) -> OrgContext:
+    return web.org_of(session)
+
+
+# The services of the organization the signed-in session acts in, built as the API builds them.
+ExportServiceDep = Annotated[
+    ExportService,
+    Depends(service_dependency(ExportService, org_context=_session_org, read_only=False)),
+]
+ReadExportServiceDep = Annotated[
+    ExportService,
+    Depends(service_dependency(ExportService, org_context=_read_session_org, read_only=True)),
+]
+UploadServiceDep = Annotated[
+    UploadService,
+    Depends(service_dependency(UploadService, org_context=_session_org, read_only=False)),
+]
+ReadUploadServiceDep = Annotated[
+    UploadService,
+    Depends(service_dependency(UploadService, org_context=_read_session_org, read_only=True)),
+]
 BodyDep = Annotated[bytes, Depends(raw_body)]
 
 
@@ -149,6 +145,12 @@ def checked_form(session: WebSession, body: bytes) -> dict[str, list[str]]:
             403, "csrf_failed", "The form expired or did not come from this site; reload the page."
         )
     return form
+
+
+def file_form_answer(uid: str, url: str, fields: dict[str, str], *, next_path: str) -> JSONResponse:
+    """The answer to a page's script that created a record: the presigned form to post the file to,
+    and the page to go to once it is posted."""
+    return JSONResponse({"id": uid, "url": url, "fields": fields, "next": next_path})
 
 
 def render(request: Request, template: str, session: WebSession | None, **context: Any) -> HTMLResponse:
