@@ -32,6 +32,7 @@ from datalab.web.pages.common import (
     ReadSessionDep,
     SessionDep,
     checked_form,
+    file_form_answer,
     one,
     render,
 )
@@ -276,14 +277,8 @@ def create_export_form(
         )
     except DomainError as failure:
         return JSONResponse({"message": failure.message}, status_code=domain_status(failure))
-    return JSONResponse(
-        {
-            "id": created.export.uid,
-            "url": created.url,
-            "fields": created.fields,
-            "next": f"{_organization_path(organization)}/exports/{created.export.uid}",
-        }
-    )
+    export_path = f"{_organization_path(organization)}/exports/{created.export.uid}"
+    return file_form_answer(created.export.uid, created.url, created.fields, next_path=export_path)
 
 
 @router.get("/organizations/{org}/exports/{uid}")
