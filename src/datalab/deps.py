@@ -253,19 +253,12 @@ def service_dependency(
     return service
 
 
-ExportServiceDep = Annotated[
-    ExportService,
-    Depends(service_dependency(ExportService, org_context=get_org_context, read_only=False)),
-]
-ReadExportServiceDep = Annotated[
-    ExportService,
-    Depends(service_dependency(ExportService, org_context=get_read_org_context, read_only=True)),
-]
-UploadServiceDep = Annotated[
-    UploadService,
-    Depends(service_dependency(UploadService, org_context=get_org_context, read_only=False)),
-]
-ReadUploadServiceDep = Annotated[
-    UploadService,
-    Depends(service_dependency(UploadService, org_context=get_read_org_context, read_only=True)),
-]
+def _api_service(service_type: type[ServiceT], *, read_only: bool) -> Callable[..., ServiceT]:
+    org_context = get_read_org_context if read_only else get_org_context
+    return service_dependency(service_type, org_context=org_context, read_only=read_only)
+
+
+ExportServiceDep = Annotated[ExportService, Depends(_api_service(ExportService, read_only=False))]
+ReadExportServiceDep = Annotated[ExportService, Depends(_api_service(ExportService, read_only=True))]
+UploadServiceDep = Annotated[UploadService, Depends(_api_service(UploadService, read_only=False))]
+ReadUploadServiceDep = Annotated[UploadService, Depends(_api_service(UploadService, read_only=True))]

@@ -19,6 +19,7 @@ from datalab.deps import (
     DbDep,
     NowDep,
     ReadDbDep,
+    ServiceT,
     public_base_url,
     raw_body,
     service_dependency,
@@ -105,23 +106,16 @@ def _read_session_org(session: ReadSessionDep) -> OrgContext:
     return web.org_of(session)
 
 
-# The services of the organization the signed-in session acts in, built as the API builds them.
-ExportServiceDep = Annotated[
-    ExportService,
-    Depends(service_dependency(ExportService, org_context=_session_org, read_only=False)),
-]
-ReadExportServiceDep = Annotated[
-    ExportService,
-    Depends(service_dependency(ExportService, org_context=_read_session_org, read_only=True)),
-]
-UploadServiceDep = Annotated[
-    UploadService,
-    Depends(service_dependency(UploadService, org_context=_session_org, read_only=False)),
-]
-ReadUploadServiceDep = Annotated[
-    UploadService,
-    Depends(service_dependency(UploadService, org_context=_read_session_org, read_only=True)),
-]
+def _page_service(service_type: type[ServiceT], *, read_only: bool) -> Callable[..., ServiceT]:
+    """The service of the organization the signed-in session acts in, built as the API builds it."""
+    org_context = _read_session_org if read_only else _session_org
+    return service_dependency(service_type, org_context=org_context, read_only=read_only)
+
+
+ExportServiceDep = Annotated[ExportService, Depends(_page_service(ExportService, read_only=False))]
+ReadExportServiceDep = Annotated[ExportService, Depends(_page_service(ExportService, read_only=True))]
+UploadServiceDep = Annotated[UploadService, Depends(_page_service(UploadService, read_only=False))]
+ReadUploadServiceDep = Annotated[UploadService, Depends(_page_service(UploadService, read_only=True))]
 BodyDep = Annotated[bytes, Depends(raw_body)]
 
 
