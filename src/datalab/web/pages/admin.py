@@ -147,10 +147,11 @@ def _organization_page(
         offset=0,
         include_expired=True,
     )
-    response = render(
+    return render(
         request,
         "admin_organization.html",
         session,
+        shows_secret=created_key is not None,
         organization=organization,
         members=members.items,
         total_members=members.total,
@@ -168,9 +169,6 @@ def _organization_page(
         statuses=USER_STATUSES,
         products=PRODUCT_KEYS,
     )
-    if created_key is not None:
-        response.headers["cache-control"] = "no-store"
-    return response
 
 
 @router.get("/organizations/{org}")

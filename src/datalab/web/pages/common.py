@@ -147,9 +147,17 @@ def file_form_answer(uid: str, url: str, fields: dict[str, str], *, next_path: s
     return JSONResponse({"id": uid, "url": url, "fields": fields, "next": next_path})
 
 
-def render(request: Request, template: str, session: WebSession | None, **context: Any) -> HTMLResponse:
-    """A page with the session's user, organizations and CSRF token available to the template."""
-    return TEMPLATES.TemplateResponse(request, template, {"session": session, **context})
+def render(
+    request: Request, template: str, session: WebSession | None, *, shows_secret: bool = False, **context: Any
+) -> HTMLResponse:
+    """A page with the session's user, organizations and CSRF token available to the template.
+
+    A page that `shows_secret` (a new key, shown this once) is not to be kept by any cache.
+    """
+    response = TEMPLATES.TemplateResponse(request, template, {"session": session, **context})
+    if shows_secret:
+        response.headers["cache-control"] = "no-store"
+    return response
 
 
 def secure_cookies(request: Request, settings: Settings) -> bool:
