@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
-from sqlalchemy.orm import Session
 
-from datalab.deps import ApiCallDep, DbDep, ExportServiceDep, NowDep, SettingsDep, StoreDep, public_base_url
+from datalab.deps import (
+    DbDep,
+    ExportServiceDep,
+    NowDep,
+    ReadExportServiceDep,
+    SettingsDep,
+    StoreDep,
+    public_base_url,
+)
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.exports import service
 from datalab.exports.schemas import DownloadUrlOut, ExportOut
 from datalab.pagination import non_negative, parse_paging
-from datalab.scoping import OrgContext
 from datalab.storage.errors import GATE_FAILURES
 from datalab.storage.routes import s3_error_for, s3_error_response
 
@@ -32,8 +37,8 @@ OptionalText = Annotated[str | None, Query()]
     responses=error_responses(*ORG_SCOPED_ERRORS),
 )
 @router.get("/exports/", include_in_schema=False)
-async def read_exports(
-    api: ApiCallDep,
+def read_exports(
+    exports: ReadExportServiceDep,
     status: Annotated[str | None, Query(description="Delivered or NotDelivered (case-sensitive)")] = None,
     productKey: Annotated[
         str | None, Query(description="e.g. score-reporter; all products when absent")
@@ -42,21 +47,11 @@ async def read_exports(
     offset: OptionalText = None,
 ) -> Response:
     """The organization's export files; 200 with [] when none match."""
-
-    def work(db: Session, org: OrgContext, now: datetime) -> tuple[bytes, int]:
-        status_filter, product_filter = service.parse_export_filters(status=status, product_key=productKey)
-        page_limit, page_offset = parse_paging(limit=limit, offset=offset)
-        return service.export_list_json(
-            db=db,
-            org=org,
-            status=status_filter,
-            product_key=product_filter,
-            limit=page_limit,
-            offset=page_offset,
-            now=now,
-        )
-
-    body, total = await api.read(work)
+    status_filter, product_filter = service.parse_export_filters(status=status, product_key=productKey)
+    page_limit, page_offset = parse_paging(limit=limit, offset=offset)
+    body, total = exports.list_json(
+        status=status_filter, product_key=product_filter, limit=page_limit, offset=page_offset
+    )
     return Response(body, media_type="application/json", headers={"total-count": str(total)})
 
 

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
-from datalab.deps import ApiCallDep, ReadUploadServiceDep, UploadServiceDep, raw_body
+from datalab.deps import ReadUploadServiceDep, UploadServiceDep, raw_body
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.pagination import parse_paging
 from datalab.pipeline.artifacts import CSV_CONTENT_TYPE
-from datalab.scoping import OrgContext
-from datalab.uploads import service
 from datalab.uploads.schemas import (
     FILE_LIST,
     UPLOAD_BODY_SCHEMA,
@@ -61,8 +57,8 @@ def create_upload(body: Annotated[bytes, Depends(raw_body)], uploads: UploadServ
     responses=error_responses(*ORG_SCOPED_ERRORS),
 )
 @router.get("/", include_in_schema=False)
-async def list_files(
-    api: ApiCallDep,
+def list_files(
+    uploads: ReadUploadServiceDep,
     limit: OptionalText = None,
     offset: OptionalText = None,
     sortBy: OptionalText = None,
@@ -71,23 +67,17 @@ async def list_files(
     productType: OptionalText = None,
 ) -> Response:
     """The organization's uploads (20 per page by default); `total-count` gives the number of matches."""
-
-    def work(db: Session, org: OrgContext, _now: datetime) -> tuple[bytes, int]:
-        page_limit, page_offset = parse_paging(limit=limit, offset=offset)
-        page = service.list_uploads(
-            db=db,
-            org=org,
-            status=status,
-            product_type=productType,
-            sort_by=sortBy,
-            sort_direction=sortDirection,
-            limit=page_limit,
-            offset=page_offset,
-        )
-        return FILE_LIST.dump_json([file_out(upload) for upload in page.items]), page.total
-
-    body, total = await api.read(work)
-    return Response(body, media_type="application/json", headers={"total-count": str(total)})
+    page_limit, page_offset = parse_paging(limit=limit, offset=offset)
+    page = uploads.list(
+        status=status,
+        product_type=productType,
+        sort_by=sortBy,
+        sort_direction=sortDirection,
+        limit=page_limit,
+        offset=page_offset,
+    )
+    body = FILE_LIST.dump_json([file_out(upload) for upload in page.items])
+    return Response(body, media_type="application/json", headers={"total-count": str(page.total)})
 
 
 @router.get(
@@ -97,23 +87,9 @@ async def list_files(
     summary="Get uploaded file record and metadata",
     responses=error_responses(*ORG_SCOPED_ERRORS, 404, s404="File is NOT FOUND for this organization"),
 )
-async def get_file(uid: str, api: ApiCallDep) -> Response:
+def get_file(uid: str, uploads: ReadUploadServiceDep) -> Response:
     """The current state of one upload."""
-
-    def work(db: Session, org: OrgContext, now: datetime) -> bytes:
-        settings, store = api.runtime.settings, api.runtime.store
-        upload = service.read_upload(
-            db=db,
-            store=store,
-            bucket=settings.uploads_bucket,
-            org=org,
-            uid=uid,
-            max_size=settings.max_upload_bytes,
-            now=now,
-        )
-        return file_out(upload).model_dump_json().encode()
-
-    return Response(await api.read(work), media_type="application/json")
+    return Response(file_out(uploads.read(uid)).model_dump_json(), media_type="application/json")
 
 
 @router.post(

@@ -32,6 +32,7 @@ from datalab.web.pages.common import (
     ReadSessionDep,
     SessionDep,
     checked_form,
+    file_form_answer,
     one,
     render,
 )
@@ -146,10 +147,11 @@ def _organization_page(
         offset=0,
         include_expired=True,
     )
-    response = render(
+    return render(
         request,
         "admin_organization.html",
         session,
+        shows_secret=created_key is not None,
         organization=organization,
         members=members.items,
         total_members=members.total,
@@ -167,9 +169,6 @@ def _organization_page(
         statuses=USER_STATUSES,
         products=PRODUCT_KEYS,
     )
-    if created_key is not None:
-        response.headers["cache-control"] = "no-store"
-    return response
 
 
 @router.get("/organizations/{org}")
@@ -276,14 +275,8 @@ def create_export_form(
         )
     except DomainError as failure:
         return JSONResponse({"message": failure.message}, status_code=domain_status(failure))
-    return JSONResponse(
-        {
-            "id": created.export.uid,
-            "url": created.url,
-            "fields": created.fields,
-            "next": f"{_organization_path(organization)}/exports/{created.export.uid}",
-        }
-    )
+    export_path = f"{_organization_path(organization)}/exports/{created.export.uid}"
+    return file_form_answer(created.export.uid, created.url, created.fields, next_path=export_path)
 
 
 @router.get("/organizations/{org}/exports/{uid}")
