@@ -161,6 +161,7 @@ def measure(server: LiveServer, args: argparse.Namespace) -> None:
         authorization=headers["Authorization"],
         api_key=headers["x-api-key"],
         organization=headers["Organization"],
+        base_url=server.base_url,
     )
     work_costs(call, hot_reads(file_id), args.requests, args.profile)
     runtime.dispose()

@@ -165,10 +165,32 @@ class ApiCall:
     authorization: str | None
     api_key: str | None
     organization: str | None
+    # The base URL clients reach this server at (what links in answers start with).
+    base_url: str
 
     async def read(self, work: Callable[[Session, OrgContext, datetime], T]) -> T:
         """The result of `work`, run after authentication in a read-only transaction."""
         return await run_in_threadpool(self.run, work)
+
+    async def serve(self, service_type: type[ServiceT], work: Callable[[ServiceT], T]) -> T:
+        """The result of `work` on the call's service of `service_type`, built in the same worker thread
+        and transaction as `read`."""
+        runtime = self.runtime
+
+        def on_service(db: Session, org: OrgContext, now: datetime) -> T:
+            return work(
+                service_type(
+                    db=db,
+                    org=org,
+                    store=runtime.store,
+                    settings=runtime.settings,
+                    now=now,
+                    base_url=self.base_url,
+                    session_factory=runtime.session_factory,
+                )
+            )
+
+        return await self.read(on_service)
 
     def run(self, work: Callable[[Session, OrgContext, datetime], T]) -> T:
         """The same, in the calling thread (what `read` runs in a worker thread)."""
@@ -201,11 +223,13 @@ async def get_api_call(
     organization: OrganizationHeader = None,
 ) -> ApiCall:
     """The read-only API call of the request (see ApiCall)."""
+    runtime: Runtime = request.app.state.runtime
     return ApiCall(
-        runtime=request.app.state.runtime,
+        runtime=runtime,
         authorization=authorization,
         api_key=x_api_key,
         organization=organization,
+        base_url=public_base_url(request, runtime.settings),
     )
 
 

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from datalab.deps import (
+    ApiCallDep,
     DbDep,
     ExportServiceDep,
     NowDep,
-    ReadExportServiceDep,
     SettingsDep,
     StoreDep,
     public_base_url,
@@ -20,6 +20,7 @@ from datalab.deps import (
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.exports import service
 from datalab.exports.schemas import DownloadUrlOut, ExportOut
+from datalab.exports.service import ExportService
 from datalab.pagination import non_negative, parse_paging
 from datalab.storage.errors import GATE_FAILURES
 from datalab.storage.routes import s3_error_for, s3_error_response
@@ -37,8 +38,8 @@ OptionalText = Annotated[str | None, Query()]
     responses=error_responses(*ORG_SCOPED_ERRORS),
 )
 @router.get("/exports/", include_in_schema=False)
-def read_exports(
-    exports: ReadExportServiceDep,
+async def read_exports(
+    api: ApiCallDep,
     status: Annotated[str | None, Query(description="Delivered or NotDelivered (case-sensitive)")] = None,
     productKey: Annotated[
         str | None, Query(description="e.g. score-reporter; all products when absent")
@@ -49,8 +50,11 @@ def read_exports(
     """The organization's export files; 200 with [] when none match."""
     status_filter, product_filter = service.parse_export_filters(status=status, product_key=productKey)
     page_limit, page_offset = parse_paging(limit=limit, offset=offset)
-    body, total = exports.list_json(
-        status=status_filter, product_key=product_filter, limit=page_limit, offset=page_offset
+    body, total = await api.serve(
+        ExportService,
+        lambda exports: exports.list_json(
+            status=status_filter, product_key=product_filter, limit=page_limit, offset=page_offset
+        ),
     )
     return Response(body, media_type="application/json", headers={"total-count": str(total)})
 

@@ -8,7 +8,7 @@ from typing import IO, Annotated, Any
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 
-from datalab.deps import ReadUploadServiceDep, UploadServiceDep, raw_body
+from datalab.deps import ApiCallDep, ReadUploadServiceDep, UploadServiceDep, raw_body
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.pagination import parse_paging
 from datalab.pipeline.artifacts import CSV_CONTENT_TYPE
@@ -21,6 +21,7 @@ from datalab.uploads.schemas import (
     parse_mapping_body,
     parse_upload_request,
 )
+from datalab.uploads.service import UploadService
 
 router = APIRouter(prefix="/files", tags=["Files"])
 
@@ -57,8 +58,8 @@ def create_upload(body: Annotated[bytes, Depends(raw_body)], uploads: UploadServ
     responses=error_responses(*ORG_SCOPED_ERRORS),
 )
 @router.get("/", include_in_schema=False)
-def list_files(
-    uploads: ReadUploadServiceDep,
+async def list_files(
+    api: ApiCallDep,
     limit: OptionalText = None,
     offset: OptionalText = None,
     sortBy: OptionalText = None,
@@ -68,16 +69,20 @@ def list_files(
 ) -> Response:
     """The organization's uploads (20 per page by default); `total-count` gives the number of matches."""
     page_limit, page_offset = parse_paging(limit=limit, offset=offset)
-    page = uploads.list(
-        status=status,
-        product_type=productType,
-        sort_by=sortBy,
-        sort_direction=sortDirection,
-        limit=page_limit,
-        offset=page_offset,
-    )
-    body = FILE_LIST.dump_json([file_out(upload) for upload in page.items])
-    return Response(body, media_type="application/json", headers={"total-count": str(page.total)})
+
+    def listed(uploads: UploadService) -> tuple[bytes, int]:
+        page = uploads.list(
+            status=status,
+            product_type=productType,
+            sort_by=sortBy,
+            sort_direction=sortDirection,
+            limit=page_limit,
+            offset=page_offset,
+        )
+        return FILE_LIST.dump_json([file_out(upload) for upload in page.items]), page.total
+
+    body, total = await api.serve(UploadService, listed)
+    return Response(body, media_type="application/json", headers={"total-count": str(total)})
 
 
 @router.get(
@@ -87,9 +92,10 @@ def list_files(
     summary="Get uploaded file record and metadata",
     responses=error_responses(*ORG_SCOPED_ERRORS, 404, s404="File is NOT FOUND for this organization"),
 )
-def get_file(uid: str, uploads: ReadUploadServiceDep) -> Response:
+async def get_file(uid: str, api: ApiCallDep) -> Response:
     """The current state of one upload."""
-    return Response(file_out(uploads.read(uid)).model_dump_json(), media_type="application/json")
+    body = await api.serve(UploadService, lambda uploads: file_out(uploads.read(uid)).model_dump_json())
+    return Response(body, media_type="application/json")
 
 
 @router.post(
