@@ -18,6 +18,7 @@ from tests.support.accounts import Account, login, session_token, unique, unique
 from tests.support.checks import assert_envelope
 from tests.support.factories import add_account, add_organization
 from tests.support.inprocess import InProcessApp
+from tests.support.server import MovableClock
 
 TTL = timedelta(seconds=1200)
 
@@ -198,6 +199,17 @@ def test_token_just_past_its_expiry_is_401(api: InProcessApp) -> None:
     assert "expired" in assert_envelope(refresh(api, f"Bearer {expired}"), 401, "invalid_token")["message"]
     valid = issue_token(secret_key=secret(api), user_uid=user_uid, now=now, ttl=timedelta(seconds=30))
     assert refresh(api, f"Bearer {valid}").status_code == 200
+
+
+def test_token_expires_when_the_clock_passes_its_lifetime(
+    api: InProcessApp, server_clock: MovableClock
+) -> None:
+    token = demo_token(api)
+    server_clock.advance(TTL.total_seconds() - 5)
+    assert refresh(api, f"Bearer {token}").status_code == 200
+    server_clock.advance(10)
+    assert "expired" in assert_envelope(refresh(api, f"Bearer {token}"), 401, "invalid_token")["message"]
+    assert_envelope(exports(api, token=token, organization=demo_org(api)), 401, "invalid_token")
 
 
 @pytest.mark.parametrize("token", ["not-a-token", "a.b.c", "Bearer"])
