@@ -184,31 +184,23 @@ def _servers(
             server.stop()
 
 
-@contextmanager
-def _in_process_apps(
-    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory, seeded: SeededHome
+@pytest.fixture(scope="module")
+def make_app(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory, seeded_home: SeededHome
 ) -> Iterator[AppFactory]:
-    """A factory of in-process apps on seeded homes with DATALAB_* settings, closed on exit."""
+    """Open in-process apps (the fast tier: see this module's docstring) with DATALAB_* settings for one
+    test module, each on a copy of the seeded demo (or seeding its own when a setting changes what is
+    seeded); they are closed when the module is done."""
     with ExitStack() as serving:
 
         def open_app(**settings: str) -> InProcessApp:
-            new = _new_home(tmp_path_factory, database_factory, seeded, None, settings)
+            new = _new_home(tmp_path_factory, database_factory, seeded_home, None, settings)
             app = InProcessApp(home=new.home, database_url=new.database_url, env=new.env)
             if new.demo is not None:
                 app.demo = replace(new.demo, base_url=app.base_url)
             serving.enter_context(app.serving())
             return app
 
-        yield open_app
-
-
-@pytest.fixture(scope="module")
-def make_app(
-    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory, seeded_home: SeededHome
-) -> Iterator[AppFactory]:
-    """Open in-process apps (the fast tier: see this module's docstring) with DATALAB_* settings for one
-    test module; each starts from a copy of the seeded demo."""
-    with _in_process_apps(tmp_path_factory, database_factory, seeded_home) as open_app:
         yield open_app
 
 
