@@ -330,6 +330,45 @@ def test_a_bad_password_or_status_changes_nothing(server: LiveServer, operator_p
     assert _user(server, added).status == "Active"
 
 
+def test_an_unknown_role_is_refused_and_adds_no_user(server: LiveServer, operator_page: PageClient) -> None:
+    organization_uid = _create_organization(operator_page, unique("Roles College"), unique_fice())
+    user_name = unique("owner") + "@example.edu"
+    refused = operator_page.post(
+        f"/datacenter/admin/organizations/{organization_uid}/users",
+        {"userName": user_name, "password": secrets.token_urlsafe(12), "role": "owner"},
+    )
+    assert refused.status_code == 400, refused.text
+    assert "role must be one of member, admin" in refused.text
+    with server.db() as db:
+        assert db.scalar(select(func.count()).where(User.user_name == user_name)) == 0
+
+
+def test_user_and_key_actions_reach_only_members_of_the_organization_in_the_address(
+    server: LiveServer, operator_page: PageClient
+) -> None:
+    home_uid = _create_organization(operator_page, unique("Home College"), unique_fice())
+    other_uid = _create_organization(operator_page, unique("Other College"), unique_fice())
+    user_name, _password = _add_user(operator_page, home_uid)
+    user = _user(server, user_name)
+    created = operator_page.post(
+        f"/datacenter/admin/organizations/{home_uid}/users/{user.uid}/api-keys", {"name": "CRM"}
+    )
+    assert created.status_code == 200, created.text
+    with server.db() as db:
+        key_uid = db.scalars(select(ApiKey.uid).where(ApiKey.user_id == user.id)).one()
+
+    elsewhere = f"/datacenter/admin/organizations/{other_uid}"
+    status = operator_page.post(f"{elsewhere}/users/{user.uid}/status", {"status": "Inactive"})
+    new_key = operator_page.post(f"{elsewhere}/users/{user.uid}/api-keys", {"name": "stray"})
+    revoke = operator_page.post(f"{elsewhere}/api-keys/{key_uid}/revoke")
+    for answer in (status, new_key, revoke):
+        assert answer.status_code == 404, answer.text
+    assert _user(server, user_name).status == "Active"
+    with server.db() as db:
+        keys = db.execute(select(ApiKey.name, ApiKey.revoked_at).where(ApiKey.user_id == user.id)).all()
+    assert [tuple(key) for key in keys] == [("CRM", None)]
+
+
 def test_an_operator_creates_a_key_shown_once_and_revokes_it(
     server: LiveServer, operator: Operator, operator_page: PageClient
 ) -> None:

@@ -222,12 +222,18 @@ def set_user_status(*, db: Session, user: User, status: str, now: datetime, by: 
     return user
 
 
+def check_role(role: str) -> str:
+    """The role, if it is one a membership can have."""
+    if role not in MEMBERSHIP_ROLES:
+        raise AccountError(f"role must be one of {', '.join(MEMBERSHIP_ROLES)}")
+    return role
+
+
 def set_membership_role(
     *, db: Session, user: User, organization: Organization, role: str, now: datetime, by: User | None = None
 ) -> Membership:
     """Make a member an admin of the organization (who reads its audit trail), or a plain member again."""
-    if role not in MEMBERSHIP_ROLES:
-        raise AccountError(f"role must be one of {', '.join(MEMBERSHIP_ROLES)}")
+    check_role(role)
     membership = next((m for m in user.memberships if m.organization_id == organization.id), None)
     if membership is None:
         raise MembershipNotFound(user.user_name, organization.name)
@@ -254,6 +260,14 @@ def find_user(*, db: Session, ref: str) -> User:
     user = db.scalar(select(User).where(or_(User.uid == ref, User.user_name_key == ref.strip().lower())))
     if user is None:
         raise UserNotFound(ref)
+    return user
+
+
+def find_member(*, db: Session, organization: Organization, ref: str) -> User:
+    """The user with this uid or userName, when they belong to the organization."""
+    user = find_user(db=db, ref=ref)
+    if not any(membership.organization_id == organization.id for membership in user.memberships):
+        raise MembershipNotFound(user.user_name, organization.name)
     return user
 
 
@@ -374,12 +388,22 @@ def create_api_key(*, db: Session, user: User, name: str = "", by: User | None =
 
 
 def revoke_api_key(
-    *, db: Session, uid: str, now: datetime, user: User | None = None, by: User | None = None
+    *,
+    db: Session,
+    uid: str,
+    now: datetime,
+    user: User | None = None,
+    organization: Organization | None = None,
+    by: User | None = None,
 ) -> ApiKey:
-    """Revoke an API key by uid: the user's own (when a user is given), else any (an operator's, `by`)."""
+    """Revoke an API key by uid: the user's own (when a user is given), one of a member of the
+    organization (when one is given), else any (an operator's, `by`)."""
     query = select(ApiKey).where(ApiKey.uid == uid)
     if user is not None:
         query = query.where(ApiKey.user_id == user.id)
+    if organization is not None:
+        members = select(Membership.user_id).where(Membership.organization_id == organization.id)
+        query = query.where(ApiKey.user_id.in_(members))
     api_key = db.scalar(query)
     if api_key is None:
         raise ApiKeyNotFound(uid)
