@@ -8,7 +8,7 @@ server shows (the wire, its process, its concurrency) is tested on a `LiveServer
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,8 @@ from tests.support.server import Deployment
 
 # The origin the TestClient addresses the app at.
 IN_PROCESS_ROOT = "http://testserver"
+# The address the app sees its callers at: the loopback a test's client calls a live server from.
+IN_PROCESS_CLIENT = ("127.0.0.1", 50000)
 
 
 @dataclass
@@ -41,6 +43,10 @@ class InProcessApp(Deployment):
     def request(self, method: str, path: str, **options: Any) -> httpx2.Response:
         return self.client.request(method, path, **options)
 
+    def open_client(self) -> AbstractContextManager[httpx2.Client]:
+        """The app's one TestClient (its event loop runs the lifespan): left open when the context ends."""
+        return nullcontext(self.client)
+
     @contextmanager
     def serving(self) -> Iterator[TestClient]:
         """Seed the demo unless its credentials are known (a copy of a seeded home), then run the app's
@@ -55,7 +61,7 @@ class InProcessApp(Deployment):
         # the app's load, so it never sheds requests here (as on a server in a thread of the test process).
         app.state.limiter.watch_loop = lambda: None
         # Redirects are answers to assert, as with any other httpx2 client.
-        client = TestClient(app, base_url=self.root, follow_redirects=False)
+        client = TestClient(app, base_url=self.root, follow_redirects=False, client=IN_PROCESS_CLIENT)
         try:
             with client:
                 self._client = client

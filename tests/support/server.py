@@ -19,7 +19,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -79,6 +79,10 @@ class Deployment(ABC):
     @abstractmethod
     def request(self, method: str, path: str, **options: Any) -> httpx2.Response:
         """Send a request for path (from the root, e.g. /v1/login) with httpx2's request options."""
+
+    @abstractmethod
+    def open_client(self) -> AbstractContextManager[httpx2.Client]:
+        """A client on the deployment (relative URLs reach its root) for as long as the context is open."""
 
     @property
     def settings(self) -> Settings:
@@ -212,6 +216,9 @@ class LiveServer(Deployment):
 
     def request(self, method: str, path: str, **options: Any) -> httpx2.Response:
         return httpx2.request(method, self.root + path, **options)
+
+    def open_client(self) -> AbstractContextManager[httpx2.Client]:
+        return httpx2.Client(base_url=self.root, timeout=30)
 
     def start(self) -> None:
         """Seed the demo unless its credentials are known (a copy of a seeded home) and start serving;

@@ -25,7 +25,7 @@ from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.runtime import make_store
 from datalab.settings import Settings
 from datalab.uploads.models import Upload
-from tests.support.server import Deployment, LiveServer, LoggedIn
+from tests.support.server import Deployment, LoggedIn
 
 UPLOADS_BUCKET = "datalab-uploads"
 # The fields of the create-record response, in the order the documentation's example lists them.
@@ -134,7 +134,7 @@ class UploadForm:
 
 def create_upload(
     client: httpx2.Client,
-    server: LiveServer,
+    server: Deployment,
     headers: Mapping[str, str],
     *,
     file_name: str = "roster.csv",
@@ -158,17 +158,17 @@ def post_parts(client: httpx2.Client, url: str, parts: Sequence[Part]) -> httpx2
     return client.post(url, content=body, headers={"Content-Type": content_type})
 
 
-def object_path(server: LiveServer, key: str) -> Path:
+def object_path(server: Deployment, key: str) -> Path:
     """Where the embedded store keeps an uploaded object."""
     return server.home / "objects" / UPLOADS_BUCKET / key
 
 
-def assert_stored(server: LiveServer, key: str, content: bytes) -> None:
+def assert_stored(server: Deployment, key: str, content: bytes) -> None:
     """The object exists under its key with exactly these bytes."""
     assert object_path(server, key).read_bytes() == content
 
 
-def assert_nothing_stored(server: LiveServer, key: str) -> None:
+def assert_nothing_stored(server: Deployment, key: str) -> None:
     """No object under the key, and no half-written file beside where it would be."""
     path = object_path(server, key)
     assert not path.exists(), path
@@ -177,13 +177,13 @@ def assert_nothing_stored(server: LiveServer, key: str) -> None:
         assert list(path.parent.iterdir()) == [], list(path.parent.iterdir())
 
 
-def upload_row(server: LiveServer, uid: str) -> Upload:
+def upload_row(server: Deployment, uid: str) -> Upload:
     """The upload record as the server's database holds it now."""
     with server.db() as db:
         return db.scalars(select(Upload).where(Upload.uid == uid)).one()
 
 
-def pipeline_jobs(server: LiveServer, upload_id: int) -> list[tuple[str, str]]:
+def pipeline_jobs(server: Deployment, upload_id: int) -> list[tuple[str, str]]:
     """(stage, state) of every pipeline job of an upload, in the order they were queued."""
     with server.db() as db:
         jobs = db.scalars(
@@ -192,7 +192,7 @@ def pipeline_jobs(server: LiveServer, upload_id: int) -> list[tuple[str, str]]:
         return [(job.stage, job.state) for job in jobs]
 
 
-def assert_still_uploading(server: LiveServer, form: UploadForm) -> None:
+def assert_still_uploading(server: Deployment, form: UploadForm) -> None:
     """The record did not move: still `uploading`, no size or checksum, nothing queued, nothing stored."""
     row = upload_row(server, form.id)
     assert row.status == "uploading"
@@ -203,13 +203,13 @@ def assert_still_uploading(server: LiveServer, form: UploadForm) -> None:
     assert_nothing_stored(server, form.key)
 
 
-def storage_credentials(server: LiveServer) -> tuple[str, str]:
+def storage_credentials(server: Deployment) -> tuple[str, str]:
     """The embedded store's access key id and secret, derived from the server's secret key."""
     settings = Settings(secret_key=server.env["DATALAB_SECRET_KEY"])
     return settings.storage_access_key_id, settings.storage_secret_access_key
 
 
-def boto3_post(server: LiveServer, *, key: str, token: str) -> dict[str, str]:
+def boto3_post(server: Deployment, *, key: str, token: str) -> dict[str, str]:
     """Fields of a form boto3 signs with the store's derived credentials, carrying this session token."""
     access_key_id, secret = storage_credentials(server)
     s3 = boto3.client(
@@ -246,7 +246,7 @@ def sha256_of(path: Path) -> str:
 SETTLED = frozenset({"fields_mapping_required", "done", "failure", "canceled"})
 
 
-def get_file(client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, uid: str) -> dict[str, Any]:
+def get_file(client: httpx2.Client, server: Deployment, logged_in: LoggedIn, uid: str) -> dict[str, Any]:
     """GET /v1/files/{uid}: the upload record as the API shows it."""
     response = client.get(f"{server.base_url}/files/{uid}", headers=logged_in.headers)
     assert response.status_code == 200, response.text
@@ -256,7 +256,7 @@ def get_file(client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, uid
 
 def wait_for_status(
     client: httpx2.Client,
-    server: LiveServer,
+    server: Deployment,
     logged_in: LoggedIn,
     uid: str,
     *,
@@ -276,7 +276,7 @@ def wait_for_status(
 
 def send_file(
     client: httpx2.Client,
-    server: LiveServer,
+    server: Deployment,
     logged_in: LoggedIn,
     content: bytes,
     *,
@@ -295,7 +295,7 @@ def send_file(
 
 def upload_and_wait(
     client: httpx2.Client,
-    server: LiveServer,
+    server: Deployment,
     demo: LoggedIn,
     content: bytes,
     *,
@@ -309,7 +309,7 @@ def upload_and_wait(
     return wait_for_status(client, server, demo, uid, until=until)
 
 
-def row_report(client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, uid: str) -> httpx2.Response:
+def row_report(client: httpx2.Client, server: Deployment, logged_in: LoggedIn, uid: str) -> httpx2.Response:
     """GET /v1/files/{uid}/errors: the row report of an upload (or its 404)."""
     return client.get(f"{server.base_url}/files/{uid}/errors", headers=logged_in.headers)
 
@@ -345,7 +345,7 @@ class StageStepper:
     def __init__(
         self,
         *,
-        server: LiveServer,
+        server: Deployment,
         session_factory: sessionmaker[Session],
         stages: Mapping[str, StageFunction] | None = None,
         max_attempts: int = 1,
@@ -395,7 +395,7 @@ class StageStepper:
 
 @contextmanager
 def stage_stepper(
-    server: LiveServer,
+    server: Deployment,
     *,
     stages: Mapping[str, StageFunction] | None = None,
     max_attempts: int = 1,

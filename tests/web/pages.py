@@ -7,6 +7,7 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,7 +18,7 @@ from datalab.accounts.models import ApiKey
 from datalab.exports.models import Delivery, DownloadTicket, Export
 from datalab.uploads.models import FieldMapping, Upload
 from datalab.web.models import WebSession
-from tests.support.server import LiveServer
+from tests.support.server import Deployment
 from tests.support.uploads import form_parts, post_parts
 
 SESSION_COOKIE = "datalab_session"
@@ -61,14 +62,15 @@ class PageClient:
     The cookie jar is emptied after every response, so a request carries exactly the cookie chosen here.
     """
 
-    def __init__(self, server: LiveServer, cookie: str | None = None, csrf: str = "") -> None:
+    def __init__(self, server: Deployment, cookie: str | None = None, csrf: str = "") -> None:
         self.server = server
         self.cookie = cookie
         self.csrf = csrf
-        self.client = httpx2.Client(base_url=server.root, timeout=30)
+        self._closing = ExitStack()
+        self.client = self._closing.enter_context(server.open_client())
 
     def close(self) -> None:
-        self.client.close()
+        self._closing.close()
 
     def _headers(self) -> dict[str, str]:
         return {"Cookie": f"{SESSION_COOKIE}={self.cookie}"} if self.cookie else {}
@@ -120,7 +122,7 @@ def post_sign_in(
         page.client.cookies.clear()
 
 
-def sign_in(server: LiveServer, user_name: str, password: str) -> PageClient:
+def sign_in(server: Deployment, user_name: str, password: str) -> PageClient:
     """Sign in through the form as a browser would; a client with the session cookie and CSRF token."""
     page = PageClient(server)
     response = post_sign_in(page, user_name, password)
@@ -167,7 +169,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def stored_state(server: LiveServer) -> dict[str, Any]:
+def stored_state(server: Deployment) -> dict[str, Any]:
     """What the pages' POSTs can change, for every organization: compare before and after a refused POST."""
     with server.db() as db:
         return {
