@@ -1,5 +1,5 @@
-"""The audit trail over a scripted session against a live server: every action is recorded, once, with
-its actor, target and origin; nothing secret is; admins read it, members cannot; rows cannot change."""
+"""The audit trail over a scripted session against the in-process app: every action is recorded, once,
+with its actor, target and origin; nothing secret is; admins read it, members cannot; rows cannot change."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from sqlalchemy.exc import DBAPIError
 from datalab.accounts.service import create_organization
 from datalab.audit.models import AuditEvent
 from datalab.db import make_session_factory, transaction
-from tests.conftest import ServerFactory
+from tests.conftest import AppFactory
 from tests.support.checks import assert_envelope
 from tests.support.exports import admin_json, download_url, publish, sample_rows, write_csv
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.inprocess import InProcessApp
+from tests.support.server import LoggedIn
 from tests.support.uploads import create_upload, send_file, wait_for_status
 from tests.web.pages import sign_in
 
@@ -37,7 +38,7 @@ FIELDS_MAP = {"UniqueID": "Learner", "EntryYear": "Cohort", "Applied": "Applied 
 class Session:
     """What the scripted session did and every secret it handled."""
 
-    server: LiveServer
+    server: InProcessApp
     demo: LoggedIn
     alice: LoggedIn
     export_uid: str
@@ -49,20 +50,21 @@ class Session:
     secrets: list[str] = field(default_factory=list)
 
 
-def _events(server: LiveServer) -> list[AuditEvent]:
+def _events(server: InProcessApp) -> list[AuditEvent]:
     with server.db() as db:
         return list(db.scalars(select(AuditEvent).order_by(AuditEvent.id)))
 
 
-def _login(server: LiveServer, user_name: str, password: str, api_key: str) -> httpx2.Response:
-    return httpx2.post(
-        server.base_url + "/login",
+def _login(server: InProcessApp, user_name: str, password: str, api_key: str) -> httpx2.Response:
+    return server.request(
+        "POST",
+        "/v1/login",
         headers={"x-api-key": api_key},
         json={"userName": user_name, "password": password, "acceptedTerms": True},
     )
 
 
-def _operator_setup(server: LiveServer) -> tuple[str, str]:
+def _operator_setup(server: InProcessApp) -> tuple[str, str]:
     """An operator creates an organization member and a key for them; the key's uid and value."""
     assert server.demo is not None
     admin_json(
@@ -73,7 +75,7 @@ def _operator_setup(server: LiveServer) -> tuple[str, str]:
     return str(issued["uid"]), str(issued["apiKey"])
 
 
-def _download(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> tuple[str, int, str]:
+def _download(client: httpx2.Client, server: InProcessApp, demo: LoggedIn) -> tuple[str, int, str]:
     exports = client.get(server.base_url + "/datacenter/exports", headers=demo.headers).json()
     uid = exports[0]["uid"]
     url = download_url(client, server, demo, uid)
@@ -82,7 +84,7 @@ def _download(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> tupl
     return uid, len(response.content), url
 
 
-def _uploads(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> tuple[str, str, list[str]]:
+def _uploads(client: httpx2.Client, server: InProcessApp, demo: LoggedIn) -> tuple[str, str, list[str]]:
     """One upload mapped by hand and processed by the pipeline, one canceled (and its form's secrets)."""
     uid = send_file(client, server, demo, UNMAPPED_CSV, file_name="unmapped.csv")
     # An API upload whose headers match no saved mapping fails analysis and waits to be mapped by hand.
@@ -100,8 +102,8 @@ def _uploads(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> tuple
 
 
 @pytest.fixture(scope="module")
-def session(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Session:
-    server = make_server(pipeline_workers="1")
+def session(make_app: AppFactory, tmp_path_factory: pytest.TempPathFactory) -> Session:
+    server = make_app(pipeline_workers="1")
     assert server.demo is not None
     secrets = [server.demo.password, server.demo.api_key, ALICE_PASSWORD, WRONG_PASSWORD]
     key_uid, alice_key = _operator_setup(server)
@@ -111,11 +113,10 @@ def session(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory
     alice = server.login(user_name=ALICE, password=ALICE_PASSWORD, api_key=alice_key)
     demo = server.login()
     secrets += [alice.token, demo.token]
-    with httpx2.Client(timeout=30) as client:
-        export_uid, size, url = _download(client, server, demo)
-        secrets += re.findall(r"X-Amz-(?:Signature|Security-Token|Credential)=([^&]+)", url)
-        upload_uid, canceled_uid, form_secrets = _uploads(client, server, demo)
-        secrets += form_secrets
+    export_uid, size, url = _download(server.client, server, demo)
+    secrets += re.findall(r"X-Amz-(?:Signature|Security-Token|Credential)=([^&]+)", url)
+    upload_uid, canceled_uid, form_secrets = _uploads(server.client, server, demo)
+    secrets += form_secrets
     page = sign_in(server, server.demo.user_name, server.demo.password)
     secrets += [page.cookie or "", page.csrf]
     page.close()
@@ -205,7 +206,7 @@ def test_nothing_secret_is_stored(session: Session) -> None:
 
 def test_admins_read_their_organization_trail_and_members_cannot(session: Session) -> None:
     server = session.server
-    response = httpx2.get(server.base_url + "/audit", headers=session.demo.headers, params={"limit": "5"})
+    response = server.request("GET", "/v1/audit", headers=session.demo.headers, params={"limit": "5"})
     assert response.status_code == 200, response.text
     assert len(response.json()) == 5
     assert int(response.headers["total-count"]) > 5
@@ -215,35 +216,34 @@ def test_admins_read_their_organization_trail_and_members_cannot(session: Sessio
         "Authorization": f"Bearer {session.alice.token}",
         "Organization": session.alice.organization_uid,
     }
-    assert_envelope(httpx2.get(server.base_url + "/audit", headers=member), 403, "admin_required")
-    exported = httpx2.get(server.base_url + "/audit/export", headers=session.demo.headers)
+    assert_envelope(server.request("GET", "/v1/audit", headers=member), 403, "admin_required")
+    exported = server.request("GET", "/v1/audit/export", headers=session.demo.headers)
     assert exported.status_code == 200
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert {row["organizationUid"] for row in rows} == {session.demo.organization_uid}
     assert "signin.failed" in {row["action"] for row in rows}
-    since = httpx2.get(
-        server.base_url + "/audit", headers=session.demo.headers, params={"since": "yesterday"}
-    )
+    since = server.request("GET", "/v1/audit", headers=session.demo.headers, params={"since": "yesterday"})
     assert_envelope(since, 400, "invalid_since")
 
 
 def test_operators_export_every_organization_and_none(session: Session, tmp_path: Path) -> None:
     server = session.server
-    everything = server.cli("admin", "audit", "export").stdout
+    everything = server.invoke("admin", "audit", "export").stdout
     rows = list(csv.DictReader(io.StringIO(everything)))
     assert "" in {row["organizationUid"] for row in rows}  # the unknown user's sign-in
     assert len(rows) == len(_events(server))
     target = tmp_path / "audit.csv"
-    server.cli("admin", "audit", "export", "--org", session.demo.organization_uid, "--since", "2000-01-01",
-               "--output", str(target))  # fmt: skip
+    written = server.invoke("admin", "audit", "export", "--org", session.demo.organization_uid,
+                            "--since", "2000-01-01", "--output", str(target))  # fmt: skip
+    assert written.exit_code == 0, written.output
     scoped = list(csv.DictReader(io.StringIO(target.read_text(encoding="utf-8"), newline="")))
     assert {row["organizationUid"] for row in scoped} == {session.demo.organization_uid}
-    refused = server.cli("admin", "audit", "export", "--since", "soon", check=False)
-    assert refused.returncode != 0
+    refused = server.invoke("admin", "audit", "export", "--since", "soon")
+    assert refused.exit_code != 0
     assert "since must be" in refused.stderr
 
 
-def _create_organization_then_fail(server: LiveServer) -> None:
+def _create_organization_then_fail(server: InProcessApp) -> None:
     with transaction(make_session_factory(server.engine)) as db:
         create_organization(db=db, name="Rolled Back College", fice="990099")
         assert any(isinstance(row, AuditEvent) for row in db.new)
@@ -255,11 +255,11 @@ def test_an_action_rolled_back_leaves_no_record(session: Session) -> None:
         _create_organization_then_fail(session.server)
     assert not [e for e in _events(session.server) if e.detail.get("fice") == "990099"]
     before = len(_events(session.server))
-    duplicate = session.server.cli(
+    duplicate = session.server.invoke(
         "admin", "user", "create", "--user-name", ALICE, "--org", session.demo.organization_uid,
-        "--password", "another-password-1", check=False,
+        "--password", "another-password-1",
     )  # fmt: skip
-    assert duplicate.returncode != 0
+    assert duplicate.exit_code != 0
     assert len(_events(session.server)) == before
 
 
