@@ -1,10 +1,13 @@
-"""The File Upload API over real HTTP, as "How to Use the File Upload API" in docs/spec/api-documentation.md.
+"""The File Upload API, as "How to Use the File Upload API" in docs/spec/api-documentation.md.
 
 The documentation's three requests (create record, upload, check status) are replayed with the production
-hosts replaced by the live server's; the upload step also runs through the real `curl` binary. Then: the
+hosts replaced by the app's; the upload step also runs through the real `curl` binary. Then: the
 create response and record, body validation, what a successful upload leaves behind (object, checksums,
 pipeline job) and that its form works once, the clients integrations post the form with (requests,
 httpx2, a form boto3 signs) and the upload list with its paging, sorting, filters and organization scope.
+
+The requests run through the in-process app, except where a real server matters: the `curl` binary and
+`requests` post over a socket, and the same form posted twice at once races two connections.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import requests  # type: ignore[import-untyped,unused-ignore]
 from tests.support.accounts import login_as, unique
 from tests.support.checks import assert_envelope, s3_error
 from tests.support.factories import add_account, add_organization, add_upload
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.inprocess import InProcessApp
+from tests.support.server import Deployment, LiveServer, LoggedIn
 from tests.support.uploads import (
     FILE_KEYS,
     FORM_FIELD_ORDER,
@@ -71,20 +75,30 @@ EXPIRED_TOKEN = "The provided token has expired."
 
 
 @pytest.fixture
-def client() -> Iterator[httpx2.Client]:
+def client(api: InProcessApp) -> httpx2.Client:
+    return api.client
+
+
+@pytest.fixture(scope="module")
+def demo(api: InProcessApp) -> LoggedIn:
+    return api.login()
+
+
+@pytest.fixture
+def live_client() -> Iterator[httpx2.Client]:
     with httpx2.Client(timeout=30) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def demo(server: LiveServer) -> LoggedIn:
+def live_demo(server: LiveServer) -> LoggedIn:
     return server.login()
 
 
-def doc_url(server: LiveServer, documented: str) -> str:
-    """A documented API URL with its production host replaced by the live server's."""
+def doc_url(deployment: Deployment, documented: str) -> str:
+    """A documented API URL with its production host replaced by the deployment's."""
     assert documented.startswith(DOC_HOST), documented
-    return server.base_url + documented.removeprefix(DOC_HOST)
+    return deployment.base_url + documented.removeprefix(DOC_HOST)
 
 
 def md5_hex(content: bytes) -> str:
@@ -99,12 +113,12 @@ def post_policy_signature(*, secret: str, date: str, region: str, policy_b64: st
     return hmac.new(key, policy_b64.encode(), hashlib.sha256).hexdigest()
 
 
-def create_as_documented(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> dict[str, Any]:
+def create_as_documented(client: httpx2.Client, deployment: Deployment, demo: LoggedIn) -> dict[str, Any]:
     # curl https://api-datalab.encoura.org/v1/files/upload --header 'Authorization: Bearer XXXX'
     #   --header 'Organization: ...' --header 'x-api-key: ...' --header 'Content-Type: application/json'
     #   --data '{ "fileName": "file_to_upload.csv", "productType": "enrollment", "datasource": "API", ... }'
     response = client.post(
-        doc_url(server, f"{DOC_HOST}/files/upload"),
+        doc_url(deployment, f"{DOC_HOST}/files/upload"),
         headers={
             "Authorization": f"Bearer {demo.token}",
             "Organization": demo.organization_uid,
@@ -118,28 +132,28 @@ def create_as_documented(client: httpx2.Client, server: LiveServer, demo: Logged
     body: dict[str, Any] = response.json()
     assert list(body) == ["id", "url", "fields"]
     assert list(body["fields"]) == FORM_FIELD_ORDER
-    assert body["url"] == f"{server.root}/{UPLOADS_BUCKET}"
+    assert body["url"] == f"{deployment.root}/{UPLOADS_BUCKET}"
     return body
 
 
 def assert_upload_accepted(
-    headers: dict[str, str], body: bytes, server: LiveServer, key: str, content: bytes
+    headers: dict[str, str], body: bytes, deployment: Deployment, key: str, content: bytes
 ) -> None:
     """The store's success answer: 204, empty body, no Content-Type, S3's ETag and Location."""
     assert body == b""
     assert "content-type" not in headers, headers
     assert headers["etag"] == f'"{md5_hex(content)}"'
-    assert headers["location"] == f"{server.root}/{UPLOADS_BUCKET}/{quote(key)}"
-    assert_stored(server, key, content)
+    assert headers["location"] == f"{deployment.root}/{UPLOADS_BUCKET}/{quote(key)}"
+    assert_stored(deployment, key, content)
 
 
 def check_status_as_documented(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, uid: str, key: str
+    client: httpx2.Client, deployment: Deployment, demo: LoggedIn, uid: str, key: str
 ) -> dict[str, Any]:
     # curl https://api-datalab.encoura.org/v1/files/fc618a01-... --header 'Authorization: Bearer eyJ...'
     #   --header 'Organization: 03f104b8-...'   (no x-api-key: the documentation's example omits it)
     response = client.get(
-        doc_url(server, f"{DOC_HOST}/files/{uid}"),
+        doc_url(deployment, f"{DOC_HOST}/files/{uid}"),
         headers={"Authorization": f"Bearer {demo.token}", "Organization": demo.organization_uid},
     )
     assert response.status_code == 200, response.text
@@ -151,8 +165,8 @@ def check_status_as_documented(
     assert record["filePath"] == key
     assert record["productType"] == "enrollment"
     assert record["status"] == "analyzing"
-    assert server.demo is not None
-    assert record["userName"] == server.demo.user_name
+    assert deployment.demo is not None
+    assert record["userName"] == deployment.demo.user_name
     assert UPLOAD_DATE.fullmatch(record["uploadDate"]), record["uploadDate"]
     uploaded = datetime.fromisoformat(record["uploadDate"]).replace(tzinfo=UTC)
     assert abs(uploaded - datetime.now(UTC)) < timedelta(minutes=2)
@@ -170,8 +184,8 @@ def check_status_as_documented(
 # The documentation, replayed.
 
 
-def test_documented_flow_with_httpx2(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> None:
-    created = create_as_documented(client, server, demo)
+def test_documented_flow_with_httpx2(client: httpx2.Client, api: InProcessApp, demo: LoggedIn) -> None:
+    created = create_as_documented(client, api, demo)
     fields = created["fields"]
     # The upload: every field the create call returned, in the documented order, then the file last.
     response = client.post(
@@ -180,14 +194,14 @@ def test_documented_flow_with_httpx2(client: httpx2.Client, server: LiveServer, 
         files={"file": ("file_to_upload.csv", SAMPLE_CSV, "text/csv")},
     )
     assert response.status_code == 204, response.text
-    assert_upload_accepted(dict(response.headers), response.content, server, fields["key"], SAMPLE_CSV)
-    check_status_as_documented(client, server, demo, created["id"], fields["key"])
+    assert_upload_accepted(dict(response.headers), response.content, api, fields["key"], SAMPLE_CSV)
+    check_status_as_documented(client, api, demo, created["id"], fields["key"])
 
 
 def test_documented_upload_with_curl(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, tmp_path: Path
+    live_client: httpx2.Client, server: LiveServer, live_demo: LoggedIn, tmp_path: Path
 ) -> None:
-    created = create_as_documented(client, server, demo)
+    created = create_as_documented(live_client, server, live_demo)
     fields = created["fields"]
     source = tmp_path / "file_to_upload.csv"
     source.write_bytes(SAMPLE_CSV)
@@ -210,17 +224,17 @@ def test_documented_upload_with_curl(
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     assert_upload_accepted(headers, body, server, fields["key"], SAMPLE_CSV)
-    check_status_as_documented(client, server, demo, created["id"], fields["key"])
+    check_status_as_documented(live_client, server, live_demo, created["id"], fields["key"])
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Creating a record.
 
 
-def test_create_response_and_new_record(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> None:
+def test_create_response_and_new_record(client: httpx2.Client, api: InProcessApp, demo: LoggedIn) -> None:
     before = datetime.now(UTC).replace(microsecond=0)
     response = client.post(
-        server.base_url + "/files/upload",
+        api.base_url + "/files/upload",
         headers=demo.headers,
         json={"fileName": "Fall 2025 roster.csv", "productType": "enrollment"},
     )
@@ -232,7 +246,7 @@ def test_create_response_and_new_record(client: httpx2.Client, server: LiveServe
     assert all(isinstance(value, str) and value for value in fields.values())
     uid = body["id"]
     assert str(uuid.UUID(uid)) == uid
-    assert body["url"] == f"{server.root}/{UPLOADS_BUCKET}"
+    assert body["url"] == f"{api.root}/{UPLOADS_BUCKET}"
 
     # The key is the server's choice: the organization, the product, the record, a safe stem and a stamp.
     match = re.fullmatch(
@@ -241,7 +255,7 @@ def test_create_response_and_new_record(client: httpx2.Client, server: LiveServe
     assert match, fields["key"]
     assert abs(int(match["stamp"]) - before.timestamp()) < 120
 
-    access_key_id, secret = storage_credentials(server)
+    access_key_id, secret = storage_credentials(api)
     assert fields["x-amz-algorithm"] == "AWS4-HMAC-SHA256"
     assert re.fullmatch(r"\d{8}T\d{6}Z", fields["x-amz-date"])
     date = fields["x-amz-date"][:8]
@@ -263,34 +277,34 @@ def test_create_response_and_new_record(client: httpx2.Client, server: LiveServe
     assert {"bucket": UPLOADS_BUCKET} in conditions
     assert len(conditions) == 7
 
-    record = client.get(f"{server.base_url}/files/{uid}", headers=demo.headers).json()
+    record = client.get(f"{api.base_url}/files/{uid}", headers=demo.headers).json()
     assert record["status"] == "uploading"
     assert record["fileName"] == "Fall 2025 roster.csv"
     assert record["filePath"] == fields["key"]
     assert record["dataSource"] == "API"
-    row = upload_row(server, uid)
+    row = upload_row(api, uid)
     assert row.form_token == token
     assert row.size_bytes is None
     assert row.sha256 is None
-    assert pipeline_jobs(server, row.id) == []
-    assert not object_path(server, fields["key"]).exists()
+    assert pipeline_jobs(api, row.id) == []
+    assert not object_path(api, fields["key"]).exists()
 
 
 def test_the_record_is_committed_before_the_form_is_answered(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn
+    client: httpx2.Client, api: InProcessApp, demo: LoggedIn
 ) -> None:
     # A client may post the file over another connection the moment it has the form (the store's gate then
     # looks the record up in its own transaction), so the record must exist when the answer arrives.
     for _ in range(10):
-        form = create_upload(client, server, demo.headers)
-        assert upload_row(server, form.id).status == "uploading"
+        form = create_upload(client, api, demo.headers)
+        assert upload_row(api, form.id).status == "uploading"
 
 
-def test_create_with_get_and_a_json_body(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> None:
+def test_create_with_get_and_a_json_body(client: httpx2.Client, api: InProcessApp, demo: LoggedIn) -> None:
     # The documentation names the create call "Request GET URL"; GET with the same JSON body works too.
     response = client.request(
         "GET",
-        doc_url(server, f"{DOC_HOST}/files/upload"),
+        doc_url(api, f"{DOC_HOST}/files/upload"),
         headers={**demo.headers, "Content-Type": "application/json"},
         content=DOC_CREATE_BODY,
     )
@@ -298,19 +312,19 @@ def test_create_with_get_and_a_json_body(client: httpx2.Client, server: LiveServ
     body = response.json()
     assert list(body) == ["id", "url", "fields"]
     assert list(body["fields"]) == FORM_FIELD_ORDER
-    record = client.get(f"{server.base_url}/files/{body['id']}", headers=demo.headers).json()
+    record = client.get(f"{api.base_url}/files/{body['id']}", headers=demo.headers).json()
     assert record["status"] == "uploading"
     assert record["fileName"] == "file_to_upload.csv"
     assert record["dataSource"] == "API"
-    assert upload_row(server, body["id"]).file_description == "Latest enrollment data for Sample University"
+    assert upload_row(api, body["id"]).file_description == "Latest enrollment data for Sample University"
 
 
 def test_jwt_scheme_without_api_key_and_unknown_fields(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn
+    client: httpx2.Client, api: InProcessApp, demo: LoggedIn
 ) -> None:
     # Compatibility row 12: `Authorization: JWT`, Organization, no x-api-key, an extra originalFileName.
     response = client.post(
-        server.base_url + "/files/upload",
+        api.base_url + "/files/upload",
         headers={"Authorization": f"JWT {demo.token}", "Organization": demo.organization_uid},
         json={
             "fileName": "affinity_list.csv",
@@ -321,7 +335,7 @@ def test_jwt_scheme_without_api_key_and_unknown_fields(
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    record = client.get(f"{server.base_url}/files/{body['id']}", headers=demo.headers).json()
+    record = client.get(f"{api.base_url}/files/{body['id']}", headers=demo.headers).json()
     assert record["fileName"] == "affinity_list.csv"
     assert record["productType"] == "affinity"
     assert record["dataSource"] == "API"
@@ -331,13 +345,13 @@ def test_jwt_scheme_without_api_key_and_unknown_fields(
 
 @pytest.mark.parametrize("product_type", ["legacy", "Legacy"])
 def test_legacy_product_type_is_stored_as_affinity(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, product_type: str
+    client: httpx2.Client, api: InProcessApp, demo: LoggedIn, product_type: str
 ) -> None:
-    form = create_upload(client, server, demo.headers, file_name="alumni.csv", product_type=product_type)
+    form = create_upload(client, api, demo.headers, file_name="alumni.csv", product_type=product_type)
     assert form.key.startswith(f"{demo.organization_uid}/affinity/{form.id}/")
-    record = client.get(f"{server.base_url}/files/{form.id}", headers=demo.headers).json()
+    record = client.get(f"{api.base_url}/files/{form.id}", headers=demo.headers).json()
     assert record["productType"] == "affinity"
-    assert upload_row(server, form.id).product_type == "affinity"
+    assert upload_row(api, form.id).product_type == "affinity"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -415,9 +429,9 @@ def test_legacy_product_type_is_stored_as_affinity(
     ],
 )
 def test_invalid_body_fields_get_422(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, body: dict[str, Any], field: str, message: str
+    client: httpx2.Client, api: InProcessApp, demo: LoggedIn, body: dict[str, Any], field: str, message: str
 ) -> None:
-    response = client.post(server.base_url + "/files/upload", headers=demo.headers, json=body)
+    response = client.post(api.base_url + "/files/upload", headers=demo.headers, json=body)
     envelope = assert_envelope(response, 422, "validation_error")
     assert envelope["detail"] == [{"loc": ["body", field], "msg": message, "type": "value_error"}]
     assert envelope["message"] == f"{field}: {message}"
@@ -450,10 +464,10 @@ def test_invalid_body_fields_get_422(
     ],
 )
 def test_unreadable_body_gets_400(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, body: str, code: str, message: str
+    client: httpx2.Client, api: InProcessApp, demo: LoggedIn, body: str, code: str, message: str
 ) -> None:
     response = client.post(
-        server.base_url + "/files/upload",
+        api.base_url + "/files/upload",
         headers={**demo.headers, "Content-Type": "application/json"},
         content=body,
     )
@@ -475,11 +489,11 @@ def test_unreadable_body_gets_400(
     ],
 )
 def test_enrollment_takes_every_documented_format(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, file_name: str, suffix: str
+    client: httpx2.Client, api: InProcessApp, demo: LoggedIn, file_name: str, suffix: str
 ) -> None:
-    form = create_upload(client, server, demo.headers, file_name=file_name, product_type="enrollment")
+    form = create_upload(client, api, demo.headers, file_name=file_name, product_type="enrollment")
     assert form.key.endswith(suffix)
-    assert upload_row(server, form.id).file_name == file_name
+    assert upload_row(api, form.id).file_name == file_name
 
 
 @pytest.mark.parametrize(
@@ -491,9 +505,9 @@ def test_enrollment_takes_every_documented_format(
     ],
 )
 def test_path_like_file_names_get_a_server_chosen_key(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, file_name: str, base: str
+    client: httpx2.Client, api: InProcessApp, demo: LoggedIn, file_name: str, base: str
 ) -> None:
-    form = create_upload(client, server, demo.headers, file_name=file_name, product_type="enrollment")
+    form = create_upload(client, api, demo.headers, file_name=file_name, product_type="enrollment")
     prefix = f"{demo.organization_uid}/enrollment/{form.id}/"
     assert form.key.startswith(prefix)
     name = form.key.removeprefix(prefix)
@@ -501,13 +515,13 @@ def test_path_like_file_names_get_a_server_chosen_key(
     assert ".." not in form.key.split("/")
     assert "\\" not in form.key
     assert "%" not in form.key
-    assert upload_row(server, form.id).file_name == base
+    assert upload_row(api, form.id).file_name == base
 
     response = client.post(form.url, data=form.fields, files={"file": (file_name, SAMPLE_CSV, "text/csv")})
     assert response.status_code == 204, response.text
-    organization_root = server.home / "objects" / UPLOADS_BUCKET / demo.organization_uid
-    assert object_path(server, form.key).resolve().is_relative_to(organization_root.resolve())
-    assert_stored(server, form.key, SAMPLE_CSV)
+    organization_root = api.home / "objects" / UPLOADS_BUCKET / demo.organization_uid
+    assert object_path(api, form.key).resolve().is_relative_to(organization_root.resolve())
+    assert_stored(api, form.key, SAMPLE_CSV)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -515,23 +529,23 @@ def test_path_like_file_names_get_a_server_chosen_key(
 
 
 def test_successful_upload_stores_checksums_and_queues_analysis(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn
+    client: httpx2.Client, api: InProcessApp, demo: LoggedIn
 ) -> None:
-    form = create_upload(client, server, demo.headers, file_name="students.csv", product_type="ematch")
+    form = create_upload(client, api, demo.headers, file_name="students.csv", product_type="ematch")
     content = SAMPLE_CSV * 50
     before = datetime.now(UTC)
     response = client.post(form.url, data=form.fields, files={"file": ("students.csv", content, "text/csv")})
     assert response.status_code == 204, response.text
-    assert_stored(server, form.key, content)
+    assert_stored(api, form.key, content)
 
-    row = upload_row(server, form.id)
+    row = upload_row(api, form.id)
     assert row.status == "analyzing"
     assert row.size_bytes == len(content)
     assert row.sha256 == hashlib.sha256(content).hexdigest()
     assert row.etag == md5_hex(content)
     assert row.uploaded_at is not None
     assert before - timedelta(seconds=1) <= row.uploaded_at <= datetime.now(UTC)
-    assert pipeline_jobs(server, row.id) == [("analyze", "pending")]
+    assert pipeline_jobs(api, row.id) == [("analyze", "pending")]
 
     # The form works once: posting it again is refused as S3 refuses an expired session token.
     again = client.post(
@@ -539,17 +553,17 @@ def test_successful_upload_stores_checksums_and_queues_analysis(
     )
     error = s3_error(again, status=400, code="ExpiredToken", message=EXPIRED_TOKEN)
     assert error["Token-0"] == form.fields["x-amz-security-token"]
-    assert_stored(server, form.key, content)
-    row = upload_row(server, form.id)
+    assert_stored(api, form.key, content)
+    row = upload_row(api, form.id)
     assert row.size_bytes == len(content)
     assert row.sha256 == hashlib.sha256(content).hexdigest()
-    assert pipeline_jobs(server, row.id) == [("analyze", "pending")]
+    assert pipeline_jobs(api, row.id) == [("analyze", "pending")]
 
 
 def test_the_same_form_posted_twice_at_once_stores_one_file(
-    server: LiveServer, demo: LoggedIn, client: httpx2.Client
+    server: LiveServer, live_demo: LoggedIn, live_client: httpx2.Client
 ) -> None:
-    form = create_upload(client, server, demo.headers)
+    form = create_upload(live_client, server, live_demo.headers)
     contents = [b"first," * 200_000, b"second," * 200_000]
 
     def post(content: bytes) -> tuple[int, bytes]:
@@ -577,9 +591,9 @@ def test_the_same_form_posted_twice_at_once_stores_one_file(
 
 
 def test_requests_upload_as_aws_documents_it(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, tmp_path: Path
+    live_client: httpx2.Client, server: LiveServer, live_demo: LoggedIn, tmp_path: Path
 ) -> None:
-    form = create_upload(client, server, demo.headers, file_name="upload.csv")
+    form = create_upload(live_client, server, live_demo.headers, file_name="upload.csv")
     source = tmp_path / "upload.csv"
     source.write_bytes(SAMPLE_CSV)
     with source.open("rb") as f:
@@ -593,9 +607,9 @@ def test_requests_upload_as_aws_documents_it(
 
 
 def test_httpx2_multipart_upload(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, tmp_path: Path
+    client: httpx2.Client, api: InProcessApp, demo: LoggedIn, tmp_path: Path
 ) -> None:
-    form = create_upload(client, server, demo.headers, file_name="upload.tsv")
+    form = create_upload(client, api, demo.headers, file_name="upload.tsv")
     content = SAMPLE_CSV.replace(b",", b"\t")
     source = tmp_path / "upload.tsv"
     source.write_bytes(content)
@@ -603,22 +617,22 @@ def test_httpx2_multipart_upload(
         response = client.post(form.url, data=form.fields, files={"file": f})
     assert response.status_code == 204, response.text
     assert response.content == b""
-    assert_stored(server, form.key, content)
-    assert upload_row(server, form.id).status == "analyzing"
+    assert_stored(api, form.key, content)
+    assert upload_row(api, form.id).status == "analyzing"
 
 
-def test_a_form_boto3_signs_is_accepted(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> None:
-    form: UploadForm = create_upload(client, server, demo.headers, file_name="boto.csv")
+def test_a_form_boto3_signs_is_accepted(client: httpx2.Client, api: InProcessApp, demo: LoggedIn) -> None:
+    form: UploadForm = create_upload(client, api, demo.headers, file_name="boto.csv")
     # boto3_post asserts boto3 addresses the form to the uploads bucket of the embedded store.
-    fields = boto3_post(server, key=form.key, token=form.fields["x-amz-security-token"])
+    fields = boto3_post(api, key=form.key, token=form.fields["x-amz-security-token"])
     assert fields["key"] == form.key
     assert fields["policy"] != form.fields["policy"]
     response = client.post(
-        f"{server.root}/{UPLOADS_BUCKET}", data=fields, files={"file": ("boto.csv", SAMPLE_CSV, "text/csv")}
+        f"{api.root}/{UPLOADS_BUCKET}", data=fields, files={"file": ("boto.csv", SAMPLE_CSV, "text/csv")}
     )
     assert response.status_code == 204, response.text
-    assert_stored(server, form.key, SAMPLE_CSV)
-    assert upload_row(server, form.id).status == "analyzing"
+    assert_stored(api, form.key, SAMPLE_CSV)
+    assert upload_row(api, form.id).status == "analyzing"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -638,29 +652,26 @@ class Listing:
 
 
 @pytest.fixture(scope="module")
-def listing(server: LiveServer) -> Listing:
-    organization = add_organization(server, name=unique("Upload List College"))
-    account = add_account(server, organization_uids=[organization.uid])
-    logged_in = login_as(server, account)
+def listing(api: InProcessApp) -> Listing:
+    organization = add_organization(api, name=unique("Upload List College"))
+    account = add_account(api, organization_uids=[organization.uid])
+    logged_in = login_as(api, account)
     products = ["enrollment", "affinity", "enrollment", "ematch", "legacy"]
-    with httpx2.Client(timeout=30) as client:
-        first = create_upload(
-            client, server, logged_in.headers, file_name="file0.csv", product_type=products[0]
-        )
-        response = client.post(
-            first.url, data=first.fields, files={"file": ("f.csv", SAMPLE_CSV, "text/csv")}
-        )
-        assert response.status_code == 204, response.text
+    first = create_upload(api.client, api, logged_in.headers, file_name="file0.csv", product_type=products[0])
+    response = api.client.post(
+        first.url, data=first.fields, files={"file": ("f.csv", SAMPLE_CSV, "text/csv")}
+    )
+    assert response.status_code == 204, response.text
     # The others are only announced: they are written straight into the database.
     announced = [
-        add_upload(server, account=account, file_name=f"file{index}.csv", product_type=product)
+        add_upload(api, account=account, file_name=f"file{index}.csv", product_type=product)
         for index, product in enumerate(products[1:], start=1)
     ]
     return Listing(logged_in=logged_in, ids=[first.id, *announced], products=products)
 
 
-def list_files(client: httpx2.Client, server: LiveServer, listing: Listing, **params: str) -> httpx2.Response:
-    return client.get(server.base_url + "/files", headers=listing.logged_in.headers, params=params)
+def list_files(client: httpx2.Client, api: InProcessApp, listing: Listing, **params: str) -> httpx2.Response:
+    return client.get(api.base_url + "/files", headers=listing.logged_in.headers, params=params)
 
 
 def listed_ids(response: httpx2.Response) -> list[str]:
@@ -671,9 +682,9 @@ def listed_ids(response: httpx2.Response) -> list[str]:
 
 
 def test_list_shows_the_organizations_uploads_newest_first(
-    client: httpx2.Client, server: LiveServer, listing: Listing
+    client: httpx2.Client, api: InProcessApp, listing: Listing
 ) -> None:
-    response = list_files(client, server, listing)
+    response = list_files(client, api, listing)
     assert listed_ids(response) == listing.newest_first()
     assert response.headers["total-count"] == "5"
     items = response.json()
@@ -685,7 +696,7 @@ def test_list_shows_the_organizations_uploads_newest_first(
     assert by_id[listing.ids[4]]["productType"] == "affinity"
     assert [by_id[uid]["status"] for uid in listing.ids[1:]] == ["uploading"] * 4
     # The Swagger path with a trailing slash answers the same.
-    slash = client.get(server.base_url + "/files/", headers=listing.logged_in.headers)
+    slash = client.get(api.base_url + "/files/", headers=listing.logged_in.headers)
     assert listed_ids(slash) == listing.newest_first()
 
 
@@ -704,14 +715,14 @@ def test_list_shows_the_organizations_uploads_newest_first(
 )
 def test_list_paging(
     client: httpx2.Client,
-    server: LiveServer,
+    api: InProcessApp,
     listing: Listing,
     limit: str | None,
     offset: str | None,
     window: slice,
 ) -> None:
     params = {name: value for name, value in (("limit", limit), ("offset", offset)) if value is not None}
-    response = list_files(client, server, listing, **params)
+    response = list_files(client, api, listing, **params)
     assert listed_ids(response) == listing.newest_first()[window]
     assert response.headers["total-count"] == "5"
 
@@ -721,13 +732,13 @@ def test_list_paging(
     [("ASC", False), ("DESC", True), ("asc", False), ("desc", True)],
 )
 def test_list_sorted_by_upload_date(
-    client: httpx2.Client, server: LiveServer, listing: Listing, direction: str, newest_first: bool
+    client: httpx2.Client, api: InProcessApp, listing: Listing, direction: str, newest_first: bool
 ) -> None:
-    response = list_files(client, server, listing, sortBy="uploadDate", sortDirection=direction)
+    response = list_files(client, api, listing, sortBy="uploadDate", sortDirection=direction)
     expected = listing.newest_first() if newest_first else listing.ids
     assert listed_ids(response) == expected
     paged = list_files(
-        client, server, listing, sortBy="uploadDate", sortDirection=direction, limit="2", offset="1"
+        client, api, listing, sortBy="uploadDate", sortDirection=direction, limit="2", offset="1"
     )
     assert listed_ids(paged) == expected[1:3]
     assert paged.headers["total-count"] == "5"
@@ -747,9 +758,9 @@ def test_list_sorted_by_upload_date(
     ],
 )
 def test_list_filters(
-    client: httpx2.Client, server: LiveServer, listing: Listing, params: dict[str, str], positions: list[int]
+    client: httpx2.Client, api: InProcessApp, listing: Listing, params: dict[str, str], positions: list[int]
 ) -> None:
-    response = list_files(client, server, listing, **params)
+    response = list_files(client, api, listing, **params)
     assert listed_ids(response) == [listing.ids[position] for position in positions]
     assert response.headers["total-count"] == str(len(positions))
 
@@ -769,30 +780,30 @@ def test_list_filters(
     ],
 )
 def test_list_invalid_parameters_get_400(
-    client: httpx2.Client, server: LiveServer, listing: Listing, params: dict[str, str], code: str
+    client: httpx2.Client, api: InProcessApp, listing: Listing, params: dict[str, str], code: str
 ) -> None:
-    envelope = assert_envelope(list_files(client, server, listing, **params), 400, code)
+    envelope = assert_envelope(list_files(client, api, listing, **params), 400, code)
     assert envelope["detail"] == envelope["message"]
 
 
 def test_other_organizations_upload_is_not_found(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, listing: Listing
+    client: httpx2.Client, api: InProcessApp, demo: LoggedIn, listing: Listing
 ) -> None:
-    form = create_upload(client, server, demo.headers)
-    mine = client.get(f"{server.base_url}/files/{form.id}", headers=demo.headers)
+    form = create_upload(client, api, demo.headers)
+    mine = client.get(f"{api.base_url}/files/{form.id}", headers=demo.headers)
     assert mine.status_code == 200
 
     message = f"File with id: {form.id} is NOT found."
-    theirs = client.get(f"{server.base_url}/files/{form.id}", headers=listing.logged_in.headers)
+    theirs = client.get(f"{api.base_url}/files/{form.id}", headers=listing.logged_in.headers)
     assert theirs.status_code == 404
     assert theirs.json() == {"code": "file_not_found", "message": message, "detail": message}
-    assert form.id not in listed_ids(list_files(client, server, listing))
+    assert form.id not in listed_ids(list_files(client, api, listing))
     # And the other way round: the demo organization sees none of theirs.
     their_id = listing.ids[0]
-    back = client.get(f"{server.base_url}/files/{their_id}", headers=demo.headers)
+    back = client.get(f"{api.base_url}/files/{their_id}", headers=demo.headers)
     assert back.status_code == 404
     assert back.json()["detail"] == f"File with id: {their_id} is NOT found."
     unknown = str(uuid.uuid4())
-    missing = client.get(f"{server.base_url}/files/{unknown}", headers=demo.headers)
+    missing = client.get(f"{api.base_url}/files/{unknown}", headers=demo.headers)
     assert missing.status_code == 404
     assert missing.json()["detail"] == f"File with id: {unknown} is NOT found."
