@@ -1,4 +1,5 @@
-"""Mapping a file by hand (POST /files/{id}/process), its reuse by later uploads, and canceling files."""
+"""Mapping a file by hand (POST /files/{id}/process), its reuse by later uploads, and canceling files,
+through the in-process app (its embedded pipeline workers and sweeper run in its lifespan)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from datalab.records.models import EnrollmentRecord
-from tests.conftest import ServerFactory
+from tests.conftest import AppFactory
 from tests.support.checks import assert_envelope, s3_error, wait_for
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.inprocess import InProcessApp
+from tests.support.server import LoggedIn
 from tests.support.uploads import (
     create_upload,
     form_parts,
@@ -36,13 +38,29 @@ MAPPING = {
 }
 
 
+@pytest.fixture(scope="module")
+def working(make_app: AppFactory) -> InProcessApp:
+    """An app running two pipeline workers that look for work every 0.1 s."""
+    return make_app(pipeline_workers="2", pipeline_poll_seconds="0.1")
+
+
+@pytest.fixture(scope="module")
+def demo(working: InProcessApp) -> LoggedIn:
+    return working.login()
+
+
+@pytest.fixture
+def client(working: InProcessApp) -> httpx2.Client:
+    return working.client
+
+
 def _process(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, uid: str, body: Any
+    client: httpx2.Client, server: InProcessApp, demo: LoggedIn, uid: str, body: Any
 ) -> httpx2.Response:
     return client.post(f"{server.base_url}/files/{uid}/process", headers=demo.headers, json=body)
 
 
-def _stored(server: LiveServer, uid: str) -> list[dict[str, str]]:
+def _stored(server: InProcessApp, uid: str) -> list[dict[str, str]]:
     """The enrollment records the upload loaded, in file order."""
     upload_id = upload_row(server, uid).id
     with server.db() as db:
@@ -55,7 +73,7 @@ def _stored(server: LiveServer, uid: str) -> list[dict[str, str]]:
 
 
 def test_a_mapping_made_once_is_reused_by_the_next_api_upload(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     first = upload_and_wait(
         client, working, demo, CUSTOM_HEADERS + b"00042,Ann,2026,2025/10/01,Woman\n", datasource="DataCenter"
@@ -98,7 +116,7 @@ def test_a_mapping_made_once_is_reused_by_the_next_api_upload(
 
 
 def test_a_failed_api_upload_can_be_mapped_with_the_flat_body(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     failed = upload_and_wait(client, working, demo, b"ID,Yr,Inq\n1,2027,2025/01/05\n", datasource="API")
     assert failed["status"] == "failure"
@@ -124,7 +142,7 @@ def test_a_failed_api_upload_can_be_mapped_with_the_flat_body(
     ],
 )
 def test_invalid_mappings_are_refused_with_upstream_validation_detail(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn, body: dict[str, str], message: str
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn, body: dict[str, str], message: str
 ) -> None:
     # A header set of its own: the mapping saved by another test must not apply here.
     content = b"Student Number,Given Name,Year,Applied On,Surname2\n1,A,2026,2025/1/1,M\n"
@@ -138,7 +156,7 @@ def test_invalid_mappings_are_refused_with_upstream_validation_detail(
 
 
 def test_only_files_waiting_for_a_mapping_can_be_processed(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     done = upload_and_wait(client, working, demo, b"UniqueID,EntryYear,Applied\n1,2026,2025/1/1\n")
     assert done["status"] == "done"
@@ -154,12 +172,12 @@ def test_only_files_waiting_for_a_mapping_can_be_processed(
     assert_envelope(broken, 400, "invalid_body")
 
 
-def _cancel(client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, uid: str) -> httpx2.Response:
+def _cancel(client: httpx2.Client, server: InProcessApp, logged_in: LoggedIn, uid: str) -> httpx2.Response:
     return client.post(f"{server.base_url}/files/{uid}/cancel", headers=logged_in.headers)
 
 
 def test_a_file_waiting_for_a_mapping_can_be_canceled_once(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     waiting = upload_and_wait(client, working, demo, b"Matricule,Prenom\n1,A\n", datasource="DC")
     assert waiting["status"] == "fields_mapping_required"
@@ -172,15 +190,14 @@ def test_a_file_waiting_for_a_mapping_can_be_canceled_once(
 
 
 @pytest.fixture(scope="module")
-def idle(make_server: ServerFactory) -> LiveServer:
-    """A server running no pipeline workers: a file stays where it is until a test runs its next stage."""
-    return make_server(pipeline_workers="0")
+def idle(make_app: AppFactory) -> InProcessApp:
+    """An app running no pipeline workers: a file stays where it is until a test runs its next stage."""
+    return make_app(pipeline_workers="0")
 
 
 @pytest.mark.parametrize("stages_run", [0, 1], ids=["analyzing", "enqueued"])
-def test_cancel_until_enqueued_stops_the_pipeline(
-    client: httpx2.Client, idle: LiveServer, stages_run: int
-) -> None:
+def test_cancel_until_enqueued_stops_the_pipeline(idle: InProcessApp, stages_run: int) -> None:
+    client = idle.client
     logged_in = idle.login()
     uid = send_file(client, idle, logged_in, b"UniqueID,EntryYear,Applied\n1,2026,2025/1/1\n")
     upload_id = upload_row(idle, uid).id
@@ -202,7 +219,7 @@ def test_cancel_until_enqueued_stops_the_pipeline(
 
 
 def test_a_processed_file_cannot_be_canceled(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     done = upload_and_wait(client, working, demo, b"UniqueID,EntryYear,Applied\n2,2026,2025/1/2\n")
     assert done["status"] == "done"
@@ -211,7 +228,7 @@ def test_a_processed_file_cannot_be_canceled(
     assert get_file(client, working, demo, done["id"])["status"] == "done"
 
 
-def test_a_canceled_form_cannot_be_used(client: httpx2.Client, working: LiveServer, demo: LoggedIn) -> None:
+def test_a_canceled_form_cannot_be_used(client: httpx2.Client, working: InProcessApp, demo: LoggedIn) -> None:
     form = create_upload(client, working, demo.headers)
     canceled = client.post(f"{working.base_url}/files/{form.id}/cancel", headers=demo.headers)
     assert canceled.json()["status"] == "canceled"
@@ -229,12 +246,11 @@ def test_a_canceled_form_cannot_be_used(client: httpx2.Client, working: LiveServ
     }
 
 
-def test_the_file_of_a_canceled_upload_is_removed_after_the_retention_period(
-    client: httpx2.Client, make_server: ServerFactory
-) -> None:
-    server = make_server(
+def test_the_file_of_a_canceled_upload_is_removed_after_the_retention_period(make_app: AppFactory) -> None:
+    server = make_app(
         pipeline_workers="0", canceled_retention_hours="0.0005", upload_sweep_interval_seconds="1"
     )
+    client = server.client
     logged_in = server.login()
     uid = send_file(client, server, logged_in, b"UniqueID,EntryYear,Applied\n1,2026,2025/1/1\n")
     row = upload_row(server, uid)
