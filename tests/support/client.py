@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from datalab.accounts.models import Organization
 from datalab.exports.models import Export
-from tests.support.server import LiveServer
+from tests.support.server import Deployment, LiveServer
 
 EXPORTS_BUCKET = "datalab-exports"
 SYNC_STATE = ".datalab-sync.json"
@@ -44,7 +44,7 @@ class StoredExport:
         return self.object_path.read_bytes()
 
 
-def stored_exports(server: LiveServer, organization_uid: str | None = None) -> dict[str, StoredExport]:
+def stored_exports(server: Deployment, organization_uid: str | None = None) -> dict[str, StoredExport]:
     """The exports of an organization (the demo's by default) as stored, by uid."""
     assert server.demo is not None
     wanted = organization_uid or server.demo.organization_uid

@@ -143,8 +143,11 @@ def start_upload(
     assert created.status_code == 200, created.text
     body: dict[str, Any] = created.json()
     assert body["next"] == f"/datacenter/uploads/{body['id']}"
-    with httpx2.Client(timeout=30) as store:
-        posted = post_parts(store, body["url"], form_parts(body["fields"], content, filename=file_name))
+    # The store is on the pages' origin: the browser posts the file without a cookie.
+    try:
+        posted = post_parts(page.client, body["url"], form_parts(body["fields"], content, filename=file_name))
+    finally:
+        page.client.cookies.clear()
     assert posted.status_code == 204, posted.text
     uid: str = body["id"]
     return uid

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.support.server import LiveServer
+from tests.support.server import Deployment, LiveServer
 from tests.web.pages import PageClient, sign_in, start_upload
 
 ServerFactory = Callable[..., LiveServer]
@@ -20,7 +20,7 @@ PROMPT_SECONDS = 5.0
 
 
 @contextmanager
-def write_lock_held(server: LiveServer) -> Iterator[None]:
+def write_lock_held(server: Deployment) -> Iterator[None]:
     """Another connection holds the SQLite database's write lock meanwhile."""
     path = server.database_url.split(":///", 1)[1]
     holder = sqlite3.connect(path, isolation_level=None)
