@@ -1,10 +1,10 @@
-"""Who may see and do what on the Data Center pages, over plain HTTP against a live server: signed-out
-browsers, the sign-in form, the session cookie, CSRF tokens, organizations and signing out."""
+"""Who may see and do what on the Data Center pages, over plain HTTP against the in-process app:
+signed-out browsers, the sign-in form, the session cookie, CSRF tokens, organizations and signing out."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx2
@@ -14,11 +14,12 @@ from sqlalchemy import select
 from datalab.accounts.models import ApiKey, User
 from datalab.uploads.models import FieldMapping
 from datalab.web.models import WebSession
+from tests.conftest import AppFactory
 from tests.support.accounts import Account, Organization, unique
 from tests.support.client import stored_exports
 from tests.support.exports import SAMPLE_HEADER, sample_rows, write_csv
 from tests.support.factories import add_account, add_export, add_organization
-from tests.support.server import LiveServer
+from tests.support.inprocess import InProcessApp
 from tests.web.pages import (
     SESSION_COOKIE,
     SIGNIN_COOKIE,
@@ -32,8 +33,6 @@ from tests.web.pages import (
     stored_state,
     wait_for_upload,
 )
-
-ServerFactory = Callable[..., LiveServer]
 
 # An enrollment file whose headers match no layout field: a Data Center upload of it waits for a mapping.
 WAITING_CSV = b"Student Number,Year,Term,App Date\r\n00123,2026,Fall,2025-11-02\r\n"
@@ -51,10 +50,10 @@ _PICKED_EXPORT = re.compile(r'<input type="checkbox" name="uid" value="([^"]+)"'
 
 @dataclass(frozen=True)
 class World:
-    """A server where organization A (the demo's) has uploads, a saved mapping and exports, and
+    """An app where organization A (the demo's) has uploads, a saved mapping and exports, and
     organization B has one export; `other` belongs to B only, `both` to A and B."""
 
-    server: LiveServer
+    server: InProcessApp
     organization_a: str
     organization_b: Organization
     other: Account
@@ -68,8 +67,8 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> World:
-    server = make_server(pipeline_workers="2")
+def world(make_app: AppFactory, tmp_path_factory: pytest.TempPathFactory) -> World:
+    server = make_app(pipeline_workers="2")
     assert server.demo is not None
     organization_b = add_organization(server, name=unique("College B"))
     other = add_account(server, organization_uids=[organization_b.uid])
@@ -111,7 +110,7 @@ def world(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) 
     )
 
 
-def _signed_in(server: LiveServer, user_name: str, password: str) -> Iterator[PageClient]:
+def _signed_in(server: InProcessApp, user_name: str, password: str) -> Iterator[PageClient]:
     page = sign_in(server, user_name, password)
     yield page
     page.close()
