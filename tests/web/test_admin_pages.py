@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from playwright.sync_api import Browser, FilePayload, Page, expect, sync_playwright
+from playwright.sync_api import Browser, FilePayload, Page, expect
 from sqlalchemy import func, select
 
 from datalab.accounts.models import ApiKey, Membership, Organization, User
@@ -34,7 +34,7 @@ from tests.web.pages import (
     signin_next,
     stored_state,
 )
-from tests.web.test_browser import CHROMIUM, VIEWPORT
+from tests.web.test_browser import VIEWPORT
 
 ServerFactory = Callable[..., LiveServer]
 CSV = b"ID,FIRSTNAME,LASTNAME\r\n00000001,Ana,O'Brien\r\n00000002,Jos\xc3\xa9,N\xc3\xba\xc3\xb1ez\r\n"
@@ -493,16 +493,6 @@ def test_forms_without_the_session_token_are_refused(server: LiveServer, operato
         assert db.scalar(select(func.count()).select_from(Organization)) == organizations
     assert _organization(server, organization_uid).deactivated_at is None
     assert _user(server, user_name).status == "Active"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed: the Data Center browser tests need Chromium there")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield launched
-        launched.close()
 
 
 def _browser_sign_in(browser: Browser, server: LiveServer, user_name: str, password: str) -> Page:
