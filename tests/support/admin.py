@@ -57,6 +57,27 @@ def make_operator(server: Deployment) -> Operator:
     return Operator(created["uid"], user_name, password, key["apiKey"], body["sessionToken"])
 
 
+@dataclass(frozen=True)
+class PageOperator:
+    """An operator who signs in to Data Center's pages."""
+
+    uid: str
+    user_name: str
+    password: str
+
+
+def make_page_operator(server: Deployment) -> PageOperator:
+    """An operator made on the command line; a member of the demo organization, to sign in to Data Center."""
+    assert server.demo is not None
+    user_name, password = unique("operator") + "@example.org", secrets.token_urlsafe(12)
+    created = server.admin_json(
+        "admin", "user", "create", "--user-name", user_name, "--password", password, "--operator",
+        "--org", server.demo.organization_uid,
+    )  # fmt: skip
+    assert created["operator"] is True
+    return PageOperator(created["uid"], user_name, password)
+
+
 def call(server: Deployment, operator: Operator, method: str, path: str, **options: Any) -> httpx2.Response:
     """The operator's request for path (from the root, e.g. /v1/admin/users)."""
     return server.request(method, path, headers=operator.headers, **options)

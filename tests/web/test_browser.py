@@ -27,12 +27,15 @@ from playwright.sync_api import (
 )
 from sqlalchemy import func, select
 
+from datalab.accounts.models import User
 from datalab.exports.models import Delivery, Export
 from datalab.records.models import EnrollmentRecord
 from datalab.uploads.models import FieldMapping
-from tests.support.accounts import DEMO_DISPLAY_NAME
+from tests.support.accounts import DEMO_DISPLAY_NAME, unique
+from tests.support.admin import PageOperator, make_page_operator
 from tests.support.checks import wait_for
 from tests.support.client import stored_exports
+from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer
 from tests.support.uploads import upload_and_wait, upload_row
 
@@ -397,3 +400,70 @@ def test_audit_trail_page_and_its_csv(page: Page, site: LiveServer) -> None:
     exported = Path(started.value.path()).read_text(encoding="utf-8")
     assert exported.startswith("id,occurredAt,organizationUid,actorUid,actorName")
     assert "signin.succeeded" in exported
+
+
+# An operator's page in the browser: a CSV file published through the form.
+OPERATOR_CSV = (
+    b"ID,FIRSTNAME,LASTNAME\r\n00000001,Ana,O'Brien\r\n00000002,Jos\xc3\xa9,N\xc3\xba\xc3\xb1ez\r\n"
+)
+
+
+def _browser_sign_in(browser: Browser, site: LiveServer, user_name: str, password: str) -> Page:
+    context = browser.new_context(base_url=site.root, viewport=VIEWPORT)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.goto("/datacenter/signin")
+    page.fill("#userName", user_name)
+    page.fill("#password", password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/datacenter/exports")
+    return page
+
+
+@pytest.fixture(scope="module")
+def operator(site: LiveServer) -> PageOperator:
+    return make_page_operator(site)
+
+
+def test_an_operator_publishes_an_export_in_the_browser_and_the_college_sees_it(
+    browser: Browser, site: LiveServer, operator: PageOperator
+) -> None:
+    organization = add_organization(site, name=unique("Browser College"))
+    college = add_account(site, organization_uids=[organization.uid])
+    page = _browser_sign_in(browser, site, operator.user_name, operator.password)
+    try:
+        page.get_by_role("link", name="Operators").click()
+        page.wait_for_url("**/datacenter/admin")
+        page.get_by_role("link", name=organization.name).click()
+        page.wait_for_url(f"**/datacenter/admin/organizations/{organization.uid}")
+        page.select_option("#productKey", "prospect")
+        page.fill("#orderName", "Fall Search")
+        page.set_input_files(
+            "#file", files=FilePayload(name="search.csv", mimeType="text/csv", buffer=OPERATOR_CSV)
+        )
+        page.get_by_role("button", name="Publish").click()
+        page.wait_for_url(f"**/datacenter/admin/organizations/{organization.uid}/exports/*")
+        expect(page.locator("#export-state")).to_have_text("published")
+        file_name = page.locator("h1").inner_text()
+        assert "Fall" in file_name and file_name.endswith(".csv")
+    finally:
+        page.context.close()
+    with site.db() as db:
+        export = db.scalars(select(Export).where(Export.file_name == file_name)).one()
+        assert (export.quantity, export.size_bytes, export.created_by_user_id) == (
+            2,
+            len(OPERATOR_CSV),
+            _user_id(site, operator),
+        )
+
+    campus = _browser_sign_in(browser, site, college.user_name, college.password)
+    try:
+        expect(campus.get_by_text(file_name)).to_be_visible()
+        expect(campus.get_by_role("link", name="Operators")).to_have_count(0)
+    finally:
+        campus.context.close()
+
+
+def _user_id(site: LiveServer, operator: PageOperator) -> int:
+    with site.db() as db:
+        return db.scalars(select(User.id).where(User.uid == operator.uid)).one()
