@@ -5,7 +5,7 @@ Every refused case asserts S3's status, `application/xml`, the exact Code and Me
 nothing was stored: no object under the key, no half-written file beside it, and the record still
 `uploading` with nothing queued. Accepted variants assert 204 and the stored bytes. The bodies are built
 part by part so the order of the parts, their names and the file's position are exactly as each case
-needs them.
+needs them. The forms are posted to the in-process app; the large file streams through a live server.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import pytest
 from sqlalchemy import update
 
 from datalab.uploads.models import Upload
-from tests.conftest import ServerFactory
+from tests.conftest import AppFactory
 from tests.support.checks import SIGNATURE_MISMATCH, s3_error
+from tests.support.inprocess import InProcessApp
 from tests.support.server import LiveServer, LoggedIn, MovableClock
 from tests.support.uploads import (
     UPLOADS_BUCKET,
@@ -63,20 +64,19 @@ Body = tuple[bytes, str]
 
 
 @pytest.fixture
-def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=60) as client:
-        yield client
+def client(api: InProcessApp) -> httpx2.Client:
+    return api.client
 
 
 @pytest.fixture(scope="module")
-def demo(server: LiveServer) -> LoggedIn:
-    return server.login()
+def demo(api: InProcessApp) -> LoggedIn:
+    return api.login()
 
 
 @pytest.fixture
-def form(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> UploadForm:
+def form(client: httpx2.Client, api: InProcessApp, demo: LoggedIn) -> UploadForm:
     """A fresh record of the demo organization and its form."""
-    return create_upload(client, server, demo.headers, file_name="tamper.csv")
+    return create_upload(client, api, demo.headers, file_name="tamper.csv")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -385,7 +385,7 @@ REFUSED: dict[str, Refused] = {
 
 @pytest.mark.parametrize("case", list(REFUSED.values()), ids=list(REFUSED))
 def test_refused_forms_store_nothing(
-    client: httpx2.Client, server: LiveServer, form: UploadForm, case: Refused
+    client: httpx2.Client, api: InProcessApp, form: UploadForm, case: Refused
 ) -> None:
     content, content_type = case.build(form)
     response = client.post(form.url, content=content, headers={"Content-Type": content_type})
@@ -394,11 +394,11 @@ def test_refused_forms_store_nothing(
         name: value for name, value in error.items() if name not in {"Code", "Message", "RequestId", "HostId"}
     }
     assert extras == (case.extras(form) if case.extras else {})
-    assert_still_uploading(server, form)
+    assert_still_uploading(api, form)
     # The untampered form still works afterwards: the refusal did not use it up.
     accepted = post_parts(client, form.url, form_parts(form.fields, CONTENT))
     assert accepted.status_code == 204, accepted.text
-    assert_stored(server, form.key, CONTENT)
+    assert_stored(api, form.key, CONTENT)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -474,7 +474,7 @@ ACCEPTED: dict[str, tuple[Callable[[UploadForm], list[Part]], bytes]] = {
 @pytest.mark.parametrize(("build", "content"), list(ACCEPTED.values()), ids=list(ACCEPTED))
 def test_accepted_variants(
     client: httpx2.Client,
-    server: LiveServer,
+    api: InProcessApp,
     form: UploadForm,
     build: Callable[[UploadForm], list[Part]],
     content: bytes,
@@ -483,21 +483,19 @@ def test_accepted_variants(
     assert response.status_code == 204, response.text
     assert response.content == b""
     assert "content-type" not in response.headers
-    assert_stored(server, form.key, content)
-    row = upload_row(server, form.id)
+    assert_stored(api, form.key, content)
+    row = upload_row(api, form.id)
     assert row.status == "analyzing"
     assert row.size_bytes == len(content)
     assert row.sha256 == hashlib.sha256(content).hexdigest()
-    assert pipeline_jobs(server, row.id) == [("analyze", "pending")]
+    assert pipeline_jobs(api, row.id) == [("analyze", "pending")]
 
 
-def test_bucket_url_with_a_trailing_slash(
-    client: httpx2.Client, server: LiveServer, form: UploadForm
-) -> None:
+def test_bucket_url_with_a_trailing_slash(client: httpx2.Client, api: InProcessApp, form: UploadForm) -> None:
     # The documentation's example URL is the bucket's with a trailing slash.
     response = post_parts(client, form.url + "/", form_parts(form.fields, CONTENT))
     assert response.status_code == 204, response.text
-    assert_stored(server, form.key, CONTENT)
+    assert_stored(api, form.key, CONTENT)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -505,9 +503,9 @@ def test_bucket_url_with_a_trailing_slash(
 
 
 def test_signed_form_with_an_unknown_token(
-    client: httpx2.Client, server: LiveServer, form: UploadForm
+    client: httpx2.Client, api: InProcessApp, form: UploadForm
 ) -> None:
-    fields = boto3_post(server, key=form.key, token="not-a-token-of-this-server")
+    fields = boto3_post(api, key=form.key, token="not-a-token-of-this-server")
     response = post_parts(client, form.url, form_parts(fields, CONTENT))
     error = s3_error(
         response,
@@ -516,18 +514,18 @@ def test_signed_form_with_an_unknown_token(
         message="The provided token is malformed or otherwise invalid.",
     )
     assert error["Token-0"] == "not-a-token-of-this-server"
-    assert_still_uploading(server, form)
+    assert_still_uploading(api, form)
 
 
 def test_signed_form_naming_another_records_key(
-    client: httpx2.Client, server: LiveServer, demo: LoggedIn, form: UploadForm
+    client: httpx2.Client, api: InProcessApp, demo: LoggedIn, form: UploadForm
 ) -> None:
-    other = create_upload(client, server, demo.headers, file_name="other.csv")
-    fields = boto3_post(server, key=other.key, token=form.fields["x-amz-security-token"])
+    other = create_upload(client, api, demo.headers, file_name="other.csv")
+    fields = boto3_post(api, key=other.key, token=form.fields["x-amz-security-token"])
     response = post_parts(client, form.url, form_parts(fields, CONTENT))
     s3_error(response, status=403, code="AccessDenied", message="Access Denied")
-    assert_still_uploading(server, form)
-    assert_still_uploading(server, other)
+    assert_still_uploading(api, form)
+    assert_still_uploading(api, other)
 
 
 @pytest.mark.parametrize(
@@ -538,52 +536,52 @@ def test_signed_form_naming_another_records_key(
     ],
 )
 def test_form_of_a_record_no_longer_uploading(
-    client: httpx2.Client, server: LiveServer, form: UploadForm, change: dict[str, str]
+    client: httpx2.Client, api: InProcessApp, form: UploadForm, change: dict[str, str]
 ) -> None:
-    with server.db() as db:
+    with api.db() as db:
         db.execute(update(Upload).where(Upload.uid == form.id).values(**change))
         db.commit()
     response = post_parts(client, form.url, form_parts(form.fields, CONTENT))
     error = s3_error(response, status=400, code="ExpiredToken", message="The provided token has expired.")
     assert error["Token-0"] == form.fields["x-amz-security-token"]
-    assert_nothing_stored(server, form.key)
-    row = upload_row(server, form.id)
+    assert_nothing_stored(api, form.key)
+    row = upload_row(api, form.id)
     assert row.status == change["status"]
     assert row.size_bytes is None
-    assert pipeline_jobs(server, row.id) == []
+    assert pipeline_jobs(api, row.id) == []
 
 
 def test_record_deadline_passed_while_a_boto3_policy_is_still_valid(
-    client: httpx2.Client, server: LiveServer, form: UploadForm
+    client: httpx2.Client, api: InProcessApp, form: UploadForm
 ) -> None:
     # boto3's policy lasts an hour; the record's own deadline (the server's form lifetime) is what counts.
-    fields = boto3_post(server, key=form.key, token=form.fields["x-amz-security-token"])
-    past = upload_row(server, form.id).created_at
-    with server.db() as db:
+    fields = boto3_post(api, key=form.key, token=form.fields["x-amz-security-token"])
+    past = upload_row(api, form.id).created_at
+    with api.db() as db:
         db.execute(update(Upload).where(Upload.uid == form.id).values(form_expires_at=past))
         db.commit()
     response = post_parts(client, form.url, form_parts(fields, CONTENT))
     error = s3_error(response, status=400, code="ExpiredToken", message="The provided token has expired.")
     assert error["Token-0"] == form.fields["x-amz-security-token"]
-    assert_still_uploading(server, form)
+    assert_still_uploading(api, form)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Size limits (a server whose largest upload is 100 bytes) and an expired policy (forms that last 1 s).
+# Size limits (an app whose largest upload is 100 bytes) and an expired policy (forms that last 1 s).
 
 
 @pytest.fixture(scope="module")
-def small_server(make_server: ServerFactory) -> LiveServer:
-    return make_server(max_upload_bytes="100")
+def small_server(make_app: AppFactory) -> InProcessApp:
+    return make_app(max_upload_bytes="100")
 
 
 @pytest.fixture(scope="module")
-def small_demo(small_server: LiveServer) -> LoggedIn:
+def small_demo(small_server: InProcessApp) -> LoggedIn:
     return small_server.login()
 
 
 def assert_one_byte_too_large(response: httpx2.Response) -> None:
-    """S3's EntityTooLarge for a 101-byte file on the server whose largest upload is 100 bytes."""
+    """S3's EntityTooLarge for a 101-byte file on the app whose largest upload is 100 bytes."""
     error = s3_error(
         response,
         status=400,
@@ -593,9 +591,8 @@ def assert_one_byte_too_large(response: httpx2.Response) -> None:
     assert (error["ProposedSize"], error["MaxSizeAllowed"]) == ("101", "100")
 
 
-def test_file_above_the_maximum(
-    client: httpx2.Client, small_server: LiveServer, small_demo: LoggedIn
-) -> None:
+def test_file_above_the_maximum(small_server: InProcessApp, small_demo: LoggedIn) -> None:
+    client = small_server.client
     form = create_upload(client, small_server, small_demo.headers)
     policy = json.loads(base64.b64decode(form.fields["policy"]))
     assert ["content-length-range", 1, 100] in policy["conditions"]
@@ -610,9 +607,10 @@ def test_file_above_the_maximum(
 
 @pytest.mark.parametrize("size", [64 * 1024 + 7, 3 * 1024 * 1024 + 1])
 def test_a_file_far_above_the_maximum_reports_its_own_size(
-    client: httpx2.Client, small_server: LiveServer, small_demo: LoggedIn, size: int
+    small_server: InProcessApp, small_demo: LoggedIn, size: int
 ) -> None:
     """Refused early, but ProposedSize is the file's size (from Content-Length), as S3 reports it."""
+    client = small_server.client
     form = create_upload(client, small_server, small_demo.headers)
     error = s3_error(
         post_parts(client, form.url, form_parts(form.fields, b"z" * size)),
@@ -625,8 +623,9 @@ def test_a_file_far_above_the_maximum_reports_its_own_size(
 
 
 def test_the_setting_caps_a_policy_without_a_size_range(
-    client: httpx2.Client, small_server: LiveServer, small_demo: LoggedIn
+    small_server: InProcessApp, small_demo: LoggedIn
 ) -> None:
+    client = small_server.client
     form = create_upload(client, small_server, small_demo.headers)
     fields = boto3_post(small_server, key=form.key, token=form.fields["x-amz-security-token"])
     assert "content-length-range" not in base64.b64decode(fields["policy"]).decode()
@@ -636,13 +635,12 @@ def test_the_setting_caps_a_policy_without_a_size_range(
 
 
 @pytest.fixture(scope="module")
-def short_lived_server(make_server: ServerFactory) -> LiveServer:
-    return make_server(upload_form_ttl_seconds="1")
+def short_lived_server(make_app: AppFactory) -> InProcessApp:
+    return make_app(upload_form_ttl_seconds="1")
 
 
-def test_expired_policy(
-    client: httpx2.Client, short_lived_server: LiveServer, server_clock: MovableClock
-) -> None:
+def test_expired_policy(short_lived_server: InProcessApp, server_clock: MovableClock) -> None:
+    client = short_lived_server.client
     logged_in = short_lived_server.login()
     form = create_upload(client, short_lived_server, logged_in.headers)
     policy = json.loads(base64.b64decode(form.fields["policy"]))
@@ -658,13 +656,18 @@ def test_expired_policy(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# A large file streams through without either side holding it.
+# A large file streams through a live server without either side holding it.
 
 LARGE_SIZE = 64 * 1024 * 1024
 CHUNK = 1024 * 1024
 
 
-def test_64_mib_file_streams_through(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> None:
+def test_64_mib_file_streams_through(server: LiveServer) -> None:
+    with httpx2.Client(timeout=60) as client:
+        _stream_64_mib(client, server, server.login())
+
+
+def _stream_64_mib(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> None:
     form = create_upload(client, server, demo.headers, file_name="large.csv")
     digest = hashlib.sha256()
     seed = hashlib.sha256(b"datalab").digest()
