@@ -1,28 +1,26 @@
-"""Fixtures for pipeline tests: a server whose embedded runner works, and a client."""
+"""Fixtures for pipeline tests: an in-process app whose embedded runner works, and its client."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import httpx2
 import pytest
 
-from tests.conftest import ServerFactory
-from tests.support.server import LiveServer, LoggedIn
+from tests.conftest import AppFactory
+from tests.support.inprocess import InProcessApp
+from tests.support.server import LoggedIn
 
 
 @pytest.fixture(scope="module")
-def working(make_server: ServerFactory) -> LiveServer:
-    """A server running two pipeline workers that look for work every 0.1 s."""
-    return make_server(pipeline_workers="2", pipeline_poll_seconds="0.1")
+def working(make_app: AppFactory) -> InProcessApp:
+    """An app running two pipeline workers (threads in its lifespan) that look for work every 0.1 s."""
+    return make_app(pipeline_workers="2", pipeline_poll_seconds="0.1")
 
 
 @pytest.fixture(scope="module")
-def demo(working: LiveServer) -> LoggedIn:
+def demo(working: InProcessApp) -> LoggedIn:
     return working.login()
 
 
 @pytest.fixture
-def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=30) as client:
-        yield client
+def client(working: InProcessApp) -> httpx2.Client:
+    return working.client

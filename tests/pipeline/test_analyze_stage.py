@@ -13,7 +13,8 @@ from sqlalchemy import select
 from datalab.pipeline.models import PipelineJob
 from datalab.records.models import EnrollmentRecord
 from datalab.uploads.models import Upload
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.inprocess import InProcessApp
+from tests.support.server import LoggedIn
 from tests.support.uploads import upload_and_wait
 
 ENROLLMENT_CSV = (
@@ -24,7 +25,7 @@ ENROLLMENT_CSV = (
 
 
 def test_a_file_named_after_the_layout_goes_through_with_its_meta(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     record = upload_and_wait(client, working, demo, ENROLLMENT_CSV)
     assert record["status"] == "done", record
@@ -62,7 +63,7 @@ def test_a_file_named_after_the_layout_goes_through_with_its_meta(
 
 
 def test_headers_match_case_and_punctuation_insensitively(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     content = b"unique id|first_name|ENTRY YEAR|Entry-Term|applied\n7|Al|2026|FA26|2025-10-01\n"
     record = upload_and_wait(client, working, demo, content, file_name="pipes.txt")
@@ -88,7 +89,7 @@ def test_headers_match_case_and_punctuation_insensitively(
 
 
 def test_an_api_upload_without_a_complete_mapping_fails_naming_the_fields(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     content = b"Student Number,Given Name\n1,Ann\n"
     record = upload_and_wait(client, working, demo, content, datasource="API")
@@ -99,7 +100,7 @@ def test_an_api_upload_without_a_complete_mapping_fails_naming_the_fields(
 
 
 def test_a_person_s_upload_waits_for_a_mapping(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     content = b"Student Number,Given Name\n1,Ann\n"
     record = upload_and_wait(client, working, demo, content, datasource="DataCenter")
@@ -111,7 +112,7 @@ def test_a_person_s_upload_waits_for_a_mapping(
 
 
 def test_an_xlsx_enrollment_file_keeps_its_text(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     workbook = openpyxl.Workbook()
     sheet = workbook.active
@@ -144,7 +145,7 @@ def test_an_xlsx_enrollment_file_keeps_its_text(
 )
 def test_hostile_files_fail_with_their_own_error(
     client: httpx2.Client,
-    working: LiveServer,
+    working: InProcessApp,
     demo: LoggedIn,
     content: bytes,
     file_name: str,
@@ -159,7 +160,7 @@ def test_hostile_files_fail_with_their_own_error(
 
 
 def test_columns_with_few_distinct_values_are_listed_for_value_mapping(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     rows = "".join(
         f"{index:05d},2026,2025/11/{1 + index % 28:02d},{('Man', 'Woman', ' man ', '')[index % 4]}\n"

@@ -10,11 +10,12 @@ from sqlalchemy import select
 
 from datalab.pipeline.models import PipelineJob, StagedRow
 from datalab.records.models import EnrollmentRecord
-from tests.conftest import ServerFactory
+from tests.conftest import AppFactory
 from tests.support.accounts import login_as, unique
 from tests.support.checks import assert_envelope
 from tests.support.factories import add_account, add_organization
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.inprocess import InProcessApp
+from tests.support.server import LoggedIn
 from tests.support.uploads import row_report, upload_and_wait, upload_row, wait_for_status
 
 FUNNEL = "Inquired, Applied, Completed, Admitted, Confirmed, Enrolled, Canceled"
@@ -52,12 +53,12 @@ SMALL_COUNTS = {
 
 
 @pytest.fixture(scope="module")
-def lenient(make_server: ServerFactory) -> LiveServer:
-    """A working server that lets files with up to half of their rows rejected through."""
-    return make_server(pipeline_workers="2", pipeline_poll_seconds="0.1", pipeline_max_rejected_percent="50")
+def lenient(make_app: AppFactory) -> InProcessApp:
+    """A working app that lets files with up to half of their rows rejected through."""
+    return make_app(pipeline_workers="2", pipeline_poll_seconds="0.1", pipeline_max_rejected_percent="50")
 
 
-def _records(server: LiveServer, uid: str) -> list[tuple[int, str, dict[str, str]]]:
+def _records(server: InProcessApp, uid: str) -> list[tuple[int, str, dict[str, str]]]:
     """(row number, unique_id column, record JSON) of each enrollment record the upload loaded."""
     upload_id = upload_row(server, uid).id
     with server.db() as db:
@@ -74,7 +75,7 @@ def _counts(meta: dict[str, object]) -> dict[str, object]:
 
 
 def test_warnings_and_rejections_are_counted_and_reported_row_by_row(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     record = upload_and_wait(client, working, demo, SMALL_CSV)
     uid = record["id"]
@@ -105,9 +106,8 @@ def test_warnings_and_rejections_are_counted_and_reported_row_by_row(
     assert _records(working, uid) == []
 
 
-def test_under_the_limit_warned_values_are_blank_and_rejected_rows_left_out(
-    client: httpx2.Client, lenient: LiveServer
-) -> None:
+def test_under_the_limit_warned_values_are_blank_and_rejected_rows_left_out(lenient: InProcessApp) -> None:
+    client = lenient.client
     logged_in = lenient.login()
     record = upload_and_wait(client, lenient, logged_in, SMALL_CSV)
     assert (record["status"], record["error"]) == ("done", None), record
@@ -178,7 +178,7 @@ def _file(accepted: int, rejected: int) -> bytes:
 )
 def test_the_rejected_share_decides_whether_the_file_goes_on(
     client: httpx2.Client,
-    working: LiveServer,
+    working: InProcessApp,
     demo: LoggedIn,
     accepted: int,
     rejected: int,
@@ -200,7 +200,7 @@ def test_the_rejected_share_decides_whether_the_file_goes_on(
 
 
 def test_a_value_mapping_is_applied_before_the_rule(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     content = (
         b"Student Number,Year,Applied On,Sex\r\n"
@@ -242,7 +242,7 @@ def test_a_value_mapping_is_applied_before_the_rule(
 
 
 def test_leading_zeros_are_kept_in_the_stored_record(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     content = (
         b"UniqueID,EntryYear,EntryTerm,Enrolled,ZipCode,HSCode\r\n00123,2026,FA26,08/20/2026,02134,012345\r\n"
@@ -275,7 +275,7 @@ def test_leading_zeros_are_kept_in_the_stored_record(
 
 
 def test_the_row_report_is_not_found_before_cleansing(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     waiting = upload_and_wait(client, working, demo, b"Code,Annee\r\n1,2026\r\n", datasource="Data Center")
     assert waiting["status"] == "fields_mapping_required"
@@ -292,7 +292,7 @@ def test_the_row_report_is_not_found_before_cleansing(
 
 
 def test_the_row_report_of_an_unknown_or_foreign_file_is_not_found(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
     record = upload_and_wait(client, working, demo, SMALL_CSV, file_name="ours.csv")
     assert row_report(client, working, demo, record["id"]).status_code == 200

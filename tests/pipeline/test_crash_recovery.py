@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -30,6 +31,13 @@ FAST_RECOVERY = {"pipeline_lease_seconds": "3", "pipeline_poll_seconds": "0.2"}
 needs_postgresql = pytest.mark.skipif(
     postgres_url() is None, reason="procrastinate workers need PostgreSQL (set DATALAB_TEST_DATABASE_URL)"
 )
+
+
+@pytest.fixture
+def client() -> Iterator[httpx2.Client]:
+    """A client of the live servers (processes of their own) these tests kill."""
+    with httpx2.Client(timeout=30) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

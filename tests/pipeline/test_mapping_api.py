@@ -38,22 +38,6 @@ MAPPING = {
 }
 
 
-@pytest.fixture(scope="module")
-def working(make_app: AppFactory) -> InProcessApp:
-    """An app running two pipeline workers that look for work every 0.1 s."""
-    return make_app(pipeline_workers="2", pipeline_poll_seconds="0.1")
-
-
-@pytest.fixture(scope="module")
-def demo(working: InProcessApp) -> LoggedIn:
-    return working.login()
-
-
-@pytest.fixture
-def client(working: InProcessApp) -> httpx2.Client:
-    return working.client
-
-
 def _process(
     client: httpx2.Client, server: InProcessApp, demo: LoggedIn, uid: str, body: Any
 ) -> httpx2.Response:

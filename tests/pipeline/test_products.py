@@ -1,8 +1,10 @@
-"""Each product end to end through the HTTP API, down to the production rows it leaves behind."""
+"""Each product end to end through the HTTP API, down to the production rows it leaves behind, on a live
+server: the eMatch export is downloaded by a client that sends no headers of its own."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -24,6 +26,23 @@ from tests.support.exports import bare_client, download_url, parse_csv
 from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import upload_and_wait, upload_row
+
+
+@pytest.fixture(scope="module")
+def working(make_server: ServerFactory) -> LiveServer:
+    """A server running two pipeline workers that look for work every 0.1 s."""
+    return make_server(pipeline_workers="2", pipeline_poll_seconds="0.1")
+
+
+@pytest.fixture(scope="module")
+def demo(working: LiveServer) -> LoggedIn:
+    return working.login()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx2.Client]:
+    with httpx2.Client(timeout=30) as client:
+        yield client
 
 
 def _done(
