@@ -1,7 +1,7 @@
 """Every status of an upload, reached one pipeline stage at a time, and stages that run again.
 
-The server runs no pipeline workers: each stage runs here, in this process, on the server's database and
-object store, exactly one job per step, while the HTTP API reports what a client would see in between.
+The in-process app runs no pipeline workers: each stage runs here, on the app's database and object store,
+exactly one job per step, while the HTTP API reports what a client would see in between.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from datalab.pipeline.stages import STAGE_FUNCTIONS
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
 from datalab.students.service import load_students
 from datalab.uploads.models import Upload
-from tests.conftest import ServerFactory
+from tests.conftest import AppFactory
 from tests.support.checks import assert_envelope
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.inprocess import InProcessApp
+from tests.support.server import LoggedIn
 from tests.support.uploads import (
     StageRun,
     StageStepper,
@@ -73,9 +74,9 @@ PRODUCTION: dict[str, type[EnrollmentRecord | AffinityRecord | EmatchResult]] = 
 
 
 @pytest.fixture(scope="module")
-def idle(make_server: ServerFactory) -> LiveServer:
-    """A server whose pipeline never moves on its own."""
-    server = make_server(pipeline_workers="0")
+def idle(make_app: AppFactory) -> InProcessApp:
+    """An app whose pipeline never moves on its own."""
+    server = make_app(pipeline_workers="0")
     with server.db() as db:
         load_students(
             db=db,
@@ -95,12 +96,12 @@ def idle(make_server: ServerFactory) -> LiveServer:
 
 
 @pytest.fixture(scope="module")
-def logged_in(idle: LiveServer) -> LoggedIn:
+def logged_in(idle: InProcessApp) -> LoggedIn:
     return idle.login()
 
 
 @pytest.fixture
-def stepper(idle: LiveServer) -> Iterator[StageStepper]:
+def stepper(idle: InProcessApp) -> Iterator[StageStepper]:
     with stage_stepper(idle) as stepper:
         # Whatever a test leaves queued would be run by the next one: every test must finish its files.
         yield stepper
@@ -108,17 +109,16 @@ def stepper(idle: LiveServer) -> Iterator[StageStepper]:
 
 
 @pytest.fixture
-def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=30) as client:
-        yield client
+def client(idle: InProcessApp) -> httpx2.Client:
+    return idle.client
 
 
-def _status(client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, uid: str) -> str:
+def _status(client: httpx2.Client, server: InProcessApp, logged_in: LoggedIn, uid: str) -> str:
     status: str = get_file(client, server, logged_in, uid)["status"]
     return status
 
 
-def _staged(server: LiveServer, upload_id: int) -> int:
+def _staged(server: InProcessApp, upload_id: int) -> int:
     with server.db() as db:
         return (
             db.scalar(select(func.count()).select_from(StagedRow).where(StagedRow.upload_id == upload_id))
@@ -126,7 +126,7 @@ def _staged(server: LiveServer, upload_id: int) -> int:
         )
 
 
-def _production(server: LiveServer, product: str, upload_id: int) -> list[tuple[int, str, str]]:
+def _production(server: InProcessApp, product: str, upload_id: int) -> list[tuple[int, str, str]]:
     """(row number, unique_id, record) of the production rows an upload loaded."""
     model = PRODUCTION[product]
     with server.db() as db:
@@ -139,7 +139,11 @@ def _production(server: LiveServer, product: str, upload_id: int) -> list[tuple[
 
 
 def _watch_cleansing(
-    monkeypatch: pytest.MonkeyPatch, client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, uid: str
+    monkeypatch: pytest.MonkeyPatch,
+    client: httpx2.Client,
+    server: InProcessApp,
+    logged_in: LoggedIn,
+    uid: str,
 ) -> list[str]:
     """The statuses the API reports while the cleanse stage reads the file (it holds no transaction then)."""
     seen: list[str] = []
@@ -156,7 +160,7 @@ def _watch_cleansing(
 
 def test_a_file_passes_through_every_status_of_the_pipeline_in_order(
     client: httpx2.Client,
-    idle: LiveServer,
+    idle: InProcessApp,
     logged_in: LoggedIn,
     stepper: StageStepper,
     monkeypatch: pytest.MonkeyPatch,
@@ -213,7 +217,7 @@ def test_a_file_passes_through_every_status_of_the_pipeline_in_order(
 
 
 def test_a_file_cannot_be_canceled_once_cleansing_started(
-    client: httpx2.Client, idle: LiveServer, logged_in: LoggedIn, stepper: StageStepper
+    client: httpx2.Client, idle: InProcessApp, logged_in: LoggedIn, stepper: StageStepper
 ) -> None:
     uid = send_file(client, idle, logged_in, ENROLLMENT_CSV)
     upload_id = upload_row(idle, uid).id
@@ -229,7 +233,7 @@ def test_a_file_cannot_be_canceled_once_cleansing_started(
 
 
 def test_a_file_waiting_for_a_mapping_runs_nothing_until_it_is_mapped(
-    client: httpx2.Client, idle: LiveServer, logged_in: LoggedIn, stepper: StageStepper
+    client: httpx2.Client, idle: InProcessApp, logged_in: LoggedIn, stepper: StageStepper
 ) -> None:
     content = b"Matricule,Annee,Candidature\r\n7,2026,2025/10/01\r\n"
     uid = send_file(client, idle, logged_in, content, datasource="Data Center")
@@ -251,7 +255,7 @@ def test_a_file_waiting_for_a_mapping_runs_nothing_until_it_is_mapped(
 
 def test_a_file_whose_rows_are_all_rejected_fails_in_cleansing(
     client: httpx2.Client,
-    idle: LiveServer,
+    idle: InProcessApp,
     logged_in: LoggedIn,
     stepper: StageStepper,
     monkeypatch: pytest.MonkeyPatch,
@@ -268,7 +272,7 @@ def test_a_file_whose_rows_are_all_rejected_fails_in_cleansing(
 
 
 def test_an_analyzing_file_can_be_canceled_and_is_never_analyzed(
-    client: httpx2.Client, idle: LiveServer, logged_in: LoggedIn, stepper: StageStepper
+    client: httpx2.Client, idle: InProcessApp, logged_in: LoggedIn, stepper: StageStepper
 ) -> None:
     uid = send_file(client, idle, logged_in, ENROLLMENT_CSV)
     assert _status(client, idle, logged_in, uid) == "analyzing"
@@ -280,7 +284,7 @@ def test_an_analyzing_file_can_be_canceled_and_is_never_analyzed(
 
 
 def _snapshot(
-    client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, product: str, uid: str
+    client: httpx2.Client, server: InProcessApp, logged_in: LoggedIn, product: str, uid: str
 ) -> dict[str, Any]:
     upload_id = upload_row(server, uid).id
     record = get_file(client, server, logged_in, uid)
@@ -299,7 +303,7 @@ def _snapshot(
 
 @pytest.mark.parametrize("product", list(FILES))
 def test_finished_stages_queued_again_change_nothing(
-    client: httpx2.Client, idle: LiveServer, logged_in: LoggedIn, stepper: StageStepper, product: str
+    client: httpx2.Client, idle: InProcessApp, logged_in: LoggedIn, stepper: StageStepper, product: str
 ) -> None:
     uid = send_file(client, idle, logged_in, FILES[product], file_name=f"{product}.csv", product_type=product)
     upload_id = upload_row(idle, uid).id
@@ -328,7 +332,7 @@ COUNTS = ("acceptedRows", "warnedRows", "rejectedRows", "warnings", "stagedRows"
 
 @pytest.mark.parametrize("product", list(FILES))
 def test_a_file_processed_again_from_cleansing_loads_the_same_rows_once(
-    client: httpx2.Client, idle: LiveServer, logged_in: LoggedIn, stepper: StageStepper, product: str
+    client: httpx2.Client, idle: InProcessApp, logged_in: LoggedIn, stepper: StageStepper, product: str
 ) -> None:
     uid = send_file(client, idle, logged_in, FILES[product], file_name=f"{product}.csv", product_type=product)
     upload_id = upload_row(idle, uid).id
@@ -373,7 +377,7 @@ def _crash_once_moving_on(monkeypatch: pytest.MonkeyPatch, stage: str, next_stat
     return crashes
 
 
-def _export_count(server: LiveServer) -> int | None:
+def _export_count(server: InProcessApp) -> int | None:
     with server.db() as db:
         return db.scalar(select(func.count()).select_from(Export))
 
@@ -388,7 +392,7 @@ def _retry_now(stepper: StageStepper, upload_id: int, stage: str) -> None:
         )
 
 
-def _attempts(server: LiveServer, upload_id: int, stage: str) -> int:
+def _attempts(server: InProcessApp, upload_id: int, stage: str) -> int:
     """The attempts of the upload's one job of that stage."""
     with server.db() as db:
         (attempts,) = db.scalars(
@@ -409,7 +413,7 @@ def _attempts(server: LiveServer, upload_id: int, stage: str) -> int:
 )
 def test_a_stage_that_crashed_before_it_finished_is_retried_without_doubling_anything(
     client: httpx2.Client,
-    idle: LiveServer,
+    idle: InProcessApp,
     logged_in: LoggedIn,
     monkeypatch: pytest.MonkeyPatch,
     product: str,
