@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,21 +14,22 @@ from datalab.db import utcnow
 from datalab.exports.models import Export
 from datalab.pipeline.artifacts import report_key
 from datalab.uploads.models import Upload
-from tests.conftest import ServerFactory
+from tests.conftest import AppFactory
 from tests.support.accounts import DEMO_FICE
 from tests.support.checks import wait_for
 from tests.support.client import EXPORTS_BUCKET
 from tests.support.exports import admin_json, publish
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.inprocess import InProcessApp
+from tests.support.server import LoggedIn
 from tests.support.uploads import UPLOADS_BUCKET, row_report, upload_and_wait
 
 ROSTER = b"UniqueID,EntryYear,EntryTerm,Applied\r\n00001,2027,Fall,2026/10/01\r\n"
 
 
 @pytest.fixture(scope="module")
-def retaining(make_server: ServerFactory) -> LiveServer:
-    """A server keeping exports and ended uploads one day, sweeping every second."""
-    return make_server(
+def retaining(make_app: AppFactory) -> InProcessApp:
+    """An app keeping exports and ended uploads one day, sweeping every second (in its lifespan)."""
+    return make_app(
         pipeline_workers="2",
         pipeline_poll_seconds="0.1",
         export_retention_days="1",
@@ -39,38 +39,37 @@ def retaining(make_server: ServerFactory) -> LiveServer:
 
 
 @pytest.fixture(scope="module")
-def demo(retaining: LiveServer) -> LoggedIn:
+def demo(retaining: InProcessApp) -> LoggedIn:
     return retaining.login()
 
 
 @pytest.fixture
-def client() -> Iterator[httpx2.Client]:
-    with httpx2.Client(timeout=30) as client:
-        yield client
+def client(retaining: InProcessApp) -> httpx2.Client:
+    return retaining.client
 
 
-def _age(server: LiveServer, model: type[Export] | type[Upload], uid: str, column: str) -> None:
+def _age(server: InProcessApp, model: type[Export] | type[Upload], uid: str, column: str) -> None:
     """Move a record's time back two days, past the one-day retention."""
     with server.db() as db:
         db.execute(update(model).where(model.uid == uid).values({column: utcnow() - timedelta(days=2)}))
         db.commit()
 
 
-def _events(server: LiveServer, action: str, uid: str) -> list[AuditEvent]:
+def _events(server: InProcessApp, action: str, uid: str) -> list[AuditEvent]:
     with server.db() as db:
         return list(
             db.scalars(select(AuditEvent).where(AuditEvent.action == action, AuditEvent.target_id == uid))
         )
 
 
-def _listed(client: httpx2.Client, server: LiveServer, demo: LoggedIn) -> set[str]:
+def _listed(client: httpx2.Client, server: InProcessApp, demo: LoggedIn) -> set[str]:
     response = client.get(f"{server.base_url}/datacenter/exports", headers=demo.headers)
     assert response.status_code == 200, response.text
     return {export["uid"] for export in response.json()}
 
 
 def test_an_export_past_retention_loses_its_file_and_leaves_the_campus_listing(
-    client: httpx2.Client, retaining: LiveServer, demo: LoggedIn, tmp_path: Path
+    client: httpx2.Client, retaining: InProcessApp, demo: LoggedIn, tmp_path: Path
 ) -> None:
     source = tmp_path / "prospects.csv"
     source.write_bytes(b"ID,FIRSTNAME\r\n1,Ann\r\n")
@@ -107,7 +106,7 @@ def test_an_export_past_retention_loses_its_file_and_leaves_the_campus_listing(
 
 
 def test_an_ended_upload_past_retention_loses_its_file_and_row_report(
-    client: httpx2.Client, retaining: LiveServer, demo: LoggedIn
+    client: httpx2.Client, retaining: InProcessApp, demo: LoggedIn
 ) -> None:
     record = upload_and_wait(client, retaining, demo, ROSTER)
     assert record["status"] == "done", record
