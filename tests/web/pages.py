@@ -143,7 +143,8 @@ def start_upload(
     assert created.status_code == 200, created.text
     body: dict[str, Any] = created.json()
     assert body["next"] == f"/datacenter/uploads/{body['id']}"
-    # The store is on the pages' origin: the browser posts the file without a cookie.
+    # The store answers on the pages' origin, so the page's client reaches it; the form, not a cookie,
+    # authorizes the post.
     try:
         posted = post_parts(page.client, body["url"], form_parts(body["fields"], content, filename=file_name))
     finally:
