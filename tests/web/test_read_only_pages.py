@@ -1,19 +1,20 @@
 """Data Center pages that only read use read-only database sessions: on SQLite they are served while a
-writer holds the database's write lock, instead of waiting for it (up to the busy timeout)."""
+writer holds the database's write lock, instead of waiting for it (up to the busy timeout); through the
+in-process app."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
-from tests.support.server import Deployment, LiveServer
+from tests.support.inprocess import InProcessApp
+from tests.support.server import Deployment
 from tests.web.pages import PageClient, sign_in, start_upload
 
-ServerFactory = Callable[..., LiveServer]
 CSV = b"Student Number,Year\r\n00123,2026\r\n"
 # Far below the server's SQLite busy timeout (30 s): a page waiting for the lock would take that long.
 PROMPT_SECONDS = 5.0
@@ -33,12 +34,11 @@ def write_lock_held(server: Deployment) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def signed_in(make_server: ServerFactory) -> Iterator[tuple[PageClient, str]]:
-    server = make_server()
-    if not server.database_url.startswith("sqlite"):
+def signed_in(api: InProcessApp) -> Iterator[tuple[PageClient, str]]:
+    if not api.database_url.startswith("sqlite"):
         pytest.skip("the write lock is SQLite's")
-    assert server.demo is not None
-    page = sign_in(server, server.demo.user_name, server.demo.password)
+    assert api.demo is not None
+    page = sign_in(api, api.demo.user_name, api.demo.password)
     upload = start_upload(page, CSV, file_name="roster.csv")
     yield page, upload
     page.close()
