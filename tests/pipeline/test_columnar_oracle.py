@@ -243,6 +243,8 @@ def test_columnar_cleansing_matches_the_row_by_row_oracle(
         'a,b\n"ab"c,2\n',
         "a|b\n1|2\n",
         "a,b\r1,2\r3,4\r",
+        "a,b\r\n1,2\r\r\n3,4\r\n",
+        'a,b\r\n"1\r\n2",3\r\n4,5\r\n',
         "a,b\n1,2\x00\n",
         'a,b\nab"c,d\ne"f,g\n',
         "a,b\n\u00a0,\u3000\n1,2\n",
