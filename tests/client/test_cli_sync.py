@@ -270,12 +270,20 @@ def test_a_wrong_password_exits_3(api: LiveServer, tmp_path: Path) -> None:
     assert not (tmp_path / "dest" / SYNC_STATE).exists()
 
 
-def test_an_unreachable_server_exits_4(api: LiveServer, tmp_path: Path) -> None:
-    env = client_env(api, ENCOURA_BASE_URL=f"http://127.0.0.1:{free_port()}/v1")
-    result = run_client(env, "sync", str(tmp_path / "dest"), "--json")
+def test_an_unreachable_server_is_retried_as_configured_then_exits_4(api: LiveServer, tmp_path: Path) -> None:
+    env = client_env(api, ENCOURA_BASE_URL=f"http://127.0.0.1:{free_port()}/v1", ENCOURA_RETRIES="1")
+    result = run_client(env, "sync", str(tmp_path / "dest"), "--json", log_level="INFO")
     assert result.returncode == 4
-    assert result.stderr.startswith("error: POST http://127.0.0.1:")
+    assert result.stderr.count("retrying POST http://127.0.0.1:") == 1
+    assert result.stderr.splitlines()[-1].startswith("error: POST http://127.0.0.1:")
     assert_no_secrets(api, result.stdout, result.stderr)
+
+
+def test_a_retry_count_that_is_not_a_number_exits_2(api: LiveServer, tmp_path: Path) -> None:
+    result = run_client(client_env(api, ENCOURA_RETRIES="many"), "sync", str(tmp_path / "dest"), "--json")
+    assert result.returncode == 2
+    assert "ENCOURA_RETRIES" in result.stderr
+    assert not (tmp_path / "dest").exists()
 
 
 def test_a_missing_api_key_exits_2(api: LiveServer, tmp_path: Path) -> None:

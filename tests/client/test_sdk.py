@@ -13,6 +13,7 @@ from datalab.client import (
     AuthenticationError,
     Client,
     ConfigurationError,
+    ConnectionFailed,
     DownloadError,
     NotFound,
     ProcessingFailed,
@@ -30,7 +31,7 @@ from tests.support.client import (
 )
 from tests.support.exports import PRODUCT_KEYS, file_name_of
 from tests.support.factories import add_account, add_organization
-from tests.support.server import LiveServer
+from tests.support.server import LiveServer, free_port
 
 
 def _export_of(server: LiveServer, product_key: str, index: int = 0) -> StoredExport:
@@ -286,6 +287,27 @@ def test_missing_credentials_are_a_configuration_error() -> None:
         Client(environ={"ENCOURA_API_KEY": "k", "ENCOURA_USERNAME": "u"})
     with pytest.raises(ConfigurationError, match="http"):
         Client("ftp://example.edu", "k", "u", "p", environ={})
+
+
+@pytest.mark.parametrize(("setting", "retries"), [(None, 4), ("2", 2), ("0", 0)])
+def test_an_unreachable_server_is_tried_encoura_retries_times_more(setting: str | None, retries: int) -> None:
+    waits: list[float] = []
+    environ = {"ENCOURA_API_KEY": "k", "ENCOURA_USERNAME": "u", "ENCOURA_PASSWORD": "p"}
+    if setting is not None:
+        environ["ENCOURA_RETRIES"] = setting
+    unreachable = f"http://127.0.0.1:{free_port()}/v1"
+    with Client(unreachable, environ=environ, sleep=waits.append) as client, pytest.raises(ConnectionFailed):
+        client.login()
+    assert len(waits) == retries
+    # exponential backoff from half a second, with jitter of half the delay either way
+    assert all(0.25 * 2**attempt <= wait <= 0.75 * 2**attempt for attempt, wait in enumerate(waits))
+
+
+@pytest.mark.parametrize("setting", ["many", "-1", "1.5"])
+def test_a_retry_count_that_is_not_a_whole_number_is_a_configuration_error(setting: str) -> None:
+    environ = {"ENCOURA_API_KEY": "k", "ENCOURA_USERNAME": "u", "ENCOURA_PASSWORD": "p"}
+    with pytest.raises(ConfigurationError, match="ENCOURA_RETRIES"):
+        Client(environ=environ | {"ENCOURA_RETRIES": setting})
 
 
 def test_a_wrong_password_is_an_authentication_error(api: LiveServer) -> None:

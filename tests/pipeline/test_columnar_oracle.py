@@ -197,7 +197,7 @@ MAPPINGS = {
 }
 
 
-@pytest.mark.parametrize("block_bytes", [8 * 1024 * 1024, 4096], ids=["one-frame", "many-frames"])
+@pytest.mark.parametrize("block_bytes", [8 * 1024 * 1024, 16 * 1024], ids=["one-frame", "many-frames"])
 @pytest.mark.parametrize("product", sorted(MAPPINGS))
 def test_columnar_cleansing_matches_the_row_by_row_oracle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, product: str, block_bytes: int

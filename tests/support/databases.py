@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
+import sqlite3
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 import procrastinate
@@ -47,8 +48,7 @@ class DatabaseFactory:
         """A migrated database's URL: a copy of the template in directory, or a database made from it."""
         template = self._migrated_template()
         if self.base_url is None:
-            shutil.copy(template, directory / "datalab.db")
-            return f"sqlite:///{directory / 'datalab.db'}"
+            return _sqlite_copy(template, directory)
         return self._create_database(template=template)
 
     def copy_url(self, url: str, directory: Path) -> str:
@@ -57,8 +57,7 @@ class DatabaseFactory:
         database = make_url(url).database
         assert database is not None
         if self.base_url is None:
-            shutil.copy(database, directory / "datalab.db")
-            return f"sqlite:///{directory / 'datalab.db'}"
+            return _sqlite_copy(database, directory)
         return self._create_database(template=database)
 
     def _migrated_template(self) -> str:
@@ -95,6 +94,18 @@ class DatabaseFactory:
             for name in self.created:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def _sqlite_copy(source: str, directory: Path) -> str:
+    """The URL of a copy of the SQLite database at source, made in directory by SQLite's backup API.
+
+    Copying the file alone would miss what still sits in its write-ahead log (the pages of transactions
+    not yet checkpointed into the file, when a connection to it is still open somewhere in the process).
+    """
+    target = directory / "datalab.db"
+    with closing(sqlite3.connect(source)) as origin, closing(sqlite3.connect(target)) as copy:
+        origin.backup(copy)
+    return f"sqlite:///{target}"
 
 
 def queued_stage_jobs(database_url: str) -> list[tuple[str, dict[str, object]]]:

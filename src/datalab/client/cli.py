@@ -1,7 +1,8 @@
 """The campus-side commands: login, exports, upload, files and sync (base install, no server packages).
 
 Credentials come from ENCOURA_API_KEY, ENCOURA_USERNAME, ENCOURA_PASSWORD and, optionally,
-ENCOURA_ORGANIZATION_UID and ENCOURA_BASE_URL (or --base-url).
+ENCOURA_ORGANIZATION_UID and ENCOURA_BASE_URL (or --base-url); ENCOURA_RETRIES sets how many times a
+failing call is tried again.
 
 Exit codes, for schedulers: 0 done; 1 some files failed (the next run retries them); 2 bad usage or
 configuration, or a request the server refused (400, 404, 422); 3 credentials refused; 4 server

@@ -41,7 +41,9 @@ ENVIRONMENT = {
     "username": "ENCOURA_USERNAME",
     "password": "ENCOURA_PASSWORD",
     "organization": "ENCOURA_ORGANIZATION_UID",
+    "retries": "ENCOURA_RETRIES",
 }
+DEFAULT_RETRIES = 4
 # Session tokens live 20 minutes: without an `exp` claim to go by, refresh after 15.
 TOKEN_REFRESH_SECONDS = 15 * 60
 PAGE_SIZE = 100
@@ -134,11 +136,21 @@ class _ProgressReader:
         return chunk
 
 
+def _retries(env: Mapping[str, str]) -> int:
+    text = env.get(ENVIRONMENT["retries"], "").strip()
+    if not text:
+        return DEFAULT_RETRIES
+    if not (text.isascii() and text.isdigit()):
+        raise ConfigurationError(f"{ENVIRONMENT['retries']} must be a whole number of retries, not {text!r}")
+    return int(text)
+
+
 class Client:
     """A session with the Data Lab API; use as a context manager or call close().
 
     Arguments default to the environment (ENCOURA_BASE_URL, ENCOURA_API_KEY, ENCOURA_USERNAME,
-    ENCOURA_PASSWORD, ENCOURA_ORGANIZATION_UID). `transport` replaces the network (e.g.
+    ENCOURA_PASSWORD, ENCOURA_ORGANIZATION_UID, ENCOURA_RETRIES: how many times a failed idempotent call
+    or download is tried again, 4 unless set). `transport` replaces the network (e.g.
     httpx2.MockTransport) so integration code can be tested without a server.
     """
 
@@ -151,7 +163,7 @@ class Client:
         organization: str | None = None,
         *,
         timeout: float = 60.0,
-        retries: int = 4,
+        retries: int | None = None,
         backoff_seconds: float = 0.5,
         transport: httpx2.BaseTransport | None = None,
         environ: Mapping[str, str] | None = None,
@@ -170,7 +182,7 @@ class Client:
         self.base_url = root if root.endswith("/v1") else root + "/v1"
         self.api_key, self.username, self.password = values["api_key"], values["username"], values["password"]
         self.organization = organization or env.get(ENVIRONMENT["organization"]) or None
-        self.retries = retries
+        self.retries = _retries(env) if retries is None else retries
         self.backoff_seconds = backoff_seconds
         self._clock = clock
         self._sleep = sleep
