@@ -7,10 +7,11 @@ embedded queue keeps a `PipelineJob` row per (upload, stage) for the server's ow
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from datalab.audit.models import PIPELINE
@@ -22,6 +23,7 @@ from datalab.uploads.models import Upload
 from datalab.webhooks.service import upload_status_changed
 
 __all__ = [
+    "EMBEDDED_WORK",
     "QUEUE_INFO_KEY",
     "drop_waiting_stages",
     "enqueue_embedded",
@@ -29,6 +31,23 @@ __all__ = [
     "move_upload",
     "record_status_change",
 ]
+
+
+# Set when a transaction that queued a stage for the embedded runner commits, so that its idle workers
+# look for the job at once rather than at their next poll.
+EMBEDDED_WORK = threading.Event()
+_QUEUED_KEY = "embedded_stage_queued"
+
+
+@event.listens_for(Session, "after_commit")
+def _announce_queued_stage(session: Session) -> None:
+    if session.info.pop(_QUEUED_KEY, False):
+        EMBEDDED_WORK.set()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_queued_stage(session: Session) -> None:
+    session.info.pop(_QUEUED_KEY, None)
 
 
 def enqueue_stage(*, db: Session, upload_id: int, stage: str, now: datetime) -> None:
@@ -69,6 +88,7 @@ def enqueue_embedded(*, db: Session, upload_id: int, stage: str, now: datetime) 
     else:
         job.state, job.attempts, job.run_after, job.finished_at, job.locked_by = "pending", 0, now, None, None
     db.flush()
+    db.info[_QUEUED_KEY] = True
     return job
 
 
