@@ -21,10 +21,11 @@ run: install
 	DATALAB_DEV_MODE=$${DATALAB_DEV_MODE:-1} $(BIN)/datalab demo --serve --host $(HOST) --port $(PORT)
 
 # Runs on SQLite; with DATALAB_TEST_DATABASE_URL set (a PostgreSQL URL) the same suite runs there.
-# TEST_WORKERS=auto (or a number) runs the test files in pytest-xdist worker processes, each file in one
-# worker (its servers start once); 0, the default, runs the suite in this process.
+# The test files run in TEST_WORKERS pytest-xdist worker processes (2 by default, one per core of a small
+# machine), each file in one worker so that its servers start once; auto starts one per CPU, 0 runs the
+# suite in this process.
 # pytest exits 5 when it collected no test: that is a broken suite, never a pass.
-TEST_WORKERS ?= 0
+TEST_WORKERS ?= 2
 test: install
 	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2
 from tests.support.databases import DatabaseFactory
@@ -90,6 +91,47 @@ def timed_download(url: str) -> tuple[float, int]:
     return elapsed, int(size)
 
 
+def publish_bench_export(server: LiveServer, source: Path) -> dict[str, Any]:
+    """Publish the file as a prospect export of the demo organization, with the admin command."""
+    assert server.demo is not None
+    published: dict[str, Any] = server.cli_json(
+        "admin",
+        "export",
+        "publish",
+        "--org",
+        server.demo.organization_uid,
+        "--product",
+        "prospect",
+        "--order-name",
+        "Bench",
+        str(source),
+    )
+    return published
+
+
+def time_downloads(server: LiveServer, published: dict[str, Any], stored: Path, runs: int) -> None:
+    """Download the export `runs` times and print each run's throughput against cat, then peak memory."""
+    assert server.process is not None
+    size = stored.stat().st_size
+    timed_cat(stored)  # warm the page cache so both sides read from memory
+    # A login first: its argon2 check alone takes 64 MiB, which is not the download's doing.
+    server.login()
+    rss_before = status_kib(server.process.pid, "VmHWM")
+    print(f"export: {size / 2**20:.0f} MiB, {published['quantity']} records")
+    print(f"server peak RSS after start-up and a login: {rss_before / 1024:.1f} MiB")
+    for run in range(1, runs + 1):
+        cat_seconds = timed_cat(stored)
+        seconds, received = timed_download(download_url(server, published["uid"]))
+        if received != size:
+            raise RuntimeError(f"received {received} bytes of {size}")
+        cat_rate, server_rate = size / cat_seconds / 2**20, size / seconds / 2**20
+        print(
+            f"run {run}: cat {cat_rate:,.0f} MiB/s, server {server_rate:,.0f} MiB/s, "
+            f"ratio server/cat {cat_seconds / seconds:.3f}"
+        )
+    print(peak_report(server.process.pid, rss_before, f"{runs} downloads of {size / 2**20:.0f} MiB"))
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -112,42 +154,10 @@ def main() -> None:
         )
         server.start()
         try:
-            assert server.demo is not None and server.process is not None
-            published = server.cli_json(
-                "admin",
-                "export",
-                "publish",
-                "--org",
-                server.demo.organization_uid,
-                "--product",
-                "prospect",
-                "--order-name",
-                "Bench",
-                str(source),
-            )
+            published = publish_bench_export(server, source)
             source.unlink()
-            stored = next((home / "objects").rglob("Prospect_*_Bench.csv"))
-            size = stored.stat().st_size
-            timed_cat(stored)  # warm the page cache so both sides read from memory
-            # A login first: its argon2 check alone takes 64 MiB, which is not the download's doing.
-            server.login()
-            rss_before = status_kib(server.process.pid, "VmHWM")
-            print(f"export: {size / 2**20:.0f} MiB, {published['quantity']} records")
-            print(f"server peak RSS after start-up and a login: {rss_before / 1024:.1f} MiB")
-            for run in range(1, args.runs + 1):
-                cat_seconds = timed_cat(stored)
-                seconds, received = timed_download(download_url(server, published["uid"]))
-                if received != size:
-                    raise RuntimeError(f"received {received} bytes of {size}")
-                cat_rate, server_rate = size / cat_seconds / 2**20, size / seconds / 2**20
-                print(
-                    f"run {run}: cat {cat_rate:,.0f} MiB/s, server {server_rate:,.0f} MiB/s, "
-                    f"ratio server/cat {cat_seconds / seconds:.3f}"
-                )
-            print(
-                peak_report(
-                    server.process.pid, rss_before, f"{args.runs} downloads of {size / 2**20:.0f} MiB"
-                )
+            time_downloads(
+                server, published, next((home / "objects").rglob("Prospect_*_Bench.csv")), args.runs
             )
         finally:
             server.stop()

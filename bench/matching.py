@@ -26,7 +26,7 @@ from tests.support.server import LiveServer, server_env
 from bench.download import peak_report, status_kib
 from bench.pipeline import polars_read, stage_seconds, wait_done
 from bench.upload import timed_upload
-from datalab.demo.people import generate, score
+from datalab.demo.people import LinkageSet, generate, score
 from datalab.records.models import EmatchResult
 from datalab.students.models import Student
 from datalab.students.service import STUDENT_COLUMNS
@@ -71,6 +71,67 @@ def _ematch_form(server: LiveServer, headers: dict[str, str]) -> dict[str, objec
     return form
 
 
+def _timed_ematch(server: LiveServer, people_csv: Path) -> tuple[str, float, dict[str, object], int]:
+    """Upload the eMatch file and wait until it is done: its id, the seconds it took, its meta, and the
+    server's peak memory before the upload."""
+    assert server.process is not None
+    headers = server.login().headers
+    form = _ematch_form(server, headers)
+    peak_before = status_kib(server.process.pid, "VmHWM")
+    started = time.perf_counter()
+    timed_upload(form, people_csv)
+    record = wait_done(server, str(form["id"]), headers)
+    elapsed = time.perf_counter() - started
+    if record["status"] != "done":
+        raise SystemExit(f"the file ended in {record['status']}: {record.get('error')}")
+    meta = record["meta"]
+    assert isinstance(meta, dict)
+    return str(form["id"]), elapsed, meta, peak_before
+
+
+def _matched_keys(server: LiveServer, upload_uid: str) -> dict[str, str | None]:
+    """The student key each eMatch row was matched to (None when it matched nobody), by UniqueID."""
+    with server.db() as db:
+        upload_id = db.scalar(select(Upload.id).where(Upload.uid == upload_uid))
+        return dict(
+            db.execute(
+                select(EmatchResult.unique_id, Student.student_key)
+                .outerjoin(Student, Student.id == EmatchResult.student_id)
+                .where(EmatchResult.upload_id == upload_id)
+            ).all()
+        )
+
+
+def _measure(server: LiveServer, args: argparse.Namespace, data: LinkageSet, home: Path) -> None:
+    """Load the students, train the model, match the eMatch file and print the figures."""
+    assert server.process is not None
+    students_csv, people_csv = home / "students.csv", home / "people.csv"
+    baseline = polars_read(students_csv)["seconds"] + polars_read(people_csv)["seconds"]
+    load_seconds, loaded = _timed_cli(server, "admin", "students", "load", "--no-train", str(students_csv))
+    train_seconds, _ = _timed_cli(server, "admin", "students", "train")
+    upload_uid, elapsed, meta, peak_before = _timed_ematch(server, people_csv)
+    print(
+        f"students: {args.students:,}, eMatch rows: {args.people:,}, "
+        f"database {server.database_url.split(':')[0]}"
+    )
+    print(f"polars read_csv of both files (all text): {baseline:.2f} s")
+    print(f"students load: {load_seconds:.2f} s ({loaded}), {args.students / load_seconds:,.0f} rows/s")
+    print(f"model training (u sampling on the students): {train_seconds:.2f} s")
+    print(f"eMatch upload -> done: {elapsed:.2f} s, {args.people / elapsed:,.0f} rows/s")
+    print(f"ratio eMatch/polars: {elapsed / baseline:.1f}")
+    print(
+        f"rows: {meta['acceptedRows']:,} accepted, {meta['rejectedRows']:,} rejected by the layout "
+        f"(no email and no address or ZIP); bands {meta['matchBands']}, "
+        f"threshold {meta['matchThreshold']}"
+    )
+    for stage, seconds in stage_seconds(server, upload_uid).items():
+        print(f"  {stage:<8} {seconds:7.2f} s (queued to finished)")
+    print(peak_report(server.process.pid, peak_before, f"matching {args.people:,} rows"))
+    found = _matched_keys(server, upload_uid)
+    scores = score([found.get(person["UniqueID"]) for person in data.people], data.truth)
+    print(f"quality: P={scores.precision:.3f} R={scores.recall:.3f} F1={scores.f1:.3f}")
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -81,9 +142,8 @@ def main() -> None:
     data = generate(seed=1, students=args.students, people=args.people)
     with tempfile.TemporaryDirectory(prefix="datalab-bench-") as work:
         home = Path(work)
-        students_csv, people_csv = home / "students.csv", home / "people.csv"
-        _write(students_csv, STUDENT_COLUMNS, data.students)
-        _write(people_csv, EMATCH_COLUMNS, data.people)
+        _write(home / "students.csv", STUDENT_COLUMNS, data.students)
+        _write(home / "people.csv", EMATCH_COLUMNS, data.people)
         factory = DatabaseFactory(args.database_url)
         database_url = factory.new_url(home)
         server = LiveServer(
@@ -94,54 +154,7 @@ def main() -> None:
         )
         server.start()
         try:
-            assert server.process is not None
-            baseline = polars_read(students_csv)["seconds"] + polars_read(people_csv)["seconds"]
-            load_seconds, loaded = _timed_cli(
-                server, "admin", "students", "load", "--no-train", str(students_csv)
-            )
-            train_seconds, _ = _timed_cli(server, "admin", "students", "train")
-            headers = server.login().headers
-            form = _ematch_form(server, headers)
-            peak_before = status_kib(server.process.pid, "VmHWM")
-            started = time.perf_counter()
-            timed_upload(form, people_csv)
-            record = wait_done(server, str(form["id"]), headers)
-            elapsed = time.perf_counter() - started
-            if record["status"] != "done":
-                raise SystemExit(f"the file ended in {record['status']}: {record.get('error')}")
-            meta = record["meta"]
-            assert isinstance(meta, dict)
-            print(
-                f"students: {args.students:,}, eMatch rows: {args.people:,}, "
-                f"database {database_url.split(':')[0]}"
-            )
-            print(f"polars read_csv of both files (all text): {baseline:.2f} s")
-            print(
-                f"students load: {load_seconds:.2f} s ({loaded}), {args.students / load_seconds:,.0f} rows/s"
-            )
-            print(f"model training (u sampling on the students): {train_seconds:.2f} s")
-            print(f"eMatch upload -> done: {elapsed:.2f} s, {args.people / elapsed:,.0f} rows/s")
-            print(f"ratio eMatch/polars: {elapsed / baseline:.1f}")
-            print(
-                f"rows: {meta['acceptedRows']:,} accepted, {meta['rejectedRows']:,} rejected by the layout "
-                f"(no email and no address or ZIP); bands {meta['matchBands']}, "
-                f"threshold {meta['matchThreshold']}"
-            )
-            for stage, seconds in stage_seconds(server, str(form["id"])).items():
-                print(f"  {stage:<8} {seconds:7.2f} s (queued to finished)")
-            print(peak_report(server.process.pid, peak_before, f"matching {args.people:,} rows"))
-            with server.db() as db:
-                upload_id = db.scalar(select(Upload.id).where(Upload.uid == str(form["id"])))
-                found = dict(
-                    db.execute(
-                        select(EmatchResult.unique_id, Student.student_key)
-                        .outerjoin(Student, Student.id == EmatchResult.student_id)
-                        .where(EmatchResult.upload_id == upload_id)
-                    ).all()
-                )
-            answers = [found.get(person["UniqueID"]) for person in data.people]
-            scores = score(answers, data.truth)
-            print(f"quality: P={scores.precision:.3f} R={scores.recall:.3f} F1={scores.f1:.3f}")
+            _measure(server, args, data, home)
         finally:
             server.stop()
             factory.drop_all()

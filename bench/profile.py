@@ -86,6 +86,87 @@ def work_costs(call: ApiCall, works: dict[str, Work], count: int, profile: bool)
             print(profiler.output_text(unicode=False, color=False))
 
 
+def create_file(server: LiveServer, headers: dict[str, str]) -> str:
+    """A file created for upload (its status is one of the hot reads): its id."""
+    created = httpx2.post(
+        server.base_url + "/files/upload",
+        headers=headers,
+        json={"fileName": "roster.csv", "productType": "enrollment"},
+    )
+    created.raise_for_status()
+    file_id: str = created.json()["id"]
+    return file_id
+
+
+def hot_reads(file_id: str) -> dict[str, Work]:
+    """The work of each hot read in its worker thread, by the name it is printed under."""
+
+    def principal_only(_db: Session, _org: OrgContext, _now: datetime) -> bytes:
+        return b""
+
+    def exports_list(db: Session, org: OrgContext, now: datetime) -> bytes:
+        body, _total = exports.export_list_json(
+            db=db, org=org, status=None, product_key=None, limit=None, offset=0, now=now
+        )
+        return body
+
+    def file_status(db: Session, org: OrgContext, _now: datetime) -> bytes:
+        return file_out(uploads.get_upload(db=db, org=org, uid=file_id)).model_dump_json().encode()
+
+    def files_list(db: Session, org: OrgContext, _now: datetime) -> bytes:
+        page = uploads.list_uploads(
+            db=db,
+            org=org,
+            status=None,
+            product_type=None,
+            sort_by=None,
+            sort_direction=None,
+            limit=20,
+            offset=0,
+        )
+        return FILE_LIST.dump_json([file_out(upload) for upload in page.items])
+
+    return {
+        "principal only": principal_only,
+        "exports list (16)": exports_list,
+        "file status": file_status,
+        "files list": files_list,
+    }
+
+
+def measure(server: LiveServer, args: argparse.Namespace) -> None:
+    """Print the server's CPU per request over HTTP, then the in-process cost of each request's work."""
+    headers = server.login().headers
+    file_id = create_file(server, headers)
+    http_costs(
+        server,
+        {
+            "/healthz": "/healthz",
+            "exports list (16)": "/v1/datacenter/exports",
+            "file status": f"/v1/files/{file_id}",
+            "files list": "/v1/files",
+        },
+        headers,
+        args.requests,
+    )
+    settings = Settings(
+        home=server.home,
+        database_url=server.database_url,
+        secret_key=server.env["DATALAB_SECRET_KEY"],
+        pipeline_workers=0,
+    )
+    runtime = build_runtime(settings, migrate=False)
+    call = ApiCall(
+        runtime=runtime,
+        authorization=headers["Authorization"],
+        api_key=headers["x-api-key"],
+        organization=headers["Organization"],
+        base_url=server.base_url,
+    )
+    work_costs(call, hot_reads(file_id), args.requests, args.profile)
+    runtime.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -102,70 +183,7 @@ def main() -> None:
         server = LiveServer(own_process=True, home=home, database_url=database_url, env=env)
         server.start()
         try:
-            logged_in = server.login()
-            headers = logged_in.headers
-            created = httpx2.post(
-                server.base_url + "/files/upload",
-                headers=headers,
-                json={"fileName": "roster.csv", "productType": "enrollment"},
-            )
-            created.raise_for_status()
-            file_id = created.json()["id"]
-            http_costs(
-                server,
-                {
-                    "/healthz": "/healthz",
-                    "exports list (16)": "/v1/datacenter/exports",
-                    "file status": f"/v1/files/{file_id}",
-                    "files list": "/v1/files",
-                },
-                headers,
-                args.requests,
-            )
-            settings = Settings(
-                home=home, database_url=database_url, secret_key=env["DATALAB_SECRET_KEY"], pipeline_workers=0
-            )
-            runtime = build_runtime(settings, migrate=False)
-            call = ApiCall(
-                runtime=runtime,
-                authorization=headers["Authorization"],
-                api_key=headers["x-api-key"],
-                organization=headers["Organization"],
-            )
-
-            def principal_only(_db: Session, _org: OrgContext, _now: datetime) -> bytes:
-                return b""
-
-            def exports_list(db: Session, org: OrgContext, now: datetime) -> bytes:
-                body, _total = exports.export_list_json(
-                    db=db, org=org, status=None, product_key=None, limit=None, offset=0, now=now
-                )
-                return body
-
-            def file_status(db: Session, org: OrgContext, _now: datetime) -> bytes:
-                return file_out(uploads.get_upload(db=db, org=org, uid=file_id)).model_dump_json().encode()
-
-            def files_list(db: Session, org: OrgContext, _now: datetime) -> bytes:
-                page = uploads.list_uploads(
-                    db=db,
-                    org=org,
-                    status=None,
-                    product_type=None,
-                    sort_by=None,
-                    sort_direction=None,
-                    limit=20,
-                    offset=0,
-                )
-                return FILE_LIST.dump_json([file_out(upload) for upload in page.items])
-
-            works: dict[str, Work] = {
-                "principal only": principal_only,
-                "exports list (16)": exports_list,
-                "file status": file_status,
-                "files list": files_list,
-            }
-            work_costs(call, works, args.requests, args.profile)
-            runtime.dispose()
+            measure(server, args)
         finally:
             server.stop()
             factory.drop_all()

@@ -1,10 +1,20 @@
-"""Shared fixtures: fresh databases (SQLite, or PostgreSQL when configured) and live servers."""
+"""Shared fixtures: fresh databases (SQLite, or PostgreSQL when configured), in-process apps and live servers.
+
+Functional tests run in one of two tiers, each on a copy of the demo seeded once per session:
+
+- The in-process tier (`api`, `make_app`): the app called through Starlette's TestClient, for request and
+  response behaviour: status codes, bodies, headers, validation, authentication, scoping, stored rows.
+  Its clock is `server_clock`'s: tests move it rather than sleep.
+- The live tier (`server`, `make_server`): a real server on a socket (a thread, or a `datalab serve`
+  process), for what only a real server shows: the wire contract (raw bytes, connections, timeouts),
+  crashes and restarts, concurrency and overload, browsers, and CLI and SDK clients over the network.
+"""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,9 +24,11 @@ from argon2 import PasswordHasher, profiles
 from datalab import db
 from datalab.accounts import security
 from tests.support.databases import TEST_DATABASE_URL_ENV, DatabaseFactory, postgres_url
+from tests.support.inprocess import InProcessApp
 from tests.support.server import DemoAccount, LiveServer, MovableClock, server_env
 
 ServerFactory = Callable[..., LiveServer]
+AppFactory = Callable[..., InProcessApp]
 
 
 def pytest_report_header() -> str:
@@ -92,6 +104,47 @@ def seeded_home(tmp_path_factory: pytest.TempPathFactory, database_factory: Data
     )
 
 
+@dataclass(frozen=True)
+class _NewHome:
+    """Where a new server or in-process app keeps its data, and the environment it runs with."""
+
+    home: Path
+    database_url: str
+    env: dict[str, str]
+    # The seeded demo's credentials when the home is a copy of the seeded one; None: it seeds its own.
+    demo: DemoAccount | None
+
+
+def _new_home(
+    tmp_path_factory: pytest.TempPathFactory,
+    database_factory: DatabaseFactory,
+    seeded: SeededHome,
+    environment: dict[str, str] | None,
+    settings: dict[str, str],
+) -> _NewHome:
+    """A home for DATALAB_* settings (and other variables): a copy of the seeded one unless they change
+    what is seeded."""
+    home = tmp_path_factory.mktemp("server")
+    # Pipeline workers only where a test asks for them: the others observe each hand-off as it is left.
+    settings = {"pipeline_workers": "0"} | settings
+    extra = {f"DATALAB_{name.upper()}": value for name, value in settings.items()} | (environment or {})
+    from_seeded = not _SEEDING_SETTINGS & set(settings) and not any(
+        name.startswith("DATALAB_") for name in environment or {}
+    )
+    if from_seeded:
+        database_url = database_factory.copy_url(seeded.database_url, home)
+        shutil.copytree(seeded.home / "objects", home / "objects")
+        extra = {"DATALAB_SECRET_KEY": seeded.secret_key} | extra
+    else:
+        database_url = database_factory.migrated_url(home)
+    return _NewHome(
+        home=home,
+        database_url=database_url,
+        env=server_env(home=home, database_url=database_url, extra=extra),
+        demo=seeded.demo if from_seeded else None,
+    )
+
+
 @contextmanager
 def _servers(
     tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory, seeded: SeededHome
@@ -109,29 +162,17 @@ def _servers(
         own_process: bool = False,
         **settings: str,
     ) -> LiveServer:
-        home = tmp_path_factory.mktemp("server")
-        # Pipeline workers only where a test asks for them: the others observe each hand-off as it is left.
-        settings.setdefault("pipeline_workers", "0")
-        extra = {f"DATALAB_{name.upper()}": value for name, value in settings.items()} | (environment or {})
-        from_seeded = not _SEEDING_SETTINGS & set(settings) and not any(
-            name.startswith("DATALAB_") for name in environment or {}
-        )
-        if from_seeded:
-            database_url = database_factory.copy_url(seeded.database_url, home)
-            shutil.copytree(seeded.home / "objects", home / "objects")
-            extra = {"DATALAB_SECRET_KEY": seeded.secret_key} | extra
-        else:
-            database_url = database_factory.migrated_url(home)
+        new = _new_home(tmp_path_factory, database_factory, seeded, environment, settings)
         server = LiveServer(
-            home=home,
-            database_url=database_url,
-            env=server_env(home=home, database_url=database_url, extra=extra),
+            home=new.home,
+            database_url=new.database_url,
+            env=new.env,
             serve_args=serve_args,
             # Other environment variables (and serve arguments) only reach a process of its own.
             own_process=own_process or bool(environment) or bool(serve_args),
         )
-        if from_seeded:
-            server.demo = replace(seeded.demo, base_url=server.base_url)
+        if new.demo is not None:
+            server.demo = replace(new.demo, base_url=server.base_url)
         started.append(server)
         server.start()
         return server
@@ -141,6 +182,33 @@ def _servers(
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def make_app(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory, seeded_home: SeededHome
+) -> Iterator[AppFactory]:
+    """Open in-process apps (the fast tier: see this module's docstring) with DATALAB_* settings for one
+    test module, each on a copy of the seeded demo (or seeding its own when a setting changes what is
+    seeded); they are closed when the module is done."""
+    with ExitStack() as serving:
+
+        def open_app(**settings: str) -> InProcessApp:
+            new = _new_home(tmp_path_factory, database_factory, seeded_home, None, settings)
+            app = InProcessApp(home=new.home, database_url=new.database_url, env=new.env)
+            if new.demo is not None:
+                app.demo = replace(new.demo, base_url=app.base_url)
+            serving.enter_context(app.serving())
+            return app
+
+        yield open_app
+
+
+@pytest.fixture(scope="module")
+def api(make_app: AppFactory) -> InProcessApp:
+    """The test module's in-process demo app: `api.client.get("/v1/...")`, the demo's credentials in
+    `api.demo`, its data through `api.db()` and `api.admin_json(...)`."""
+    return make_app()
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +232,8 @@ def server(
 
 @pytest.fixture
 def server_clock(monkeypatch: pytest.MonkeyPatch) -> MovableClock:
-    """The clock of every server running in the test process, moved forward by the test."""
+    """The clock of every in-process app and server running in the test process, moved forward by the
+    test."""
     clock = MovableClock()
     monkeypatch.setattr(db, "clock", clock)
     return clock

@@ -15,6 +15,7 @@ from datalab.accounts import service as accounts
 from datalab.accounts.models import User
 from datalab.db import transaction, utcnow
 from datalab.exports.service import ExportService
+from datalab.org_service import OrgService
 from datalab.runtime import Runtime
 from datalab.scoping import OrgContext
 from datalab.settings import Settings
@@ -101,42 +102,30 @@ OrganizationHeader = Annotated[
 ]
 
 
-def get_org_context(
-    db: DbDep,
-    settings: SettingsDep,
-    now: NowDep,
-    authorization: AuthorizationHeader = None,
-    x_api_key: ApiKeyHeader = None,
-    organization: OrganizationHeader = None,
-) -> OrgContext:
-    """The authenticated user and the organization the request acts in."""
-    return accounts.org_context(
-        db=db,
-        settings=settings,
-        authorization=authorization,
-        api_key=x_api_key,
-        organization_uid=organization,
-        now=now,
-    )
+def _org_context(*, read_only: bool) -> Callable[..., OrgContext]:
+    """A dependency giving the authenticated user and the organization the request acts in, looked up on
+    the route's database session (the read-only one for a route that only reads)."""
+    # The same dependency as DbDep/ReadDbDep, so the route and its context share one database session.
+    database_session: Session = Depends(get_read_db if read_only else get_db, scope="function")
 
+    def org_context(
+        settings: SettingsDep,
+        now: NowDep,
+        authorization: AuthorizationHeader = None,
+        x_api_key: ApiKeyHeader = None,
+        organization: OrganizationHeader = None,
+        db: Session = database_session,
+    ) -> OrgContext:
+        return accounts.org_context(
+            db=db,
+            settings=settings,
+            authorization=authorization,
+            api_key=x_api_key,
+            organization_uid=organization,
+            now=now,
+        )
 
-def get_read_org_context(
-    db: ReadDbDep,
-    settings: SettingsDep,
-    now: NowDep,
-    authorization: AuthorizationHeader = None,
-    x_api_key: ApiKeyHeader = None,
-    organization: OrganizationHeader = None,
-) -> OrgContext:
-    """The same as get_org_context, on the read-only session of a route that only reads."""
-    return accounts.org_context(
-        db=db,
-        settings=settings,
-        authorization=authorization,
-        api_key=x_api_key,
-        organization_uid=organization,
-        now=now,
-    )
+    return org_context
 
 
 def get_operator(
@@ -153,10 +142,14 @@ def get_operator(
 
 
 OperatorDep = Annotated[User, Depends(get_operator)]
+get_org_context = _org_context(read_only=False)
+# Routes that only read take this one: on SQLite they never wait for the write lock.
+get_read_org_context = _org_context(read_only=True)
 OrgDep = Annotated[OrgContext, Depends(get_org_context)]
 ReadOrgDep = Annotated[OrgContext, Depends(get_read_org_context)]
 
 T = TypeVar("T")
+ServiceT = TypeVar("ServiceT", bound=OrgService)
 
 
 @dataclass(frozen=True)
@@ -172,10 +165,32 @@ class ApiCall:
     authorization: str | None
     api_key: str | None
     organization: str | None
+    # The base URL clients reach this server at (what links in answers start with).
+    base_url: str
 
     async def read(self, work: Callable[[Session, OrgContext, datetime], T]) -> T:
         """The result of `work`, run after authentication in a read-only transaction."""
         return await run_in_threadpool(self.run, work)
+
+    async def serve(self, service_type: type[ServiceT], work: Callable[[ServiceT], T]) -> T:
+        """The result of `work` on the call's service of `service_type`, built in the same worker thread
+        and transaction as `read`."""
+        runtime = self.runtime
+
+        def on_service(db: Session, org: OrgContext, now: datetime) -> T:
+            return work(
+                service_type(
+                    db=db,
+                    org=org,
+                    store=runtime.store,
+                    settings=runtime.settings,
+                    now=now,
+                    base_url=self.base_url,
+                    session_factory=runtime.session_factory,
+                )
+            )
+
+        return await self.read(on_service)
 
     def run(self, work: Callable[[Session, OrgContext, datetime], T]) -> T:
         """The same, in the calling thread (what `read` runs in a worker thread)."""
@@ -208,11 +223,13 @@ async def get_api_call(
     organization: OrganizationHeader = None,
 ) -> ApiCall:
     """The read-only API call of the request (see ApiCall)."""
+    runtime: Runtime = request.app.state.runtime
     return ApiCall(
-        runtime=request.app.state.runtime,
+        runtime=runtime,
         authorization=authorization,
         api_key=x_api_key,
         organization=organization,
+        base_url=public_base_url(request, runtime.settings),
     )
 
 
@@ -229,53 +246,43 @@ async def raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-def build_export_service(
-    request: Request, *, db: Session, org: OrgContext, settings: Settings, store: ObjectStore, now: datetime
-) -> ExportService:
-    """The request's ExportService in `org` (the API's Organization header, or a Data Center session)."""
-    return ExportService(
-        db=db,
-        org=org,
-        store=store,
-        settings=settings,
-        now=now,
-        base_url=public_base_url(request, settings),
-        session_factory=request.app.state.session_factory,
-    )
+def service_dependency(
+    service_type: type[ServiceT], *, org_context: Callable[..., OrgContext], read_only: bool
+) -> Callable[..., ServiceT]:
+    """A dependency giving the request's service of the organization `org_context` gives (the API's
+    Organization header, or a Data Center session), on the route's database session (the read-only one
+    for a route that only reads)."""
+    call_context: OrgContext = Depends(org_context)
+    # The same dependency as DbDep/ReadDbDep, so the route and its service share one database session.
+    database_session: Session = Depends(get_read_db if read_only else get_db, scope="function")
+
+    def service(
+        request: Request,
+        settings: SettingsDep,
+        store: StoreDep,
+        now: NowDep,
+        org: OrgContext = call_context,
+        db: Session = database_session,
+    ) -> ServiceT:
+        return service_type(
+            db=db,
+            org=org,
+            store=store,
+            settings=settings,
+            now=now,
+            base_url=public_base_url(request, settings),
+            session_factory=request.app.state.session_factory,
+        )
+
+    return service
 
 
-def get_export_service(
-    request: Request, db: DbDep, org: OrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
-) -> ExportService:
-    """The exports of the organization the API call acts in."""
-    return build_export_service(request, db=db, org=org, settings=settings, store=store, now=now)
+def _api_service(service_type: type[ServiceT], *, read_only: bool) -> Callable[..., ServiceT]:
+    org_context = get_read_org_context if read_only else get_org_context
+    return service_dependency(service_type, org_context=org_context, read_only=read_only)
 
 
-ExportServiceDep = Annotated[ExportService, Depends(get_export_service)]
-
-
-def build_upload_service(
-    request: Request, *, db: Session, org: OrgContext, settings: Settings, store: ObjectStore, now: datetime
-) -> UploadService:
-    """The request's UploadService in `org` (the API's Organization header, or a Data Center session)."""
-    return UploadService(
-        db=db, org=org, store=store, settings=settings, now=now, base_url=public_base_url(request, settings)
-    )
-
-
-def get_upload_service(
-    request: Request, db: DbDep, org: OrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
-) -> UploadService:
-    """The uploads of the organization the API call acts in."""
-    return build_upload_service(request, db=db, org=org, settings=settings, store=store, now=now)
-
-
-def get_read_upload_service(
-    request: Request, db: ReadDbDep, org: ReadOrgDep, settings: SettingsDep, store: StoreDep, now: NowDep
-) -> UploadService:
-    """The same, on the read-only session of a route that only reads."""
-    return build_upload_service(request, db=db, org=org, settings=settings, store=store, now=now)
-
-
-UploadServiceDep = Annotated[UploadService, Depends(get_upload_service)]
-ReadUploadServiceDep = Annotated[UploadService, Depends(get_read_upload_service)]
+ExportServiceDep = Annotated[ExportService, Depends(_api_service(ExportService, read_only=False))]
+ReadExportServiceDep = Annotated[ExportService, Depends(_api_service(ExportService, read_only=True))]
+UploadServiceDep = Annotated[UploadService, Depends(_api_service(UploadService, read_only=False))]
+ReadUploadServiceDep = Annotated[UploadService, Depends(_api_service(UploadService, read_only=True))]

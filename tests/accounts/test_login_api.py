@@ -1,4 +1,4 @@
-"""POST /v1/login over real HTTP: every body format clients send, the response shape, keys and refusals."""
+"""POST /v1/login (in process): every body format clients send, the response shape, keys and refusals."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from tests.support.accounts import USER_KEYS, Account, login, login_body
 from tests.support.checks import assert_envelope
 from tests.support.factories import add_account, add_organization
-from tests.support.server import LiveServer
+from tests.support.inprocess import InProcessApp
 
-ServerFactory = Callable[..., LiveServer]
+AppFactory = Callable[..., InProcessApp]
 
 ORGANIZATION_KEYS = {"uid", "name", "fice", "stateCode"}
 DOC_API_KEY = "aNgKsb3PSB4bx9c68iRWeaGfufzj2Vuz6qenwor1"
@@ -30,33 +30,29 @@ DOC_BROKEN_BODY = (
 
 
 @pytest.fixture(scope="module")
-def own_server(make_server: ServerFactory) -> LiveServer:
-    """This module's own server for tests that record failed logins (the shared one stays below its limits).
+def own_api(make_app: AppFactory) -> InProcessApp:
+    """This module's own app for tests that record failed logins (the shared one stays below its limits).
 
     It does not require x-api-key on login (DATALAB_REQUIRE_API_KEY_ON_LOGIN=false); a key that is sent must
     still be valid and still be the user's own, so the tests sending keys hold under either setting.
     """
-    return make_server(require_api_key_on_login="false")
+    return make_app(require_api_key_on_login="false")
 
 
-def login_url(server: LiveServer) -> str:
-    return server.base_url + "/login"
-
-
-def demo(server: LiveServer) -> tuple[str, str, str]:
+def demo(api: InProcessApp) -> tuple[str, str, str]:
     """The demo account's userName, password and API key."""
-    assert server.demo is not None
-    return server.demo.user_name, server.demo.password, server.demo.api_key
+    assert api.demo is not None
+    return api.demo.user_name, api.demo.password, api.demo.api_key
 
 
-def assert_logged_in(server: LiveServer, response: httpx2.Response, user_name: str) -> dict[str, Any]:
+def assert_logged_in(api: InProcessApp, response: httpx2.Response, user_name: str) -> dict[str, Any]:
     """A 200 login whose token works on an org-scoped call; returns the body."""
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     assert body["user"]["userName"].lower() == user_name.lower()
     organization_uid = body["user"]["organizations"][0]["uid"]
-    listed = httpx2.get(
-        server.base_url + "/datacenter/exports",
+    listed = api.client.get(
+        "/v1/datacenter/exports",
         headers={"Authorization": f"Bearer {body['sessionToken']}", "Organization": organization_uid},
     )
     assert listed.status_code == 200, listed.text
@@ -66,140 +62,136 @@ def assert_logged_in(server: LiveServer, response: httpx2.Response, user_name: s
 # --- body formats -------------------------------------------------------------------------------------
 
 
-def test_json_body_with_content_type(server: LiveServer) -> None:
-    user_name, password, key = demo(server)
-    response = httpx2.post(
-        login_url(server),
+def test_json_body_with_content_type(api: InProcessApp) -> None:
+    user_name, password, key = demo(api)
+    response = api.client.post(
+        "/v1/login",
         headers={"x-api-key": key, "Content-Type": "application/json"},
         content=json.dumps(login_body(user_name, password)).encode(),
     )
-    assert_logged_in(server, response, user_name)
+    assert_logged_in(api, response, user_name)
 
 
-def test_json_body_without_content_type(server: LiveServer) -> None:
-    user_name, password, key = demo(server)
-    with httpx2.Client() as client:
-        request = client.build_request(
-            "POST",
-            login_url(server),
-            headers={"x-api-key": key},
-            content=json.dumps(login_body(user_name, password)).encode(),
-        )
-        assert "content-type" not in request.headers
-        response = client.send(request)
-    assert_logged_in(server, response, user_name)
+def test_json_body_without_content_type(api: InProcessApp) -> None:
+    user_name, password, key = demo(api)
+    request = api.client.build_request(
+        "POST",
+        "/v1/login",
+        headers={"x-api-key": key},
+        content=json.dumps(login_body(user_name, password)).encode(),
+    )
+    assert "content-type" not in request.headers
+    response = api.client.send(request)
+    assert_logged_in(api, response, user_name)
 
 
 @pytest.mark.parametrize("accepted", ["True", "true"])
-def test_form_urlencoded_body(server: LiveServer, accepted: str) -> None:
-    user_name, password, key = demo(server)
-    with httpx2.Client() as client:
-        request = client.build_request(
-            "POST",
-            login_url(server),
-            headers={"x-api-key": key},
-            data={"userName": user_name, "password": password, "acceptedTerms": accepted},
-        )
-        assert request.headers["content-type"] == "application/x-www-form-urlencoded"
-        assert request.content.decode().endswith(f"&acceptedTerms={accepted}")
-        response = client.send(request)
-    assert_logged_in(server, response, user_name)
+def test_form_urlencoded_body(api: InProcessApp, accepted: str) -> None:
+    user_name, password, key = demo(api)
+    request = api.client.build_request(
+        "POST",
+        "/v1/login",
+        headers={"x-api-key": key},
+        data={"userName": user_name, "password": password, "acceptedTerms": accepted},
+    )
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert request.content.decode().endswith(f"&acceptedTerms={accepted}")
+    response = api.client.send(request)
+    assert_logged_in(api, response, user_name)
 
 
-def test_form_body_is_url_decoded(server: LiveServer) -> None:
-    account = add_account(server, password="p&ss=w+rd %41 é")
-    response = httpx2.post(
-        login_url(server),
+def test_form_body_is_url_decoded(api: InProcessApp) -> None:
+    account = add_account(api, password="p&ss=w+rd %41 é")
+    response = api.client.post(
+        "/v1/login",
         headers={"x-api-key": account.api_key},
         data={"userName": account.user_name, "password": account.password, "acceptedTerms": "True"},
     )
-    assert_logged_in(server, response, account.user_name)
+    assert_logged_in(api, response, account.user_name)
 
 
-def test_json_body_sent_with_a_form_content_type(server: LiveServer) -> None:
+def test_json_body_sent_with_a_form_content_type(api: InProcessApp) -> None:
     """What `curl --data '{...}'` sends when the Content-Type header is left out."""
-    user_name, password, key = demo(server)
-    response = httpx2.post(
-        login_url(server),
+    user_name, password, key = demo(api)
+    response = api.client.post(
+        "/v1/login",
         headers={"x-api-key": key, "Content-Type": "application/x-www-form-urlencoded"},
         content=json.dumps(login_body(user_name, password)).encode(),
     )
-    assert_logged_in(server, response, user_name)
+    assert_logged_in(api, response, user_name)
 
 
-def test_lower_case_username_key(server: LiveServer) -> None:
-    user_name, password, key = demo(server)
-    response = httpx2.post(
-        login_url(server),
+def test_lower_case_username_key(api: InProcessApp) -> None:
+    user_name, password, key = demo(api)
+    response = api.client.post(
+        "/v1/login",
         headers={"x-api-key": key},
         json={"username": user_name, "password": password, "acceptedTerms": True},
     )
-    assert_logged_in(server, response, user_name)
+    assert_logged_in(api, response, user_name)
 
 
-def test_user_name_is_case_insensitive(server: LiveServer) -> None:
-    user_name, password, key = demo(server)
-    response = httpx2.post(
-        login_url(server), headers={"x-api-key": key}, json=login_body(user_name.upper(), password)
+def test_user_name_is_case_insensitive(api: InProcessApp) -> None:
+    user_name, password, key = demo(api)
+    response = api.client.post(
+        "/v1/login", headers={"x-api-key": key}, json=login_body(user_name.upper(), password)
     )
-    body = assert_logged_in(server, response, user_name)
+    body = assert_logged_in(api, response, user_name)
     assert body["user"]["userName"] == user_name
 
 
 @pytest.mark.parametrize("accepted", [True, "true", "True"])
-def test_accepted_terms_values(server: LiveServer, accepted: object) -> None:
-    user_name, password, key = demo(server)
-    response = httpx2.post(
-        login_url(server),
+def test_accepted_terms_values(api: InProcessApp, accepted: object) -> None:
+    user_name, password, key = demo(api)
+    response = api.client.post(
+        "/v1/login",
         headers={"x-api-key": key},
         json={"userName": user_name, "password": password, "acceptedTerms": accepted},
     )
-    assert_logged_in(server, response, user_name)
+    assert_logged_in(api, response, user_name)
 
 
 @pytest.mark.parametrize("accepted", [False, "false", "False", None])
-def test_terms_not_accepted_is_400(server: LiveServer, accepted: object) -> None:
-    user_name, password, key = demo(server)
+def test_terms_not_accepted_is_400(api: InProcessApp, accepted: object) -> None:
+    user_name, password, key = demo(api)
     body: dict[str, object] = {"userName": user_name, "password": password}
     if accepted is not None:
         body["acceptedTerms"] = accepted
-    response = httpx2.post(login_url(server), headers={"x-api-key": key}, json=body)
+    response = api.client.post("/v1/login", headers={"x-api-key": key}, json=body)
     error = assert_envelope(response, 400, "terms_not_accepted")
     assert "acceptedTerms" in error["message"]
 
 
-def test_terms_not_accepted_in_a_form_is_400(server: LiveServer) -> None:
-    user_name, password, key = demo(server)
-    response = httpx2.post(
-        login_url(server),
+def test_terms_not_accepted_in_a_form_is_400(api: InProcessApp) -> None:
+    user_name, password, key = demo(api)
+    response = api.client.post(
+        "/v1/login",
         headers={"x-api-key": key},
         data={"userName": user_name, "password": password, "acceptedTerms": "False"},
     )
     assert_envelope(response, 400, "terms_not_accepted")
 
 
-def test_organization_header_is_ignored_on_login(server: LiveServer) -> None:
-    user_name, password, key = demo(server)
-    assert server.demo is not None
-    for organization in (str(uuid.uuid4()), "not-a-uid", server.demo.organization_uid):
-        response = httpx2.post(
-            login_url(server),
+def test_organization_header_is_ignored_on_login(api: InProcessApp) -> None:
+    user_name, password, key = demo(api)
+    assert api.demo is not None
+    for organization in (str(uuid.uuid4()), "not-a-uid", api.demo.organization_uid):
+        response = api.client.post(
+            "/v1/login",
             headers={"x-api-key": key, "Organization": organization},
             json=login_body(user_name, password),
         )
-        body = assert_logged_in(server, response, user_name)
-        assert [o["uid"] for o in body["user"]["organizations"]] == [server.demo.organization_uid]
+        body = assert_logged_in(api, response, user_name)
+        assert [o["uid"] for o in body["user"]["organizations"]] == [api.demo.organization_uid]
 
 
 # --- response shape -----------------------------------------------------------------------------------
 
 
-def test_response_shape_is_exactly_the_documented_one(server: LiveServer) -> None:
-    user_name, password, key = demo(server)
-    assert server.demo is not None
-    response = httpx2.post(
-        login_url(server), headers={"x-api-key": key}, json=login_body(user_name, password)
-    )
+def test_response_shape_is_exactly_the_documented_one(api: InProcessApp) -> None:
+    user_name, password, key = demo(api)
+    assert api.demo is not None
+    response = api.client.post("/v1/login", headers={"x-api-key": key}, json=login_body(user_name, password))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     body = response.json()
@@ -216,7 +208,7 @@ def test_response_shape_is_exactly_the_documented_one(server: LiveServer) -> Non
     organization = user["organizations"][0]
     assert set(organization) == ORGANIZATION_KEYS
     assert organization == {
-        "uid": server.demo.organization_uid,
+        "uid": api.demo.organization_uid,
         "name": "Sample University",
         "fice": "001024",
         "stateCode": "MO",
@@ -227,12 +219,12 @@ def test_response_shape_is_exactly_the_documented_one(server: LiveServer) -> Non
     assert token.count(".") == 2
 
 
-def test_each_login_issues_a_new_token(server: LiveServer) -> None:
-    user_name, password, key = demo(server)
+def test_each_login_issues_a_new_token(api: InProcessApp) -> None:
+    user_name, password, key = demo(api)
     tokens = {
-        httpx2.post(
-            login_url(server), headers={"x-api-key": key}, json=login_body(user_name, password)
-        ).json()["sessionToken"]
+        api.client.post("/v1/login", headers={"x-api-key": key}, json=login_body(user_name, password)).json()[
+            "sessionToken"
+        ]
         for _ in range(2)
     }
     assert len(tokens) == 2
@@ -241,9 +233,9 @@ def test_each_login_issues_a_new_token(server: LiveServer) -> None:
 # --- bad bodies ---------------------------------------------------------------------------------------
 
 
-def test_documentation_example_body_is_400_not_valid_json(server: LiveServer) -> None:
-    response = httpx2.post(
-        login_url(server),
+def test_documentation_example_body_is_400_not_valid_json(api: InProcessApp) -> None:
+    response = api.client.post(
+        "/v1/login",
         headers={"Content-Type": "application/json", "x-api-key": DOC_API_KEY},
         content=DOC_BROKEN_BODY.encode(),
     )
@@ -252,10 +244,10 @@ def test_documentation_example_body_is_400_not_valid_json(server: LiveServer) ->
     assert "line 4" in error["message"]
 
 
-def test_documentation_example_body_is_400_even_with_a_valid_key(server: LiveServer) -> None:
-    _, _, key = demo(server)
-    response = httpx2.post(
-        login_url(server),
+def test_documentation_example_body_is_400_even_with_a_valid_key(api: InProcessApp) -> None:
+    _, _, key = demo(api)
+    response = api.client.post(
+        "/v1/login",
         headers={"Content-Type": "application/json", "x-api-key": key},
         content=DOC_BROKEN_BODY.encode(),
     )
@@ -275,10 +267,10 @@ def test_documentation_example_body_is_400_even_with_a_valid_key(server: LiveSer
         (b'{"userName": "a@b.edu", "password": "", "acceptedTerms": true}', "missing_credentials"),
     ],
 )
-def test_malformed_bodies_are_400(server: LiveServer, content: bytes, code: str) -> None:
-    _, _, key = demo(server)
-    response = httpx2.post(
-        login_url(server), headers={"x-api-key": key, "Content-Type": "application/json"}, content=content
+def test_malformed_bodies_are_400(api: InProcessApp, content: bytes, code: str) -> None:
+    _, _, key = demo(api)
+    response = api.client.post(
+        "/v1/login", headers={"x-api-key": key, "Content-Type": "application/json"}, content=content
     )
     assert_envelope(response, 400, code)
 
@@ -286,32 +278,30 @@ def test_malformed_bodies_are_400(server: LiveServer, content: bytes, code: str)
 # --- API keys -----------------------------------------------------------------------------------------
 
 
-def test_missing_api_key_is_401(server: LiveServer) -> None:
-    user_name, password, _ = demo(server)
-    response = httpx2.post(login_url(server), json=login_body(user_name, password))
+def test_missing_api_key_is_401(api: InProcessApp) -> None:
+    user_name, password, _ = demo(api)
+    response = api.client.post("/v1/login", json=login_body(user_name, password))
     error = assert_envelope(response, 401, "missing_api_key")
     assert "x-api-key" in error["message"]
 
 
 @pytest.mark.parametrize("key", [DOC_API_KEY, "", "not-a-key"])
-def test_wrong_api_key_is_401(server: LiveServer, key: str) -> None:
-    user_name, password, _ = demo(server)
-    response = httpx2.post(
-        login_url(server), headers={"x-api-key": key}, json=login_body(user_name, password)
-    )
+def test_wrong_api_key_is_401(api: InProcessApp, key: str) -> None:
+    user_name, password, _ = demo(api)
+    response = api.client.post("/v1/login", headers={"x-api-key": key}, json=login_body(user_name, password))
     error = assert_envelope(response, 401, "invalid_api_key")
     assert error["message"] == "Invalid API key"
 
 
-def test_revoked_api_key_is_401(server: LiveServer) -> None:
-    organization = add_organization(server)
+def test_revoked_api_key_is_401(api: InProcessApp) -> None:
+    organization = add_organization(api)
     user_name = f"revoked-key-{uuid.uuid4().hex[:8]}@example.edu"
     password = "correct horse battery"
-    created = server.admin_json(
+    created = api.admin_json(
         "admin", "user", "create", "--user-name", user_name, "--org", organization.uid, "--password", password
     )
     assert created["userName"] == user_name
-    issued = server.admin_json("admin", "apikey", "create", "--user", user_name, "--name", "ci")
+    issued = api.admin_json("admin", "apikey", "create", "--user", user_name, "--name", "ci")
     assert len(issued["apiKey"]) == 40
     account = Account(
         uid=created["uid"],
@@ -321,29 +311,29 @@ def test_revoked_api_key_is_401(server: LiveServer) -> None:
         api_key_uid=issued["uid"],
         organization_uids=(organization.uid,),
     )
-    assert_logged_in(server, login(server, account), user_name)
+    assert_logged_in(api, login(api, account), user_name)
 
-    revoked = server.cli_json("admin", "apikey", "revoke", issued["uid"])
+    revoked = api.cli_json("admin", "apikey", "revoke", issued["uid"])
     assert revoked["uid"] == issued["uid"]
     assert revoked["revokedAt"]
 
-    assert_envelope(login(server, account), 401, "invalid_api_key")
+    assert_envelope(login(api, account), 401, "invalid_api_key")
 
 
-def test_api_key_of_another_user_is_401(own_server: LiveServer) -> None:
-    owner, other = add_account(own_server), add_account(own_server)
-    response = login(own_server, owner, api_key=other.api_key)
+def test_api_key_of_another_user_is_401(own_api: InProcessApp) -> None:
+    owner, other = add_account(own_api), add_account(own_api)
+    response = login(own_api, owner, api_key=other.api_key)
     assert assert_envelope(response, 401, "invalid_credentials")["message"] == "Invalid userName or password"
 
 
 # --- credentials --------------------------------------------------------------------------------------
 
 
-def test_wrong_password_and_unknown_user_get_the_same_401(own_server: LiveServer) -> None:
-    account = add_account(own_server)
-    wrong_password = login(own_server, account, password=account.password + "x")
-    unknown_user = httpx2.post(
-        login_url(own_server),
+def test_wrong_password_and_unknown_user_get_the_same_401(own_api: InProcessApp) -> None:
+    account = add_account(own_api)
+    wrong_password = login(own_api, account, password=account.password + "x")
+    unknown_user = own_api.client.post(
+        "/v1/login",
         headers={"x-api-key": account.api_key},
         json=login_body("nobody-" + account.user_name, account.password),
     )
@@ -352,42 +342,42 @@ def test_wrong_password_and_unknown_user_get_the_same_401(own_server: LiveServer
     assert first == second
     assert first["message"] == "Invalid userName or password"
     # The account itself still works: two failures are below the lockout limit.
-    assert_logged_in(own_server, login(own_server, account), account.user_name)
+    assert_logged_in(own_api, login(own_api, account), account.user_name)
 
 
-def test_inactive_user_is_401_until_reactivated(own_server: LiveServer) -> None:
-    account = add_account(own_server)
-    deactivated = own_server.cli_json("admin", "user", "set-status", account.user_name, "Inactive")
+def test_inactive_user_is_401_until_reactivated(own_api: InProcessApp) -> None:
+    account = add_account(own_api)
+    deactivated = own_api.cli_json("admin", "user", "set-status", account.user_name, "Inactive")
     assert deactivated == {"uid": account.uid, "userName": account.user_name, "status": "Inactive"}
 
-    error = assert_envelope(login(own_server, account), 401, "inactive_user")
+    error = assert_envelope(login(own_api, account), 401, "inactive_user")
     assert "inactive" in error["message"]
     # A wrong password does not reveal that the account exists and is inactive.
-    wrong = login(own_server, account, password="not the password")
+    wrong = login(own_api, account, password="not the password")
     assert assert_envelope(wrong, 401, "invalid_credentials")["message"] == "Invalid userName or password"
 
-    own_server.cli_json("admin", "user", "set-status", account.user_name, "Active")
-    assert_logged_in(own_server, login(own_server, account), account.user_name)
+    own_api.cli_json("admin", "user", "set-status", account.user_name, "Active")
+    assert_logged_in(own_api, login(own_api, account), account.user_name)
 
 
 # --- API key not required on login --------------------------------------------------------------------
 
 
-def test_login_without_key_when_not_required(own_server: LiveServer) -> None:
-    user_name, password, _ = demo(own_server)
-    response = httpx2.post(login_url(own_server), json=login_body(user_name, password))
-    assert_logged_in(own_server, response, user_name)
+def test_login_without_key_when_not_required(own_api: InProcessApp) -> None:
+    user_name, password, _ = demo(own_api)
+    response = own_api.client.post("/v1/login", json=login_body(user_name, password))
+    assert_logged_in(own_api, response, user_name)
 
 
-def test_bad_key_still_refused_when_not_required(own_server: LiveServer) -> None:
-    user_name, password, _ = demo(own_server)
-    response = httpx2.post(
-        login_url(own_server), headers={"x-api-key": "wrong"}, json=login_body(user_name, password)
+def test_bad_key_still_refused_when_not_required(own_api: InProcessApp) -> None:
+    user_name, password, _ = demo(own_api)
+    response = own_api.client.post(
+        "/v1/login", headers={"x-api-key": "wrong"}, json=login_body(user_name, password)
     )
     assert_envelope(response, 401, "invalid_api_key")
 
 
-def test_password_still_checked_when_key_not_required(own_server: LiveServer) -> None:
-    user_name, _, _ = demo(own_server)
-    response = httpx2.post(login_url(own_server), json=login_body(user_name, "wrong password"))
+def test_password_still_checked_when_key_not_required(own_api: InProcessApp) -> None:
+    user_name, _, _ = demo(own_api)
+    response = own_api.client.post("/v1/login", json=login_body(user_name, "wrong password"))
     assert_envelope(response, 401, "invalid_credentials")

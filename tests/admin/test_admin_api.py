@@ -1,5 +1,5 @@
 """The operator API (/v1/admin): operators only, every action audited, exports published through a
-presigned POST form and downloaded by the college, withdrawn, against live servers."""
+presigned POST form and downloaded by the college, withdrawn, through the in-process app."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx2
 import pytest
 from sqlalchemy import select
 
@@ -23,63 +22,54 @@ from tests.support.admin import (
     publish_form,
 )
 from tests.support.checks import assert_envelope, s3_error
-from tests.support.exports import bare_client, download_url
-from tests.support.server import LiveServer, MovableClock
+from tests.support.exports import download_url
+from tests.support.inprocess import InProcessApp
+from tests.support.server import MovableClock
 from tests.support.uploads import form_parts, post_parts
 
-ServerFactory = Callable[..., LiveServer]
+AppFactory = Callable[..., InProcessApp]
 CSV = b"ID,FIRSTNAME,LASTNAME\r\n00000001,Ana,O'Brien\r\n00000002,Jos\xc3\xa9,N\xc3\xba\xc3\xb1ez\r\n"
 
 
 @pytest.fixture(scope="module")
-def server(make_server: ServerFactory) -> LiveServer:
-    return make_server()
-
-
-@pytest.fixture(scope="module")
-def operator(server: LiveServer) -> Operator:
-    return make_operator(server)
+def operator(api: InProcessApp) -> Operator:
+    return make_operator(api)
 
 
 def test_operator_publishes_an_export_with_a_presigned_form_and_the_college_downloads_it(
-    server: LiveServer, operator: Operator
+    api: InProcessApp, operator: Operator
 ) -> None:
-    college = make_college(server, operator)
-    form = publish_form(server, operator, college)
+    college = make_college(api, operator)
+    form = publish_form(api, operator, college)
     uid = form["export"]["uid"]
     assert form["export"]["state"] == "awaiting_file"
-    assert form["url"] == server.root + "/datalab-exports"
-    assert campus_exports(server, college) == []
+    assert form["url"] == api.root + "/datalab-exports"
+    assert campus_exports(api, college) == []
 
-    with httpx2.Client() as client:
-        posted = post_parts(client, form["url"], form_parts(form["fields"], CSV, filename="list.csv"))
-        assert posted.status_code == 204, posted.text
-        assert campus_exports(server, college) == [uid]
-        url = download_url(client, server, college.logged_in, uid)
-    with bare_client() as bare:
-        downloaded = bare.get(url)
+    posted = post_parts(api.client, form["url"], form_parts(form["fields"], CSV, filename="list.csv"))
+    assert posted.status_code == 204, posted.text
+    assert campus_exports(api, college) == [uid]
+    url = download_url(api.client, api, college.logged_in, uid)
+    downloaded = api.client.get(url)
     assert downloaded.status_code == 200, downloaded.text
     assert downloaded.content == CSV
 
-    shown = call(
-        operator, "GET", f"{server.base_url}/admin/organizations/{college.organization['uid']}/exports/{uid}"
-    )
+    shown = call(api, operator, "GET", f"/v1/admin/organizations/{college.organization['uid']}/exports/{uid}")
     assert shown.status_code == 200, shown.text
     assert shown.json()["state"] == "published"
     assert shown.json()["quantity"] == 2
     assert shown.json()["status"] == "Delivered"
-    with server.db() as db:
+    with api.db() as db:
         export = db.scalars(select(Export).where(Export.uid == uid)).one()
         assert export.form_token is None
         assert export.size_bytes == len(CSV)
 
 
-def test_a_form_is_spent_once_its_file_arrived(server: LiveServer, operator: Operator) -> None:
-    college = make_college(server, operator)
-    form = publish_form(server, operator, college)
-    with httpx2.Client() as client:
-        assert post_parts(client, form["url"], form_parts(form["fields"], CSV)).status_code == 204
-        again = post_parts(client, form["url"], form_parts(form["fields"], b"A\r\n1\r\n"))
+def test_a_form_is_spent_once_its_file_arrived(api: InProcessApp, operator: Operator) -> None:
+    college = make_college(api, operator)
+    form = publish_form(api, operator, college)
+    assert post_parts(api.client, form["url"], form_parts(form["fields"], CSV)).status_code == 204
+    again = post_parts(api.client, form["url"], form_parts(form["fields"], b"A\r\n1\r\n"))
     s3_error(
         again,
         status=400,
@@ -89,31 +79,27 @@ def test_a_form_is_spent_once_its_file_arrived(server: LiveServer, operator: Ope
 
 
 def test_withdrawn_export_leaves_the_list_and_its_downloads_are_refused(
-    server: LiveServer, operator: Operator
+    api: InProcessApp, operator: Operator
 ) -> None:
-    college = make_college(server, operator)
-    form = publish_form(server, operator, college)
+    college = make_college(api, operator)
+    form = publish_form(api, operator, college)
     uid = form["export"]["uid"]
-    withdraw = f"{server.base_url}/admin/organizations/{college.organization['fice']}/exports/{uid}/withdraw"
-    with httpx2.Client() as client:
-        assert post_parts(client, form["url"], form_parts(form["fields"], CSV)).status_code == 204
-        issued = download_url(client, server, college.logged_in, uid)
-        withdrawn = call(operator, "POST", withdraw)
-        assert withdrawn.status_code == 200, withdrawn.text
-        assert withdrawn.json()["state"] == "withdrawn"
-        assert campus_exports(server, college) == []
-        refused = client.get(
-            f"{server.base_url}/datacenter/exports/{uid}/download", headers=college.logged_in.headers
-        )
-        assert_envelope(refused, 404, "export_not_found")
-    with bare_client() as bare:
-        s3_error(bare.get(issued), status=403, code="AccessDenied", message="Access Denied")
-    assert_envelope(call(operator, "POST", withdraw), 409, "export_withdrawn")
+    withdraw = f"/v1/admin/organizations/{college.organization['fice']}/exports/{uid}/withdraw"
+    assert post_parts(api.client, form["url"], form_parts(form["fields"], CSV)).status_code == 204
+    issued = download_url(api.client, api, college.logged_in, uid)
+    withdrawn = call(api, operator, "POST", withdraw)
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["state"] == "withdrawn"
+    assert campus_exports(api, college) == []
+    refused = api.client.get(f"/v1/datacenter/exports/{uid}/download", headers=college.logged_in.headers)
+    assert_envelope(refused, 404, "export_not_found")
+    s3_error(api.client.get(issued), status=403, code="AccessDenied", message="Access Denied")
+    assert_envelope(call(api, operator, "POST", withdraw), 409, "export_withdrawn")
 
 
-def _admin_operations(server: LiveServer) -> list[tuple[str, str]]:
-    """Every operation under /v1/admin in the server's OpenAPI document, path parameters filled in."""
-    document = httpx2.get(server.base_url + "/openapi.json").json()
+def _admin_operations(api: InProcessApp) -> list[tuple[str, str]]:
+    """Every operation under /v1/admin in the app's OpenAPI document, path parameters filled in."""
+    document = api.client.get("/v1/openapi.json").json()
     operations = [
         (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
         for path, item in document["paths"].items()
@@ -125,18 +111,18 @@ def _admin_operations(server: LiveServer) -> list[tuple[str, str]]:
 
 
 def test_every_admin_route_refuses_campus_users_and_anonymous_callers(
-    server: LiveServer, operator: Operator
+    api: InProcessApp, operator: Operator
 ) -> None:
-    college = make_college(server, operator)
-    for method, path in _admin_operations(server):
-        campus = httpx2.request(method, server.root + path, headers=college.logged_in.headers)
+    college = make_college(api, operator)
+    for method, path in _admin_operations(api):
+        campus = api.client.request(method, path, headers=college.logged_in.headers)
         body = assert_envelope(campus, 403, "operator_required")
         assert body["message"] == "Only operators can use the admin API"
-        assert_envelope(httpx2.request(method, server.root + path), 401, "missing_token")
+        assert_envelope(api.client.request(method, path), 401, "missing_token")
 
 
-def test_admin_routes_are_documented_with_the_error_envelope(server: LiveServer) -> None:
-    document = httpx2.get(server.base_url + "/openapi.json").json()
+def test_admin_routes_are_documented_with_the_error_envelope(api: InProcessApp) -> None:
+    document = api.client.get("/v1/openapi.json").json()
     for path, item in document["paths"].items():
         if not path.startswith("/v1/admin/"):
             continue
@@ -147,50 +133,53 @@ def test_admin_routes_are_documented_with_the_error_envelope(server: LiveServer)
             assert "200" in operation["responses"] or "201" in operation["responses"], path
 
 
-def test_invalid_bodies_answer_the_validation_envelope(server: LiveServer, operator: Operator) -> None:
-    url = server.base_url + "/admin/organizations"
+def test_invalid_bodies_answer_the_validation_envelope(api: InProcessApp, operator: Operator) -> None:
+    url = "/v1/admin/organizations"
     body = assert_envelope(
-        call(operator, "POST", url, json={"name": "", "fice": "001"}), 422, "validation_error"
+        call(api, operator, "POST", url, json={"name": "", "fice": "001"}), 422, "validation_error"
     )
     assert body["detail"][0]["loc"] == ["body", "name"]
-    unknown = call(operator, "POST", url, json={"name": "A", "fice": unique_fice(), "colour": "red"})
+    unknown = call(api, operator, "POST", url, json={"name": "A", "fice": unique_fice(), "colour": "red"})
     assert assert_envelope(unknown, 422, "validation_error")["detail"][0]["loc"] == ["body", "colour"]
-    short = call(
-        operator, "POST", server.base_url + "/admin/users", json={"userName": "a@b.c", "password": "x"}
-    )
+    short = call(api, operator, "POST", "/v1/admin/users", json={"userName": "a@b.c", "password": "x"})
     assert assert_envelope(short, 422, "validation_error")["detail"][0]["loc"] == ["body", "password"]
-    assert_envelope(call(operator, "GET", url, params={"limit": "many"}), 400, "invalid_limit")
-    assert_envelope(call(operator, "GET", url + "/nope"), 404, "organization_not_found")
+    assert_envelope(call(api, operator, "GET", url, params={"limit": "many"}), 400, "invalid_limit")
+    assert_envelope(call(api, operator, "GET", url + "/nope"), 404, "organization_not_found")
 
 
 def test_organizations_are_listed_in_pages_and_deactivation_locks_their_users_out(
-    server: LiveServer, operator: Operator
+    api: InProcessApp, operator: Operator
 ) -> None:
-    college = make_college(server, operator)
-    url = server.base_url + "/admin/organizations"
-    page = call(operator, "GET", url, params={"limit": "1", "offset": "0"})
+    college = make_college(api, operator)
+    url = "/v1/admin/organizations"
+    page = call(api, operator, "GET", url, params={"limit": "1", "offset": "0"})
     assert page.status_code == 200, page.text
     assert len(page.json()) == 1
     assert int(page.headers["total-count"]) >= 2
     renamed = call(
-        operator, "PATCH", f"{url}/{college.organization['uid']}", json={"name": "Renamed", "stateCode": "ia"}
+        api,
+        operator,
+        "PATCH",
+        f"{url}/{college.organization['uid']}",
+        json={"name": "Renamed", "stateCode": "ia"},
     )
     assert renamed.json()["name"] == "Renamed"
     assert renamed.json()["stateCode"] == "IA"
-    assert campus_exports(server, college) == []
-    deactivated = call(operator, "POST", f"{url}/{college.organization['uid']}/deactivate")
+    assert campus_exports(api, college) == []
+    deactivated = call(api, operator, "POST", f"{url}/{college.organization['uid']}/deactivate")
     assert deactivated.json()["active"] is False
-    refused = httpx2.get(server.base_url + "/datacenter/exports", headers=college.logged_in.headers)
+    refused = api.client.get("/v1/datacenter/exports", headers=college.logged_in.headers)
     assert_envelope(refused, 403, "organization_inactive")
-    inactive = call(operator, "GET", url, params={"active": "false"})
+    inactive = call(api, operator, "GET", url, params={"active": "false"})
     assert college.organization["uid"] in [item["uid"] for item in inactive.json()]
 
 
-def test_memberships_status_and_keys(server: LiveServer, operator: Operator) -> None:
-    college = make_college(server, operator)
-    other = make_college(server, operator)
-    users = f"{server.base_url}/admin/users/{college.user['uid']}"
+def test_memberships_status_and_keys(api: InProcessApp, operator: Operator) -> None:
+    college = make_college(api, operator)
+    other = make_college(api, operator)
+    users = f"/v1/admin/users/{college.user['uid']}"
     added = call(
+        api,
         operator,
         "PUT",
         users + "/memberships",
@@ -201,42 +190,40 @@ def test_memberships_status_and_keys(server: LiveServer, operator: Operator) -> 
         (college.organization["uid"], "member"),
         (other.organization["uid"], "admin"),
     ]
-    removed = call(operator, "DELETE", f"{users}/memberships/{other.organization['uid']}")
+    removed = call(api, operator, "DELETE", f"{users}/memberships/{other.organization['uid']}")
     assert [m["organizationUid"] for m in removed.json()["memberships"]] == [college.organization["uid"]]
     assert_envelope(
-        call(operator, "DELETE", f"{users}/memberships/{other.organization['uid']}"),
+        call(api, operator, "DELETE", f"{users}/memberships/{other.organization['uid']}"),
         404,
         "membership_not_found",
     )
 
-    keys = call(operator, "GET", users + "/api-keys").json()
+    keys = call(api, operator, "GET", users + "/api-keys").json()
     assert [set(key) for key in keys] == [{"uid", "name", "prefix", "createdAt", "lastUsedAt", "revokedAt"}]
-    revoked = call(operator, "DELETE", f"{server.base_url}/admin/api-keys/{keys[0]['uid']}")
+    revoked = call(api, operator, "DELETE", f"/v1/admin/api-keys/{keys[0]['uid']}")
     assert revoked.json()["revokedAt"] is not None
-    assert_envelope(
-        call(operator, "DELETE", f"{server.base_url}/admin/api-keys/nope"), 404, "api_key_not_found"
-    )
+    assert_envelope(call(api, operator, "DELETE", "/v1/admin/api-keys/nope"), 404, "api_key_not_found")
 
-    inactive = call(operator, "PATCH", users, json={"status": "Inactive"})
+    inactive = call(api, operator, "PATCH", users, json={"status": "Inactive"})
     assert inactive.json()["status"] == "Inactive"
-    refused = httpx2.get(server.base_url + "/datacenter/exports", headers=college.logged_in.headers)
+    refused = api.client.get("/v1/datacenter/exports", headers=college.logged_in.headers)
     assert refused.status_code == 401
 
 
 def test_every_operator_action_is_audited_with_the_operator_and_nothing_secret(
-    server: LiveServer, operator: Operator
+    api: InProcessApp, operator: Operator
 ) -> None:
-    college = make_college(server, operator)
-    form = publish_form(server, operator, college)
-    with httpx2.Client() as client:
-        assert post_parts(client, form["url"], form_parts(form["fields"], CSV)).status_code == 204
+    college = make_college(api, operator)
+    form = publish_form(api, operator, college)
+    assert post_parts(api.client, form["url"], form_parts(form["fields"], CSV)).status_code == 204
     uid = form["export"]["uid"]
     call(
+        api,
         operator,
         "POST",
-        f"{server.base_url}/admin/organizations/{college.organization['uid']}/exports/{uid}/withdraw",
+        f"/v1/admin/organizations/{college.organization['uid']}/exports/{uid}/withdraw",
     )
-    with server.db() as db:
+    with api.db() as db:
         events = db.scalars(
             select(AuditEvent).where(AuditEvent.actor_uid == operator.uid).order_by(AuditEvent.id)
         ).all()
@@ -262,25 +249,26 @@ def test_every_operator_action_is_audited_with_the_operator_and_nothing_secret(
 
 
 def test_the_operator_role_is_granted_and_revoked_on_the_command_line(
-    server: LiveServer, operator: Operator, server_clock: MovableClock
+    api: InProcessApp, operator: Operator, server_clock: MovableClock
 ) -> None:
-    college = make_college(server, operator)
+    college = make_college(api, operator)
     user_name = college.user["userName"]
-    granted = server.admin_json("admin", "user", "set-operator", user_name, "--on")
+    granted = api.admin_json("admin", "user", "set-operator", user_name, "--on")
     assert granted == {"uid": college.user["uid"], "userName": user_name, "operator": True}
-    url = server.base_url + "/admin/organizations"
+    url = "/v1/admin/organizations"
     token = college.logged_in.headers
-    assert httpx2.get(url, headers=token).status_code == 200
+    assert api.client.get(url, headers=token).status_code == 200
     # Tokens carry whole seconds: revoking them is seen from the next second on.
     server_clock.advance(2)
-    server.admin_json("admin", "user", "set-operator", user_name, "--off")
-    assert_envelope(httpx2.get(url, headers=token), 401, "invalid_token")
+    api.admin_json("admin", "user", "set-operator", user_name, "--off")
+    assert_envelope(api.client.get(url, headers=token), 401, "invalid_token")
 
 
-def test_a_small_export_is_published_from_the_request_body(server: LiveServer, operator: Operator) -> None:
-    college = make_college(server, operator)
-    url = f"{server.base_url}/admin/organizations/{college.organization['uid']}/exports/file"
+def test_a_small_export_is_published_from_the_request_body(api: InProcessApp, operator: Operator) -> None:
+    college = make_college(api, operator)
+    url = f"/v1/admin/organizations/{college.organization['uid']}/exports/file"
     published = call(
+        api,
         operator,
         "POST",
         url,
@@ -290,34 +278,34 @@ def test_a_small_export_is_published_from_the_request_body(server: LiveServer, o
     assert published.status_code == 201, published.text
     assert published.json()["state"] == "published"
     assert published.json()["quantity"] == 2
-    assert campus_exports(server, college) == [published.json()["uid"]]
-    not_csv = call(operator, "POST", url, params={"productKey": "prospect"}, content=b"\xff\xfe\x00")
+    assert campus_exports(api, college) == [published.json()["uid"]]
+    not_csv = call(api, operator, "POST", url, params={"productKey": "prospect"}, content=b"\xff\xfe\x00")
     assert "export.csv is not UTF-8 text" in assert_envelope(not_csv, 400, "invalid_export")["message"]
     assert_envelope(
-        call(operator, "POST", url, params={"productKey": "nope"}, content=CSV), 400, "invalid_export"
+        call(api, operator, "POST", url, params={"productKey": "nope"}, content=CSV), 400, "invalid_export"
     )
 
 
-def test_a_body_past_the_setting_is_refused(make_server: ServerFactory) -> None:
-    small = make_server(admin_file_max_bytes="64")
+def test_a_body_past_the_setting_is_refused(make_app: AppFactory) -> None:
+    small = make_app(admin_file_max_bytes="64")
     headers = make_operator(small).headers
-    refused = httpx2.post(small.base_url + "/admin/students", headers=headers, content=b"StudentKey\r\n" * 10)
+    refused = small.client.post("/v1/admin/students", headers=headers, content=b"StudentKey\r\n" * 10)
     assert_envelope(refused, 413, "body_too_large")
 
 
-def test_students_are_loaded_from_the_request_body(server: LiveServer, operator: Operator) -> None:
+def test_students_are_loaded_from_the_request_body(api: InProcessApp, operator: Operator) -> None:
     keys = [unique("S") for _ in range(3)]
     rows = "".join(f"{key},Ana,Lopez\r\n" for key in keys)
-    url = server.base_url + "/admin/students"
+    url = "/v1/admin/students"
     body = ("StudentKey,FirstName,LastName\r\n" + rows).encode()
-    loaded = call(operator, "POST", url, params={"train": "false"}, content=body)
+    loaded = call(api, operator, "POST", url, params={"train": "false"}, content=body)
     assert loaded.status_code == 200, loaded.text
     assert loaded.json() == {"inserted": 3, "updated": 0, "model": None}
-    again = call(operator, "POST", url, params={"train": "false"}, content=body)
+    again = call(api, operator, "POST", url, params={"train": "false"}, content=body)
     assert again.json() == {"inserted": 0, "updated": 3, "model": None}
-    broken = call(operator, "POST", url, content=b"StudentKey,FirstName\r\nA,B\r\n")
+    broken = call(api, operator, "POST", url, content=b"StudentKey,FirstName\r\nA,B\r\n")
     assert assert_envelope(broken, 400, "invalid_student_file")["message"].startswith("students.csv")
-    with server.db() as db:
+    with api.db() as db:
         loads = db.scalars(select(AuditEvent).where(AuditEvent.action == "students.loaded")).all()
     assert [(event.actor_uid, event.detail["file"]) for event in loads] == [
         (operator.uid, "students.csv")
@@ -325,26 +313,24 @@ def test_students_are_loaded_from_the_request_body(server: LiveServer, operator:
 
 
 def test_the_commands_withdraw_exports_and_deactivate_organizations_like_the_api(
-    server: LiveServer, operator: Operator, tmp_path: Path
+    api: InProcessApp, operator: Operator, tmp_path: Path
 ) -> None:
-    college = make_college(server, operator)
+    college = make_college(api, operator)
     fice = college.organization["fice"]
     source = tmp_path / "list.csv"
     source.write_bytes(CSV)
-    published = server.admin_json(
-        "admin", "export", "publish", "--org", fice, "--product", "aos", str(source)
-    )
-    assert campus_exports(server, college) == [published["uid"]]
-    withdrawn = server.admin_json("admin", "export", "withdraw", "--org", fice, published["uid"])
+    published = api.admin_json("admin", "export", "publish", "--org", fice, "--product", "aos", str(source))
+    assert campus_exports(api, college) == [published["uid"]]
+    withdrawn = api.admin_json("admin", "export", "withdraw", "--org", fice, published["uid"])
     assert withdrawn["withdrawnAt"] is not None
-    assert campus_exports(server, college) == []
+    assert campus_exports(api, college) == []
 
-    server.admin_json("admin", "org", "set-active", fice, "--off")
-    refused = httpx2.get(server.base_url + "/datacenter/exports", headers=college.logged_in.headers)
+    api.admin_json("admin", "org", "set-active", fice, "--off")
+    refused = api.client.get("/v1/datacenter/exports", headers=college.logged_in.headers)
     assert_envelope(refused, 403, "organization_inactive")
-    server.admin_json("admin", "org", "set-active", fice, "--on")
-    assert campus_exports(server, college) == []
-    with server.db() as db:
+    api.admin_json("admin", "org", "set-active", fice, "--on")
+    assert campus_exports(api, college) == []
+    with api.db() as db:
         actions = db.scalars(
             select(AuditEvent.action)
             .where(

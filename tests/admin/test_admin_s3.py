@@ -49,7 +49,7 @@ def test_the_export_is_listed_once_the_sweeper_finds_its_file(
     listed = wait_for(lambda: campus_exports(server, college) == [uid], timeout=15)
     assert listed, (server.home / "server.log").read_text()[-4000:]
     shown = call(
-        operator, "GET", f"{server.base_url}/admin/organizations/{college.organization['uid']}/exports/{uid}"
+        server, operator, "GET", f"/v1/admin/organizations/{college.organization['uid']}/exports/{uid}"
     )
     assert shown.json()["state"] == "published"
     assert shown.json()["quantity"] == 1

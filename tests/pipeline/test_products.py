@@ -203,28 +203,21 @@ EMATCH_CSV = (
 )
 
 
-def test_an_ematch_file_is_matched_and_its_matches_published(
-    client: httpx2.Client, working: LiveServer, demo: LoggedIn
-) -> None:
+def _load_students(server: LiveServer) -> int:
+    """Load STUDENTS into the student database: how many were inserted."""
     columns = STUDENT_COLUMNS[:8]
-    with working.db() as db:
+    with server.db() as db:
         loaded = load_students(
             db=db, rows=[dict(zip(columns, row, strict=True)) for row in STUDENTS], now=utcnow()
         )
         db.commit()
-    assert loaded.inserted == len(STUDENTS)
+    return loaded.inserted
 
-    record = _done(client, working, demo, EMATCH_CSV, file_name="people.csv", product_type="ematch")
-    meta = record["meta"]
-    assert (meta["acceptedRows"], meta["rejectedRows"], meta["warnedRows"]) == (8, 0, 1)
-    assert (meta["matchedRows"], meta["unmatchedRows"]) == (4, 4)
-    assert meta["matchThreshold"] == 0.9
-    assert meta["matchBands"]["none"] == 4
-    assert meta["matchBands"]["certain"] + meta["matchBands"]["probable"] == 4
-    assert meta["duplicateStudentMatches"] == 1
 
-    upload = upload_row(working, record["id"])
-    with working.db() as db:
+def _ematch_results(server: LiveServer, upload_uid: str) -> list[tuple[Any, ...]]:
+    """(row number, UniqueID, matched by, student key, probability) of each row of an eMatch file."""
+    upload = upload_row(server, upload_uid)
+    with server.db() as db:
         results = db.execute(
             select(
                 EmatchResult.row_number,
@@ -237,31 +230,31 @@ def test_an_ematch_file_is_matched_and_its_matches_published(
             .where(EmatchResult.upload_id == upload.id)
             .order_by(EmatchResult.row_number)
         ).all()
-    assert [tuple(row[:4]) for row in results] == [
-        (2, "U1", "probabilistic", "000101"),
-        (3, "U2", "probabilistic", "000102"),
-        (4, "U3", "", None),
-        (5, "U4", "", None),
-        (6, "U5", "", None),
-        (7, "U6", "probabilistic", "000106"),
-        (8, "U7", "", None),
-        (9, "U8", "probabilistic", "000109"),
-    ]
-    assert all(row[4] is not None and 0.9 <= row[4] <= 1 for row in results if row[3])
+    return [tuple(row) for row in results]
 
+
+def _exported_matches(
+    client: httpx2.Client, server: LiveServer, logged_in: LoggedIn, export_uid: str
+) -> list[list[str]]:
+    """The data rows of the eMatch export, checked in the organization's list and downloaded."""
     listed = client.get(
-        f"{working.base_url}/datacenter/exports", headers=demo.headers, params={"productKey": "ematch"}
+        f"{server.base_url}/datacenter/exports", headers=logged_in.headers, params={"productKey": "ematch"}
     )
     assert listed.status_code == 200, listed.text
-    (export,) = [item for item in listed.json() if item["uid"] == meta["exportUid"]]
+    (export,) = [item for item in listed.json() if item["uid"] == export_uid]
     assert (export["productKey"], export["quantity"], export["status"]) == ("ematch", 4, "NotDelivered")
-    assert export["organizationUid"] == demo.organization_uid
+    assert export["organizationUid"] == logged_in.organization_uid
 
     with bare_client() as bare:
-        downloaded = bare.get(download_url(client, working, demo, export["uid"]))
+        downloaded = bare.get(download_url(client, server, logged_in, export["uid"]))
     assert downloaded.status_code == 200, downloaded.text
     header, *rows = parse_csv(downloaded.text)
     assert header == list(EMATCH_EXPORT_COLUMNS)
+    return rows
+
+
+def _assert_exported_matches(rows: list[list[str]]) -> None:
+    """The export holds the four matched people, each with its probability, evidence and duplicates."""
     assert [row[:10] for row in rows] == [
         [
             "U1",
@@ -296,6 +289,36 @@ def test_an_ematch_file_is_matched_and_its_matches_published(
     assert "Email exact" in evidence["U1"] and "BirthDate exact" in evidence["U1"]
     assert "FirstName nickname" in evidence["U8"] and "LastName part of compound" in evidence["U8"]
     assert [row[12] for row in rows] == ["", "", "000107", ""]
+
+
+def test_an_ematch_file_is_matched_and_its_matches_published(
+    client: httpx2.Client, working: LiveServer, demo: LoggedIn
+) -> None:
+    assert _load_students(working) == len(STUDENTS)
+
+    record = _done(client, working, demo, EMATCH_CSV, file_name="people.csv", product_type="ematch")
+    meta = record["meta"]
+    assert (meta["acceptedRows"], meta["rejectedRows"], meta["warnedRows"]) == (8, 0, 1)
+    assert (meta["matchedRows"], meta["unmatchedRows"]) == (4, 4)
+    assert meta["matchThreshold"] == 0.9
+    assert meta["matchBands"]["none"] == 4
+    assert meta["matchBands"]["certain"] + meta["matchBands"]["probable"] == 4
+    assert meta["duplicateStudentMatches"] == 1
+
+    results = _ematch_results(working, record["id"])
+    assert [tuple(row[:4]) for row in results] == [
+        (2, "U1", "probabilistic", "000101"),
+        (3, "U2", "probabilistic", "000102"),
+        (4, "U3", "", None),
+        (5, "U4", "", None),
+        (6, "U5", "", None),
+        (7, "U6", "probabilistic", "000106"),
+        (8, "U7", "", None),
+        (9, "U8", "probabilistic", "000109"),
+    ]
+    assert all(row[4] is not None and 0.9 <= row[4] <= 1 for row in results if row[3])
+
+    _assert_exported_matches(_exported_matches(client, working, demo, meta["exportUid"]))
 
 
 def test_the_demo_matches_its_own_people_with_the_shipped_model(

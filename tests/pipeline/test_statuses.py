@@ -354,6 +354,49 @@ def test_a_file_processed_again_from_cleansing_loads_the_same_rows_once(
         assert (again["meta"]["matchedRows"], again["meta"]["unmatchedRows"]) == (1, 2)
 
 
+def _crash_once_moving_on(monkeypatch: pytest.MonkeyPatch, stage: str, next_status: str) -> list[str]:
+    """Make the stage die once when it moves the upload on to `next_status`, its work done: the list of
+    statuses it died moving to fills as it does."""
+    module = sys.modules[STAGE_FUNCTIONS[stage].__module__]
+    real_move = module.move_upload
+    crashes: list[str] = []
+
+    def crash_once(**values: Any) -> bool:
+        # The stage's work is done (rows written, report stored); it dies moving the upload on.
+        if values["status"] == next_status and not crashes:
+            crashes.append(values["status"])
+            raise RuntimeError("worker lost")
+        moved: bool = real_move(**values)
+        return moved
+
+    monkeypatch.setattr(module, "move_upload", crash_once)
+    return crashes
+
+
+def _export_count(server: LiveServer) -> int | None:
+    with server.db() as db:
+        return db.scalar(select(func.count()).select_from(Export))
+
+
+def _retry_now(stepper: StageStepper, upload_id: int, stage: str) -> None:
+    """Make the failed job's retry due now."""
+    with transaction(stepper.session_factory) as db:
+        db.execute(
+            update(PipelineJob)
+            .where(PipelineJob.upload_id == upload_id, PipelineJob.stage == stage)
+            .values(run_after=utcnow())
+        )
+
+
+def _attempts(server: LiveServer, upload_id: int, stage: str) -> int:
+    """The attempts of the upload's one job of that stage."""
+    with server.db() as db:
+        (attempts,) = db.scalars(
+            select(PipelineJob.attempts).where(PipelineJob.upload_id == upload_id, PipelineJob.stage == stage)
+        ).all()
+    return attempts
+
+
 @pytest.mark.parametrize(
     ("product", "stage", "next_status"),
     [
@@ -373,23 +416,10 @@ def test_a_stage_that_crashed_before_it_finished_is_retried_without_doubling_any
     stage: str,
     next_status: str,
 ) -> None:
-    module = sys.modules[STAGE_FUNCTIONS[stage].__module__]
-    real_move = module.move_upload
-    crashes: list[str] = []
-
-    def crash_once(**values: Any) -> bool:
-        # The stage's work is done (rows written, report stored); it dies moving the upload on.
-        if values["status"] == next_status and not crashes:
-            crashes.append(values["status"])
-            raise RuntimeError("worker lost")
-        moved: bool = real_move(**values)
-        return moved
-
-    monkeypatch.setattr(module, "move_upload", crash_once)
+    crashes = _crash_once_moving_on(monkeypatch, stage, next_status)
     uid = send_file(client, idle, logged_in, FILES[product], file_name=f"{product}.csv", product_type=product)
     upload_id = upload_row(idle, uid).id
-    with idle.db() as db:
-        exports_before = db.scalar(select(func.count()).select_from(Export))
+    exports_before = _export_count(idle)
     with stage_stepper(idle, max_attempts=2) as stepper:
         ran = stepper.drain()
         # The failed attempt waits for its retry: nothing after it ran, no production row was written.
@@ -402,12 +432,7 @@ def test_a_stage_that_crashed_before_it_finished_is_retried_without_doubling_any
         leftover = stage == "ingest" and idle.database_url.startswith("sqlite")
         assert _staged(idle, upload_id) == (3 if stage == "process" or leftover else 0)
         assert _production(idle, product, upload_id) == []
-        with transaction(stepper.session_factory) as db:
-            db.execute(
-                update(PipelineJob)
-                .where(PipelineJob.upload_id == upload_id, PipelineJob.stage == stage)
-                .values(run_after=utcnow())
-            )
+        _retry_now(stepper, upload_id, stage)
         assert stepper.drain() == [StageRun(upload_id, name) for name in STAGES[STAGES.index(stage) :]]
 
     record = get_file(client, idle, logged_in, uid)
@@ -421,13 +446,8 @@ def test_a_stage_that_crashed_before_it_finished_is_retried_without_doubling_any
     assert _staged(idle, upload_id) == 0
     report = row_report(client, idle, logged_in, uid).text.splitlines()
     assert len(report) == len(set(report))
-    with idle.db() as db:
-        exports_after = db.scalar(select(func.count()).select_from(Export))
-        (attempts,) = db.scalars(
-            select(PipelineJob.attempts).where(PipelineJob.upload_id == upload_id, PipelineJob.stage == stage)
-        ).all()
-    assert attempts == 2
-    assert exports_after == (exports_before or 0) + (1 if product == "ematch" else 0)
+    assert _attempts(idle, upload_id, stage) == 2
+    assert _export_count(idle) == (exports_before or 0) + (1 if product == "ematch" else 0)
     # A retried publication overwrites its object instead of leaving an orphan beside it.
     results = list((idle.home / "objects" / "datalab-exports").glob(f"*/ematch/{uid}/*"))
     assert len(results) == (1 if product == "ematch" else 0)

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx2
 
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.server import Deployment, LoggedIn
 
 DEMO_FICE = "001024"
 DEMO_ORGANIZATION_NAME = "Sample University"
@@ -73,7 +73,7 @@ def login_body(user_name: str, password: str, **extra: Any) -> dict[str, Any]:
 
 
 def login(
-    server: LiveServer,
+    server: Deployment,
     account: Account,
     *,
     password: str | None = None,
@@ -81,19 +81,20 @@ def login(
     headers: dict[str, str] | None = None,
 ) -> httpx2.Response:
     """POST /v1/login as the account (its own key and password unless others are given)."""
-    return httpx2.post(
-        server.base_url + "/login",
+    return server.request(
+        "POST",
+        "/v1/login",
         headers={"x-api-key": api_key or account.api_key, **(headers or {})},
         json=login_body(account.user_name, password or account.password),
     )
 
 
-def login_as(server: LiveServer, account: Account) -> LoggedIn:
+def login_as(server: Deployment, account: Account) -> LoggedIn:
     """Log the account in; its headers act in its (first) organization."""
     return server.login(user_name=account.user_name, password=account.password, api_key=account.api_key)
 
 
-def session_token(server: LiveServer, account: Account) -> str:
+def session_token(server: Deployment, account: Account) -> str:
     """A session token of the account."""
     response = login(server, account)
     assert response.status_code == 200, response.text
@@ -102,7 +103,7 @@ def session_token(server: LiveServer, account: Account) -> str:
 
 
 def run_cli(
-    server: LiveServer, *args: str, env: dict[str, str] | None = None, input_text: str | None = None
+    server: Deployment, *args: str, env: dict[str, str] | None = None, input_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m datalab <args>` on the server's data with extra environment variables; never raises."""
     return subprocess.run(

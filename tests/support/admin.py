@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 
 from tests.support.accounts import unique, unique_fice
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.server import Deployment, LoggedIn
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,10 @@ class College:
     logged_in: LoggedIn
 
 
-def login_json(server: LiveServer, user_name: str, password: str, api_key: str) -> dict[str, Any]:
-    response = httpx2.post(
-        server.base_url + "/login",
+def login_json(server: Deployment, user_name: str, password: str, api_key: str) -> dict[str, Any]:
+    response = server.request(
+        "POST",
+        "/v1/login",
         headers={"x-api-key": api_key},
         json={"userName": user_name, "password": password, "acceptedTerms": True},
     )
@@ -43,7 +44,7 @@ def login_json(server: LiveServer, user_name: str, password: str, api_key: str) 
     return body
 
 
-def make_operator(server: LiveServer) -> Operator:
+def make_operator(server: Deployment) -> Operator:
     """An operator made with the command line, signed in through the API like any user."""
     user_name, password = unique("operator") + "@example.org", secrets.token_urlsafe(12)
     created = server.admin_json(
@@ -56,22 +57,27 @@ def make_operator(server: LiveServer) -> Operator:
     return Operator(created["uid"], user_name, password, key["apiKey"], body["sessionToken"])
 
 
-def call(operator: Operator, method: str, url: str, **options: Any) -> httpx2.Response:
-    return httpx2.request(method, url, headers=operator.headers, **options)
+def call(server: Deployment, operator: Operator, method: str, path: str, **options: Any) -> httpx2.Response:
+    """The operator's request for path (from the root, e.g. /v1/admin/users)."""
+    return server.request(method, path, headers=operator.headers, **options)
 
 
-def make_college(server: LiveServer, operator: Operator) -> College:
+def make_college(server: Deployment, operator: Operator) -> College:
     """An organization, a member with a password and an API key, all made through the admin API."""
-    admin = server.base_url + "/admin"
     organization = call(
-        operator, "POST", admin + "/organizations", json={"name": unique("College"), "fice": unique_fice()}
+        server,
+        operator,
+        "POST",
+        "/v1/admin/organizations",
+        json={"name": unique("College"), "fice": unique_fice()},
     )
     assert organization.status_code == 201, organization.text
     password = secrets.token_urlsafe(12)
     user = call(
+        server,
         operator,
         "POST",
-        admin + "/users",
+        "/v1/admin/users",
         json={
             "userName": unique("staff") + "@example.edu",
             "password": password,
@@ -79,7 +85,9 @@ def make_college(server: LiveServer, operator: Operator) -> College:
         },
     )
     assert user.status_code == 201, user.text
-    key = call(operator, "POST", f"{admin}/users/{user.json()['uid']}/api-keys", json={"name": "sync"})
+    key = call(
+        server, operator, "POST", f"/v1/admin/users/{user.json()['uid']}/api-keys", json={"name": "sync"}
+    )
     assert key.status_code == 201, key.text
     logged_in = server.login(
         user_name=user.json()["userName"], password=password, api_key=key.json()["apiKey"]
@@ -87,17 +95,18 @@ def make_college(server: LiveServer, operator: Operator) -> College:
     return College(organization.json(), user.json(), logged_in)
 
 
-def campus_exports(server: LiveServer, college: College) -> list[str]:
-    response = httpx2.get(server.base_url + "/datacenter/exports", headers=college.logged_in.headers)
+def campus_exports(server: Deployment, college: College) -> list[str]:
+    response = server.request("GET", "/v1/datacenter/exports", headers=college.logged_in.headers)
     assert response.status_code == 200, response.text
     return [item["uid"] for item in response.json()]
 
 
-def publish_form(server: LiveServer, operator: Operator, college: College) -> dict[str, Any]:
+def publish_form(server: Deployment, operator: Operator, college: College) -> dict[str, Any]:
     response = call(
+        server,
         operator,
         "POST",
-        f"{server.base_url}/admin/organizations/{college.organization['uid']}/exports",
+        f"/v1/admin/organizations/{college.organization['uid']}/exports",
         json={"productKey": "prospect", "orderName": "Fall Search"},
     )
     assert response.status_code == 201, response.text

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import httpx2
 
 from tests.support.accounts import DEMO_FICE
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.server import Deployment, LoggedIn
 
 # The eight product keys of the documentation, in its order.
 PRODUCT_KEYS = (
@@ -48,7 +48,7 @@ EXPORT_KEYS = {
 }
 
 
-def admin_json(server: LiveServer, *args: str) -> Any:
+def admin_json(server: Deployment, *args: str) -> Any:
     """Run the admin command `datalab <args> --json` on the server's data, in this process."""
     return server.admin_json(*args)
 
@@ -81,7 +81,7 @@ SAMPLE_HEADER = ("ID", "FIRSTNAME", "LASTNAME", "NOTE", "NICKNAME", "POSTALCODE"
 
 
 def publish(
-    server: LiveServer, source: Path, *, product: str, org: str = DEMO_FICE, order_name: str = ""
+    server: Deployment, source: Path, *, product: str, org: str = DEMO_FICE, order_name: str = ""
 ) -> dict[str, Any]:
     """Publish a CSV file as a new export with `datalab admin export publish`; the printed export."""
     args = ["admin", "export", "publish", "--org", org, "--product", product]
@@ -98,7 +98,7 @@ def parse_csv(text: str, *, delimiter: str = ",") -> list[list[str]]:
 
 def download_url(
     client: httpx2.Client,
-    server: LiveServer,
+    server: Deployment,
     logged_in: LoggedIn,
     uid: str,
     params: Mapping[str, str] | None = None,

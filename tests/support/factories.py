@@ -25,12 +25,12 @@ from datalab.scoping import OrgContext
 from datalab.uploads.schemas import UploadRequest
 from datalab.uploads.service import create_upload
 from tests.support.accounts import Account, Organization, unique, unique_fice
-from tests.support.server import LiveServer
+from tests.support.server import Deployment
 from tests.support.uploads import server_settings
 
 
 @contextmanager
-def _transaction(server: LiveServer) -> Iterator[Session]:
+def _transaction(server: Deployment) -> Iterator[Session]:
     """A transaction on the server's database, committed when the block ends without error."""
     with transaction(make_session_factory(server.engine)) as db:
         yield db
@@ -40,7 +40,7 @@ def _organization_row(db: Session, uid: str) -> OrganizationRow:
     return db.scalars(select(OrganizationRow).where(OrganizationRow.uid == uid)).one()
 
 
-def add_organization(server: LiveServer, *, name: str | None = None, state_code: str = "KS") -> Organization:
+def add_organization(server: Deployment, *, name: str | None = None, state_code: str = "KS") -> Organization:
     """A new organization with a unique name and FICE code."""
     with _transaction(server) as db:
         organization = accounts.create_organization(
@@ -55,7 +55,7 @@ def add_organization(server: LiveServer, *, name: str | None = None, state_code:
 
 
 def add_account(
-    server: LiveServer, *, organization_uids: Sequence[str] | None = None, password: str | None = None
+    server: Deployment, *, organization_uids: Sequence[str] | None = None, password: str | None = None
 ) -> Account:
     """A new user with a password and one API key, member of these organizations (the demo's by default)."""
     assert server.demo is not None
@@ -79,7 +79,7 @@ def add_account(
 
 
 def add_export(
-    server: LiveServer,
+    server: Deployment,
     source: Path,
     *,
     product: str,
@@ -105,7 +105,7 @@ def add_export(
 
 
 def add_upload(
-    server: LiveServer,
+    server: Deployment,
     *,
     account: Account | None = None,
     file_name: str = "roster.csv",

@@ -3,6 +3,8 @@
 By default the server is uvicorn in a thread of the test process: the same app, protocol and options
 as `datalab serve`, on a real socket, without the start-up and imports of two interpreters. Tests that
 kill the server, read its log or run several server processes ask for a `datalab serve` process.
+What a server and the in-process app (tests.support.inprocess) share, its data, environment, admin
+commands and demo credentials, is a `Deployment`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner, Result
 
 from datalab.db import system_time
+from datalab.settings import Settings
 
 
 def free_port() -> int:
@@ -51,33 +55,42 @@ class DemoAccount:
 
 
 @dataclass
-class LiveServer:
-    """A server subprocess and the environment it runs with."""
+class Deployment(ABC):
+    """A server's home, database and DATALAB_* environment, with the demo's credentials: what admin
+    commands, factories and database assertions work on, whether requests reach it over a socket
+    (`LiveServer`) or as calls in the test process (`InProcessApp`)."""
 
     home: Path
     database_url: str
     env: dict[str, str]
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
     demo: DemoAccount | None = None
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    # Extra `datalab serve` arguments, e.g. ("--workers", "2").
-    serve_args: tuple[str, ...] = ()
-    # A `datalab serve` process rather than a thread of the test process.
-    own_process: bool = False
     _engine: Engine | None = None
-    _uvicorn: uvicorn.Server | None = None
-    _thread: threading.Thread | None = None
 
     @property
+    @abstractmethod
     def root(self) -> str:
-        """http://127.0.0.1:<port>"""
-        return f"http://127.0.0.1:{self.port}"
+        """The URL the deployment answers at, without a trailing slash."""
 
     @property
     def base_url(self) -> str:
         """The API base, <root>/v1."""
         return self.root + "/v1"
+
+    @abstractmethod
+    def request(self, method: str, path: str, **options: Any) -> httpx2.Response:
+        """Send a request for path (from the root, e.g. /v1/login) with httpx2's request options."""
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the deployment runs with: its DATALAB_* variables only (model_validate reads no
+        environment)."""
+        return Settings.model_validate(
+            {
+                name.removeprefix("DATALAB_").lower(): value
+                for name, value in self.env.items()
+                if name.startswith("DATALAB_")
+            }
+        )
 
     def cli(
         self, *args: str, check: bool = True, input_text: str | None = None
@@ -134,6 +147,72 @@ class LiveServer:
         )
         return self.demo
 
+    @property
+    def engine(self) -> Engine:
+        """An engine on the server's database, for asserting stored rows."""
+        if self._engine is None:
+            self._engine = create_engine(self.database_url)
+        return self._engine
+
+    @contextmanager
+    def db(self) -> Iterator[Session]:
+        """A read session on the server's database."""
+        with Session(self.engine) as session:
+            yield session
+
+    def login(
+        self, *, user_name: str | None = None, password: str | None = None, api_key: str | None = None
+    ) -> LoggedIn:
+        """Log in (the demo account by default) and return the headers for org-scoped calls."""
+        assert self.demo is not None
+        key = api_key or self.demo.api_key
+        response = self.request(
+            "POST",
+            "/v1/login",
+            headers={"x-api-key": key},
+            json={
+                "userName": user_name or self.demo.user_name,
+                "password": password or self.demo.password,
+                "acceptedTerms": True,
+            },
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return LoggedIn(
+            token=body["sessionToken"],
+            organization_uid=body["user"]["organizations"][0]["uid"],
+            api_key=key,
+            body=body,
+        )
+
+    def close_engine(self) -> None:
+        """Release the connections of `engine`."""
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+@dataclass
+class LiveServer(Deployment):
+    """A server (a thread of the test process or a process of its own) on a free port."""
+
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Extra `datalab serve` arguments, e.g. ("--workers", "2").
+    serve_args: tuple[str, ...] = ()
+    # A `datalab serve` process rather than a thread of the test process.
+    own_process: bool = False
+    _uvicorn: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def root(self) -> str:
+        """http://127.0.0.1:<port>"""
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, method: str, path: str, **options: Any) -> httpx2.Response:
+        return httpx2.request(method, self.root + path, **options)
+
     def start(self) -> None:
         """Seed the demo unless its credentials are known (a copy of a seeded home) and start serving;
         returns once /healthz answers."""
@@ -165,16 +244,8 @@ class LiveServer:
     def _start_thread(self) -> None:
         from datalab.app import create_app
         from datalab.serving import BoundedHttpToolsProtocol, uvicorn_options
-        from datalab.settings import Settings
 
-        # The server's DATALAB_* variables only: model_validate reads no environment.
-        settings = Settings.model_validate(
-            {
-                name.removeprefix("DATALAB_").lower(): value
-                for name, value in self.env.items()
-                if name.startswith("DATALAB_")
-            }
-        )
+        settings = self.settings
         # The header limits are class attributes, set per process by `datalab serve`: here per server.
         protocol = type(
             "ServerProtocol",
@@ -238,45 +309,7 @@ class LiveServer:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-        if self._engine is not None:
-            self._engine.dispose()
-
-    @property
-    def engine(self) -> Engine:
-        """An engine on the server's database, for asserting stored rows."""
-        if self._engine is None:
-            self._engine = create_engine(self.database_url)
-        return self._engine
-
-    @contextmanager
-    def db(self) -> Iterator[Session]:
-        """A read session on the server's database."""
-        with Session(self.engine) as session:
-            yield session
-
-    def login(
-        self, *, user_name: str | None = None, password: str | None = None, api_key: str | None = None
-    ) -> LoggedIn:
-        """Log in (the demo account by default) and return the headers for org-scoped calls."""
-        assert self.demo is not None
-        key = api_key or self.demo.api_key
-        response = httpx2.post(
-            self.base_url + "/login",
-            headers={"x-api-key": key},
-            json={
-                "userName": user_name or self.demo.user_name,
-                "password": password or self.demo.password,
-                "acceptedTerms": True,
-            },
-        )
-        assert response.status_code == 200, response.text
-        body = response.json()
-        return LoggedIn(
-            token=body["sessionToken"],
-            organization_uid=body["user"]["organizations"][0]["uid"],
-            api_key=key,
-            body=body,
-        )
+        self.close_engine()
 
 
 @dataclass

@@ -25,7 +25,7 @@ from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.runtime import make_store
 from datalab.settings import Settings
 from datalab.uploads.models import Upload
-from tests.support.server import LiveServer, LoggedIn
+from tests.support.server import Deployment, LiveServer, LoggedIn
 
 UPLOADS_BUCKET = "datalab-uploads"
 # The fields of the create-record response, in the order the documentation's example lists them.
@@ -325,7 +325,7 @@ class StageRun:
     stage: str
 
 
-def server_settings(server: LiveServer, **overrides: Any) -> Settings:
+def server_settings(server: Deployment, **overrides: Any) -> Settings:
     """The settings the server runs with (from its DATALAB_* environment), with some replaced."""
     values: dict[str, Any] = {
         name.removeprefix("DATALAB_").lower(): value

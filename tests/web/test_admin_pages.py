@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from playwright.sync_api import Browser, FilePayload, Page, expect, sync_playwright
+from playwright.sync_api import Browser, FilePayload, Page, expect
 from sqlalchemy import func, select
 
 from datalab.accounts.models import ApiKey, Membership, Organization, User
@@ -34,7 +34,7 @@ from tests.web.pages import (
     signin_next,
     stored_state,
 )
-from tests.web.test_browser import CHROMIUM, VIEWPORT
+from tests.web.test_browser import VIEWPORT
 
 ServerFactory = Callable[..., LiveServer]
 CSV = b"ID,FIRSTNAME,LASTNAME\r\n00000001,Ana,O'Brien\r\n00000002,Jos\xc3\xa9,N\xc3\xba\xc3\xb1ez\r\n"
@@ -330,6 +330,45 @@ def test_a_bad_password_or_status_changes_nothing(server: LiveServer, operator_p
     assert _user(server, added).status == "Active"
 
 
+def test_an_unknown_role_is_refused_and_adds_no_user(server: LiveServer, operator_page: PageClient) -> None:
+    organization_uid = _create_organization(operator_page, unique("Roles College"), unique_fice())
+    user_name = unique("owner") + "@example.edu"
+    refused = operator_page.post(
+        f"/datacenter/admin/organizations/{organization_uid}/users",
+        {"userName": user_name, "password": secrets.token_urlsafe(12), "role": "owner"},
+    )
+    assert refused.status_code == 400, refused.text
+    assert "role must be one of member, admin" in refused.text
+    with server.db() as db:
+        assert db.scalar(select(func.count()).where(User.user_name == user_name)) == 0
+
+
+def test_user_and_key_actions_reach_only_members_of_the_organization_in_the_address(
+    server: LiveServer, operator_page: PageClient
+) -> None:
+    home_uid = _create_organization(operator_page, unique("Home College"), unique_fice())
+    other_uid = _create_organization(operator_page, unique("Other College"), unique_fice())
+    user_name, _password = _add_user(operator_page, home_uid)
+    user = _user(server, user_name)
+    created = operator_page.post(
+        f"/datacenter/admin/organizations/{home_uid}/users/{user.uid}/api-keys", {"name": "CRM"}
+    )
+    assert created.status_code == 200, created.text
+    with server.db() as db:
+        key_uid = db.scalars(select(ApiKey.uid).where(ApiKey.user_id == user.id)).one()
+
+    elsewhere = f"/datacenter/admin/organizations/{other_uid}"
+    status = operator_page.post(f"{elsewhere}/users/{user.uid}/status", {"status": "Inactive"})
+    new_key = operator_page.post(f"{elsewhere}/users/{user.uid}/api-keys", {"name": "stray"})
+    revoke = operator_page.post(f"{elsewhere}/api-keys/{key_uid}/revoke")
+    for answer in (status, new_key, revoke):
+        assert answer.status_code == 404, answer.text
+    assert _user(server, user_name).status == "Active"
+    with server.db() as db:
+        keys = db.execute(select(ApiKey.name, ApiKey.revoked_at).where(ApiKey.user_id == user.id)).all()
+    assert [tuple(key) for key in keys] == [("CRM", None)]
+
+
 def test_an_operator_creates_a_key_shown_once_and_revokes_it(
     server: LiveServer, operator: Operator, operator_page: PageClient
 ) -> None:
@@ -454,16 +493,6 @@ def test_forms_without_the_session_token_are_refused(server: LiveServer, operato
         assert db.scalar(select(func.count()).select_from(Organization)) == organizations
     assert _organization(server, organization_uid).deactivated_at is None
     assert _user(server, user_name).status == "Active"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed: the Data Center browser tests need Chromium there")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield launched
-        launched.close()
 
 
 def _browser_sign_in(browser: Browser, server: LiveServer, user_name: str, password: str) -> Page:

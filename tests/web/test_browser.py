@@ -24,7 +24,6 @@ from playwright.sync_api import (
     Response,
     ViewportSize,
     expect,
-    sync_playwright,
 )
 from sqlalchemy import func, select
 
@@ -39,7 +38,6 @@ from tests.support.uploads import upload_and_wait, upload_row
 
 ServerFactory = Callable[..., LiveServer]
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 VIEWPORT: ViewportSize = {"width": 1280, "height": 900}
 # How long the page may take to follow an upload through the pipeline by itself.
@@ -67,16 +65,6 @@ def screenshot(page: Page, name: str) -> None:
     """Save what the viewport shows as docs/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=False)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed: the Data Center browser tests need Chromium there")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,23 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import ServerFactory
 from tests.support.checks import wait_for
 from tests.support.receivers import Receiver, running_receiver, verified
 from tests.support.server import LiveServer
-from tests.web.test_browser import CHROMIUM, VIEWPORT, sign_in
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is not installed: the Data Center browser tests need Chromium there")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield launched
-        launched.close()
+from tests.web.test_browser import VIEWPORT, sign_in
 
 
 @pytest.fixture(scope="module")

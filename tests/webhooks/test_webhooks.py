@@ -197,20 +197,11 @@ def test_a_failing_receiver_is_retried_with_backoff_then_the_delivery_fails(
     assert receiver.url("/fail") not in server_log
 
 
-def test_test_event_and_management_by_admins_only(
-    live: LiveServer, admin: LoggedIn, receiver: Receiver
-) -> None:
-    created = create(live, admin, receiver.url("/ok"), ["upload.status_changed"])
-    assert (
-        "secret" not in httpx2.get(f"{live.base_url}/webhooks/{created['uid']}", headers=admin.headers).json()
-    )
-    listed = httpx2.get(live.base_url + "/webhooks", headers=admin.headers).json()
-    assert created["uid"] in {entry["uid"] for entry in listed}
-    assert all("secret" not in entry for entry in listed)
-
+def send_test_event(live: LiveServer, admin: LoggedIn, receiver: Receiver, created: dict[str, Any]) -> str:
+    """Send the webhook its test event and check it arrives signed with its secret: the delivery's uid."""
     response = httpx2.post(f"{live.base_url}/webhooks/{created['uid']}/test", headers=admin.headers)
     assert response.status_code == 202, response.text
-    delivery_uid = response.json()["uid"]
+    delivery_uid: str = response.json()["uid"]
     assert wait_for(
         lambda: any(
             r.headers["x-datalab-delivery"] == delivery_uid for r in receiver.on("/ok", "webhook.test")
@@ -221,11 +212,10 @@ def test_test_event_and_management_by_admins_only(
         r for r in receiver.on("/ok", "webhook.test") if r.headers["x-datalab-delivery"] == delivery_uid
     )
     assert verified(test_event, created["secret"])
+    return delivery_uid
 
-    updated = httpx2.patch(
-        f"{live.base_url}/webhooks/{created['uid']}", headers=admin.headers, json={"active": False}
-    )
-    assert updated.status_code == 200 and updated.json()["active"] is False
+
+def assert_invalid_url_and_events_refused(live: LiveServer, admin: LoggedIn, uid: str) -> None:
     assert_envelope(
         httpx2.post(
             live.base_url + "/webhooks",
@@ -237,19 +227,23 @@ def test_test_event_and_management_by_admins_only(
     )
     assert_envelope(
         httpx2.patch(
-            f"{live.base_url}/webhooks/{created['uid']}",
+            f"{live.base_url}/webhooks/{uid}",
             headers=admin.headers,
             json={"events": ["export.deleted"]},
         ),
         422,
         "invalid_events",
     )
+
+
+def assert_members_refused(live: LiveServer, receiver: Receiver, uid: str) -> None:
+    """A member who is not an admin may not list, create, read the deliveries of or test a webhook."""
     member = login_as(live, add_account(live))
     for method, path in (
         ("GET", ""),
         ("POST", ""),
-        ("GET", f"/{created['uid']}/deliveries"),
-        ("POST", f"/{created['uid']}/test"),
+        ("GET", f"/{uid}/deliveries"),
+        ("POST", f"/{uid}/test"),
     ):
         body = (
             {"url": receiver.url("/ok"), "events": ["export.published"]}
@@ -260,6 +254,27 @@ def test_test_event_and_management_by_admins_only(
             method, live.base_url + "/webhooks" + path, headers=member.headers, json=body
         )
         assert_envelope(answered, 403, "admin_required")
+
+
+def test_test_event_and_management_by_admins_only(
+    live: LiveServer, admin: LoggedIn, receiver: Receiver
+) -> None:
+    created = create(live, admin, receiver.url("/ok"), ["upload.status_changed"])
+    assert (
+        "secret" not in httpx2.get(f"{live.base_url}/webhooks/{created['uid']}", headers=admin.headers).json()
+    )
+    listed = httpx2.get(live.base_url + "/webhooks", headers=admin.headers).json()
+    assert created["uid"] in {entry["uid"] for entry in listed}
+    assert all("secret" not in entry for entry in listed)
+
+    delivery_uid = send_test_event(live, admin, receiver, created)
+
+    updated = httpx2.patch(
+        f"{live.base_url}/webhooks/{created['uid']}", headers=admin.headers, json={"active": False}
+    )
+    assert updated.status_code == 200 and updated.json()["active"] is False
+    assert_invalid_url_and_events_refused(live, admin, created["uid"])
+    assert_members_refused(live, receiver, created["uid"])
     deleted = httpx2.delete(f"{live.base_url}/webhooks/{created['uid']}", headers=admin.headers)
     assert deleted.status_code == 204
     assert_envelope(

@@ -11,6 +11,7 @@ from datalab.accounts.models import User
 from datalab.accounts.service import MAX_PASSWORD_LENGTH, MAX_USER_NAME_LENGTH
 from datalab.bodies import check_text, decode_text, parse_json_object
 from datalab.errors import bad_request
+from datalab.record_out import record_out
 
 LOGIN_BODY_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -65,14 +66,9 @@ class TokenOut(BaseModel):
 
 def user_out(user: User) -> UserOut:
     """The login response's user object."""
-    return UserOut(
-        uid=user.uid,
-        type=user.type,
-        userName=user.user_name,
-        firstName=user.first_name,
-        lastName=user.last_name,
-        email=user.email,
-        status=user.status,
+    return record_out(
+        UserOut,
+        user,
         organizations=[
             OrganizationOut(
                 uid=m.organization.uid,

@@ -76,6 +76,48 @@ def _check_state_code(state_code: str) -> None:
         raise AccountError(f"stateCode must be a two-letter code, not {state_code!r}")
 
 
+def _audit_organization(
+    db: Session,
+    organization: Organization,
+    action: str,
+    *,
+    now: datetime,
+    by: User | None,
+    detail: dict[str, object],
+) -> None:
+    record(
+        db,
+        action=action,
+        organization_id=organization.id,
+        now=now,
+        actor=by,
+        target=("organization", organization.uid),
+        detail=detail,
+    )
+
+
+def _audit_user(
+    db: Session,
+    user: User,
+    action: str,
+    *,
+    now: datetime,
+    by: User | None,
+    organization: Organization | None = None,
+    detail: dict[str, object] | None = None,
+) -> None:
+    """Record what was done to a user, in `organization` (else the user's home one); the detail names them."""
+    record(
+        db,
+        action=action,
+        organization_id=home_organization_id(user) if organization is None else organization.id,
+        now=now,
+        actor=by,
+        target=("user", user.uid),
+        detail={"userName": user.user_name, **(detail or {})},
+    )
+
+
 def create_organization(
     *, db: Session, name: str, fice: str, state_code: str = "", by: User | None = None
 ) -> Organization:
@@ -89,13 +131,12 @@ def create_organization(
     organization = Organization(name=name.strip(), fice=fice, state_code=state_code.upper())
     db.add(organization)
     db.flush()
-    record(
+    _audit_organization(
         db,
-        action="organization.created",
-        organization_id=organization.id,
+        organization,
+        "organization.created",
         now=utcnow(),
-        actor=by,
-        target=("organization", organization.uid),
+        by=by,
         detail={"name": organization.name, "fice": organization.fice},
     )
     return organization
@@ -155,15 +196,13 @@ def create_user(
     ]
     db.add(user)
     db.flush()
-    record(
+    _audit_user(
         db,
-        action="user.created",
-        organization_id=home_organization_id(user),
+        user,
+        "user.created",
         now=utcnow(),
-        actor=by,
-        target=("user", user.uid),
+        by=by,
         detail={
-            "userName": user.user_name,
             "organizations": [organization.uid for organization in organizations],
             "role": "admin" if admin else "member",
             "operator": operator,
@@ -179,37 +218,29 @@ def set_user_status(*, db: Session, user: User, status: str, now: datetime, by: 
     user.status = status
     user.tokens_valid_after = now
     db.flush()
-    record(
-        db,
-        action="user.status_changed",
-        organization_id=home_organization_id(user),
-        now=now,
-        actor=by,
-        target=("user", user.uid),
-        detail={"userName": user.user_name, "status": status},
-    )
+    _audit_user(db, user, "user.status_changed", now=now, by=by, detail={"status": status})
     return user
+
+
+def check_role(role: str) -> str:
+    """The role, if it is one a membership can have."""
+    if role not in MEMBERSHIP_ROLES:
+        raise AccountError(f"role must be one of {', '.join(MEMBERSHIP_ROLES)}")
+    return role
 
 
 def set_membership_role(
     *, db: Session, user: User, organization: Organization, role: str, now: datetime, by: User | None = None
 ) -> Membership:
     """Make a member an admin of the organization (who reads its audit trail), or a plain member again."""
-    if role not in MEMBERSHIP_ROLES:
-        raise AccountError(f"role must be one of {', '.join(MEMBERSHIP_ROLES)}")
+    check_role(role)
     membership = next((m for m in user.memberships if m.organization_id == organization.id), None)
     if membership is None:
         raise MembershipNotFound(user.user_name, organization.name)
     membership.role = role
     db.flush()
-    record(
-        db,
-        action="membership.role_changed",
-        organization_id=organization.id,
-        now=now,
-        actor=by,
-        target=("user", user.uid),
-        detail={"userName": user.user_name, "role": role},
+    _audit_user(
+        db, user, "membership.role_changed", now=now, by=by, organization=organization, detail={"role": role}
     )
     return membership
 
@@ -229,6 +260,14 @@ def find_user(*, db: Session, ref: str) -> User:
     user = db.scalar(select(User).where(or_(User.uid == ref, User.user_name_key == ref.strip().lower())))
     if user is None:
         raise UserNotFound(ref)
+    return user
+
+
+def find_member(*, db: Session, organization: Organization, ref: str) -> User:
+    """The user with this uid or userName, when they belong to the organization."""
+    user = find_user(db=db, ref=ref)
+    if not any(membership.organization_id == organization.id for membership in user.memberships):
+        raise MembershipNotFound(user.user_name, organization.name)
     return user
 
 
@@ -268,15 +307,7 @@ def update_organization(
         _check_state_code(state_code)
         organization.state_code = changes["stateCode"] = state_code.upper()
     db.flush()
-    record(
-        db,
-        action="organization.updated",
-        organization_id=organization.id,
-        now=now,
-        actor=by,
-        target=("organization", organization.uid),
-        detail=changes,
-    )
+    _audit_organization(db, organization, "organization.updated", now=now, by=by, detail=changes)
     return organization
 
 
@@ -286,13 +317,12 @@ def set_organization_active(
     """Deactivate an organization (its users can no longer act in it, its rows stay) or reactivate it."""
     organization.deactivated_at = None if active else (organization.deactivated_at or now)
     db.flush()
-    record(
+    _audit_organization(
         db,
-        action="organization.reactivated" if active else "organization.deactivated",
-        organization_id=organization.id,
+        organization,
+        "organization.reactivated" if active else "organization.deactivated",
         now=now,
-        actor=by,
-        target=("organization", organization.uid),
+        by=by,
         detail={"name": organization.name},
     )
     return organization
@@ -304,15 +334,7 @@ def set_operator(*, db: Session, user: User, on: bool, now: datetime, by: User |
         user.tokens_valid_after = now
     user.is_operator = on
     db.flush()
-    record(
-        db,
-        action="user.operator_granted" if on else "user.operator_revoked",
-        organization_id=home_organization_id(user),
-        now=now,
-        actor=by,
-        target=("user", user.uid),
-        detail={"userName": user.user_name},
-    )
+    _audit_user(db, user, "user.operator_granted" if on else "user.operator_revoked", now=now, by=by)
     return user
 
 
@@ -328,14 +350,8 @@ def add_membership(
     membership = Membership(organization=organization, position=position, role=role)
     user.memberships.append(membership)
     db.flush()
-    record(
-        db,
-        action="membership.added",
-        organization_id=organization.id,
-        now=now,
-        actor=by,
-        target=("user", user.uid),
-        detail={"userName": user.user_name, "role": role},
+    _audit_user(
+        db, user, "membership.added", now=now, by=by, organization=organization, detail={"role": role}
     )
     return membership
 
@@ -349,15 +365,7 @@ def remove_membership(
         raise MembershipNotFound(user.user_name, organization.name)
     user.memberships.remove(membership)
     db.flush()
-    record(
-        db,
-        action="membership.removed",
-        organization_id=organization.id,
-        now=now,
-        actor=by,
-        target=("user", user.uid),
-        detail={"userName": user.user_name},
-    )
+    _audit_user(db, user, "membership.removed", now=now, by=by, organization=organization)
 
 
 def create_api_key(*, db: Session, user: User, name: str = "", by: User | None = None) -> IssuedApiKey:
@@ -380,12 +388,22 @@ def create_api_key(*, db: Session, user: User, name: str = "", by: User | None =
 
 
 def revoke_api_key(
-    *, db: Session, uid: str, now: datetime, user: User | None = None, by: User | None = None
+    *,
+    db: Session,
+    uid: str,
+    now: datetime,
+    user: User | None = None,
+    organization: Organization | None = None,
+    by: User | None = None,
 ) -> ApiKey:
-    """Revoke an API key by uid: the user's own (when a user is given), else any (an operator's, `by`)."""
+    """Revoke an API key by uid: the user's own (when a user is given), one of a member of the
+    organization (when one is given), else any (an operator's, `by`)."""
     query = select(ApiKey).where(ApiKey.uid == uid)
     if user is not None:
         query = query.where(ApiKey.user_id == user.id)
+    if organization is not None:
+        members = select(Membership.user_id).where(Membership.organization_id == organization.id)
+        query = query.where(ApiKey.user_id.in_(members))
     api_key = db.scalar(query)
     if api_key is None:
         raise ApiKeyNotFound(uid)

@@ -6,9 +6,11 @@ an operator does is recorded in the audit trail by those services, with the oper
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.routing import APIRoute
 
 from datalab.accounts import service as accounts
 from datalab.admin.schemas import (
@@ -36,13 +38,19 @@ from datalab.bodies import spooled_body
 from datalab.deps import DbDep, NowDep, OperatorDep, SettingsDep, StoreDep, public_base_url, raw_body
 from datalab.errors import error_responses
 from datalab.exports import forms
-from datalab.exports.service import list_exports, publish_export
-from datalab.pagination import paginate, parse_paging
+from datalab.exports import service as exports
+from datalab.pagination import Page, paginate, parse_paging
 from datalab.scoping import OrgContext
 from datalab.students.matching import matching_dir
 from datalab.students.service import load_and_train
 
-router = APIRouter(prefix="/admin", tags=["Operators"])
+
+def _operation_id(route: APIRoute) -> str:
+    """`admin` and the handler's name in camelCase: `get_user` is adminGetUser."""
+    return "admin" + "".join(word.capitalize() for word in route.name.split("_"))
+
+
+router = APIRouter(prefix="/admin", tags=["Operators"], generate_unique_id_function=_operation_id)
 
 OptionalText = Annotated[str | None, Query()]
 FileBody = Annotated[bytes, Depends(raw_body)]
@@ -50,6 +58,14 @@ _CSV_BODY = {"requestBody": {"required": True, "content": {"text/csv": {"schema"
 _S403 = "operator_required: the caller is signed in but is not an operator"
 # What every operator route can answer before its own work.
 OPERATOR_ERRORS = (401, 403, 422, 503)
+Item = TypeVar("Item")
+Shown = TypeVar("Shown")
+
+
+def _listed(response: Response, page: Page[Item], out: Callable[[Item], Shown]) -> list[Shown]:
+    """The page's items as `out` shows them, the number of all matches in the total-count header."""
+    response.headers["total-count"] = str(page.total)
+    return [out(item) for item in page.items]
 
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, object]]:
@@ -57,12 +73,7 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, object]]:
 
 
 @router.post(
-    "/organizations",
-    operation_id="adminCreateOrganization",
-    response_model=AdminOrganizationOut,
-    status_code=201,
-    summary="Create an organization",
-    responses=_responses(400, 413),
+    "/organizations", status_code=201, summary="Create an organization", responses=_responses(400, 413)
 )
 def create_organization(body: OrganizationIn, db: DbDep, operator: OperatorDep) -> AdminOrganizationOut:
     """A new organization; FICE codes are unique."""
@@ -72,13 +83,7 @@ def create_organization(body: OrganizationIn, db: DbDep, operator: OperatorDep) 
     return organization_out(organization)
 
 
-@router.get(
-    "/organizations",
-    operation_id="adminListOrganizations",
-    response_model=list[AdminOrganizationOut],
-    summary="List organizations",
-    responses=_responses(400),
-)
+@router.get("/organizations", summary="List organizations", responses=_responses(400))
 def list_organizations(
     response: Response,
     db: DbDep,
@@ -94,16 +99,11 @@ def list_organizations(
     page = paginate(
         db=db, query=accounts.organizations_query(active=active), limit=page_limit, offset=page_offset
     )
-    response.headers["total-count"] = str(page.total)
-    return [organization_out(organization) for organization in page.items]
+    return _listed(response, page, organization_out)
 
 
 @router.get(
-    "/organizations/{org}",
-    operation_id="adminGetOrganization",
-    response_model=AdminOrganizationOut,
-    summary="Get an organization by uid or FICE code",
-    responses=_responses(404),
+    "/organizations/{org}", summary="Get an organization by uid or FICE code", responses=_responses(404)
 )
 def get_organization(org: str, db: DbDep, _operator: OperatorDep) -> AdminOrganizationOut:
     """One organization."""
@@ -112,8 +112,6 @@ def get_organization(org: str, db: DbDep, _operator: OperatorDep) -> AdminOrgani
 
 @router.patch(
     "/organizations/{org}",
-    operation_id="adminUpdateOrganization",
-    response_model=AdminOrganizationOut,
     summary="Rename, change the state code of, deactivate or reactivate an organization",
     responses=_responses(400, 404, 413),
 )
@@ -134,11 +132,7 @@ def update_organization(
 
 
 @router.post(
-    "/organizations/{org}/deactivate",
-    operation_id="adminDeactivateOrganization",
-    response_model=AdminOrganizationOut,
-    summary="Deactivate an organization",
-    responses=_responses(404),
+    "/organizations/{org}/deactivate", summary="Deactivate an organization", responses=_responses(404)
 )
 def deactivate_organization(org: str, db: DbDep, operator: OperatorDep, now: NowDep) -> AdminOrganizationOut:
     """Its users can no longer act in it (403 organization_inactive); its rows are kept."""
@@ -148,12 +142,7 @@ def deactivate_organization(org: str, db: DbDep, operator: OperatorDep, now: Now
 
 
 @router.post(
-    "/users",
-    operation_id="adminCreateUser",
-    response_model=AdminUserOut,
-    status_code=201,
-    summary="Create a user with a password",
-    responses=_responses(400, 404, 413),
+    "/users", status_code=201, summary="Create a user with a password", responses=_responses(400, 404, 413)
 )
 def create_user(body: UserIn, db: DbDep, operator: OperatorDep) -> AdminUserOut:
     """A new active user in the organizations named (none for an operator)."""
@@ -172,13 +161,7 @@ def create_user(body: UserIn, db: DbDep, operator: OperatorDep) -> AdminUserOut:
     return admin_user_out(user)
 
 
-@router.get(
-    "/users",
-    operation_id="adminListUsers",
-    response_model=list[AdminUserOut],
-    summary="List users",
-    responses=_responses(400, 404),
-)
+@router.get("/users", summary="List users", responses=_responses(400, 404))
 def list_users(
     response: Response,
     db: DbDep,
@@ -192,17 +175,10 @@ def list_users(
     member_of = accounts.find_organization(db=db, ref=organization) if organization is not None else None
     query = accounts.users_query(organization=member_of)
     page = paginate(db=db, query=query, limit=page_limit, offset=page_offset)
-    response.headers["total-count"] = str(page.total)
-    return [admin_user_out(user) for user in page.items]
+    return _listed(response, page, admin_user_out)
 
 
-@router.get(
-    "/users/{user}",
-    operation_id="adminGetUser",
-    response_model=AdminUserOut,
-    summary="Get a user by uid or userName",
-    responses=_responses(404),
-)
+@router.get("/users/{user}", summary="Get a user by uid or userName", responses=_responses(404))
 def get_user(user: str, db: DbDep, _operator: OperatorDep) -> AdminUserOut:
     """One user with their memberships."""
     return admin_user_out(accounts.find_user(db=db, ref=user))
@@ -210,8 +186,6 @@ def get_user(user: str, db: DbDep, _operator: OperatorDep) -> AdminUserOut:
 
 @router.patch(
     "/users/{user}",
-    operation_id="adminUpdateUser",
-    response_model=AdminUserOut,
     summary="Activate or deactivate a user, grant or revoke the operator role",
     responses=_responses(400, 404, 413),
 )
@@ -227,8 +201,6 @@ def update_user(user: str, body: UserUpdate, db: DbDep, operator: OperatorDep, n
 
 @router.put(
     "/users/{user}/memberships",
-    operation_id="adminAddMembership",
-    response_model=AdminUserOut,
     summary="Add a user to an organization with a role (or change the role)",
     responses=_responses(400, 404, 413),
 )
@@ -245,11 +217,7 @@ def add_membership(
 
 
 @router.delete(
-    "/users/{user}/memberships/{org}",
-    operation_id="adminRemoveMembership",
-    response_model=AdminUserOut,
-    summary="Take a user out of an organization",
-    responses=_responses(404),
+    "/users/{user}/memberships/{org}", summary="Take a user out of an organization", responses=_responses(404)
 )
 def remove_membership(user: str, org: str, db: DbDep, operator: OperatorDep, now: NowDep) -> AdminUserOut:
     """The user's memberships afterwards."""
@@ -261,8 +229,6 @@ def remove_membership(user: str, org: str, db: DbDep, operator: OperatorDep, now
 
 @router.post(
     "/users/{user}/api-keys",
-    operation_id="adminCreateApiKey",
-    response_model=ApiKeyCreatedOut,
     status_code=201,
     summary="Create an API key for a user",
     responses=_responses(404, 413),
@@ -275,13 +241,7 @@ def create_api_key(user: str, body: ApiKeyIn, db: DbDep, operator: OperatorDep) 
     return ApiKeyCreatedOut(**api_key_out(issued.api_key).model_dump(), apiKey=issued.plain_key)
 
 
-@router.get(
-    "/users/{user}/api-keys",
-    operation_id="adminListApiKeys",
-    response_model=list[ApiKeyOut],
-    summary="List a user's API keys",
-    responses=_responses(404),
-)
+@router.get("/users/{user}/api-keys", summary="List a user's API keys", responses=_responses(404))
 def list_api_keys(user: str, db: DbDep, _operator: OperatorDep) -> list[ApiKeyOut]:
     """Newest first, without their values."""
     return [
@@ -289,13 +249,7 @@ def list_api_keys(user: str, db: DbDep, _operator: OperatorDep) -> list[ApiKeyOu
     ]
 
 
-@router.delete(
-    "/api-keys/{uid}",
-    operation_id="adminRevokeApiKey",
-    response_model=ApiKeyOut,
-    summary="Revoke an API key",
-    responses=_responses(404),
-)
+@router.delete("/api-keys/{uid}", summary="Revoke an API key", responses=_responses(404))
 def revoke_api_key(uid: str, db: DbDep, operator: OperatorDep, now: NowDep) -> ApiKeyOut:
     """The key stops working at once; revoking it again changes nothing."""
     return api_key_out(accounts.revoke_api_key(db=db, uid=uid, now=now, by=operator))
@@ -303,8 +257,6 @@ def revoke_api_key(uid: str, db: DbDep, operator: OperatorDep, now: NowDep) -> A
 
 @router.post(
     "/organizations/{org}/exports",
-    operation_id="adminCreateExportForm",
-    response_model=ExportFormOut,
     status_code=201,
     summary="Publish an export: its record and the presigned POST form for its file",
     responses=_responses(400, 404, 413),
@@ -338,12 +290,10 @@ def create_export_form(
 
 @router.get(
     "/organizations/{org}/exports",
-    operation_id="adminListExports",
-    response_model=list[AdminExportOut],
     summary="List an organization's exports in every state",
     responses=_responses(400, 404),
 )
-def list_organization_exports(
+def list_exports(
     response: Response,
     org: str,
     db: DbDep,
@@ -354,7 +304,7 @@ def list_organization_exports(
     """Newest first: awaiting their file, published, withdrawn and expired ones."""
     page_limit, page_offset = parse_paging(limit=limit, offset=offset)
     context = OrgContext(user=None, organization=accounts.find_organization(db=db, ref=org))
-    page = list_exports(
+    page = exports.list_exports(
         db=db,
         org=context,
         status=None,
@@ -363,14 +313,11 @@ def list_organization_exports(
         offset=page_offset,
         include_expired=True,
     )
-    response.headers["total-count"] = str(page.total)
-    return [admin_export_out(export) for export in page.items]
+    return _listed(response, page, admin_export_out)
 
 
 @router.get(
     "/organizations/{org}/exports/{uid}",
-    operation_id="adminGetExport",
-    response_model=AdminExportOut,
     summary="Get an export of an organization",
     responses=_responses(404),
 )
@@ -385,8 +332,6 @@ def get_export(
 
 @router.post(
     "/organizations/{org}/exports/{uid}/withdraw",
-    operation_id="adminWithdrawExport",
-    response_model=AdminExportOut,
     summary="Withdraw an export",
     responses=_responses(404, 409),
 )
@@ -398,8 +343,6 @@ def withdraw_export(org: str, uid: str, db: DbDep, operator: OperatorDep, now: N
 
 @router.post(
     "/organizations/{org}/exports/file",
-    operation_id="adminPublishExportFile",
-    response_model=AdminExportOut,
     status_code=201,
     summary="Publish a small export sent whole in the request body (a CSV file)",
     openapi_extra=_CSV_BODY,
@@ -419,7 +362,7 @@ def publish_export_file(
     """Listed to the organization at once; the body is at most DATALAB_ADMIN_FILE_MAX_BYTES."""
     organization = accounts.find_organization(db=db, ref=org)
     with spooled_body(body, temp_dir=settings.temp_dir, name="export.csv") as source:
-        export = publish_export(
+        export = exports.publish_export(
             db=db,
             store=store,
             bucket=settings.exports_bucket,
@@ -435,8 +378,6 @@ def publish_export_file(
 
 @router.post(
     "/students",
-    operation_id="adminLoadStudents",
-    response_model=StudentsLoadOut,
     summary="Load the student database from a CSV file sent in the request body",
     openapi_extra=_CSV_BODY,
     responses=_responses(400, 408, 413),

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from datalab.accounts.models import ApiKey, Organization, User
 from datalab.exports.models import Export
+from datalab.record_out import record_out
 
 Role = Literal["member", "admin"]
 
@@ -40,14 +41,7 @@ class AdminOrganizationOut(BaseModel):
 
 def organization_out(organization: Organization) -> AdminOrganizationOut:
     """An organization as operators see it."""
-    return AdminOrganizationOut(
-        uid=organization.uid,
-        name=organization.name,
-        fice=organization.fice,
-        stateCode=organization.state_code,
-        active=organization.deactivated_at is None,
-        createdAt=organization.created_at,
-    )
+    return record_out(AdminOrganizationOut, organization, active=organization.deactivated_at is None)
 
 
 class UserIn(_Body):
@@ -92,13 +86,9 @@ class AdminUserOut(BaseModel):
 
 def admin_user_out(user: User) -> AdminUserOut:
     """A user as operators see it: status, operator role and every membership with its role."""
-    return AdminUserOut(
-        uid=user.uid,
-        userName=user.user_name,
-        firstName=user.first_name,
-        lastName=user.last_name,
-        email=user.email,
-        status=user.status,
+    return record_out(
+        AdminUserOut,
+        user,
         operator=user.is_operator,
         memberships=[
             MembershipOut(organizationUid=m.organization.uid, name=m.organization.name, role=m.role)
@@ -126,14 +116,7 @@ class ApiKeyCreatedOut(ApiKeyOut):
 
 def api_key_out(api_key: ApiKey) -> ApiKeyOut:
     """An API key without its value."""
-    return ApiKeyOut(
-        uid=api_key.uid,
-        name=api_key.name,
-        prefix=api_key.prefix,
-        createdAt=api_key.created_at,
-        lastUsedAt=api_key.last_used_at,
-        revokedAt=api_key.revoked_at,
-    )
+    return record_out(ApiKeyOut, api_key)
 
 
 class ExportFormIn(_Body):
@@ -171,19 +154,7 @@ def _export_state(export: Export) -> Literal["awaiting_file", "published", "with
 
 def admin_export_out(export: Export) -> AdminExportOut:
     """An export as operators see it, with where it is in its life."""
-    return AdminExportOut(
-        uid=export.uid,
-        productKey=export.product_key,
-        fileName=export.file_name,
-        orderName=export.order_name,
-        state=_export_state(export),
-        status=export.status,
-        quantity=export.quantity,
-        sizeBytes=export.size_bytes,
-        createdAt=export.created_at,
-        publishedAt=export.published_at,
-        withdrawnAt=export.withdrawn_at,
-    )
+    return record_out(AdminExportOut, export, state=_export_state(export))
 
 
 class StudentModelOut(BaseModel):

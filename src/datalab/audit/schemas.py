@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from datalab.audit.models import AuditEvent
 from datalab.errors import bad_request
+from datalab.record_out import record_out
 
 
 class AuditEventOut(BaseModel):
@@ -33,20 +34,7 @@ AUDIT_LIST = TypeAdapter(list[AuditEventOut])
 
 def audit_event_out(event: AuditEvent, organization_uid: str | None) -> AuditEventOut:
     """The response shape of an event."""
-    return AuditEventOut(
-        id=event.id,
-        occurredAt=event.occurred_at,
-        organizationUid=organization_uid,
-        actorUid=event.actor_uid,
-        actorName=event.actor_name,
-        channel=event.channel,
-        action=event.action,
-        targetType=event.target_type,
-        targetId=event.target_id,
-        clientAddress=event.client_address,
-        bytes=event.size_bytes,
-        detail=event.detail,
-    )
+    return record_out(AuditEventOut, event, organizationUid=organization_uid, bytes=event.size_bytes)
 
 
 def parse_since(raw: str | None) -> datetime | None:

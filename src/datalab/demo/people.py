@@ -167,6 +167,10 @@ def _iso(year: int, month: int, day: int) -> str:
     return f"{year:04d}/{month:02d}/{day:02d}"
 
 
+def _address(rng: random.Random) -> str:
+    return f"{rng.randint(1, 9999)} {rng.choice(_STREETS)} {rng.choice(_STREET_TYPES)}"
+
+
 class _Maker:
     def __init__(self, rng: random.Random, zips: int) -> None:
         self.rng = rng
@@ -205,9 +209,7 @@ class _Maker:
             "BirthDate": dob,
             "Email": self.email(first, last),
             "ZipCode": zip_code,
-            "Address1": home["address"]
-            if home
-            else f"{rng.randint(1, 9999)} {rng.choice(_STREETS)} {rng.choice(_STREET_TYPES)}",
+            "Address1": home["address"] if home else _address(rng),
             "City": home["city"] if home else rng.choice(_CITIES),
             "Phone": f"{rng.randint(200, 999)}{rng.randint(200, 999)}{rng.randint(0, 9999):04d}",
             "HSCode": rng.choice(self.schools),
@@ -236,114 +238,169 @@ def _students(maker: _Maker, count: int) -> Iterator[dict[str, str]]:
         yield maker.student(f"{number + 1:09d}")
 
 
-def generate(*, seed: int, students: int = 20_000, people: int = 5_000) -> LinkageSet:
-    """A seeded student database of ``students`` records and a list of ``people`` scored against it."""
-    rng = random.Random(seed)
-    maker = _Maker(rng, zips=max(students // 10, 50))
-    database = list(_students(maker, students))
-    # Some phones and high school codes are unknown, as in real files.
-    for record in database:
-        if rng.random() < 0.3:
-            record["Phone"] = ""
-        if rng.random() < 0.3:
-            record["HSCode"] = ""
-    kinds_list = list(KINDS)
-    weights = [KINDS[kind] for kind in kinds_list]
-    chosen = rng.sample(range(students), min(people, students))
-    out_people: list[dict[str, str]] = []
-    truth: list[frozenset[str]] = []
-    kinds: list[str] = []
-    extra_key = students
-    for index, student_index in enumerate(chosen):
-        kind = rng.choices(kinds_list, weights)[0]
-        student = database[student_index]
-        person = _person(student, f"U{index:07d}")
-        keys = frozenset({student["StudentKey"]})
+@dataclass
+class _Listed:
+    """One person of the list: the record, the keys of the students they truly are, and their kind."""
+
+    person: dict[str, str]
+    keys: frozenset[str]
+    kind: str
+
+
+class _Lister:
+    """Writes the people of the list from students of the database, each changed the way its kind says.
+
+    Each step handles its own kinds and leaves the others alone.
+    """
+
+    def __init__(self, maker: _Maker, database: list[dict[str, str]]) -> None:
+        self.maker = maker
+        self.rng = maker.rng
+        self.database = database
+        self.extra_key = len(database)
+
+    def listed(self, kind: str, student: dict[str, str], unique_id: str) -> _Listed:
+        listed = _Listed(_person(student, unique_id), frozenset({student["StudentKey"]}), kind)
+        self._vary_name(listed, student)
+        self._vary_birth_date(listed, student)
+        self._vary_contact(listed, student)
+        self._record_twice(listed, student)
+        self._vary_relative(listed, student)
+        self._drop_optional(listed)
+        return listed
+
+    def _vary_name(self, listed: _Listed, student: dict[str, str]) -> None:
+        rng, person = self.rng, listed.person
         first, last = student["FirstName"], student["LastName"]
-        year, month, day = (int(part) for part in student["BirthDate"].split("/"))
-        if kind == "first_typo":
+        if listed.kind == "first_typo":
             person["FirstName"] = _typo(rng, first)
-        elif kind == "last_typo":
+        elif listed.kind == "last_typo":
             person["LastName"] = _typo(rng, last)
-        elif kind == "nickname":
+        elif listed.kind == "nickname":
             if first in _NICKNAMES:
                 person["FirstName"] = rng.choice(_NICKNAMES[first])
             else:
-                kind = "exact"
-        elif kind == "middle_initial":
+                listed.kind = "exact"
+        elif listed.kind == "middle_initial":
             person["FirstName"] = f"{first} {rng.choice(string.ascii_uppercase)}{rng.choice(('', '.'))}"
-        elif kind == "suffix":
+        elif listed.kind == "suffix":
             person["LastName"] = f"{last} {rng.choice(('Jr', 'Jr.', 'II', 'III'))}"
-        elif kind == "compound_part":
+        elif listed.kind == "compound_part":
             if " " in last or "-" in last:
                 parts = last.replace("-", " ").split()
                 person["LastName"] = rng.choice(parts)
             else:
                 person["LastName"] = f"{last}-{rng.choice(_LAST_NAMES)}"
-        elif kind == "swapped":
+        elif listed.kind == "swapped":
             person["FirstName"], person["LastName"] = last, first
-        elif kind == "missing_dob":
+        elif listed.kind == "accents_case":
+            person["FirstName"] = _ACCENTED.get(first, first).upper()
+            person["LastName"] = last.lower()
+
+    def _vary_birth_date(self, listed: _Listed, student: dict[str, str]) -> None:
+        rng, person = self.rng, listed.person
+        year, month, day = (int(part) for part in student["BirthDate"].split("/"))
+        if listed.kind == "missing_dob":
             person["BirthDate"] = ""
-        elif kind == "day_first_dob":
+        elif listed.kind == "day_first_dob":
             if day <= 12 and day != month:
                 # An ambiguous day-first date is read month-first: the day and month come out swapped.
                 person["BirthDate"] = _iso(year, day, month)
             # An unambiguous one (31/07/2008) is read as written: the same date.
-        elif kind == "dob_typo":
+        elif listed.kind == "dob_typo":
             person["BirthDate"] = (
                 _iso(year, month, day % 28 + 1)
                 if rng.random() < 0.5
                 else _iso(year + rng.choice((-1, 1)), month, day)
             )
-        elif kind == "new_email":
-            person["Email"] = rng.choice(("", maker.email(first, last).replace("@", "x@")))
-        elif kind == "moved":
-            person["ZipCode"] = rng.choice(maker.zips)
-            person["Address1"] = f"{rng.randint(1, 9999)} {rng.choice(_STREETS)} {rng.choice(_STREET_TYPES)}"
+
+    def _vary_contact(self, listed: _Listed, student: dict[str, str]) -> None:
+        rng, person = self.rng, listed.person
+        if listed.kind == "new_email":
+            person["Email"] = rng.choice(
+                ("", self.maker.email(student["FirstName"], student["LastName"]).replace("@", "x@"))
+            )
+        elif listed.kind == "moved":
+            person["ZipCode"] = rng.choice(self.maker.zips)
+            person["Address1"] = _address(rng)
             person["City"] = rng.choice(_CITIES)
-        elif kind == "accents_case":
-            person["FirstName"] = _ACCENTED.get(first, first).upper()
-            person["LastName"] = last.lower()
-        elif kind == "duplicate_student":
-            extra_key += 1
-            twin_record = dict(student, StudentKey=f"{extra_key:09d}")
-            database.append(twin_record)
-            keys = frozenset({student["StudentKey"], twin_record["StudentKey"]})
-        elif kind == "twin":
+
+    def _record_twice(self, listed: _Listed, student: dict[str, str]) -> None:
+        """A student recorded again under a new key: the person is both."""
+        if listed.kind != "duplicate_student":
+            return
+        self.extra_key += 1
+        twin_record = dict(student, StudentKey=f"{self.extra_key:09d}")
+        self.database.append(twin_record)
+        listed.keys = frozenset({student["StudentKey"], twin_record["StudentKey"]})
+
+    def _other_first(self, first: str) -> str:
+        other_first = first
+        while other_first == first:
+            other_first, _ = self.maker.first()
+        return other_first
+
+    def _vary_relative(self, listed: _Listed, student: dict[str, str]) -> None:
+        """The kinds not in the database: a relative, a namesake or a stranger in place of the student."""
+        if listed.kind not in NOT_IN_DATABASE:
+            return
+        rng, maker, person = self.rng, self.maker, listed.person
+        first, last = student["FirstName"], student["LastName"]
+        listed.keys = frozenset()
+        if listed.kind == "twin":
             # The twin in the list is not in the database; the sibling born the same day is.
-            other_first = first
-            while other_first == first:
-                other_first, _ = maker.first()
-            person["FirstName"] = other_first
-            person["Email"] = rng.choice(("", maker.email(other_first, last), student["Email"]))
-            keys = frozenset()
-        elif kind == "sibling_email":
-            other_first = first
-            while other_first == first:
-                other_first, _ = maker.first()
-            person["FirstName"] = other_first
+            person["FirstName"] = self._other_first(first)
+            person["Email"] = rng.choice(("", maker.email(person["FirstName"], last), student["Email"]))
+        elif listed.kind == "sibling_email":
+            person["FirstName"] = self._other_first(first)
+            year = int(student["BirthDate"].split("/")[0])
             person["BirthDate"] = _iso(year - rng.randint(1, 3), rng.randint(1, 12), rng.randint(1, 28))
-            keys = frozenset()
-        elif kind == "namesake_zip":
+        elif listed.kind == "namesake_zip":
             person["BirthDate"] = _iso(*_dob(rng))
             while person["BirthDate"] == student["BirthDate"]:
                 person["BirthDate"] = _iso(*_dob(rng))
             person["Email"] = rng.choice(("", maker.email(first, last)))
-            person["Address1"] = f"{rng.randint(1, 9999)} {rng.choice(_STREETS)} {rng.choice(_STREET_TYPES)}"
+            person["Address1"] = _address(rng)
             person["CellPhoneNumber"] = ""
             person["HSCode"] = rng.choice(maker.schools)
-            keys = frozenset()
-        elif kind == "stranger":
-            stranger = maker.student("")
-            person = _person(stranger, person["UniqueID"])
-            keys = frozenset()
+        elif listed.kind == "stranger":
+            listed.person = _person(maker.student(""), person["UniqueID"])
+
+    def _drop_optional(self, listed: _Listed) -> None:
         # Files rarely carry every field: drop the optional ones now and then.
+        rng, person = self.rng, listed.person
         for name in ("Address1", "City", "CellPhoneNumber", "HSCode", "Gender"):
             if rng.random() < 0.4:
                 person[name] = ""
-        if kind not in ("new_email", "sibling_email") and rng.random() < 0.15:
+        if listed.kind not in ("new_email", "sibling_email") and rng.random() < 0.15:
             person["Email"] = ""
-        out_people.append(person)
-        truth.append(keys)
-        kinds.append(kind)
-    return LinkageSet(students=database, people=out_people, truth=truth, kinds=kinds)
+
+
+def _database(maker: _Maker, count: int) -> list[dict[str, str]]:
+    database = list(_students(maker, count))
+    # Some phones and high school codes are unknown, as in real files.
+    for record in database:
+        if maker.rng.random() < 0.3:
+            record["Phone"] = ""
+        if maker.rng.random() < 0.3:
+            record["HSCode"] = ""
+    return database
+
+
+def generate(*, seed: int, students: int = 20_000, people: int = 5_000) -> LinkageSet:
+    """A seeded student database of ``students`` records and a list of ``people`` scored against it."""
+    rng = random.Random(seed)
+    maker = _Maker(rng, zips=max(students // 10, 50))
+    database = _database(maker, students)
+    kinds_list = list(KINDS)
+    weights = [KINDS[kind] for kind in kinds_list]
+    chosen = rng.sample(range(students), min(people, students))
+    lister = _Lister(maker, database)
+    linkage = LinkageSet(students=database, people=[], truth=[], kinds=[])
+    for index, student_index in enumerate(chosen):
+        kind = rng.choices(kinds_list, weights)[0]
+        listed = lister.listed(kind, database[student_index], f"U{index:07d}")
+        linkage.people.append(listed.person)
+        linkage.truth.append(listed.keys)
+        linkage.kinds.append(listed.kind)
+    return linkage

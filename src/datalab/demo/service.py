@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from datalab.accounts import service as accounts
-from datalab.accounts.models import ApiKey, Organization
+from datalab.accounts.models import ApiKey, Organization, User
 from datalab.accounts.security import API_KEY_ALPHABET, API_KEY_LENGTH, hash_api_key
 from datalab.demo.synthetic import export_header, export_rows, write_export_csv
 from datalab.exports.models import PRODUCT_KEYS, Export
@@ -74,17 +74,16 @@ def demo_students(*, today: date) -> Iterator[dict[str, str]]:
         }
 
 
-def seed_demo(
-    *, db: Session, store: ObjectStore, settings: Settings, base_url: str, now: datetime
-) -> DemoCredentials:
-    """Create the demo organization, account, key, exports and students unless they exist."""
-    password = _derived(settings, "password", 20)
-    plain_key = _derived(settings, "api-key", API_KEY_LENGTH)
+def _demo_organization(db: Session) -> Organization:
     organization = db.scalar(select(Organization).where(Organization.fice == DEMO_FICE))
     if organization is None:
         organization = accounts.create_organization(
             db=db, name=DEMO_ORGANIZATION, fice=DEMO_FICE, state_code=DEMO_STATE
         )
+    return organization
+
+
+def _demo_user(*, db: Session, organization: Organization, password: str, now: datetime) -> User:
     user = accounts.get_user(db=db, user_name=DEMO_USER)
     if user is None:
         user = accounts.create_user(
@@ -100,40 +99,57 @@ def seed_demo(
     elif any(m.organization_id == organization.id and m.role != "admin" for m in user.memberships):
         # A sandbox seeded before organizations had admins: its account reads the audit trail too.
         accounts.set_membership_role(db=db, user=user, organization=organization, role="admin", now=now)
+    return user
+
+
+def _publish_demo_exports(
+    *, db: Session, store: ObjectStore, settings: Settings, organization: Organization, now: datetime
+) -> None:
+    """Generate and publish the files of every product, published a week apart up to ``now``."""
+    temp_dir = settings.temp_dir
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=temp_dir) as work:
+        for product_index, product_key in enumerate(PRODUCT_KEYS):
+            for copy in range(DEMO_FILES_PER_PRODUCT):
+                published_at = now - timedelta(
+                    days=7 * (DEMO_FILES_PER_PRODUCT - copy), minutes=product_index
+                )
+                source = Path(work) / f"{product_key}-{copy}.csv"
+                write_export_csv(
+                    source,
+                    product_key,
+                    count=DEMO_ROWS.get(product_key, DEMO_DEFAULT_ROWS) + 17 * copy,
+                    seed=1000 * product_index + copy,
+                    today=published_at.date(),
+                )
+                publish_export(
+                    db=db,
+                    store=store,
+                    bucket=settings.exports_bucket,
+                    organization=organization,
+                    product_key=product_key,
+                    source=source,
+                    order_name=""
+                    if product_key == "score-reporter"
+                    else f"Demo {published_at:%b%Y} {copy + 1}",
+                    now=published_at,
+                )
+
+
+def seed_demo(
+    *, db: Session, store: ObjectStore, settings: Settings, base_url: str, now: datetime
+) -> DemoCredentials:
+    """Create the demo organization, account, key, exports and students unless they exist."""
+    password = _derived(settings, "password", 20)
+    plain_key = _derived(settings, "api-key", API_KEY_LENGTH)
+    organization = _demo_organization(db)
+    user = _demo_user(db=db, organization=organization, password=password, now=now)
     key_hash = hash_api_key(plain_key)
     if db.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash)) is None:
         db.add(ApiKey(user=user, name="demo", prefix=plain_key[:8], key_hash=key_hash))
     owner = OrgContext(user=None, organization=organization)
-    has_exports = db.scalar(scoped(Export, owner).with_only_columns(Export.id).limit(1))
-    if has_exports is None:
-        temp_dir = settings.temp_dir
-        temp_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=temp_dir) as work:
-            for product_index, product_key in enumerate(PRODUCT_KEYS):
-                for copy in range(DEMO_FILES_PER_PRODUCT):
-                    published_at = now - timedelta(
-                        days=7 * (DEMO_FILES_PER_PRODUCT - copy), minutes=product_index
-                    )
-                    source = Path(work) / f"{product_key}-{copy}.csv"
-                    write_export_csv(
-                        source,
-                        product_key,
-                        count=DEMO_ROWS.get(product_key, DEMO_DEFAULT_ROWS) + 17 * copy,
-                        seed=1000 * product_index + copy,
-                        today=published_at.date(),
-                    )
-                    publish_export(
-                        db=db,
-                        store=store,
-                        bucket=settings.exports_bucket,
-                        organization=organization,
-                        product_key=product_key,
-                        source=source,
-                        order_name=""
-                        if product_key == "score-reporter"
-                        else f"Demo {published_at:%b%Y} {copy + 1}",
-                        now=published_at,
-                    )
+    if db.scalar(scoped(Export, owner).with_only_columns(Export.id).limit(1)) is None:
+        _publish_demo_exports(db=db, store=store, settings=settings, organization=organization, now=now)
     if db.scalar(select(Student.id).limit(1)) is None:
         load_students(db=db, rows=demo_students(today=now.date()), now=now)
     db.flush()

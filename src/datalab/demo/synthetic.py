@@ -11,6 +11,7 @@ import random
 import unicodedata
 import zlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from datalab.exports.models import PRODUCT_KEYS
 from datalab.layouts.cleansing import shift_years
@@ -548,6 +549,10 @@ def _profiles(rng: random.Random, size: int) -> list[tuple[str, ...]]:
     return out
 
 
+_ZIP_TAILS = [f"{i:02d}" for i in range(1, 100)]
+_EXCHANGES = [str(n) for n in range(201, 1000) if n % 100 != 11]
+
+
 def _address_pools(rng: random.Random) -> tuple[list[str], list[str]]:
     # Log-uniform house numbers: short numbers are common, five-digit rural numbers rare.
     numbers = [str(int(10 ** rng.uniform(0.0, 4.3))) for _ in range(4096)]
@@ -565,94 +570,168 @@ def _address_pools(rng: random.Random) -> tuple[list[str], list[str]]:
     return numbers, seconds
 
 
+# An affine map modulo 10**10 with a multiplier coprime to 10 gives unique, scattered, zero-padded PINs.
+_PIN_MULTIPLIER = 3_486_784_401
+
+
+@dataclass(frozen=True)
+class _InquiryPools:
+    """What inquiry rows are drawn from: the fixed lists and the pools pre-drawn from the file's seed."""
+
+    schools: tuple[_School, ...]
+    school_cw: tuple[int, ...]
+    firsts: tuple[_Student, ...]
+    lasts: tuple[tuple[str, str], ...]
+    births: tuple[_Birth, ...]
+    numbers: list[str]
+    seconds: list[str]
+    zip4s: list[str]
+    lines: list[str]
+    middles: list[str]
+    email_nums: list[str]
+    gpas: list[str]
+    ctypes: list[tuple[str, ...]]
+    majors: list[tuple[str, ...]]
+    activities: list[tuple[str, ...]]
+    pin_offset: int
+
+
+def _inquiry_pools(rng: random.Random, today: datetime.date) -> _InquiryPools:
+    schools, school_cw = _schools()
+    numbers, seconds = _address_pools(rng)
+    # Keyword arguments are evaluated in the order written: that order is the seed's order of draws.
+    return _InquiryPools(
+        schools=schools,
+        school_cw=school_cw,
+        firsts=_first_names(),
+        lasts=_last_names(),
+        births=_births(today),
+        numbers=numbers,
+        seconds=seconds,
+        zip4s=_pool(rng, 4096, blank=0.35, digits=4),
+        lines=_pool(rng, 8192, digits=4),
+        middles=_pool(rng, 1024, "ABCDEFGHIJKLMNOPRSTW", blank=0.25),
+        email_nums=_pool(rng, 512, [str(n) for n in range(1, 100)] + ["01", "07", "22", "123", "2008", "99"]),
+        gpas=[p[0] if rng.random() > 0.08 else "" for p in _profiles(rng, 4096)],
+        ctypes=_combos(rng, 1024, _COLLEGE_TYPES, 4, (20, 25, 25, 18, 12)),
+        majors=_combos(rng, 2048, _MAJORS, 2, (8, 42, 50)),
+        activities=_combos(rng, 4096, _ACTIVITIES, 8, (8, 10, 14, 16, 16, 13, 10, 7, 6)),
+        pin_offset=rng.randrange(10**10),
+    )
+
+
+@dataclass(frozen=True)
+class _InquiryChunk:
+    """One chunk of rows drawn column-wise; the exchanges and lines hold two numbers a row (cell, phone)."""
+
+    school: list[_School]
+    first: list[_Student]
+    last: list[tuple[str, str]]
+    middle: list[str]
+    birth: list[_Birth]
+    number: list[str]
+    street: list[str]
+    suffix: list[str]
+    second: list[str]
+    zip_tail: list[str]
+    zip4: list[str]
+    email_pattern: list[str]
+    email_num: list[str]
+    email_domain: list[str]
+    exchange: list[str]
+    line: list[str]
+    gpa: list[str]
+    ctype: list[tuple[str, ...]]
+    major: list[tuple[str, ...]]
+    activity: list[tuple[str, ...]]
+    # One uniform draw per row decides every sparse blank (disjoint bands), sparing extra RNG calls.
+    flag: list[float]
+
+
+def _inquiry_chunk(rng: random.Random, pools: _InquiryPools) -> _InquiryChunk:
+    n, choices = _CHUNK, rng.choices
+    # Keyword arguments are evaluated in the order written: that order is the seed's order of draws.
+    return _InquiryChunk(
+        school=choices(pools.schools, cum_weights=pools.school_cw, k=n),
+        first=choices(pools.firsts, k=n),
+        last=choices(pools.lasts, k=n),
+        middle=choices(pools.middles, k=n),
+        birth=choices(pools.births, k=n),
+        number=choices(pools.numbers, k=n),
+        street=choices(_STREET_NAMES, k=n),
+        suffix=choices(_STREET_SUFFIXES, k=n),
+        second=choices(pools.seconds, k=n),
+        zip_tail=choices(_ZIP_TAILS, k=n),
+        zip4=choices(pools.zip4s, k=n),
+        email_pattern=choices(_EMAIL_PATTERNS, k=n),
+        email_num=choices(pools.email_nums, k=n),
+        email_domain=choices(_EMAIL_DOMAINS, k=n),
+        exchange=choices(_EXCHANGES, k=2 * n),
+        line=choices(pools.lines, k=2 * n),
+        gpa=choices(pools.gpas, k=n),
+        ctype=choices(pools.ctypes, k=n),
+        major=choices(pools.majors, k=n),
+        activity=choices(pools.activities, k=n),
+        flag=[rng.random() for _ in range(n)],
+    )
+
+
+def _inquiry_row(chunk: _InquiryChunk, i: int, datsource: str, sequence: str, pin: str) -> list[str]:
+    """Row `i` of the chunk."""
+    loc, hs_name, hs_type, ceeb = chunk.school[i]
+    first, ftok, gender = chunk.first[i]
+    last, ltok = chunk.last[i]
+    birth, grad, yy, _tests = chunk.birth[i]
+    flag = chunk.flag[i]
+    email = (
+        ""
+        if flag < 0.03
+        else chunk.email_pattern[i].format(f=ftok, l=ltok, i=ftok[0], n=chunk.email_num[i], yy=yy)
+        + "@"
+        + chunk.email_domain[i]
+    )
+    phone = "" if flag > 0.55 else loc[3] + chunk.exchange[_CHUNK + i] + chunk.line[_CHUNK + i]
+    return [
+        datsource,
+        sequence,
+        pin,
+        first,
+        chunk.middle[i],
+        last,
+        f"{chunk.number[i]} {chunk.street[i]} {chunk.suffix[i]}",
+        chunk.second[i],
+        loc[0],
+        loc[1],
+        loc[2] + chunk.zip_tail[i],
+        chunk.zip4[i],
+        email,
+        phone,
+        loc[3] + chunk.exchange[i] + chunk.line[i],
+        hs_name,
+        hs_type,
+        ceeb,
+        birth,
+        "" if 0.03 <= flag < 0.05 else gender,
+        grad,
+        chunk.gpa[i],
+        *chunk.ctype[i],
+        *chunk.major[i],
+        *chunk.activity[i],
+    ]
+
+
 def _inquiry_rows(
     rng: random.Random, count: int, today: datetime.date, datsource: str
 ) -> Iterator[list[str]]:
-    schools, school_cw = _schools()
-    firsts, lasts = _first_names(), _last_names()
-    births = _births(today)
-    numbers, seconds = _address_pools(rng)
-    zip_tails = [f"{i:02d}" for i in range(1, 100)]
-    zip4s = _pool(rng, 4096, blank=0.35, digits=4)
-    exchanges = [str(n) for n in range(201, 1000) if n % 100 != 11]
-    lines = _pool(rng, 8192, digits=4)
-    middles = _pool(rng, 1024, "ABCDEFGHIJKLMNOPRSTW", blank=0.25)
-    email_nums = _pool(rng, 512, [str(n) for n in range(1, 100)] + ["01", "07", "22", "123", "2008", "99"])
-    gpas = [p[0] if rng.random() > 0.08 else "" for p in _profiles(rng, 4096)]
-    ctypes = _combos(rng, 1024, _COLLEGE_TYPES, 4, (20, 25, 25, 18, 12))
-    majors = _combos(rng, 2048, _MAJORS, 2, (8, 42, 50))
-    activities = _combos(rng, 4096, _ACTIVITIES, 8, (8, 10, 14, 16, 16, 13, 10, 7, 6))
-    # An affine map modulo 10**10 with a multiplier coprime to 10 gives unique, scattered, zero-padded PINs.
-    pin_offset = rng.randrange(10**10)
-    pin_mult = 3_486_784_401
-    rand, choices = rng.random, rng.choices
-
+    pools = _inquiry_pools(rng, today)
     produced = 0
     while produced < count:
-        n = _CHUNK
-        c_school = choices(schools, cum_weights=school_cw, k=n)
-        c_first = choices(firsts, k=n)
-        c_last = choices(lasts, k=n)
-        c_mid = choices(middles, k=n)
-        c_birth = choices(births, k=n)
-        c_num = choices(numbers, k=n)
-        c_street = choices(_STREET_NAMES, k=n)
-        c_suffix = choices(_STREET_SUFFIXES, k=n)
-        c_second = choices(seconds, k=n)
-        c_tail = choices(zip_tails, k=n)
-        c_zip4 = choices(zip4s, k=n)
-        c_pattern = choices(_EMAIL_PATTERNS, k=n)
-        c_enum = choices(email_nums, k=n)
-        c_domain = choices(_EMAIL_DOMAINS, k=n)
-        c_ex = choices(exchanges, k=2 * n)
-        c_line = choices(lines, k=2 * n)
-        c_gpa = choices(gpas, k=n)
-        c_ctype = choices(ctypes, k=n)
-        c_major = choices(majors, k=n)
-        c_act = choices(activities, k=n)
-        # One uniform draw per row decides every sparse blank (disjoint bands), sparing extra RNG calls.
-        c_flags = [rand() for _ in range(n)]
-        for i in range(min(n, count - produced)):
+        chunk = _inquiry_chunk(rng, pools)
+        for i in range(min(_CHUNK, count - produced)):
             seq = produced + i
-            loc, hs_name, hs_type, ceeb = c_school[i]
-            first, ftok, gender = c_first[i]
-            last, ltok = c_last[i]
-            birth, grad, yy, _tests = c_birth[i]
-            flag = c_flags[i]
-            email = (
-                ""
-                if flag < 0.03
-                else (c_pattern[i].format(f=ftok, l=ltok, i=ftok[0], n=c_enum[i], yy=yy) + "@" + c_domain[i])
-            )
-            phone = "" if flag > 0.55 else loc[3] + c_ex[n + i] + c_line[n + i]
-            yield [
-                datsource,
-                f"{seq + 1:06d}",
-                f"{(seq * pin_mult + pin_offset) % 10**10:010d}",
-                first,
-                c_mid[i],
-                last,
-                f"{c_num[i]} {c_street[i]} {c_suffix[i]}",
-                c_second[i],
-                loc[0],
-                loc[1],
-                loc[2] + c_tail[i],
-                c_zip4[i],
-                email,
-                phone,
-                loc[3] + c_ex[i] + c_line[i],
-                hs_name,
-                hs_type,
-                ceeb,
-                birth,
-                "" if 0.03 <= flag < 0.05 else gender,
-                grad,
-                c_gpa[i],
-                *c_ctype[i],
-                *c_major[i],
-                *c_act[i],
-            ]
-        produced += n
+            pin = f"{(seq * _PIN_MULTIPLIER + pools.pin_offset) % 10**10:010d}"
+            yield _inquiry_row(chunk, i, datsource, f"{seq + 1:06d}", pin)
+        produced += _CHUNK
 
 
 def _score_report_rows(rng: random.Random, count: int, today: datetime.date) -> Iterator[list[str]]:
@@ -660,7 +739,6 @@ def _score_report_rows(rng: random.Random, count: int, today: datetime.date) -> 
     firsts, lasts = _first_names(), _last_names()
     births = _births(today)
     numbers, _seconds = _address_pools(rng)
-    zip_tails = [f"{i:02d}" for i in range(1, 100)]
     middles = _pool(rng, 1024, "ABCDEFGHIJKLMNOPRSTW", blank=0.25)
     profiles = _profiles(rng, 8192)
     # Same unique-and-scattered trick as STUDENTPIN, for 8-digit ACT IDs.
@@ -679,7 +757,7 @@ def _score_report_rows(rng: random.Random, count: int, today: datetime.date) -> 
         c_num = choices(numbers, k=n)
         c_street = choices(_STREET_NAMES, k=n)
         c_suffix = choices(_STREET_SUFFIXES, k=n)
-        c_tail = choices(zip_tails, k=n)
+        c_tail = choices(_ZIP_TAILS, k=n)
         c_major = choices(_MAJORS, k=n)
         c_profile = choices(profiles, k=n)
         c_test = [rand() for _ in range(n)]

@@ -19,7 +19,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.accounts.models import Organization, User
-from datalab.audit.service import record
 from datalab.db import new_uid, transaction
 from datalab.exports.errors import (
     ExportError,
@@ -31,7 +30,7 @@ from datalab.exports.errors import (
 )
 from datalab.exports.models import PRODUCT_KEYS, Export
 from datalab.exports.naming import export_file_name
-from datalab.exports.service import announce_export, data_rows
+from datalab.exports.service import announce_export, data_rows, record_export_event
 from datalab.scoping import OrgContext, across_organizations, scoped
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
 
@@ -98,13 +97,12 @@ def create_export_form(
     export.form_expires_at = now + timedelta(seconds=ttl_seconds)
     db.add(export)
     db.flush()
-    record(
+    record_export_event(
         db,
-        action="export.form_created",
-        organization_id=organization.id,
+        export,
+        "export.form_created",
         now=now,
         actor=by,
-        target=("export", export.uid),
         detail={"productKey": product_key, "fileName": export.file_name},
     )
     form = store.presigned_post(
@@ -159,13 +157,12 @@ def finish_export(
     if isinstance(counted, str):
         store.delete(bucket=bucket, key=export.object_key)
         db.flush()
-        record(
+        record_export_event(
             db,
-            action="export.refused",
-            organization_id=export.organization_id,
+            export,
+            "export.refused",
             now=now,
             actor=export.created_by,
-            target=("export", export.uid),
             detail={"fileName": export.file_name, "reason": counted},
             size_bytes=info.size,
         )
@@ -273,13 +270,12 @@ def withdraw_export(*, db: Session, export: Export, now: datetime, by: User | No
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         raise ExportWithdrawn(export.uid)
     db.refresh(export)
-    record(
+    record_export_event(
         db,
-        action="export.withdrawn",
-        organization_id=export.organization_id,
+        export,
+        "export.withdrawn",
         now=now,
         actor=by,
-        target=("export", export.uid),
         detail={"fileName": export.file_name, "productKey": export.product_key},
     )
     return export

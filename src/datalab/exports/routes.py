@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import RedirectResponse
-from sqlalchemy.orm import Session
 
-from datalab.deps import ApiCallDep, DbDep, ExportServiceDep, NowDep, SettingsDep, StoreDep, public_base_url
+from datalab.deps import (
+    ApiCallDep,
+    DbDep,
+    ExportServiceDep,
+    NowDep,
+    SettingsDep,
+    StoreDep,
+    public_base_url,
+)
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.exports import service
 from datalab.exports.schemas import DownloadUrlOut, ExportOut
+from datalab.exports.service import ExportService
 from datalab.pagination import non_negative, parse_paging
-from datalab.scoping import OrgContext
 from datalab.storage.errors import GATE_FAILURES
 from datalab.storage.routes import s3_error_for, s3_error_response
 
@@ -42,21 +48,14 @@ async def read_exports(
     offset: OptionalText = None,
 ) -> Response:
     """The organization's export files; 200 with [] when none match."""
-
-    def work(db: Session, org: OrgContext, now: datetime) -> tuple[bytes, int]:
-        status_filter, product_filter = service.parse_export_filters(status=status, product_key=productKey)
-        page_limit, page_offset = parse_paging(limit=limit, offset=offset)
-        return service.export_list_json(
-            db=db,
-            org=org,
-            status=status_filter,
-            product_key=product_filter,
-            limit=page_limit,
-            offset=page_offset,
-            now=now,
-        )
-
-    body, total = await api.read(work)
+    status_filter, product_filter = service.parse_export_filters(status=status, product_key=productKey)
+    page_limit, page_offset = parse_paging(limit=limit, offset=offset)
+    body, total = await api.serve(
+        ExportService,
+        lambda exports: exports.list_json(
+            status=status_filter, product_key=product_filter, limit=page_limit, offset=page_offset
+        ),
+    )
     return Response(body, media_type="application/json", headers={"total-count": str(total)})
 
 

@@ -44,9 +44,9 @@ from datalab.exports.models import (
 )
 from datalab.exports.naming import export_file_name
 from datalab.exports.schemas import delivery_row_out, export_row_out
+from datalab.org_service import OrgService
 from datalab.pagination import Page, paginate
 from datalab.scoping import OrgContext, scoped
-from datalab.settings import Settings
 from datalab.storage.base import ObjectStore
 from datalab.webhooks.models import EXPORT_PUBLISHED
 from datalab.webhooks.service import emit
@@ -139,15 +139,37 @@ def publish_export(
     return export
 
 
-def announce_export(db: Session, export: Export, *, actor: User | None, now: datetime) -> None:
-    """Record a complete export, tell the organization's webhooks and queue it for e-mail digests."""
+def record_export_event(
+    db: Session,
+    export: Export,
+    action: str,
+    *,
+    now: datetime,
+    actor: User | None,
+    detail: dict[str, object],
+    size_bytes: int | None = None,
+) -> None:
+    """Add what happened to an export to its organization's audit trail."""
     record(
         db,
-        action="export.published",
+        action=action,
         organization_id=export.organization_id,
         now=now,
         actor=actor,
         target=("export", export.uid),
+        detail=detail,
+        size_bytes=size_bytes,
+    )
+
+
+def announce_export(db: Session, export: Export, *, actor: User | None, now: datetime) -> None:
+    """Record a complete export, tell the organization's webhooks and queue it for e-mail digests."""
+    record_export_event(
+        db,
+        export,
+        "export.published",
+        now=now,
+        actor=actor,
         detail={"productKey": export.product_key, "fileName": export.file_name, "quantity": export.quantity},
         size_bytes=export.size_bytes,
     )
@@ -418,13 +440,12 @@ def record_delivery(*, db: Session, ticket: DownloadTicket, bytes_sent: int, now
     db.execute(update(Export).where(Export.id == ticket.export_id).values(status="Delivered"))
     db.flush()
     export = ticket.export
-    record(
+    record_export_event(
         db,
-        action="export.downloaded",
-        organization_id=export.organization_id,
+        export,
+        "export.downloaded",
         now=now,
         actor=db.get(User, ticket.user_id) if ticket.user_id is not None else None,
-        target=("export", export.uid),
         detail={"fileName": export.file_name, "fileType": ticket.file_type, "method": ticket.method},
         size_bytes=bytes_sent,
     )
@@ -582,22 +603,8 @@ def _file_type(file_type: str | None) -> str:
     return chosen
 
 
-@dataclass
-class ExportService:
-    """The exports of one organization as one request (or command) works with them.
-
-    Built per request by `deps.export_service`: what every call shares (session, organization, store,
-    settings, clock, the base URL clients reach this server at) is given once; methods take only what
-    varies per call.
-    """
-
-    db: Session
-    org: OrgContext
-    store: ObjectStore
-    settings: Settings
-    now: datetime
-    base_url: str
-    session_factory: sessionmaker[Session]
+class ExportService(OrgService):
+    """The exports of one organization as one request (or command) works with them."""
 
     def list(
         self, *, status: str | None, product_key: str | None, limit: int | None, offset: int
@@ -605,6 +612,20 @@ class ExportService:
         """The organization's live exports, newest first, filtered and paged."""
         return list_exports(
             db=self.db, org=self.org, status=status, product_key=product_key, limit=limit, offset=offset
+        )
+
+    def list_json(
+        self, *, status: str | None, product_key: str | None, limit: int | None, offset: int
+    ) -> tuple[bytes, int]:
+        """The JSON body of one page of `list` and the total number of matches (see export_list_json)."""
+        return export_list_json(
+            db=self.db,
+            org=self.org,
+            status=status,
+            product_key=product_key,
+            limit=limit,
+            offset=offset,
+            now=self.now,
         )
 
     def get(self, uid: str) -> Export:

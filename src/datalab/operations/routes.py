@@ -66,7 +66,12 @@ def operations_router(
         read_session_factory,
         settings.resolved_database_url if settings.pipeline_queue == "procrastinate" else None,
     )
+    _add_metrics(router, settings=settings, queue=queue)
+    _add_readyz(router, readiness=readiness)
+    return router
 
+
+def _add_metrics(router: APIRouter, *, settings: Settings, queue: PipelineQueueCollector) -> None:
     @router.get(
         "/metrics",
         operation_id="metrics",
@@ -98,6 +103,8 @@ def operations_router(
         body, content_type = await to_thread.run_sync(exposition, accept, [queue])
         return Response(body, media_type=content_type)
 
+
+def _add_readyz(router: APIRouter, *, readiness: Readiness) -> None:
     @router.get(
         "/readyz",
         operation_id="readyz",
@@ -119,5 +126,3 @@ def operations_router(
             return ReadyOut()
         message = "Not ready: " + "; ".join(f"{result.name} check {result.error}" for result in failed)
         return envelope(503, "not_ready", message, [result.as_detail() for result in results])
-
-    return router

@@ -272,108 +272,73 @@ EVIDENCE_FIELDS = {
 _SWAPPED = '"first_name_l" = "last_name_r" AND "last_name_l" = "first_name_r"'
 
 
+def _comparison(column: str, description: str, *levels: Any) -> Any:
+    """A comparison of ``column``: unknown on either side, then ``levels`` from the strongest, else none."""
+    return cl.CustomComparison(
+        output_column_name=column,
+        comparison_description=description,
+        comparison_levels=[cll.NullLevel(column), *levels, cll.ElseLevel()],
+    )
+
+
+def _exact(column: str, label: str = "exact") -> Any:
+    return cll.ExactMatchLevel(column).configure(label_for_charts=label)
+
+
+def _similar(column: str) -> Any:
+    return cll.JaroWinklerLevel(column, 0.9).configure(label_for_charts="similar")
+
+
+def _one_edit(column: str) -> Any:
+    return cll.DamerauLevenshteinLevel(column, 1).configure(label_for_charts="one edit")
+
+
+def _name_comparison(column: str, description: str, other: str, aliases: str, alias_label: str) -> Any:
+    return _comparison(
+        column,
+        description,
+        cll.ExactMatchLevel(column, term_frequency_adjustments=True).configure(label_for_charts="exact"),
+        cll.CustomLevel(_SWAPPED, f"swapped with {other}"),
+        cll.ArrayIntersectLevel(aliases, 1).configure(label_for_charts=alias_label),
+        _one_edit(column),
+        _similar(column),
+        cll.JaroWinklerLevel(column, 0.8).configure(label_for_charts="alike"),
+    )
+
+
+def _birth_date_comparison() -> Any:
+    return _comparison(
+        "dob",
+        "birth date",
+        _exact("dob"),
+        cll.CustomLevel(
+            'substr("dob_l", 1, 4) = substr("dob_r", 1, 4) '
+            'AND substr("dob_l", 6, 2) = substr("dob_r", 9, 2) '
+            'AND substr("dob_l", 9, 2) = substr("dob_r", 6, 2)',
+            "day and month swapped",
+        ),
+        _one_edit("dob"),
+        cll.CustomLevel('substr("dob_l", 1, 4) = substr("dob_r", 1, 4)', "same year"),
+    )
+
+
 def _comparisons() -> list[Any]:
-    def exact(column: str, description: str) -> Any:
-        return cl.CustomComparison(
-            output_column_name=column,
-            comparison_description=description,
-            comparison_levels=[
-                cll.NullLevel(column),
-                cll.ExactMatchLevel(column).configure(label_for_charts="exact"),
-                cll.ElseLevel(),
-            ],
-        )
-
-    def name(column: str, description: str, other: str, aliases: str, alias_label: str) -> Any:
-        return cl.CustomComparison(
-            output_column_name=column,
-            comparison_description=description,
-            comparison_levels=[
-                cll.NullLevel(column),
-                cll.ExactMatchLevel(column, term_frequency_adjustments=True).configure(
-                    label_for_charts="exact"
-                ),
-                cll.CustomLevel(_SWAPPED, f"swapped with {other}"),
-                cll.ArrayIntersectLevel(aliases, 1).configure(label_for_charts=alias_label),
-                cll.DamerauLevenshteinLevel(column, 1).configure(label_for_charts="one edit"),
-                cll.JaroWinklerLevel(column, 0.9).configure(label_for_charts="similar"),
-                cll.JaroWinklerLevel(column, 0.8).configure(label_for_charts="alike"),
-                cll.ElseLevel(),
-            ],
-        )
-
     return [
-        name("first_name", "first name", "last name", "first_aliases", "nickname"),
-        name("last_name", "last name", "first name", "last_parts", "part of compound"),
-        cl.CustomComparison(
-            output_column_name="dob",
-            comparison_description="birth date",
-            comparison_levels=[
-                cll.NullLevel("dob"),
-                cll.ExactMatchLevel("dob").configure(label_for_charts="exact"),
-                cll.CustomLevel(
-                    'substr("dob_l", 1, 4) = substr("dob_r", 1, 4) '
-                    'AND substr("dob_l", 6, 2) = substr("dob_r", 9, 2) '
-                    'AND substr("dob_l", 9, 2) = substr("dob_r", 6, 2)',
-                    "day and month swapped",
-                ),
-                cll.DamerauLevenshteinLevel("dob", 1).configure(label_for_charts="one edit"),
-                cll.CustomLevel('substr("dob_l", 1, 4) = substr("dob_r", 1, 4)', "same year"),
-                cll.ElseLevel(),
-            ],
-        ),
-        cl.CustomComparison(
-            output_column_name="email",
-            comparison_description="email",
-            comparison_levels=[
-                cll.NullLevel("email"),
-                cll.ExactMatchLevel("email").configure(label_for_charts="exact"),
-                cll.ExactMatchLevel("email_local").configure(label_for_charts="same local part"),
-                cll.ElseLevel(),
-            ],
-        ),
-        cl.CustomComparison(
-            output_column_name="zip",
-            comparison_description="ZIP code",
-            comparison_levels=[
-                cll.NullLevel("zip"),
-                cll.ExactMatchLevel("zip").configure(label_for_charts="exact"),
-                cll.ExactMatchLevel("zip3").configure(label_for_charts="first 3 digits"),
-                cll.ElseLevel(),
-            ],
-        ),
-        cl.CustomComparison(
-            output_column_name="address",
-            comparison_description="street address",
-            comparison_levels=[
-                cll.NullLevel("address"),
-                cll.ExactMatchLevel("address").configure(label_for_charts="exact"),
-                cll.JaroWinklerLevel("address", 0.9).configure(label_for_charts="similar"),
-                cll.ElseLevel(),
-            ],
-        ),
-        cl.CustomComparison(
-            output_column_name="city",
-            comparison_description="city",
-            comparison_levels=[
-                cll.NullLevel("city"),
-                cll.ExactMatchLevel("city").configure(label_for_charts="exact"),
-                cll.JaroWinklerLevel("city", 0.9).configure(label_for_charts="similar"),
-                cll.ElseLevel(),
-            ],
-        ),
-        exact("phone", "phone"),
-        exact("hs_code", "high school code"),
-        exact("gender", "gender"),
-        cl.CustomComparison(
-            output_column_name="identifier",
-            comparison_description="a personal identifier both sides know",
-            comparison_levels=[
-                cll.NullLevel("identifier"),
-                cll.ExactMatchLevel("identifier").configure(label_for_charts="exact"),
-                cll.DamerauLevenshteinLevel("identifier", 1).configure(label_for_charts="one edit"),
-                cll.ElseLevel(),
-            ],
+        _name_comparison("first_name", "first name", "last name", "first_aliases", "nickname"),
+        _name_comparison("last_name", "last name", "first name", "last_parts", "part of compound"),
+        _birth_date_comparison(),
+        _comparison("email", "email", _exact("email"), _exact("email_local", "same local part")),
+        _comparison("zip", "ZIP code", _exact("zip"), _exact("zip3", "first 3 digits")),
+        _comparison("address", "street address", _exact("address"), _similar("address")),
+        _comparison("city", "city", _exact("city"), _similar("city")),
+        _comparison("phone", "phone", _exact("phone")),
+        _comparison("hs_code", "high school code", _exact("hs_code")),
+        _comparison("gender", "gender", _exact("gender")),
+        _comparison(
+            "identifier",
+            "a personal identifier both sides know",
+            _exact("identifier"),
+            _one_edit("identifier"),
         ),
     ]
 

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from typing import IO, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import Session
 
 from datalab.deps import ApiCallDep, ReadUploadServiceDep, UploadServiceDep, raw_body
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.pagination import parse_paging
 from datalab.pipeline.artifacts import CSV_CONTENT_TYPE
-from datalab.scoping import OrgContext
-from datalab.uploads import service
 from datalab.uploads.schemas import (
     FILE_LIST,
     UPLOAD_BODY_SCHEMA,
@@ -25,6 +21,7 @@ from datalab.uploads.schemas import (
     parse_mapping_body,
     parse_upload_request,
 )
+from datalab.uploads.service import UploadService
 
 router = APIRouter(prefix="/files", tags=["Files"])
 
@@ -71,12 +68,10 @@ async def list_files(
     productType: OptionalText = None,
 ) -> Response:
     """The organization's uploads (20 per page by default); `total-count` gives the number of matches."""
+    page_limit, page_offset = parse_paging(limit=limit, offset=offset)
 
-    def work(db: Session, org: OrgContext, _now: datetime) -> tuple[bytes, int]:
-        page_limit, page_offset = parse_paging(limit=limit, offset=offset)
-        page = service.list_uploads(
-            db=db,
-            org=org,
+    def listed(uploads: UploadService) -> tuple[bytes, int]:
+        page = uploads.list(
             status=status,
             product_type=productType,
             sort_by=sortBy,
@@ -86,7 +81,7 @@ async def list_files(
         )
         return FILE_LIST.dump_json([file_out(upload) for upload in page.items]), page.total
 
-    body, total = await api.read(work)
+    body, total = await api.serve(UploadService, listed)
     return Response(body, media_type="application/json", headers={"total-count": str(total)})
 
 
@@ -99,21 +94,8 @@ async def list_files(
 )
 async def get_file(uid: str, api: ApiCallDep) -> Response:
     """The current state of one upload."""
-
-    def work(db: Session, org: OrgContext, now: datetime) -> bytes:
-        settings, store = api.runtime.settings, api.runtime.store
-        upload = service.read_upload(
-            db=db,
-            store=store,
-            bucket=settings.uploads_bucket,
-            org=org,
-            uid=uid,
-            max_size=settings.max_upload_bytes,
-            now=now,
-        )
-        return file_out(upload).model_dump_json().encode()
-
-    return Response(await api.read(work), media_type="application/json")
+    body = await api.serve(UploadService, lambda uploads: file_out(uploads.read(uid)).model_dump_json())
+    return Response(body, media_type="application/json")
 
 
 @router.post(

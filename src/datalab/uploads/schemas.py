@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from datalab.bodies import parse_json_object
+from datalab.record_out import record_out
 from datalab.uploads.errors import InvalidField
 from datalab.uploads.models import Upload
 
@@ -156,18 +157,10 @@ def upload_date(moment: datetime) -> str:
 
 def file_out(upload: Upload) -> FileOut:
     """An upload record as GET /files/{id} shows it."""
-    return FileOut(
+    return record_out(
+        FileOut,
+        upload,
         id=upload.uid,
-        fileName=upload.file_name,
         filePath=upload.object_key,
-        productType=upload.product_type,
-        status=upload.status,
-        userName=upload.user_name,
         uploadDate=upload_date(upload.created_at),
-        recordVolume=upload.record_volume,
-        meta=upload.meta,
-        fieldsMap=upload.fields_map,
-        valuesMap=upload.values_map,
-        dataSource=upload.data_source,
-        error=upload.error,
     )

@@ -16,11 +16,11 @@ from datalab.audit.service import record_for
 from datalab.db import new_uid, transaction
 from datalab.layouts import load_layout, missing_required
 from datalab.lifecycle import CANCELABLE, UploadStatus, status_values, transition
+from datalab.org_service import OrgService
 from datalab.pagination import Page, paginate
 from datalab.pipeline.artifacts import report_key
 from datalab.pipeline.service import drop_waiting_stages, enqueue_stage
 from datalab.scoping import OrgContext, scoped
-from datalab.settings import Settings
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
 from datalab.uploads.errors import (
     InvalidField,
@@ -442,21 +442,8 @@ def open_row_report(
     return f"{stem}-errors.csv", store.open_stream(bucket=bucket, key=key)
 
 
-@dataclass
-class UploadService:
-    """The uploads of one organization as one request works with them.
-
-    Built per request by `deps.upload_service`: what every call shares (session, organization, store,
-    settings, clock, the base URL clients reach this server at) is given once; methods take only what
-    varies per call.
-    """
-
-    db: Session
-    org: OrgContext
-    store: ObjectStore
-    settings: Settings
-    now: datetime
-    base_url: str
+class UploadService(OrgService):
+    """The uploads of one organization as one request works with them."""
 
     def create(self, request: UploadRequest) -> UploadForm:
         """Record an announced file in `uploading` and sign the form its bytes must be posted with."""

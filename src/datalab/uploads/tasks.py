@@ -20,6 +20,7 @@ from datalab.db import transaction
 from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import cleansed_key, report_key
 from datalab.pipeline.service import enqueue_stage
+from datalab.retention import DueFiles, remove_due_files
 from datalab.scoping import across_organizations
 from datalab.storage.base import ObjectStore, StreamDigest
 from datalab.uploads.models import Upload
@@ -141,29 +142,28 @@ def purge_files(
 
     The record stays, with the time its files were removed; the audit trail says so.
     """
-    with transaction(session_factory) as db:
-        due = db.execute(
-            across_organizations(Upload)
-            .where(
-                Upload.status.in_([status.value for status in statuses]),
-                Upload.file_removed_at.is_(None),
-                Upload.updated_at < cutoff,
-            )
-            .order_by(Upload.updated_at)
-            .limit(SWEEP_BATCH)
-            .with_only_columns(Upload.id, Upload.uid, Upload.organization_id, Upload.object_key)
-        ).all()
-    for upload_id, uid, organization_id, key in due:
-        for removed in (key, report_key(uid), cleansed_key(uid)):
-            store.delete(bucket=bucket, key=removed)
-        with transaction(session_factory) as db:
-            db.execute(update(Upload).where(Upload.id == upload_id).values(file_removed_at=now))
-            record(
-                db,
-                action="upload.files_removed",
-                organization_id=organization_id,
-                now=now,
-                actor_name="retention",
-                target=("upload", uid),
-            )
-    return len(due)
+    return remove_due_files(
+        session_factory=session_factory,
+        store=store,
+        bucket=bucket,
+        due=across_organizations(Upload)
+        .where(
+            Upload.status.in_([status.value for status in statuses]),
+            Upload.file_removed_at.is_(None),
+            Upload.updated_at < cutoff,
+        )
+        .order_by(Upload.updated_at)
+        .limit(SWEEP_BATCH)
+        .with_only_columns(Upload.id, Upload.uid, Upload.organization_id, Upload.object_key),
+        due_files=lambda row: DueFiles(
+            record_id=row.id,
+            uid=row.uid,
+            organization_id=row.organization_id,
+            keys=(row.object_key, report_key(row.uid), cleansed_key(row.uid)),
+        ),
+        mark_removed=lambda upload_id: (
+            update(Upload).where(Upload.id == upload_id).values(file_removed_at=now)
+        ),
+        action="upload.files_removed",
+        now=now,
+    )

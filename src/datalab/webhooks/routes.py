@@ -209,19 +209,17 @@ def _webhooks_page(
         ).items
         for webhook in hooks
     }
-    response = render(
+    return render(
         request,
         "webhooks.html",
         session,
+        shows_secret=created is not None,
         webhooks=hooks,
         recent=recent,
         created=created,
         rotated=rotated,
         event_types=EVENT_TYPES,
     )
-    if created is not None:
-        response.headers["cache-control"] = "no-store"
-    return response
 
 
 @pages.get("/webhooks")

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from datalab.record_out import record_out
 from datalab.webhooks.models import EVENT_TYPES, Webhook, WebhookDelivery
 
 EVENTS_DESCRIPTION = f"Events the webhook receives: any of {', '.join(EVENT_TYPES)}"
@@ -81,15 +82,7 @@ DELIVERY_LIST = TypeAdapter(list[DeliveryOut])
 
 def webhook_out(webhook: Webhook) -> WebhookOut:
     """The response shape of a webhook."""
-    return WebhookOut(
-        uid=webhook.uid,
-        url=webhook.url,
-        events=list(webhook.events),
-        active=webhook.active,
-        description=webhook.description,
-        createdAt=webhook.created_at,
-        updatedAt=webhook.updated_at,
-    )
+    return record_out(WebhookOut, webhook, events=list(webhook.events))
 
 
 def delivery_out(delivery: WebhookDelivery) -> DeliveryOut:

@@ -32,6 +32,7 @@ from datalab.web.pages.common import (
     ReadSessionDep,
     SessionDep,
     checked_form,
+    file_form_answer,
     one,
     render,
 )
@@ -146,10 +147,11 @@ def _organization_page(
         offset=0,
         include_expired=True,
     )
-    response = render(
+    return render(
         request,
         "admin_organization.html",
         session,
+        shows_secret=created_key is not None,
         organization=organization,
         members=members.items,
         total_members=members.total,
@@ -167,9 +169,6 @@ def _organization_page(
         statuses=USER_STATUSES,
         products=PRODUCT_KEYS,
     )
-    if created_key is not None:
-        response.headers["cache-control"] = "no-store"
-    return response
 
 
 @router.get("/organizations/{org}")
@@ -189,6 +188,7 @@ def add_user(org: str, session: OperatorSessionDep, body: BodyDep, db: DbDep) ->
     """A new active user of the organization with a password and a role."""
     form = checked_form(session, body)
     organization = accounts.find_organization(db=db, ref=org)
+    role = accounts.check_role(one(form, "role"))
     accounts.create_user(
         db=db,
         user_name=one(form, "userName"),
@@ -197,7 +197,7 @@ def add_user(org: str, session: OperatorSessionDep, body: BodyDep, db: DbDep) ->
         first_name=one(form, "firstName").strip(),
         last_name=one(form, "lastName").strip(),
         email=one(form, "email").strip(),
-        admin=one(form, "role") == "admin",
+        admin=role == "admin",
         by=session.user,
     )
     return RedirectResponse(_organization_path(organization), status_code=303)
@@ -210,9 +210,8 @@ def set_user_status(
     """Activate or deactivate a user (deactivation ends their sessions at once)."""
     form = checked_form(session, body)
     organization = accounts.find_organization(db=db, ref=org)
-    accounts.set_user_status(
-        db=db, user=accounts.find_user(db=db, ref=user), status=one(form, "status"), now=now, by=session.user
-    )
+    member = accounts.find_member(db=db, organization=organization, ref=user)
+    accounts.set_user_status(db=db, user=member, status=one(form, "status"), now=now, by=session.user)
     return RedirectResponse(_organization_path(organization), status_code=303)
 
 
@@ -225,7 +224,7 @@ def create_api_key(
     organization = accounts.find_organization(db=db, ref=org)
     issued = accounts.create_api_key(
         db=db,
-        user=accounts.find_user(db=db, ref=user),
+        user=accounts.find_member(db=db, organization=organization, ref=user),
         name=one(form, "name").strip()[:100],
         by=session.user,
     )
@@ -239,7 +238,7 @@ def revoke_api_key(
     """Revoke an API key: it stops working at once."""
     checked_form(session, body)
     organization = accounts.find_organization(db=db, ref=org)
-    accounts.revoke_api_key(db=db, uid=uid, now=now, by=session.user)
+    accounts.revoke_api_key(db=db, uid=uid, now=now, organization=organization, by=session.user)
     return RedirectResponse(_organization_path(organization), status_code=303)
 
 
@@ -276,14 +275,8 @@ def create_export_form(
         )
     except DomainError as failure:
         return JSONResponse({"message": failure.message}, status_code=domain_status(failure))
-    return JSONResponse(
-        {
-            "id": created.export.uid,
-            "url": created.url,
-            "fields": created.fields,
-            "next": f"{_organization_path(organization)}/exports/{created.export.uid}",
-        }
-    )
+    export_path = f"{_organization_path(organization)}/exports/{created.export.uid}"
+    return file_form_answer(created.export.uid, created.url, created.fields, next_path=export_path)
 
 
 @router.get("/organizations/{org}/exports/{uid}")

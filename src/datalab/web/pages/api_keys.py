@@ -16,7 +16,9 @@ router = APIRouter(route_class=PageRoute)
 
 def _keys_page(request: Request, session: SessionDep, db: DbDep, created: str | None) -> HTMLResponse:
     keys = accounts.list_api_keys(db=db, user=session.user)
-    return render(request, "api_keys.html", session, keys=keys, created=created)
+    return render(
+        request, "api_keys.html", session, shows_secret=created is not None, keys=keys, created=created
+    )
 
 
 @router.get("/api-keys")
@@ -32,9 +34,7 @@ def create_api_key(request: Request, session: SessionDep, body: BodyDep, db: DbD
     issued = accounts.create_api_key(
         db=db, user=session.user, name=one(form, "name").strip()[:100], by=session.user
     )
-    response = _keys_page(request, session, db, issued.plain_key)
-    response.headers["cache-control"] = "no-store"
-    return response
+    return _keys_page(request, session, db, issued.plain_key)
 
 
 @router.post("/api-keys/{uid}/revoke")

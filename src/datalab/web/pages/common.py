@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import Depends, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -19,16 +19,15 @@ from datalab.deps import (
     DbDep,
     NowDep,
     ReadDbDep,
-    SettingsDep,
-    StoreDep,
-    build_export_service,
-    build_upload_service,
+    ServiceT,
     public_base_url,
     raw_body,
+    service_dependency,
 )
 from datalab.domain_errors import DomainError
 from datalab.errors import ApiError, domain_status
 from datalab.exports.service import ExportService
+from datalab.scoping import OrgContext
 from datalab.settings import Settings
 from datalab.uploads.service import UploadService
 from datalab.web import service as web
@@ -99,58 +98,24 @@ SessionDep = Annotated[WebSession, Depends(current_session)]
 ReadSessionDep = Annotated[WebSession, Depends(current_read_session)]
 
 
-def export_service(
-    request: Request, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep, now: NowDep
-) -> ExportService:
-    """The exports of the organization the signed-in session acts in (built as the API builds them)."""
-    return build_export_service(
-        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
-    )
+def _session_org(session: SessionDep) -> OrgContext:
+    return web.org_of(session)
 
 
-def read_export_service(
-    request: Request,
-    session: ReadSessionDep,
-    db: ReadDbDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    now: NowDep,
-) -> ExportService:
-    """The same, on the read-only session of a page that only reads."""
-    return build_export_service(
-        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
-    )
+def _read_session_org(session: ReadSessionDep) -> OrgContext:
+    return web.org_of(session)
 
 
-ExportServiceDep = Annotated[ExportService, Depends(export_service)]
-ReadExportServiceDep = Annotated[ExportService, Depends(read_export_service)]
+def _page_service(service_type: type[ServiceT], *, read_only: bool) -> Callable[..., ServiceT]:
+    """The service of the organization the signed-in session acts in, built as the API builds it."""
+    org_context = _read_session_org if read_only else _session_org
+    return service_dependency(service_type, org_context=org_context, read_only=read_only)
 
 
-def upload_service(
-    request: Request, session: SessionDep, db: DbDep, settings: SettingsDep, store: StoreDep, now: NowDep
-) -> UploadService:
-    """The uploads of the organization the signed-in session acts in (built as the API builds them)."""
-    return build_upload_service(
-        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
-    )
-
-
-def read_upload_service(
-    request: Request,
-    session: ReadSessionDep,
-    db: ReadDbDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    now: NowDep,
-) -> UploadService:
-    """The same, on the read-only session of a page that only reads."""
-    return build_upload_service(
-        request, db=db, org=web.org_of(session), settings=settings, store=store, now=now
-    )
-
-
-UploadServiceDep = Annotated[UploadService, Depends(upload_service)]
-ReadUploadServiceDep = Annotated[UploadService, Depends(read_upload_service)]
+ExportServiceDep = Annotated[ExportService, Depends(_page_service(ExportService, read_only=False))]
+ReadExportServiceDep = Annotated[ExportService, Depends(_page_service(ExportService, read_only=True))]
+UploadServiceDep = Annotated[UploadService, Depends(_page_service(UploadService, read_only=False))]
+ReadUploadServiceDep = Annotated[UploadService, Depends(_page_service(UploadService, read_only=True))]
 BodyDep = Annotated[bytes, Depends(raw_body)]
 
 
@@ -176,9 +141,23 @@ def checked_form(session: WebSession, body: bytes) -> dict[str, list[str]]:
     return form
 
 
-def render(request: Request, template: str, session: WebSession | None, **context: Any) -> HTMLResponse:
-    """A page with the session's user, organizations and CSRF token available to the template."""
-    return TEMPLATES.TemplateResponse(request, template, {"session": session, **context})
+def file_form_answer(uid: str, url: str, fields: dict[str, str], *, next_path: str) -> JSONResponse:
+    """The answer to a page's script that created a record: the presigned form to post the file to,
+    and the page to go to once it is posted."""
+    return JSONResponse({"id": uid, "url": url, "fields": fields, "next": next_path})
+
+
+def render(
+    request: Request, template: str, session: WebSession | None, *, shows_secret: bool = False, **context: Any
+) -> HTMLResponse:
+    """A page with the session's user, organizations and CSRF token available to the template.
+
+    A page that `shows_secret` (a new key, shown this once) is not to be kept by any cache.
+    """
+    response = TEMPLATES.TemplateResponse(request, template, {"session": session, **context})
+    if shows_secret:
+        response.headers["cache-control"] = "no-store"
+    return response
 
 
 def secure_cookies(request: Request, settings: Settings) -> bool:

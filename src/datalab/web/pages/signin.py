@@ -9,6 +9,7 @@ from datalab.deps import DbDep, NowDep, SettingsDep
 from datalab.domain_errors import Forbidden, Throttled, Unauthenticated
 from datalab.errors import ApiError, domain_status
 from datalab.operations.metrics import login_attempt
+from datalab.settings import Settings
 from datalab.web import service as web
 from datalab.web.pages.common import (
     COOKIE,
@@ -34,19 +35,33 @@ def home() -> RedirectResponse:
     return RedirectResponse("/datacenter/exports", status_code=303)
 
 
-@router.get("/signin")
-def signin_page(request: Request, settings: SettingsDep, next: str = "/datacenter/exports") -> HTMLResponse:
-    """The sign-in form (a per-browser token guards it against cross-site posts)."""
-    token = request.cookies.get(SIGNIN_CSRF_COOKIE) or web.new_csrf_token()
-    response = render(request, "signin.html", None, next=local_path(next), csrf_token=token, error=None)
+def _set_cookie(
+    response: Response,
+    request: Request,
+    settings: Settings,
+    name: str,
+    value: str,
+    *,
+    max_age: int | None = None,
+) -> None:
+    """A cookie of the Data Center pages only, out of scripts' reach, sent over HTTPS only behind HTTPS."""
     response.set_cookie(
-        SIGNIN_CSRF_COOKIE,
-        token,
+        name,
+        value,
+        max_age=max_age,
         httponly=True,
         samesite="lax",
         secure=secure_cookies(request, settings),
         path="/datacenter",
     )
+
+
+@router.get("/signin")
+def signin_page(request: Request, settings: SettingsDep, next: str = "/datacenter/exports") -> HTMLResponse:
+    """The sign-in form (a per-browser token guards it against cross-site posts)."""
+    token = request.cookies.get(SIGNIN_CSRF_COOKIE) or web.new_csrf_token()
+    response = render(request, "signin.html", None, next=local_path(next), csrf_token=token, error=None)
+    _set_cookie(response, request, settings, SIGNIN_CSRF_COOKIE, token)
     return response
 
 
@@ -80,14 +95,8 @@ def signin(request: Request, body: BodyDep, db: DbDep, settings: SettingsDep, no
         # an operator who belongs to no organization has only the operator pages
         back_to = "/datacenter/admin"
     redirect = RedirectResponse(back_to, status_code=303)
-    redirect.set_cookie(
-        COOKIE,
-        token,
-        max_age=int(settings.datacenter_session_hours * 3600),
-        httponly=True,
-        samesite="lax",
-        secure=secure_cookies(request, settings),
-        path="/datacenter",
+    _set_cookie(
+        redirect, request, settings, COOKIE, token, max_age=int(settings.datacenter_session_hours * 3600)
     )
     return redirect
 

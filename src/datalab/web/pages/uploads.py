@@ -23,6 +23,7 @@ from datalab.web.pages.common import (
     SessionDep,
     UploadServiceDep,
     checked_form,
+    file_form_answer,
     one,
     render,
 )
@@ -66,14 +67,8 @@ def create_upload(session: SessionDep, body: BodyDep, service: UploadServiceDep)
         )
     except DomainError as refused:
         return JSONResponse({"message": refused.message}, status_code=domain_status(refused))
-    return JSONResponse(
-        {
-            "id": created.upload.uid,
-            "url": created.url,
-            "fields": created.fields,
-            "next": f"/datacenter/uploads/{created.upload.uid}",
-        }
-    )
+    upload_path = f"/datacenter/uploads/{created.upload.uid}"
+    return file_form_answer(created.upload.uid, created.url, created.fields, next_path=upload_path)
 
 
 def _upload_context(upload: Upload) -> dict[str, Any]:
