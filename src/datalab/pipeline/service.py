@@ -8,6 +8,7 @@ embedded queue keeps a `PipelineJob` row per (upload, stage) for the server's ow
 from __future__ import annotations
 
 import threading
+import weakref
 from datetime import datetime
 from typing import Any
 
@@ -23,26 +24,32 @@ from datalab.uploads.models import Upload
 from datalab.webhooks.service import upload_status_changed
 
 __all__ = [
-    "EMBEDDED_WORK",
     "QUEUE_INFO_KEY",
     "drop_waiting_stages",
     "enqueue_embedded",
     "enqueue_stage",
     "move_upload",
     "record_status_change",
+    "wake_on_queued_stages",
 ]
 
 
-# Set when a transaction that queued a stage for the embedded runner commits, so that its idle workers
-# look for the job at once rather than at their next poll.
-EMBEDDED_WORK = threading.Event()
+# The wake-up events of this process's embedded runners: each is set when a transaction that queued a
+# stage commits, so that idle workers look for the job at once rather than at their next poll.
+_runner_wake_ups: weakref.WeakSet[threading.Event] = weakref.WeakSet()
 _QUEUED_KEY = "embedded_stage_queued"
+
+
+def wake_on_queued_stages(wake_up: threading.Event) -> None:
+    """Set `wake_up` whenever a transaction of this process that queued an embedded stage commits."""
+    _runner_wake_ups.add(wake_up)
 
 
 @event.listens_for(Session, "after_commit")
 def _announce_queued_stage(session: Session) -> None:
     if session.info.pop(_QUEUED_KEY, False):
-        EMBEDDED_WORK.set()
+        for wake_up in list(_runner_wake_ups):
+            wake_up.set()
 
 
 @event.listens_for(Session, "after_rollback")
