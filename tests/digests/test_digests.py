@@ -32,6 +32,7 @@ from tests.support.checks import assert_envelope, wait_for
 from tests.support.exports import publish
 from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer, free_port
+from tests.web.pages import sign_in
 
 SENDER = "Data Lab <datalab@example.edu>"
 PUBLIC_URL = "https://datalab.example.edu"
@@ -286,3 +287,47 @@ def test_the_sweeper_of_datalab_serve_sends_the_digests(
         return any(export["fileName"] in str(message) for _, message in smtp.inbox.received)
 
     assert wait_for(mailed, timeout=30)
+
+
+def test_data_center_turns_the_digest_off_and_on(make_server: ServerFactory, smtp: SmtpServer) -> None:
+    mailing = make_server(
+        email_smtp_host="127.0.0.1",
+        email_smtp_port=str(smtp.port),
+        email_smtp_security="none",
+        email_from=SENDER,
+        public_url=PUBLIC_URL,
+    )
+    person = add_account(mailing)
+    api = login_as(mailing, person)
+    digest_url = mailing.base_url + "/email-digest"
+    page = sign_in(mailing, person.user_name, person.password)
+    try:
+        assert "Stop the e-mails" in page.get("/datacenter/exports").text
+        off = page.post("/datacenter/email-digest", {"digest": "off"})
+        assert off.status_code == 303 and off.headers["location"] == "/datacenter/exports"
+        assert httpx2.get(digest_url, headers=api.headers).json() == {"subscribed": False}
+        assert "E-mail me new export files" in page.get("/datacenter/exports").text
+
+        refused = page.post("/datacenter/email-digest", {"digest": "maybe"})
+        assert refused.status_code == 400
+        assert "The e-mail digest is turned on or off, not &#39;maybe&#39;" in refused.text
+        unsigned = page.post("/datacenter/email-digest", {"digest": "on"}, with_csrf=False)
+        assert unsigned.status_code == 403
+        assert httpx2.get(digest_url, headers=api.headers).json() == {"subscribed": False}
+
+        on = page.post("/datacenter/email-digest", {"digest": "on"})
+        assert on.status_code == 303
+        assert httpx2.get(digest_url, headers=api.headers).json() == {"subscribed": True}
+    finally:
+        page.close()
+
+
+def test_without_an_smtp_server_data_center_offers_no_digest(quiet: LiveServer) -> None:
+    person = add_account(quiet)
+    page = sign_in(quiet, person.user_name, person.password)
+    try:
+        shown = page.get("/datacenter/exports")
+        assert shown.status_code == 200 and "Export Files" in shown.text
+        assert "E-mail digest" not in shown.text
+    finally:
+        page.close()

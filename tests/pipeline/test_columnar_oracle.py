@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 from datetime import date
 from pathlib import Path
@@ -17,7 +18,7 @@ from datalab.layouts.cleansing import FieldWarning, clean_value
 from datalab.pipeline.analyze import summarize, summarize_frames
 from datalab.pipeline.artifacts import STAGED_SCHEMA
 from datalab.pipeline.cleanse import Cleanser, _plan, csv_bytes
-from datalab.pipeline.columnar import ColumnCleaner
+from datalab.pipeline.columnar import ColumnCleaner, json_records
 from datalab.pipeline.readers import ReadError, open_table
 from datalab.uploads.models import Upload
 from tests.support.oracle import cleanse_rows
@@ -243,6 +244,8 @@ def test_columnar_cleansing_matches_the_row_by_row_oracle(
         'a,b\n"ab"c,2\n',
         "a|b\n1|2\n",
         "a,b\r1,2\r3,4\r",
+        "a,b\r\n1,2\r\r\n3,4\r\n",
+        'a,b\r\n"1\r\n2",3\r\n4,5\r\n',
         "a,b\n1,2\x00\n",
         'a,b\nab"c,d\ne"f,g\n',
         "a,b\n\u00a0,\u3000\n1,2\n",
@@ -339,3 +342,32 @@ def test_column_warnings_are_the_typed_warnings_of_each_value(
         for entry in warnings.of(has_warning).to_list()
     ]
     assert found == [cleaned.warnings for cleaned in expected if cleaned.warnings]
+
+
+def test_json_records_are_what_json_dumps_writes_of_the_non_blank_values() -> None:
+    special = [
+        'a"b',
+        "back\\slash",
+        "line\nbreak\r\t",
+        "\x00\x01\x1f\x7f",
+        "\u2028é\ufeff",
+        '","B":null',
+        "{,",
+    ]
+    rng = random.Random(5)
+    columns = {"A": "v0", "B": "v1", "Last": "v2"}
+    frame = pl.DataFrame(
+        {column: [rng.choice(["", "", *special]) for _ in range(300)] for column in columns.values()}
+    )
+    expected = [
+        json.dumps(
+            {name: row[column] for name, column in columns.items() if row[column]},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        for row in frame.iter_rows(named=True)
+    ]
+    assert json_records(frame, columns).to_list() == expected
+    assert json_records(frame.filter(pl.col("v0") != ""), columns).to_list() == [
+        record for record, first in zip(expected, frame.get_column("v0"), strict=True) if first
+    ]

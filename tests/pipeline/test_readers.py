@@ -11,9 +11,10 @@ from datetime import date, datetime
 from pathlib import Path
 
 import openpyxl
+import polars as pl
 import pytest
 
-from datalab.pipeline.readers import ReaderLimits, ReadError, TableInfo, open_table
+from datalab.pipeline.readers import ReaderLimits, ReadError, TableInfo, blank_count, open_table
 
 HEADER = "UniqueID,ZipCode,EntryTerm,LastName\n"
 ROWS = "02134,001024,032024,Muñoz\n00077,02134,FA24,café\n"
@@ -559,3 +560,9 @@ def test_a_large_csv_is_read_in_bounded_memory(tmp_path: Path) -> None:
     assert count == 200_000
     assert last == ["00199999", "99999", "FA24", "Muñoz-199999", "student199999@example.edu"]
     assert peak < 10 * 1024 * 1024
+
+
+def test_blank_count_counts_the_values_str_strip_leaves_empty() -> None:
+    values = ["", " ", "\t\x1c", "\x85", "\u00a0\u3000", "!", " a", "\x84", "\u00e9", "\u3000b", "a "]
+    frame = pl.DataFrame({"c0": values})
+    assert frame.select(blank_count("c0")).item() == sum(1 for value in values if not value.strip())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datalab.domain_errors import Forbidden
+from datalab.domain_errors import Forbidden, InvalidInput
 
 
 class DigestsNeedAUser(Forbidden):
@@ -12,3 +12,12 @@ class DigestsNeedAUser(Forbidden):
 
     def __init__(self) -> None:
         super().__init__("Only a signed-in user has e-mail digests")
+
+
+class UnknownDigestChoice(InvalidInput):
+    """A form asking for digests neither on nor off."""
+
+    code = "invalid_digest_choice"
+
+    def __init__(self, choice: str) -> None:
+        super().__init__(f"The e-mail digest is turned on or off, not {choice!r}")

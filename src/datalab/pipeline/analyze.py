@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session
 from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, load_layout, match_headers, missing_required
 from datalab.lifecycle import UploadStatus
-from datalab.pipeline.readers import NOT_BLANK, WHITESPACE, ReadError, TableInfo, column_names, open_table
+from datalab.pipeline.readers import (
+    WHITESPACE,
+    ReadError,
+    TableInfo,
+    blank_count,
+    column_names,
+    open_table,
+)
 from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
 from datalab.scoping import OrgContext
@@ -75,7 +82,7 @@ def summarize(info: TableInfo, rows: Iterable[list[str]]) -> FileSummary:
 
 
 def summarize_frames(info: TableInfo, frames: Iterable[pl.DataFrame]) -> FileSummary:
-    """What summarize finds, computed with polars expressions over the file's frames."""
+    """What summarize finds, computed with polars expressions over the file's frames (one query each)."""
     names = column_names(len(info.headers))
     summary = FileSummary(info=info, empty=[0] * len(names))
     distinct: list[set[str] | None] = [set() for _ in names]
@@ -85,18 +92,26 @@ def summarize_frames(info: TableInfo, frames: Iterable[pl.DataFrame]) -> FileSum
         if len(summary.sample) < SAMPLE_ROWS:
             for row in frame.head(SAMPLE_ROWS - len(summary.sample)).rows():
                 summary.sample.append(dict(zip(info.headers, row, strict=True)))
-        empty = frame.select(pl.col(name).str.contains(NOT_BLANK).not_().sum() for name in names).row(0)
-        for index, count in enumerate(empty):
-            summary.empty[index] += int(count)
-        for index, seen in enumerate(distinct):
-            if seen is None:
-                continue
-            # the column's distinct raw values, then those trimmed (few, unless the column is not coded)
-            values = frame.get_column(names[index]).unique().str.strip_chars(WHITESPACE)
-            seen.update(values.filter(values != "").to_list())
+        tracked = [index for index, seen in enumerate(distinct) if seen is not None]
+        found = frame.select(
+            *(blank_count(name) for name in names),
+            *(_trimmed_values(names[index]).alias(str(index)) for index in tracked),
+        ).row(0)
+        for index, count in enumerate(found[: len(names)]):
+            summary.empty[index] += count
+        for index, values in zip(tracked, found[len(names) :], strict=True):
+            seen = distinct[index]
+            assert seen is not None
+            seen.update(value for value in values if value)
             if len(seen) > CODED_VALUES:
                 distinct[index] = None
     return summary
+
+
+def _trimmed_values(name: str) -> pl.Expr:
+    # The column's distinct raw values, then those trimmed (few, unless the column is not coded): with ""
+    # among them, CODED_VALUES + 2 are enough to know that it is not.
+    return pl.col(name).unique().str.strip_chars(WHITESPACE).unique().head(CODED_VALUES + 2).implode()
 
 
 def _mapping_for(

@@ -256,40 +256,28 @@ class ColumnCleaner:
         return joined.get_column("value").fill_null(""), warnings
 
 
-# json.dumps(..., ensure_ascii=False) escapes these and nothing else
-_JSON_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    **{chr(code): json.dumps(chr(code)).strip('"') for code in range(0x20)},
-}
-
-
-_NEEDS_ESCAPE = '["\\\\\\x00-\\x1f]'
-
-
-def json_string(value: pl.Series) -> pl.Series:
-    """The text of a JSON string literal of each value, as json.dumps(value, ensure_ascii=False) writes it,
-    without its quotes."""
-    return _patched(
-        value,
-        value.str.contains(_NEEDS_ESCAPE),
-        lambda some: some.str.replace_many(list(_JSON_ESCAPES), list(_JSON_ESCAPES.values())),
-    )
-
-
 def json_records(frame: pl.DataFrame, columns: Mapping[str, str]) -> pl.Series:
-    """A JSON object per row of the non-blank columns, named as given (name -> column), in order, compact."""
+    """A JSON object per row of the non-blank columns, named as given (name -> column), in order, compact,
+    as json.dumps(record, ensure_ascii=False, separators=(",", ":")) writes it."""
     if not columns:
         return pl.Series("record", ["{}"] * frame.height, dtype=pl.String)
-    escaped = pl.DataFrame({column: json_string(frame.get_column(column)) for column in columns.values()})
-    blanks = escaped.select((pl.col(column) == "").any() for column in columns.values()).row(0)
-    members = []
-    for (name, column), has_blanks in zip(columns.items(), blanks, strict=True):
-        member = pl.concat_str([pl.lit(json.dumps(name) + ':"'), pl.col(column), pl.lit('"')])
-        # a column without blanks in these rows needs no test per row
-        members.append(pl.when(pl.col(column) != "").then(member) if has_blanks else member)
-    return escaped.select(
-        pl.concat_str(
-            [pl.lit("{"), pl.concat_str(members, separator=",", ignore_nulls=True), pl.lit("}")]
-        ).alias("record")
+    blanks = frame.select((pl.col(column) == "").any() for column in columns.values()).row(0)
+    # polars escapes text as json.dumps does; a blank value is written as null, and a column without blanks
+    # in these rows needs no test per row
+    encoded = frame.select(
+        pl.struct(
+            (pl.when(pl.col(column) != "").then(pl.col(column)) if has_blanks else pl.col(column)).alias(name)
+            for (name, column), has_blanks in zip(columns.items(), blanks, strict=True)
+        )
+        .struct.json_encode()
+        .alias("record")
     ).to_series()
+    # The null members are cut out as text: a quote mark inside a value is always escaped, so `,"Name":null`
+    # is a member; the first member has no comma before it.
+    keys = [json.dumps(name) for name in columns]
+    nulls = [f",{key}:null" for key, has_blanks in zip(keys[1:], blanks[1:], strict=True) if has_blanks]
+    if nulls:
+        encoded = encoded.str.replace_many(nulls, [""] * len(nulls))
+    if blanks[0]:
+        encoded = encoded.str.replace_many([f"{{{keys[0]}:null,", f"{{{keys[0]}:null}}"], ["{", "{}"])
+    return encoded

@@ -29,7 +29,7 @@ from datalab.lifecycle import TERMINAL, UploadStatus, status_values
 from datalab.operations.metrics import observe_stage
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.readers import ReadError
-from datalab.pipeline.service import move_upload, record_status_change
+from datalab.pipeline.service import move_upload, record_status_change, wake_on_queued_stages
 from datalab.storage.base import ObjectStore
 from datalab.students.matching import Matcher
 from datalab.uploads.models import Upload
@@ -283,6 +283,8 @@ class EmbeddedRunner:
         self.lease = timedelta(seconds=lease_seconds)
         self.max_attempts = max_attempts
         self._stop = threading.Event()
+        self._wake_up = threading.Event()
+        wake_on_queued_stages(self._wake_up)
         prefix = f"{socket.gethostname()}:{os.getpid()}"
         self._threads = [
             threading.Thread(
@@ -299,6 +301,7 @@ class EmbeddedRunner:
     def stop(self) -> None:
         """Ask the workers to stop after their current job and wait for them."""
         self._stop.set()
+        self._wake_up.set()
         for thread in self._threads:
             thread.join(timeout=60)
 
@@ -326,5 +329,5 @@ class EmbeddedRunner:
                 # The database may be briefly unavailable; keep the worker alive and try again.
                 log.exception("pipeline worker %s could not claim work", worker_id)
                 busy = False
-            if not busy:
-                self._stop.wait(self.poll_seconds)
+            if not busy and self._wake_up.wait(self.poll_seconds):
+                self._wake_up.clear()

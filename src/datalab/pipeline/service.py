@@ -7,10 +7,12 @@ embedded queue keeps a `PipelineJob` row per (upload, stage) for the server's ow
 
 from __future__ import annotations
 
+import threading
+import weakref
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
 from datalab.audit.models import PIPELINE
@@ -28,7 +30,31 @@ __all__ = [
     "enqueue_stage",
     "move_upload",
     "record_status_change",
+    "wake_on_queued_stages",
 ]
+
+
+# The wake-up events of this process's embedded runners: each is set when a transaction that queued a
+# stage commits, so that idle workers look for the job at once rather than at their next poll.
+_runner_wake_ups: weakref.WeakSet[threading.Event] = weakref.WeakSet()
+_QUEUED_KEY = "embedded_stage_queued"
+
+
+def wake_on_queued_stages(wake_up: threading.Event) -> None:
+    """Set `wake_up` whenever a transaction of this process that queued an embedded stage commits."""
+    _runner_wake_ups.add(wake_up)
+
+
+@event.listens_for(Session, "after_commit")
+def _announce_queued_stage(session: Session) -> None:
+    if session.info.pop(_QUEUED_KEY, False):
+        for wake_up in list(_runner_wake_ups):
+            wake_up.set()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_queued_stage(session: Session) -> None:
+    session.info.pop(_QUEUED_KEY, None)
 
 
 def enqueue_stage(*, db: Session, upload_id: int, stage: str, now: datetime) -> None:
@@ -69,6 +95,7 @@ def enqueue_embedded(*, db: Session, upload_id: int, stage: str, now: datetime) 
     else:
         job.state, job.attempts, job.run_after, job.finished_at, job.locked_by = "pending", 0, now, None, None
     db.flush()
+    db.info[_QUEUED_KEY] = True
     return job
 
 

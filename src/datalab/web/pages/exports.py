@@ -7,7 +7,9 @@ from datetime import datetime
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from datalab.deps import NowDep
+from datalab.deps import DbDep, NowDep, SettingsDep
+from datalab.digests import service as digests
+from datalab.digests.errors import UnknownDigestChoice
 from datalab.exports import service as exports
 from datalab.exports.models import EXPORT_STATUSES, PRODUCT_KEYS, Export
 from datalab.storage.streaming import ByteRange, FileStreamResponse
@@ -21,8 +23,10 @@ from datalab.web.pages.common import (
     ReadSessionDep,
     SessionDep,
     checked_form,
+    one,
     render,
 )
+from datalab.web.service import org_of
 
 router = APIRouter(route_class=PageRoute)
 
@@ -32,10 +36,12 @@ def exports_page(
     request: Request,
     session: ReadSessionDep,
     service: ReadExportServiceDep,
+    settings: SettingsDep,
     product: str = "",
     status: str = "",
 ) -> HTMLResponse:
-    """The organization's export files, filtered by product and status."""
+    """The organization's export files, filtered by product and status, and whether the user gets the
+    e-mail digest of new ones (when this server sends e-mail)."""
     status_filter, product_filter = exports.parse_export_filters(
         status=status or None, product_key=product or None
     )
@@ -49,7 +55,24 @@ def exports_page(
         statuses=EXPORT_STATUSES,
         product=product,
         status=status,
+        digest_subscribed=(
+            digests.is_subscribed(db=service.db, org=service.org) if settings.email_smtp_host else None
+        ),
     )
+
+
+_DIGEST_CHOICES = {"on": True, "off": False}
+
+
+@router.post("/email-digest")
+def set_email_digest(session: SessionDep, body: BodyDep, db: DbDep, now: NowDep) -> RedirectResponse:
+    """Turn the user's e-mail digest of new exports on or off, as the API's PUT /email-digest does."""
+    form = checked_form(session, body)
+    choice = one(form, "digest")
+    if choice not in _DIGEST_CHOICES:
+        raise UnknownDigestChoice(choice)
+    digests.set_subscribed(db=db, org=org_of(session), subscribed=_DIGEST_CHOICES[choice], now=now)
+    return RedirectResponse("/datacenter/exports", status_code=303)
 
 
 @router.post("/exports/download")
