@@ -283,6 +283,5 @@ def _api_service(service_type: type[ServiceT], *, read_only: bool) -> Callable[.
 
 
 ExportServiceDep = Annotated[ExportService, Depends(_api_service(ExportService, read_only=False))]
-ReadExportServiceDep = Annotated[ExportService, Depends(_api_service(ExportService, read_only=True))]
 UploadServiceDep = Annotated[UploadService, Depends(_api_service(UploadService, read_only=False))]
 ReadUploadServiceDep = Annotated[UploadService, Depends(_api_service(UploadService, read_only=True))]
