@@ -175,20 +175,10 @@ class ApiCall:
     async def serve(self, service_type: type[ServiceT], work: Callable[[ServiceT], T]) -> T:
         """The result of `work` on the call's service of `service_type`, built in the same worker thread
         and transaction as `read`."""
-        runtime = self.runtime
 
         def on_service(db: Session, org: OrgContext, now: datetime) -> T:
-            return work(
-                service_type(
-                    db=db,
-                    org=org,
-                    store=runtime.store,
-                    settings=runtime.settings,
-                    now=now,
-                    base_url=self.base_url,
-                    session_factory=runtime.session_factory,
-                )
-            )
+            service = service_type.in_runtime(self.runtime, db=db, org=org, now=now, base_url=self.base_url)
+            return work(service)
 
         return await self.read(on_service)
 
@@ -257,21 +247,11 @@ def service_dependency(
     database_session: Session = Depends(get_read_db if read_only else get_db, scope="function")
 
     def service(
-        request: Request,
-        settings: SettingsDep,
-        store: StoreDep,
-        now: NowDep,
-        org: OrgContext = call_context,
-        db: Session = database_session,
+        request: Request, now: NowDep, org: OrgContext = call_context, db: Session = database_session
     ) -> ServiceT:
-        return service_type(
-            db=db,
-            org=org,
-            store=store,
-            settings=settings,
-            now=now,
-            base_url=public_base_url(request, settings),
-            session_factory=request.app.state.session_factory,
+        runtime: Runtime = request.app.state.runtime
+        return service_type.in_runtime(
+            runtime, db=db, org=org, now=now, base_url=public_base_url(request, runtime.settings)
         )
 
     return service
