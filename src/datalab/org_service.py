@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 class OrgService:
     """One organization's data as one request (or command) works with it.
 
-    Built per request (`deps.service_dependency`, `ApiCall.serve`): what every call shares (session, organization, store,
-    settings, clock, the base URL clients reach this server at, the factory of sessions for work that
-    commits on its own) is given once; methods take only what varies per call.
+    Built per request (`deps.service_dependency`, `ApiCall.serve`): what every call shares (session,
+    organization, store, settings, clock, the base URL clients reach this server at, the factory of
+    sessions for work that commits on its own) is given once; methods take only what varies per call.
     """
 
     db: Session
