@@ -12,20 +12,27 @@ Functional tests run in one of two tiers, each on a copy of the demo seeded once
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from argon2 import PasswordHasher, profiles
 
 from datalab import db
 from datalab.accounts import security
+from datalab.runtime import make_store
+from datalab.settings import Settings
 from tests.support.databases import TEST_DATABASE_URL_ENV, DatabaseFactory, postgres_url
 from tests.support.inprocess import InProcessApp
-from tests.support.server import DemoAccount, LiveServer, MovableClock, server_env
+from tests.support.server import DemoAccount, LiveServer, MovableClock, server_env, settings_of
+
+if TYPE_CHECKING:
+    from tests.support.moto import MotoServer
 
 ServerFactory = Callable[..., LiveServer]
 AppFactory = Callable[..., InProcessApp]
@@ -84,11 +91,11 @@ class SeededHome:
     demo: DemoAccount
 
 
-# Settings the seeding depends on (where and how the demo's exports are stored, the printed URL, the
-# credentials): a server given one of them seeds its own demo.
-_SEEDING_SETTINGS = frozenset(
-    {"storage_backend", "s3_endpoint_url", "exports_bucket", "public_url", "secret_key"}
-)
+# Settings the seeding depends on (the printed URL, the credentials): a server given one of them seeds
+# its own demo. One storing its files elsewhere gets a copy of the seeded files (`_copy_seeded_exports`).
+_SEEDING_SETTINGS = frozenset({"public_url", "secret_key"})
+# Settings storing the export files elsewhere than the seeded home's objects directory.
+_STORE_SETTINGS = frozenset({"storage_backend", "s3_endpoint_url", "exports_bucket"})
 
 
 @pytest.fixture(scope="session")
@@ -133,16 +140,35 @@ def _new_home(
     )
     if from_seeded:
         database_url = database_factory.copy_url(seeded.database_url, home)
-        shutil.copytree(seeded.home / "objects", home / "objects")
         extra = {"DATALAB_SECRET_KEY": seeded.secret_key} | extra
     else:
         database_url = database_factory.migrated_url(home)
-    return _NewHome(
-        home=home,
-        database_url=database_url,
-        env=server_env(home=home, database_url=database_url, extra=extra),
-        demo=seeded.demo if from_seeded else None,
-    )
+    env = server_env(home=home, database_url=database_url, extra=extra)
+    if from_seeded:
+        _copy_seeded_exports(seeded, home, env, stored_elsewhere=bool(_STORE_SETTINGS & set(settings)))
+    return _NewHome(home=home, database_url=database_url, env=env, demo=seeded.demo if from_seeded else None)
+
+
+def _copy_seeded_exports(
+    seeded: SeededHome, home: Path, env: dict[str, str], *, stored_elsewhere: bool
+) -> None:
+    """The seeded demo's export files, where a server with this environment reads them: a copy of the
+    seeded objects directory, or, for one storing them elsewhere, each file put into the store and
+    bucket its settings name (as seeding would have put it there)."""
+    objects = seeded.home / "objects"
+    if not stored_elsewhere:
+        shutil.copytree(objects, home / "objects")
+        return
+    settings = settings_of(env)
+    store = make_store(settings)
+    bucket = Settings.model_fields["exports_bucket"].default
+    metadata = objects / ".meta" / bucket
+    for meta in sorted(metadata.rglob("*.json")):
+        key = meta.relative_to(metadata).as_posix().removesuffix(".json")
+        content_type = json.loads(meta.read_text())["content_type"]
+        store.put_file(
+            bucket=settings.exports_bucket, key=key, source=objects / bucket / key, content_type=content_type
+        )
 
 
 @contextmanager
@@ -228,6 +254,27 @@ def server(
     """The shared demo server; tests that change accounts or settings start their own."""
     with _servers(tmp_path_factory, database_factory, seeded_home) as start:
         yield start()
+
+
+@pytest.fixture(scope="session")
+def aws_credentials() -> Iterator[dict[str, str]]:
+    """moto's credentials in the environment of the test process (and so of the servers it starts)."""
+    from tests.support.moto import AWS_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in AWS_ENV.items():
+            patch.setenv(name, value)
+        yield AWS_ENV
+
+
+@pytest.fixture(scope="session")
+def moto(aws_credentials: dict[str, str]) -> Iterator[MotoServer]:
+    """A moto S3 server for the session's tests; each server on it takes buckets of its own
+    (`moto.new_buckets()`)."""
+    from tests.support.moto import running_moto
+
+    with running_moto() as server:
+        yield server
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,18 +28,12 @@ from tests.conftest import ServerFactory
 from tests.support.checks import assert_envelope
 from tests.support.databases import postgres_url
 from tests.support.exports import download_url
-from tests.support.moto import running_moto
+from tests.support.moto import MotoServer, running_moto
 from tests.support.server import LiveServer, free_port
 from tests.support.uploads import SETTLED, create_upload, form_parts, post_parts, send_file, wait_for_status
 from tests.web.pages import SIGNIN_COOKIE, PageClient, form_token, sign_in
 
 METRICS_TOKEN = "a-metrics-token-of-some-length"
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -322,21 +315,23 @@ def test_readyz_is_503_naming_the_store_when_its_directory_is_broken(make_server
 
 
 @pytest.fixture
-def moto_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    with running_moto() as running:
-        yield running
+def stopped_later(aws_credentials: dict[str, str]) -> Iterator[MotoServer]:
+    """A moto S3 server of the test's own, which the test stops."""
+    with running_moto() as moto:
+        yield moto
 
 
 def test_readyz_is_503_naming_the_store_when_s3_is_down(
-    make_server: ServerFactory, moto_server: tuple[str, subprocess.Popen[bytes]]
+    make_server: ServerFactory, stopped_later: MotoServer
 ) -> None:
-    endpoint, moto = moto_server
     on_s3 = make_server(
-        environment=AWS_ENV, storage_backend="s3", s3_endpoint_url=endpoint, readiness_timeout_seconds="2"
+        storage_backend="s3",
+        s3_endpoint_url=stopped_later.endpoint,
+        **stopped_later.new_buckets(),
+        readiness_timeout_seconds="1",
     )
     assert httpx2.get(on_s3.root + "/readyz").status_code == 200
-    moto.terminate()
-    moto.wait(timeout=10)
+    stopped_later.stop()
     started = time.monotonic()
     answer = httpx2.get(on_s3.root + "/readyz", timeout=30)
     body = answer.json()

@@ -1,4 +1,4 @@
-"""The S3 backend against moto's standalone server on loopback.
+"""The S3 backend against moto's S3 server on loopback.
 
 moto checks no signature, policy or size, so these tests prove the happy paths and this server's own
 checks (one-time ticket, size verification); the store's rejection paths are proven on the embedded store.
@@ -7,7 +7,6 @@ checks (one-time ticket, size verification); the store's rejection paths are pro
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -19,23 +18,13 @@ from datalab.pipeline.models import PipelineJob
 from datalab.uploads.models import Upload
 from tests.conftest import ServerFactory
 from tests.support.checks import s3_error, wait_for
-from tests.support.moto import running_moto, s3_client
+from tests.support.moto import MotoServer, s3_client
 from tests.support.server import LiveServer
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-EXPORTS_BUCKET = "datalab-exports"
-UPLOADS_BUCKET = "datalab-uploads"
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    with running_moto() as (endpoint, _process):
-        yield endpoint
+def moto_endpoint(moto: MotoServer) -> str:
+    return moto.endpoint
 
 
 def _client(endpoint: str) -> Any:
@@ -43,11 +32,11 @@ def _client(endpoint: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def s3_server(make_server: ServerFactory, moto_endpoint: str) -> LiveServer:
+def s3_server(make_server: ServerFactory, moto: MotoServer) -> LiveServer:
     return make_server(
-        environment=AWS_ENV,
         storage_backend="s3",
-        s3_endpoint_url=moto_endpoint,
+        s3_endpoint_url=moto.endpoint,
+        **moto.new_buckets(),
         upload_sweep_interval_seconds="1",
         max_upload_bytes="1000",
     )
@@ -58,7 +47,7 @@ def _headers(server: LiveServer) -> dict[str, str]:
 
 
 def test_demo_exports_live_in_s3(s3_server: LiveServer, moto_endpoint: str) -> None:
-    listing = _client(moto_endpoint).list_objects_v2(Bucket=EXPORTS_BUCKET)
+    listing = _client(moto_endpoint).list_objects_v2(Bucket=s3_server.settings.exports_bucket)
     keys = [item["Key"] for item in listing.get("Contents", [])]
     response = httpx2.get(s3_server.base_url + "/datacenter/exports", headers=_headers(s3_server))
     assert response.status_code == 200
@@ -90,9 +79,13 @@ def test_download_ticket_redirects_once_and_records_the_delivery(
     with httpx2.Client(follow_redirects=False) as client:
         redirect = client.get(url)
     assert redirect.status_code == 307
-    assert redirect.headers["location"].startswith(moto_endpoint + f"/{EXPORTS_BUCKET}/")
+    assert redirect.headers["location"].startswith(moto_endpoint + f"/{s3_server.settings.exports_bucket}/")
     body = httpx2.get(redirect.headers["location"]).content
-    expected = _client(moto_endpoint).get_object(Bucket=EXPORTS_BUCKET, Key=object_key)["Body"].read()
+    expected = (
+        _client(moto_endpoint)
+        .get_object(Bucket=s3_server.settings.exports_bucket, Key=object_key)["Body"]
+        .read()
+    )
     assert body == expected
 
     with s3_server.db() as db:
@@ -120,7 +113,11 @@ def test_a_derived_download_reads_its_export_from_s3(s3_server: LiveServer, moto
         body = client.get(answer.json()["downloadUrl"]).content
     with s3_server.db() as db:
         object_key = db.scalars(select(Export.object_key).where(Export.uid == export["uid"])).one()
-    source = _client(moto_endpoint).get_object(Bucket=EXPORTS_BUCKET, Key=object_key)["Body"].read()
+    source = (
+        _client(moto_endpoint)
+        .get_object(Bucket=s3_server.settings.exports_bucket, Key=object_key)["Body"]
+        .read()
+    )
     rows = [line.split(",") for line in source.decode("utf-8-sig").splitlines() if line]
     expected = [rows[0], *rows[2:4]]
     assert body.decode("utf-8").splitlines() == ["\t".join(row) for row in expected]
@@ -144,7 +141,7 @@ def _post_form(form: dict[str, Any], content: bytes) -> httpx2.Response:
 def test_upload_reaches_analyzing_when_its_status_is_read(s3_server: LiveServer, moto_endpoint: str) -> None:
     headers = _headers(s3_server)
     form = _create_upload(s3_server, headers, "students.csv")
-    assert form["url"] == f"{moto_endpoint}/{UPLOADS_BUCKET}"
+    assert form["url"] == f"{moto_endpoint}/{s3_server.settings.uploads_bucket}"
     assert list(form["fields"])[:4] == ["key", "x-amz-algorithm", "x-amz-credential", "x-amz-date"]
     before = httpx2.get(f"{s3_server.base_url}/files/{form['id']}", headers=headers).json()
     assert before["status"] == "uploading"
@@ -181,15 +178,19 @@ def test_server_verifies_the_size_itself(s3_server: LiveServer, moto_endpoint: s
     record = httpx2.get(f"{s3_server.base_url}/files/{form['id']}", headers=headers).json()
     assert record["status"] == "failure"
     assert record["error"] == "Upload rejected: the file is 1500 bytes; uploads must be 1 to 1000 bytes."
-    listing = _client(moto_endpoint).list_objects_v2(Bucket=UPLOADS_BUCKET, Prefix=form["fields"]["key"])
+    listing = _client(moto_endpoint).list_objects_v2(
+        Bucket=s3_server.settings.uploads_bucket, Prefix=form["fields"]["key"]
+    )
     assert listing.get("KeyCount", 0) == 0
 
 
-def test_the_pipeline_reads_uploads_from_s3(make_server: ServerFactory, moto_endpoint: str) -> None:
+def test_the_pipeline_reads_uploads_from_s3(
+    make_server: ServerFactory, moto: MotoServer, moto_endpoint: str
+) -> None:
     server = make_server(
-        environment=AWS_ENV,
         storage_backend="s3",
         s3_endpoint_url=moto_endpoint,
+        **moto.new_buckets(),
         upload_sweep_interval_seconds="1",
         pipeline_workers="1",
         pipeline_poll_seconds="0.1",
@@ -209,9 +210,9 @@ def test_the_pipeline_reads_uploads_from_s3(make_server: ServerFactory, moto_end
     # The row report stays beside the upload in the bucket; the cleansed hand-off file is gone.
     keys = {
         item["Key"]
-        for item in _client(moto_endpoint).list_objects_v2(Bucket=UPLOADS_BUCKET, Prefix="pipeline/")[
-            "Contents"
-        ]
+        for item in _client(moto_endpoint).list_objects_v2(
+            Bucket=server.settings.uploads_bucket, Prefix="pipeline/"
+        )["Contents"]
     }
     assert keys == {f"pipeline/{form['id']}/errors.csv"}
     report = httpx2.get(f"{server.base_url}/files/{form['id']}/errors", headers=headers)

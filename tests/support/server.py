@@ -86,15 +86,8 @@ class Deployment(ABC):
 
     @property
     def settings(self) -> Settings:
-        """The settings the deployment runs with: its DATALAB_* variables only (model_validate reads no
-        environment)."""
-        return Settings.model_validate(
-            {
-                name.removeprefix("DATALAB_").lower(): value
-                for name, value in self.env.items()
-                if name.startswith("DATALAB_")
-            }
-        )
+        """The settings the deployment runs with (`settings_of` its environment)."""
+        return settings_of(self.env)
 
     def cli(
         self, *args: str, check: bool = True, input_text: str | None = None
@@ -353,6 +346,18 @@ class LoggedIn:
             "Organization": self.organization_uid,
             "x-api-key": self.api_key,
         }
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The settings of a server with this environment: its DATALAB_* variables only (model_validate
+    reads no environment)."""
+    return Settings.model_validate(
+        {
+            name.removeprefix("DATALAB_").lower(): value
+            for name, value in env.items()
+            if name.startswith("DATALAB_")
+        }
+    )
 
 
 def server_env(*, home: Path, database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
