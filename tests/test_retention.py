@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from datalab.audit.models import AuditEvent
 from datalab.db import utcnow
 from datalab.exports.models import Export
-from datalab.pipeline.artifacts import report_key
+from datalab.pipeline.keys import report_key
 from datalab.uploads.models import Upload
 from tests.conftest import AppFactory
 from tests.support.accounts import DEMO_FICE

@@ -33,7 +33,6 @@ from datalab.operations.readiness import Readiness
 from datalab.operations.requests import RequestObserver
 from datalab.operations.routes import operations_router
 from datalab.pipeline.runner import EmbeddedRunner
-from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
 from datalab.runtime import Runtime, build_runtime
 from datalab.settings import Settings
 from datalab.storage.local import LocalObjectStore
@@ -79,30 +78,50 @@ def start_webhook_sender(settings: Settings, session_factory: sessionmaker[Sessi
     return sender
 
 
+def _stage_runner(runtime: Runtime) -> Callable[[], EmbeddedRunner] | None:
+    """What makes the embedded pipeline runner, when this server runs the pipeline's stages.
+
+    The stages are imported here, while the app is built (before `datalab.serving` freezes the heap),
+    and only by the servers running them: their packages (polars, pyarrow, splink, duckdb) take longer
+    to import than the rest of the server.
+    """
+    settings = runtime.settings
+    if not settings.pipeline_workers or settings.pipeline_queue != "embedded":
+        return None
+    from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context  # noqa: PLC0415
+
+    def new_runner() -> EmbeddedRunner:
+        return EmbeddedRunner(
+            context=make_stage_context(
+                settings=settings, session_factory=runtime.session_factory, store=runtime.store
+            ),
+            stages=STAGE_FUNCTIONS,
+            workers=settings.pipeline_workers,
+            poll_seconds=settings.pipeline_poll_seconds,
+            lease_seconds=settings.pipeline_lease_seconds,
+            max_attempts=settings.pipeline_max_attempts,
+        )
+
+    return new_runner
+
+
 def _lifespan(
     runtime: Runtime, readiness: Readiness, admission: Admission
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, Any]]]:
     """What runs beside the requests: the sweeper, the embedded pipeline runner, the webhook sender."""
-    settings, session_factory, store = runtime.settings, runtime.session_factory, runtime.store
+    settings, session_factory = runtime.settings, runtime.session_factory
+    new_runner = _stage_runner(runtime)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        sweeper = Sweeper(session_factory=session_factory, store=store, settings=settings)
+        sweeper = Sweeper(session_factory=session_factory, store=runtime.store, settings=settings)
         # Threads for sync routes: every admitted request can have one, with room for streaming bodies.
         to_thread.current_default_thread_limiter().total_tokens = max(
             40, 2 * settings.max_concurrent_requests
         )
         sweeper.start()
-        runner = None
-        if settings.pipeline_workers and settings.pipeline_queue == "embedded":
-            runner = EmbeddedRunner(
-                context=make_stage_context(settings=settings, session_factory=session_factory, store=store),
-                stages=STAGE_FUNCTIONS,
-                workers=settings.pipeline_workers,
-                poll_seconds=settings.pipeline_poll_seconds,
-                lease_seconds=settings.pipeline_lease_seconds,
-                max_attempts=settings.pipeline_max_attempts,
-            )
+        runner = None if new_runner is None else new_runner()
+        if runner is not None:
             runner.start()
         sender = start_webhook_sender(settings, session_factory)
         try:

@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVarTuple
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     DateTime,
     Engine,
@@ -183,6 +181,10 @@ def first_unclaimed(db: Session, candidates: Select[*Columns]) -> Row[*Columns] 
 
 def upgrade_database(engine: Engine) -> None:
     """Apply every pending migration to the database behind the engine."""
+    # Loaded when migrating only: the server processes started on a migrated database never need it.
+    from alembic import command  # noqa: PLC0415
+    from alembic.config import Config  # noqa: PLC0415
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:

@@ -41,8 +41,6 @@ from datalab.exports import forms
 from datalab.exports import service as exports
 from datalab.pagination import Page, paginate, parse_paging
 from datalab.scoping import OrgContext
-from datalab.students.matching import matching_dir
-from datalab.students.service import load_and_train
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -391,6 +389,11 @@ def load_students(
     train: Annotated[bool, Query(description="Train the eMatch matching model afterwards")] = True,
 ) -> StudentsLoadOut:
     """Insert or update students by StudentKey, all or nothing (what `datalab admin students load` does)."""
+    # Loaded here, not with the app: the students' packages (polars, pyarrow, splink, duckdb) take
+    # longer to import than the rest of the server, and only this route and the pipeline need them.
+    from datalab.students.matching import matching_dir  # noqa: PLC0415
+    from datalab.students.service import load_and_train  # noqa: PLC0415
+
     with spooled_body(body, temp_dir=settings.temp_dir, name="students.csv") as path:
         result, model = load_and_train(
             db=db, path=path, now=now, snapshot_dir=matching_dir(settings), train=train, by=operator

@@ -13,7 +13,6 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime
 
-import procrastinate
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from sqlalchemy import case, func, select
@@ -85,6 +84,12 @@ class PipelineQueueCollector:
     def __init__(self, session_factory: sessionmaker[Session], procrastinate_url: str | None = None) -> None:
         self.session_factory = session_factory
         self.procrastinate_url = procrastinate_url
+        # The failures a scrape survives; procrastinate is only imported by the servers it runs the queue of.
+        self.unreadable: tuple[type[Exception], ...] = (SQLAlchemyError, OSError)
+        if procrastinate_url is not None:
+            from procrastinate.exceptions import ConnectorException  # noqa: PLC0415
+
+            self.unreadable += (ConnectorException,)
 
     def collect(self) -> Iterable[Metric]:
         try:
@@ -93,7 +98,7 @@ class PipelineQueueCollector:
                     counts, oldest_age = queue_snapshot(db, utcnow())
                 else:
                     counts, oldest_age = procrastinate_snapshot(db, self.procrastinate_url, utcnow())
-        except (SQLAlchemyError, OSError, procrastinate.exceptions.ConnectorException):
+        except self.unreadable:
             # The scrape still answers with the processes' metrics; /readyz reports the database.
             log.warning("could not read the pipeline queue for metrics", exc_info=True)
             return []

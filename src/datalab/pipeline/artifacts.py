@@ -1,4 +1,5 @@
-"""Files the pipeline keeps beside an upload in the uploads bucket: the cleansed rows and the row report.
+"""Files the pipeline keeps beside an upload in the uploads bucket (at `datalab.pipeline.keys`): the
+cleansed rows and the row report.
 
 The cleansed rows are an Arrow IPC stream (LZ4-compressed buffers): written and read back column by column
 without a text format in between (no quoting of the records' JSON, no parsing), one record batch per
@@ -18,9 +19,9 @@ from typing import Self
 import polars as pl
 import pyarrow as pa
 
+from datalab.pipeline.keys import CSV_CONTENT_TYPE
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
 
-CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
 ARROW_STREAM_CONTENT_TYPE = "application/vnd.apache.arrow.stream"
 # What the cleansed rows file holds for each accepted row: its staging row, without the upload's id.
 STAGED_SCHEMA = pa.schema(
@@ -34,16 +35,6 @@ STAGED_SCHEMA = pa.schema(
 )
 REPORT_COLUMNS = ("row", "column", "field", "value", "severity", "code", "message")
 _FLUSH_CHARS = 1024 * 1024
-
-
-def cleansed_key(upload_uid: str) -> str:
-    """Where the accepted rows of an upload, as staging rows, are kept between `cleansing` and `ingesting`."""
-    return f"pipeline/{upload_uid}/cleansed.arrows"
-
-
-def report_key(upload_uid: str) -> str:
-    """Where an upload's row report (warnings and rejections) is kept."""
-    return f"pipeline/{upload_uid}/errors.csv"
 
 
 class _PendingObject:

@@ -20,8 +20,9 @@ import polars as pl
 from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, LayoutField, load_layout, normalize_header
 from datalab.lifecycle import UploadStatus
-from datalab.pipeline.artifacts import REPORT_COLUMNS, CsvObject, StagedRowsObject, cleansed_key, report_key
+from datalab.pipeline.artifacts import REPORT_COLUMNS, CsvObject, StagedRowsObject
 from datalab.pipeline.columnar import ColumnCleaner, json_records
+from datalab.pipeline.keys import cleansed_key, report_key
 from datalab.pipeline.readers import ReadError, open_table
 from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import transaction, utcnow
 from datalab.lifecycle import UploadStatus
-from datalab.pipeline.artifacts import STAGED_SCHEMA, cleansed_key, staged_frames
+from datalab.pipeline.artifacts import STAGED_SCHEMA, staged_frames
+from datalab.pipeline.keys import cleansed_key
 from datalab.pipeline.models import StagedRow
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload

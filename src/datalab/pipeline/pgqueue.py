@@ -9,15 +9,20 @@ calling its job manager.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import procrastinate
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    import procrastinate
+    from procrastinate.manager import JobManager
 
 # The queue and task every stage job has; a job's arguments are its upload and stage.
 # Set on a session factory's `info`: "procrastinate" when `datalab worker` processes run the stages.
@@ -32,8 +37,14 @@ WEBHOOK_TASK = "datalab.deliver_webhook"
 # Serializes concurrent installs of procrastinate's schema (any fixed 64-bit number would do).
 _SCHEMA_LOCK = 0x6461_7461_6C61_62
 
-# API processes only defer, always on the caller's connection: this connector's pool is never opened.
-_deferring_app = procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
+
+@functools.cache
+def _deferring_app() -> procrastinate.App:
+    """The app API processes defer with, always on the caller's connection: its connector's pool is
+    never opened. Made on first use, so that servers on the embedded queue never import procrastinate."""
+    import procrastinate  # noqa: PLC0415
+
+    return procrastinate.App(connector=procrastinate.SyncPsycopgConnector())
 
 
 def libpq_url(database_url: str) -> str:
@@ -50,9 +61,11 @@ def defer_stage(*, db: Session, upload_id: int, stage: str) -> int:
     """Defer a stage to procrastinate in the session's transaction (committed with it, or not at all);
     the job's id."""
     connection = db.connection().connection.driver_connection
-    return _deferring_app.configure_task(
-        STAGE_TASK, queue=STAGE_QUEUE, lock=upload_lock(upload_id), connection=connection
-    ).defer(upload_id=upload_id, stage=stage)
+    return (
+        _deferring_app()
+        .configure_task(STAGE_TASK, queue=STAGE_QUEUE, lock=upload_lock(upload_id), connection=connection)
+        .defer(upload_id=upload_id, stage=stage)
+    )
 
 
 def cancel_waiting_job(*, db: Session, job_id: int) -> bool:
@@ -61,20 +74,22 @@ def cancel_waiting_job(*, db: Session, job_id: int) -> bool:
     False when a worker already runs it (or it is gone): such a job finds its upload canceled and stops.
     """
     connection = db.connection().connection.driver_connection
-    return _deferring_app.job_manager.cancel_job_by_id(job_id, delete_job=True, connection=connection)
+    return _deferring_app().job_manager.cancel_job_by_id(job_id, delete_job=True, connection=connection)
 
 
 def defer_delivery(*, db: Session, delivery_id: int, at: datetime | None = None) -> None:
     """Defer an attempt of a webhook delivery (at a time, or now) in the session's transaction."""
     connection = db.connection().connection.driver_connection
-    _deferring_app.configure_task(
+    _deferring_app().configure_task(
         WEBHOOK_TASK, queue=WEBHOOK_QUEUE, schedule_at=at, connection=connection
     ).defer(delivery_id=delivery_id)
 
 
 @contextmanager
-def open_job_manager(database_url: str) -> Iterator[procrastinate.manager.JobManager]:
+def open_job_manager(database_url: str) -> Iterator[JobManager]:
     """procrastinate's job manager on a connection of its own, for reading the queue."""
+    import procrastinate  # noqa: PLC0415
+
     app = procrastinate.App(
         connector=procrastinate.SyncPsycopgConnector(conninfo=libpq_url(database_url), min_size=1, max_size=1)
     )
@@ -87,6 +102,8 @@ def install_schema(engine: Engine) -> None:
 
     Processes starting together wait for one another on an advisory lock held on a connection of ours.
     """
+    import procrastinate  # noqa: PLC0415
+
     app = procrastinate.App(
         connector=procrastinate.SyncPsycopgConnector(
             conninfo=libpq_url(engine.url.render_as_string(hide_password=False)), min_size=1, max_size=1

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,11 +29,13 @@ from datalab.db import first_unclaimed, transaction, utcnow
 from datalab.lifecycle import TERMINAL, UploadStatus, status_values
 from datalab.operations.metrics import observe_stage
 from datalab.pipeline.models import PipelineJob
-from datalab.pipeline.readers import ReadError
 from datalab.pipeline.service import move_upload, record_status_change, wake_on_queued_stages
 from datalab.storage.base import ObjectStore
-from datalab.students.matching import Matcher
 from datalab.uploads.models import Upload
+
+if TYPE_CHECKING:
+    from datalab.pipeline.readers import ReadError
+    from datalab.students.matching import Matcher
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from datalab.deps import ApiCallDep, ReadUploadServiceDep, UploadServiceDep, raw_body
 from datalab.errors import ORG_SCOPED_ERRORS, error_responses
 from datalab.pagination import parse_paging
-from datalab.pipeline.artifacts import CSV_CONTENT_TYPE
+from datalab.pipeline.keys import CSV_CONTENT_TYPE
 from datalab.uploads.schemas import (
     FILE_LIST,
     UPLOAD_BODY_SCHEMA,

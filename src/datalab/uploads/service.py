@@ -18,7 +18,7 @@ from datalab.layouts import load_layout, missing_required
 from datalab.lifecycle import CANCELABLE, UploadStatus, status_values, transition
 from datalab.org_service import OrgService
 from datalab.pagination import Page, paginate
-from datalab.pipeline.artifacts import report_key
+from datalab.pipeline.keys import report_key
 from datalab.pipeline.service import drop_waiting_stages, enqueue_stage
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter

@@ -18,7 +18,7 @@ from datalab.accounts.models import User
 from datalab.audit.service import record
 from datalab.db import transaction
 from datalab.lifecycle import UploadStatus
-from datalab.pipeline.artifacts import cleansed_key, report_key
+from datalab.pipeline.keys import cleansed_key, report_key
 from datalab.pipeline.service import enqueue_stage
 from datalab.retention import DueFiles, remove_due_files
 from datalab.scoping import across_organizations
