@@ -393,7 +393,13 @@ def load_students(
     """Insert or update students by StudentKey, all or nothing (what `datalab admin students load` does)."""
     with spooled_body(body, temp_dir=settings.temp_dir, name="students.csv") as path:
         result, model = load_and_train(
-            db=db, path=path, now=now, snapshot_dir=matching_dir(settings), train=train, by=operator
+            db=db,
+            path=path,
+            now=now,
+            snapshot_dir=matching_dir(settings),
+            train=train,
+            pairs=settings.ematch_training_pairs,
+            by=operator,
         )
     return StudentsLoadOut(
         inserted=result.inserted,
