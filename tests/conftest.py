@@ -12,6 +12,7 @@ Functional tests run in one of two tiers, each on a copy of the demo seeded once
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpcore2
 import pytest
 from argon2 import PasswordHasher, profiles
 
@@ -71,6 +73,22 @@ def cheapest_password_hashes() -> Iterator[None]:
     yield
     security._hasher = production
     security._dummy_hash.cache_clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_tls_context() -> Iterator[None]:
+    """One default TLS context for every httpx2 client of the test process.
+
+    httpx2 builds a fresh context for each client, parsing the whole CA bundle (about 40 ms of CPU), even
+    for a client that only speaks plain HTTP to loopback; the suite creates thousands of clients (each
+    `httpx2.get`, each readiness poll of a starting server). A context is made to be shared: the
+    settings are httpx2's own defaults, built once.
+    """
+    production = httpcore2.default_ssl_context
+    shared = functools.cache(production)
+    httpcore2.default_ssl_context = shared
+    yield
+    httpcore2.default_ssl_context = production
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 from sqlalchemy import func, select
 
 from datalab.accounts.models import ApiKey, Organization, User
@@ -25,8 +26,13 @@ from tests.support.accounts import login_body, run_cli, unique, unique_fice
 from tests.support.checks import assert_envelope
 from tests.support.factories import add_account, add_organization
 from tests.support.server import LiveServer
+from tests.support.students import record_sampled_pairs
 
 PASSWORD_ENV = "DATALAB_NEW_PASSWORD"
+# These tests prove what the commands store, not the model's precision (tests/students/ measure it on
+# the default number of pairs): a tenth of the default sample trains in a fraction of the time.
+TRAINING_PAIRS = 100_000
+TRAINING = {"DATALAB_EMATCH_TRAINING_PAIRS": str(TRAINING_PAIRS)}
 
 
 def admin_json(server: LiveServer, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -382,8 +388,9 @@ def test_demo_is_idempotent(server: LiveServer) -> None:
 
 
 def test_students_load_inserts_then_updates_and_keeps_leading_zeros(
-    server: LiveServer, tmp_path: Path
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    sampled = record_sampled_pairs(monkeypatch)
     key = unique("00")
     students = tmp_path / "students.csv"
     students.write_text(
@@ -391,11 +398,12 @@ def test_students_load_inserts_then_updates_and_keeps_leading_zeros(
         f"{key},Ann,O'Brien,4/1/2008,Ann.OBrien@Example.edu,2134\n",
         encoding="utf-8",
     )
-    first = admin_json(server, "students", "load", str(students))
+    first = admin_json(server, "students", "load", str(students), env=TRAINING)
     assert (first["inserted"], first["updated"]) == (1, 0)
-    second = admin_json(server, "students", "load", str(students))
+    second = admin_json(server, "students", "load", str(students), env=TRAINING)
     assert (second["inserted"], second["updated"]) == (0, 1)
-    # Each load trains the matching model on the whole student database and stores it.
+    # Each load trains the matching model on the whole student database, on the pairs the setting asks.
+    assert sampled == [TRAINING_PAIRS] * 2
     assert second["model"]["id"] > first["model"]["id"]
     assert second["model"]["students"] == first["model"]["students"] >= 1
     with server.db() as db:
@@ -405,8 +413,12 @@ def test_students_load_inserts_then_updates_and_keeps_leading_zeros(
         assert (student.email_key, student.name_key) == ("ann.obrien@example.edu", "ann|obrien")
 
 
-def test_students_train_stores_a_model_the_matcher_uses(server: LiveServer) -> None:
-    trained = admin_json(server, "students", "train")
+def test_students_train_stores_a_model_the_matcher_uses(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sampled = record_sampled_pairs(monkeypatch)
+    trained = admin_json(server, "students", "train", env=TRAINING)
+    assert sampled == [TRAINING_PAIRS]
     with server.db() as db:
         stored = db.scalar(select(MatchModel).order_by(MatchModel.id.desc()).limit(1))
         assert stored is not None
@@ -425,7 +437,10 @@ def test_students_train_stores_a_model_the_matcher_uses(server: LiveServer) -> N
     }
 
 
-def test_students_train_with_an_ematch_file_estimates_m_by_em(server: LiveServer, tmp_path: Path) -> None:
+def test_students_train_with_an_ematch_file_estimates_m_by_em(
+    server: LiveServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sampled = record_sampled_pairs(monkeypatch)
     people = tmp_path / "people.csv"
     rows = list(demo_students(today=datetime.now(UTC).date()))[:500]
     people.write_text(
@@ -437,7 +452,8 @@ def test_students_train_with_an_ematch_file_estimates_m_by_em(server: LiveServer
         ),
         encoding="utf-8",
     )
-    trained = admin_json(server, "students", "train", "--people", str(people))
+    trained = admin_json(server, "students", "train", "--people", str(people), env=TRAINING)
+    assert sampled == [TRAINING_PAIRS]
     with server.db() as db:
         _, settings = current_model(db)
     assert trained["students"] >= DEMO_STUDENTS
@@ -451,6 +467,20 @@ def test_students_train_with_an_ematch_file_estimates_m_by_em(server: LiveServer
     assert "is not a readable file" in admin_fails(
         server, "students", "train", "--people", str(tmp_path / "nope")
     )
+
+
+def test_students_train_refuses_a_number_of_pairs_that_is_not_a_positive_whole_number(
+    server: LiveServer,
+) -> None:
+    def models() -> int:
+        with server.db() as db:
+            return db.scalar(select(func.count(MatchModel.id))) or 0
+
+    before = models()
+    for pairs in ("0", "-1", "1e6", "many"):
+        refused = admin_fails(server, "students", "train", env={"DATALAB_EMATCH_TRAINING_PAIRS": pairs})
+        assert "invalid settings: DATALAB_EMATCH_TRAINING_PAIRS: " in refused, refused
+    assert models() == before
 
 
 def test_students_load_refuses_a_bad_file_and_loads_nothing(server: LiveServer, tmp_path: Path) -> None:

@@ -9,10 +9,12 @@ envelope for errors).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import Case
@@ -41,12 +43,17 @@ BUDGET = settings(
 class Target:
     server: LiveServer
     headers: dict[str, str]
+    # One connection pool for every case (a new session per case would also open a new connection), and
+    # no proxy lookup in the environment for each request to loopback.
+    session: requests.Session
 
 
 @pytest.fixture(scope="module")
-def target(make_server: ServerFactory) -> Target:
+def target(make_server: ServerFactory) -> Iterator[Target]:
     server = make_server(own_process=True)
-    return Target(server=server, headers=server.login().headers)
+    with requests.Session() as session:
+        session.trust_env = False
+        yield Target(server=server, headers=server.login().headers, session=session)
 
 
 def _fuzz(target: Target, *, headers: dict[str, str] | None, budget: settings) -> list[str]:
@@ -61,7 +68,13 @@ def _fuzz(target: Target, *, headers: dict[str, str] | None, budget: settings) -
         @budget
         @given(case=operation.as_strategy())
         def run(case: Case[Any]) -> None:
-            case.call_and_validate(base_url=target.server.root, headers=headers, checks=CHECKS, timeout=30)
+            case.call_and_validate(
+                base_url=target.server.root,
+                session=target.session,
+                headers=headers,
+                checks=CHECKS,
+                timeout=30,
+            )
 
         run()
     return labels

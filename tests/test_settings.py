@@ -86,3 +86,15 @@ def test_private_webhook_targets_are_allowed_in_dev_mode_or_when_set(monkeypatch
     assert Settings(webhook_allow_private_targets=True).webhook_private_targets_allowed
     assert Settings(dev_mode=True).webhook_private_targets_allowed
     assert Settings().encryption_key != Settings(secret_key="t" * 40).encryption_key
+
+
+def test_the_training_pairs_are_a_positive_whole_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATALAB_DEV_MODE", "1")
+    monkeypatch.delenv("DATALAB_EMATCH_TRAINING_PAIRS", raising=False)
+    assert Settings().ematch_training_pairs == 1_000_000
+    monkeypatch.setenv("DATALAB_EMATCH_TRAINING_PAIRS", "10000000")
+    assert Settings().ematch_training_pairs == 10_000_000
+    for refused in ("0", "-5", "1e7", "2.5", "many"):
+        monkeypatch.setenv("DATALAB_EMATCH_TRAINING_PAIRS", refused)
+        with pytest.raises(ValidationError, match="ematch_training_pairs"):
+            Settings()

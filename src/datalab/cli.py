@@ -17,6 +17,7 @@ from datalab.console import emit, fail
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from pydantic_core import ErrorDetails
     from sqlalchemy.orm import Session
 
     from datalab.accounts.models import Organization, User
@@ -51,8 +52,16 @@ def _load_settings() -> Settings:
     try:
         return load_settings()
     except ValidationError as exc:
-        problems = "; ".join(str(error["msg"]).removeprefix("Value error, ") for error in exc.errors())
+        problems = "; ".join(_settings_problem(error) for error in exc.errors())
         raise fail(f"invalid settings: {problems}") from None
+
+
+def _settings_problem(error: ErrorDetails) -> str:
+    """One refused setting as the operator wrote it: the variable (when one field is at fault) and why."""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:
+        return message
+    return f"DATALAB_{str(error['loc'][0]).upper()}: {message}"
 
 
 @contextmanager
@@ -558,7 +567,12 @@ def students_load(
     with admin_session() as (db, _store, settings):
         try:
             result, model = load_and_train(
-                db=db, path=file, now=_now(), snapshot_dir=matching_dir(settings), train=train
+                db=db,
+                path=file,
+                now=_now(),
+                snapshot_dir=matching_dir(settings),
+                train=train,
+                pairs=settings.ematch_training_pairs,
             )
         except StudentFileError as exc:
             raise fail(exc.message) from None
@@ -587,7 +601,13 @@ def students_train(
         raise fail(f"{people} is not a readable file")
     with admin_session() as (db, _store, settings):
         rows = read_people_file(people, today=_now().date()) if people is not None else None
-        model = train_and_store(db=db, now=_now(), snapshot_dir=matching_dir(settings), people=rows)
+        model = train_and_store(
+            db=db,
+            now=_now(),
+            snapshot_dir=matching_dir(settings),
+            people=rows,
+            pairs=settings.ematch_training_pairs,
+        )
         payload = {
             "id": model.model_id,
             "students": model.student_count,

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changethis", "changeme", "secret", "dev"})
 MIN_METRICS_TOKEN_LENGTH = 16
+# splink's own default sample for the u probabilities: precise enough for the quality tests' F1.
+DEFAULT_EMATCH_TRAINING_PAIRS = 1_000_000
 
 
 class Settings(BaseSettings):
@@ -110,6 +112,13 @@ class Settings(BaseSettings):
         gt=0,
         lt=1,
         description="Match probability an eMatch row needs to match a student (probabilistic matcher).",
+    )
+    ematch_training_pairs: int = Field(
+        default=DEFAULT_EMATCH_TRAINING_PAIRS,
+        ge=1,
+        description="Random pairs of records splink compares to estimate the u probabilities when the "
+        "matching model is trained (student load and train): more pairs give more precise probabilities "
+        "and a longer training (a few seconds a million on one core).",
     )
     export_retention_days: float = Field(
         default=180.0,

@@ -103,7 +103,8 @@ def _uploads(client: httpx2.Client, server: InProcessApp, demo: LoggedIn) -> tup
 
 @pytest.fixture(scope="module")
 def session(make_app: AppFactory, tmp_path_factory: pytest.TempPathFactory) -> Session:
-    server = make_app(pipeline_workers="1")
+    # The student load trains the model: what is recorded does not depend on how many pairs it samples.
+    server = make_app(pipeline_workers="1", ematch_training_pairs="100000")
     assert server.demo is not None
     secrets = [server.demo.password, server.demo.api_key, ALICE_PASSWORD, WRONG_PASSWORD]
     key_uid, alice_key = _operator_setup(server)

@@ -26,6 +26,7 @@ from tests.support.client import (
     run_client,
     stored_exports,
 )
+from tests.support.factories import add_export
 from tests.support.server import LiveServer, free_port
 from tests.support.uploads import sha256_of
 
@@ -178,41 +179,28 @@ def test_log_lines_carry_no_secret(api: LiveServer, tmp_path: Path) -> None:
 
 
 def _write_big_csv(path: Path, size: int) -> None:
-    row = '{:010d},Firstname,O\'Lastname,"He said ""hi"", twice",01234,{:064d}\r\n'
+    # Rows of about 1 kB: the file's size is what the test needs, and reading (the publication counts
+    # the records) and writing cost per row.
+    row = '{:010d},Firstname,O\'Lastname,"He said ""hi"", twice",01234,{:01000d}\r\n'
     with path.open("w", encoding="utf-8", newline="") as out:
         out.write("ID,FIRSTNAME,LASTNAME,NOTE,POSTALCODE,PADDING\r\n")
         written, index = 0, 0
         while written < size:
-            block = "".join(row.format(index + n, index + n) for n in range(10_000))
+            block = "".join(row.format(index + n, index + n) for n in range(1_000))
             out.write(block)
             written += len(block)
-            index += 10_000
+            index += 1_000
 
 
 @pytest.fixture(scope="module")
 def big(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> tuple[LiveServer, str]:
     """A server whose newest export is about 200 MB (so sync fetches it last and for a while); its uid."""
     server = make_server()
-    assert server.demo is not None
     source = tmp_path_factory.mktemp("big") / "prospects.csv"
     _write_big_csv(source, BIG_EXPORT_BYTES)
-    published = json.loads(
-        server.cli(
-            "admin",
-            "export",
-            "publish",
-            "--org",
-            server.demo.organization_uid,
-            "--product",
-            "prospect",
-            "--order-name",
-            "Big list",
-            str(source),
-            "--json",
-        ).stdout
-    )
+    uid = add_export(server, source, product="prospect", order_name="Big list")
     source.unlink()
-    return server, str(published["uid"])
+    return server, uid
 
 
 def test_a_sync_killed_mid_download_completes_on_the_next_run(

@@ -11,6 +11,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from datalab.db import utcnow
+from datalab.settings import DEFAULT_EMATCH_TRAINING_PAIRS
 from datalab.students.matching import Person, ProbabilisticMatcher
 from datalab.students.service import load_students, train_and_store
 from tests.support.databases import DatabaseFactory
@@ -40,7 +41,9 @@ def test_the_snapshot_is_stored_by_training_and_read_until_students_change(
                 ],
                 now=now,
             )
-            trained = train_and_store(db=db, now=now, snapshot_dir=snapshots)
+            trained = train_and_store(
+                db=db, now=now, snapshot_dir=snapshots, pairs=DEFAULT_EMATCH_TRAINING_PAIRS
+            )
             db.commit()
             (stored,) = snapshots.glob("students-*.parquet")
             assert stored.name.startswith(f"students-{trained.model_id}-2-")

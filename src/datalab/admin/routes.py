@@ -396,7 +396,13 @@ def load_students(
 
     with spooled_body(body, temp_dir=settings.temp_dir, name="students.csv") as path:
         result, model = load_and_train(
-            db=db, path=path, now=now, snapshot_dir=matching_dir(settings), train=train, by=operator
+            db=db,
+            path=path,
+            now=now,
+            snapshot_dir=matching_dir(settings),
+            train=train,
+            pairs=settings.ematch_training_pairs,
+            by=operator,
         )
     return StudentsLoadOut(
         inserted=result.inserted,

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.progress import Progress as Bars
 
 from datalab.client.core import Client, Progress
 from datalab.client.errors import (
@@ -91,12 +89,15 @@ def _progress_bars(enabled: bool) -> Iterator[Callable[[str], Progress | None]]:
     if not enabled:
         yield lambda _label: None
         return
-    with Bars(
+    # Imported here only: rich is a sizeable part of every command's start, and scheduled runs draw no bars.
+    from rich import progress as rich_progress  # noqa: PLC0415
+
+    with rich_progress.Progress(
         "{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
+        rich_progress.BarColumn(),
+        rich_progress.DownloadColumn(),
+        rich_progress.TransferSpeedColumn(),
+        rich_progress.TimeRemainingColumn(),
         console=None,
         transient=False,
     ) as bars:

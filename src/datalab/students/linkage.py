@@ -41,6 +41,8 @@ import splink.comparison_library as cl
 from nicknames import NickNamer
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
+from datalab.settings import DEFAULT_EMATCH_TRAINING_PAIRS
+
 __all__ = [
     "CERTAIN",
     "DEFAULT_THRESHOLD",
@@ -395,14 +397,15 @@ def train_model(
     people: pa.Table | None = None,
     base: Mapping[str, Any] | None = None,
     seed: int = 1,
+    pairs: int = DEFAULT_EMATCH_TRAINING_PAIRS,
 ) -> dict[str, Any]:
     """Estimate the model's parameters, as splink settings.
 
-    The u probabilities (how often two different people agree by chance) are sampled from pairs of
-    students; the prior is one match per person (``1 / number of students``). With a file of ``people``
-    the m probabilities are estimated by EM on the pairs it forms with the students; otherwise they are
-    those of ``base`` (the shipped model by default, itself so estimated). A database too small to
-    sample keeps the u probabilities of ``base``.
+    The u probabilities (how often two different people agree by chance) are sampled from at most
+    ``pairs`` random pairs (``DATALAB_EMATCH_TRAINING_PAIRS``); the prior is one match per person
+    (``1 / number of students``). With a file of ``people`` the m probabilities are estimated by EM on
+    the pairs it forms with the students; otherwise they are those of ``base`` (the shipped model by
+    default, itself so estimated). A database too small to sample keeps the u probabilities of ``base``.
     """
     _quiet()
     con = duckdb.connect()
@@ -415,12 +418,12 @@ def train_model(
                 db_api.register(students, dataset_display_name="students"), settings, log_level=None
             )
             if students.num_rows >= 2:
-                linker.training.estimate_u_using_random_sampling(max_pairs=1e6, seed=seed)
+                linker.training.estimate_u_using_random_sampling(max_pairs=pairs, seed=seed)
         else:
             left = db_api.register(students, dataset_display_name="students")
             right = db_api.register(people, dataset_display_name="people")
             linker = Linker([left, right], model_settings(), log_level=None)
-            linker.training.estimate_u_using_random_sampling(max_pairs=1e6, seed=seed)
+            linker.training.estimate_u_using_random_sampling(max_pairs=pairs, seed=seed)
             # Each session estimates the m probabilities of the comparisons outside its blocking rule.
             for rule in (block_on("dob"), block_on("first_name", "last_name")):
                 linker.training.estimate_parameters_using_expectation_maximisation(rule)

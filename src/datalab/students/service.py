@@ -419,9 +419,11 @@ def train_and_store(
     now: datetime,
     snapshot_dir: Path | None = None,
     people: Iterable[dict[str, str]] | None = None,
+    pairs: int,
     by: User | None = None,
 ) -> TrainResult:
-    """Estimate the matching model on the student database and store it (its splink settings JSON).
+    """Estimate the matching model on the student database and store it (its splink settings JSON),
+    the u probabilities on at most ``pairs`` random pairs.
 
     ``people`` (link columns, e.g. from ``read_people_file``) adds EM estimation of the m probabilities
     on the pairs they form with the students; without them the m probabilities are the shipped model's.
@@ -429,7 +431,7 @@ def train_and_store(
     that the pipeline does not rebuild it.
     """
     snapshot = student_snapshot(db)
-    settings = train_model(snapshot, people=prepare(people) if people is not None else None)
+    settings = train_model(snapshot, people=prepare(people) if people is not None else None, pairs=pairs)
     model = MatchModel(settings=json.dumps(settings), student_count=snapshot.num_rows, trained_at=now)
     db.add(model)
     db.flush()
@@ -454,12 +456,14 @@ def load_and_train(
     now: datetime,
     snapshot_dir: Path,
     train: bool,
+    pairs: int,
     by: User | None = None,
     name: str | None = None,
 ) -> tuple[LoadResult, TrainResult | None]:
-    """Load a student CSV (all or nothing), then train the matcher on the result when asked."""
+    """Load a student CSV (all or nothing), then train the matcher on the result when asked (the u
+    probabilities on at most ``pairs`` random pairs)."""
     result = load_student_file(db=db, path=path, now=now, by=by, name=name)
     if not train:
         return result, None
     db.flush()
-    return result, train_and_store(db=db, now=now, snapshot_dir=snapshot_dir, by=by)
+    return result, train_and_store(db=db, now=now, snapshot_dir=snapshot_dir, pairs=pairs, by=by)
