@@ -25,7 +25,7 @@ from datalab.operations.routes import check_metrics_access
 from datalab.pipeline.models import PipelineJob
 from datalab.settings import Settings
 from tests.conftest import ServerFactory
-from tests.support.checks import assert_envelope
+from tests.support.checks import assert_envelope, wait_for
 from tests.support.databases import postgres_url
 from tests.support.exports import download_url
 from tests.support.moto import MotoServer, running_moto
@@ -243,10 +243,15 @@ def test_downloaded_bytes_are_counted_under_the_bucket_route(observed: LiveServe
         before = scrape(observed)
         downloaded = client.get(url)
         assert downloaded.status_code == 200
-    after = scrape(observed)
     labels = {"method": "GET", "route": "/datalab-exports/{key}"}
-    served = sample(after, "datalab_http_sent_bytes_total", **labels)
-    assert served - sample(before, "datalab_http_sent_bytes_total", **labels) == len(downloaded.content)
+
+    def served() -> float:
+        after = sample(scrape(observed), "datalab_http_sent_bytes_total", **labels)
+        return after - sample(before, "datalab_http_sent_bytes_total", **labels)
+
+    # A response is counted once its handler returns: after the last byte went out and the delivery
+    # was recorded, which a scrape sent as soon as the client has the bytes can overtake.
+    assert wait_for(lambda: served() == len(downloaded.content)), served()
 
 
 def test_metrics_and_readiness_never_wait_in_the_request_queue() -> None:
