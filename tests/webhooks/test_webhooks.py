@@ -384,6 +384,9 @@ def test_procrastinate_workers_deliver_and_retry(
         webhook_allow_private_targets="1",
         webhook_retry_seconds=json.dumps(RETRY_SECONDS[:2]),
         webhook_timeout_seconds="3",
+        # A retry is a job deferred to a later time, which no notification announces: the worker finds
+        # it when it next looks.
+        pipeline_poll_seconds="0.1",
     )
     queued.start_worker()
     admin = queued.login()
