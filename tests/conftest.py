@@ -31,7 +31,7 @@ from datalab.runtime import make_store
 from datalab.settings import Settings
 from tests.support.databases import TEST_DATABASE_URL_ENV, DatabaseFactory, postgres_url
 from tests.support.inprocess import InProcessApp
-from tests.support.server import DemoAccount, LiveServer, MovableClock, server_env, settings_of
+from tests.support.server import DemoAccount, Deployment, LiveServer, MovableClock, server_env, settings_of
 
 if TYPE_CHECKING:
     from tests.support.moto import MotoServer
@@ -109,9 +109,10 @@ class SeededHome:
     demo: DemoAccount
 
 
-# Settings the seeding depends on (the printed URL, the credentials): a server given one of them seeds
-# its own demo. One storing its files elsewhere gets a copy of the seeded files (`_copy_seeded_exports`).
-_SEEDING_SETTINGS = frozenset({"public_url", "secret_key"})
+# Settings the seeding depends on (the credentials): a server given one of them seeds its own demo. The
+# public URL is only printed (`_copied_demo`); one storing its files elsewhere gets a copy of the seeded
+# files (`_copy_seeded_exports`).
+_SEEDING_SETTINGS = frozenset({"secret_key"})
 # Settings storing the export files elsewhere than the seeded home's objects directory.
 _STORE_SETTINGS = frozenset({"storage_backend", "s3_endpoint_url", "exports_bucket"})
 
@@ -189,6 +190,15 @@ def _copy_seeded_exports(
         )
 
 
+def _copied_demo(new: _NewHome, deployment: Deployment) -> DemoAccount | None:
+    """The credentials of a copy of the seeded demo as `datalab demo` prints them for the deployment:
+    its API base is under DATALAB_PUBLIC_URL when that is set."""
+    if new.demo is None:
+        return None
+    root = new.env.get("DATALAB_PUBLIC_URL") or deployment.root
+    return replace(new.demo, base_url=root + "/v1")
+
+
 @contextmanager
 def _servers(
     tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory, seeded: SeededHome
@@ -215,8 +225,7 @@ def _servers(
             # Other environment variables (and serve arguments) only reach a process of its own.
             own_process=own_process or bool(environment) or bool(serve_args),
         )
-        if new.demo is not None:
-            server.demo = replace(new.demo, base_url=server.base_url)
+        server.demo = _copied_demo(new, server)
         started.append(server)
         server.start()
         return server
@@ -240,8 +249,7 @@ def make_app(
         def open_app(**settings: str) -> InProcessApp:
             new = _new_home(tmp_path_factory, database_factory, seeded_home, None, settings)
             app = InProcessApp(home=new.home, database_url=new.database_url, env=new.env)
-            if new.demo is not None:
-                app.demo = replace(new.demo, base_url=app.base_url)
+            app.demo = _copied_demo(new, app)
             serving.enter_context(app.serving())
             return app
 

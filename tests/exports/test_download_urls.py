@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx2
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select
 
 from datalab.exports.models import Delivery, DownloadTicket, Export
@@ -32,6 +33,7 @@ from tests.support.exports import (
     with_query,
     write_csv,
 )
+from tests.support.factories import add_export
 from tests.support.server import LiveServer, LoggedIn, MovableClock
 
 ServerFactory = Callable[..., LiveServer]
@@ -80,9 +82,21 @@ def export_state(server: LiveServer, uid: str) -> tuple[str, int]:
         return export.status, int(count or 0)
 
 
-def stays_undelivered(server: LiveServer, uid: str, seconds: float = 1.0) -> bool:
+def stays_undelivered(server: LiveServer, uid: str, seconds: float = 0.3) -> bool:
     """Whether the export stays NotDelivered without deliveries for a while (checked repeatedly)."""
     return not wait_for(lambda: export_state(server, uid) != ("NotDelivered", 0), timeout=seconds)
+
+
+def answering() -> float:
+    """How many requests the servers in this process are answering now."""
+    return REGISTRY.get_sample_value("datalab_http_requests_in_progress") or 0.0
+
+
+def answered(before: float) -> bool:
+    """Whether the servers in this process came back to answering `before` requests (what they were
+    answering before the requests since): a transfer's end is recorded before its request is done, so
+    from then on its delivery, if any, is stored."""
+    return wait_for(lambda: answering() <= before, timeout=30)
 
 
 def ticket_of(server: LiveServer, url: str) -> DownloadTicket:
@@ -248,18 +262,24 @@ def test_response_headers(server: LiveServer, demo: LoggedIn, stocked: Published
 
 def test_range_is_partial_and_not_a_delivery(server: LiveServer, demo: LoggedIn, fresh: Published) -> None:
     size = len(fresh.content)
-    response = fetch(url_for(server, demo, fresh.uid), headers={"Range": "bytes=0-99"})
+    url = url_for(server, demo, fresh.uid)
+    before = answering()
+    response = fetch(url, headers={"Range": "bytes=0-99"})
     assert response.status_code == 206
     assert response.headers["content-range"] == f"bytes 0-99/{size}"
     assert response.headers["content-length"] == "100"
     assert response.content == fresh.content[:100]
+    assert answered(before)
     assert stays_undelivered(server, fresh.uid)
 
-    suffix = fetch(url_for(server, demo, fresh.uid), headers={"Range": "bytes=-50"})
+    url = url_for(server, demo, fresh.uid)
+    before = answering()
+    suffix = fetch(url, headers={"Range": "bytes=-50"})
     assert suffix.status_code == 206
     assert suffix.headers["content-range"] == f"bytes {size - 50}-{size - 1}/{size}"
     assert suffix.content == fresh.content[-50:]
-    assert stays_undelivered(server, fresh.uid, seconds=0.3)
+    assert answered(before)
+    assert stays_undelivered(server, fresh.uid)
 
     # A whole download afterwards is the delivery.
     whole = fetch(url_for(server, demo, fresh.uid))
@@ -288,7 +308,7 @@ def test_range_beyond_the_object(server: LiveServer, demo: LoggedIn, fresh: Publ
         message="The requested range is not satisfiable",
     )
     assert list(error.items())[2:4] == [("ActualObjectSize", str(size)), ("RangeRequested", wanted)]
-    assert stays_undelivered(server, fresh.uid, seconds=0.3)
+    assert stays_undelivered(server, fresh.uid)
     # An unsatisfiable range is refused before the URL is claimed: it still serves the whole file.
     retry = fetch(url)
     assert retry.status_code == 200
@@ -335,22 +355,26 @@ class BigExport:
 
 @pytest.fixture(scope="module")
 def big(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> BigExport:
-    """A ~30 MB export on a server of its own."""
+    """A ~30 MB export on a server of its own, published straight into its database.
+
+    Its rows are about 1 kB: the size is what the tests need, and writing the file and counting its
+    records (the publication does) cost per row.
+    """
     own = make_server()
     source = tmp_path_factory.mktemp("big") / "big.csv"
     line = "{:09d},Student {:09d},{}\r\n"
-    filler = "x" * 80
+    filler = "x" * 1000
     rows = BIG_BYTES // len(line.format(0, 0, filler))
     with source.open("w", newline="", encoding="utf-8") as out:
         out.write("ID,NAME,FILLER\r\n")
         out.writelines(line.format(index, index, filler) for index in range(rows))
-    published = publish(own, source, product="prospect", order_name="Big File")
+    uid = add_export(own, source, product="prospect", order_name="Big File")
     content = source.read_bytes()
     assert len(content) >= BIG_BYTES - 1024
     return BigExport(
         server=own,
         logged_in=own.login(),
-        uid=published["uid"],
+        uid=uid,
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
     )
@@ -358,6 +382,7 @@ def big(make_server: ServerFactory, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_aborted_transfer_is_not_a_delivery(big: BigExport) -> None:
     url = url_for(big.server, big.logged_in, big.uid)
+    before = answering()
     received = 0
     with bare_client(timeout=30) as client, client.stream("GET", url) as response:
         assert response.status_code == 200
@@ -368,7 +393,8 @@ def test_aborted_transfer_is_not_a_delivery(big: BigExport) -> None:
                 break
     assert 1024 * 1024 <= received < big.size
     assert ticket_of(big.server, url).claimed_at is not None
-    assert stays_undelivered(big.server, big.uid, seconds=2.0)
+    assert answered(before)
+    assert stays_undelivered(big.server, big.uid)
 
 
 def test_full_transfer_is_one_delivery(big: BigExport) -> None:
