@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+import datalab.pipeline.columnar
 import datalab.pipeline.readers
 from datalab.layouts import LayoutField, load_layout
 from datalab.layouts.cleansing import FieldWarning, clean_value
@@ -21,7 +22,7 @@ from datalab.pipeline.cleanse import Cleanser, _plan, csv_bytes
 from datalab.pipeline.columnar import ColumnCleaner, json_records
 from datalab.pipeline.readers import ReadError, open_table
 from datalab.uploads.models import Upload
-from tests.support.oracle import cleanse_rows
+from tests.support.oracle import OracleResult, cleanse_rows
 
 TODAY = date(2026, 6, 1)
 HEADERS = [
@@ -203,6 +204,27 @@ def test_columnar_cleansing_matches_the_row_by_row_oracle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, product: str, block_bytes: int
 ) -> None:
     monkeypatch.setattr(datalab.pipeline.readers, "_BLOCK_BYTES", block_bytes)
+    oracle = assert_columnar_matches_oracle(tmp_path, product)
+    # the file has every kind of outcome
+    if product == "enrollment":
+        assert oracle.accepted and oracle.rejected and oracle.warned
+        codes = {line[5] for line in oracle.report}
+        assert {"truncated", "date_invalid", "date_out_of_range", "email_invalid", "phone_invalid"} <= codes
+        assert {"hs_code_invalid", "zip_padded", "state_unknown", "required_missing"} <= codes
+        assert {"required_one_of_missing", "year_invalid", "term_invalid", "gpa_invalid"} <= codes
+
+
+def test_columnar_cleansing_past_the_distinct_values_it_keeps_matches_the_oracle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a column's distinct values are forgotten and cleaned again when there are more than it keeps
+    monkeypatch.setattr(datalab.pipeline.readers, "_BLOCK_BYTES", 16 * 1024)
+    monkeypatch.setattr(datalab.pipeline.columnar, "CLEANED_CACHE_SIZE", 8)
+    assert_columnar_matches_oracle(tmp_path, "enrollment")
+
+
+def assert_columnar_matches_oracle(tmp_path: Path, product: str) -> OracleResult:
+    """Cleanse a dirty file both ways: the same report, staging rows and counts; the oracle's result."""
     path = write_csv(tmp_path / "dirty.csv", dirty_rows(3000, seed=12))
     fields_map, values_map = MAPPINGS[product]
     upload = Upload(product_type=product, fields_map=fields_map, values_map=values_map)
@@ -224,13 +246,7 @@ def test_columnar_cleansing_matches_the_row_by_row_oracle(
         oracle.warnings,
     )
     assert list(counts.rejected_by_field.items()) == list(oracle.rejected_by_field.items())
-    # the file has every kind of outcome
-    if product == "enrollment":
-        assert oracle.accepted and oracle.rejected and oracle.warned
-        codes = {line[5] for line in oracle.report}
-        assert {"truncated", "date_invalid", "date_out_of_range", "email_invalid", "phone_invalid"} <= codes
-        assert {"hs_code_invalid", "zip_padded", "state_unknown", "required_missing"} <= codes
-        assert {"required_one_of_missing", "year_invalid", "term_invalid", "gpa_invalid"} <= codes
+    return oracle
 
 
 @pytest.mark.parametrize(

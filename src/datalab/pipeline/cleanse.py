@@ -21,7 +21,7 @@ from datalab.db import transaction, utcnow
 from datalab.layouts import Layout, LayoutField, load_layout, normalize_header
 from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import REPORT_COLUMNS, CsvObject, StagedRowsObject
-from datalab.pipeline.columnar import ColumnCleaner, json_records
+from datalab.pipeline.columnar import ColumnCleaner, ColumnWarnings, clean_columns, json_records
 from datalab.pipeline.keys import cleansed_key, report_key
 from datalab.pipeline.readers import ReadError, open_table
 from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, finish_job, upload_waiting
@@ -100,7 +100,8 @@ class Cleanser:
         self.plan = plan
         self.counts = CleanseCounts()
         self.next_row = 2  # the header is row 1
-        self.cleaners = [ColumnCleaner(m.layout_field, m.value_map, today) for m in plan]
+        # each mapped field's cleaner and the frame column it cleans
+        self.columns = [(ColumnCleaner(m.layout_field, m.value_map, today), f"c{m.column}") for m in plan]
         by_position = {mapped.position: index for index, mapped in enumerate(plan)}
         self.required = [
             (by_position.get(position), f.name)
@@ -132,7 +133,9 @@ class Cleanser:
         self.next_row += height
         rows = pl.int_range(first, first + height, dtype=pl.Int64, eager=True).alias("row")
         lines: list[pl.DataFrame] = []
-        values, warned = self._cleaned(frame, rows, lines)
+        cleaned = clean_columns(frame, self.columns)
+        values = pl.DataFrame([rows, *cleaned.values.get_columns()])
+        warned = self._warning_lines(frame, cleaned.warnings, rows, lines)
         warned = warned | self._unusable_wanted(values, rows, lines)
         self.counts.warnings += sum(part.height for part in lines)
         rejected = self._rejected(values, rows, lines)
@@ -145,29 +148,24 @@ class Cleanser:
             if lines
             else pl.DataFrame(schema=_REPORT_SCHEMA)
         )
-        return self._staged(values.filter(rejected.not_())), report.drop("seq")
+        return self._staged(values.filter(rejected.not_()), cleaned.escaped), report.drop("seq")
 
-    def _cleaned(
-        self, frame: pl.DataFrame, rows: pl.Series, lines: list[pl.DataFrame]
-    ) -> tuple[pl.DataFrame, pl.Series]:
-        """The cleaned value columns (v0, v1...) with the rows, and which rows got a warning; each field's
-        warnings are added to `lines`."""
-        columns: dict[str, pl.Series] = {"row": rows}
+    def _warning_lines(
+        self, frame: pl.DataFrame, warnings: list[ColumnWarnings], rows: pl.Series, lines: list[pl.DataFrame]
+    ) -> pl.Series:
+        """Which rows got a warning; each field's warnings are added to `lines`."""
         warned = pl.Series("warned", [False] * frame.height)
-        for index, (mapped, cleaner) in enumerate(zip(self.plan, self.cleaners, strict=True)):
-            raw = frame.get_column(f"c{mapped.column}")
-            value, warnings = cleaner.clean(raw)
-            columns[f"v{index}"] = value.alias(f"v{index}")
-            has_warning = warnings.position.is_not_null()
-            if not has_warning.any():
+        for index, (mapped, column) in enumerate(zip(self.plan, warnings, strict=True)):
+            if column.position.null_count() == len(column.position):
                 continue
+            has_warning = column.position.is_not_null()
             warned = warned | has_warning
             lines.append(
                 pl.DataFrame(
                     {
                         "row": rows.filter(has_warning),
-                        "value": raw.filter(has_warning),
-                        "warning": warnings.of(has_warning),
+                        "value": frame.get_column(f"c{mapped.column}").filter(has_warning),
+                        "warning": column.of(has_warning),
                     }
                 )
                 .explode("warning")
@@ -182,7 +180,7 @@ class Cleanser:
                     pl.lit(index, dtype=pl.Int64).alias("seq"),
                 )
             )
-        return pl.DataFrame(columns), warned
+        return warned
 
     def _unusable_wanted(self, values: pl.DataFrame, rows: pl.Series, lines: list[pl.DataFrame]) -> pl.Series:
         """Rows kept without a required field that only warns when blank (its lines added to `lines`)."""
@@ -274,14 +272,14 @@ class Cleanser:
             problems.append(("", names, "required_one_of_missing", f"one of {names} is required", missing))
         return problems
 
-    def _staged(self, accepted: pl.DataFrame) -> pl.DataFrame:
+    def _staged(self, accepted: pl.DataFrame, escaped: set[str]) -> pl.DataFrame:
         return accepted.select(
             pl.col("row").alias("row_number"),
             *(
                 (pl.col(column) if column is not None else pl.lit("")).alias(name)
                 for column, name in zip(self.key_columns, _KEY_COLUMNS, strict=True)
             ),
-        ).with_columns(json_records(accepted, self.record_columns))
+        ).with_columns(json_records(accepted, self.record_columns, escaped=escaped))
 
 
 def csv_bytes(frame: pl.DataFrame) -> bytes:
