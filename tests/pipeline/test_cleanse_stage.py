@@ -274,6 +274,25 @@ def test_leading_zeros_are_kept_in_the_stored_record(
     assert row_report(client, working, demo, record["id"]).text == REPORT_HEADER
 
 
+def test_backslashes_tabs_line_breaks_and_quotes_reach_the_stored_record_unchanged(
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn
+) -> None:
+    # The characters the bulk loads' text formats give a meaning to, in the record key and the record.
+    content = (
+        b"UniqueID,EntryYear,EntryTerm,Enrolled,Address1,City\r\n"
+        b'A\\N,2026,FA26,08/20/2026,"back\\slash ""q"" tab\there","two\r\nlines\\t"\r\n'
+    )
+    record = upload_and_wait(client, working, demo, content)
+    assert record["status"] == "done", record
+    [(row_number, unique_id, stored)] = _records(working, record["id"])
+    assert (row_number, unique_id) == (2, "A\\N")
+    assert (stored["UniqueID"], stored["Address1"], stored["City"]) == (
+        "A\\N",
+        'back\\slash "q" tab\there',
+        "two\r\nlines\\t",
+    )
+
+
 def test_the_row_report_is_not_found_before_cleansing(
     client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:

@@ -1,7 +1,7 @@
 """The `ingesting` stage: load the accepted rows into staging with each database's bulk path.
 
 Cleansing wrote them as an Arrow stream of staging rows, one record batch per frame: PostgreSQL gets the
-batches through COPY (each written as CSV by polars); SQLite gets each with one executemany.
+batches through COPY (each written in COPY's text format by polars); SQLite gets each with one executemany.
 
 The upload's staged rows are cleared first and the status moves to `processing` only in the transaction
 that ends the load, so a stage run again after a crash never duplicates a row. On PostgreSQL the whole
@@ -27,15 +27,41 @@ from datalab.pipeline.service import enqueue_stage, move_upload
 from datalab.pipeline.staging import clear_staged
 
 _COLUMNS = ("upload_id", *STAGED_SCHEMA.names)
+# What COPY's text format gives a meaning to, and its escape (the backslash first: the others add one).
+_TEXT_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
+_TEXT_SPECIAL = r"[\\\t\n\r]"
+
+
+def _text_escaped(name: str) -> pl.Expr:
+    column = pl.col(name)
+    for special, escape in _TEXT_ESCAPES:
+        column = column.str.replace_all(special, escape, literal=True)
+    return column
+
+
+def _copy_text(frame: pl.DataFrame, upload_id: int) -> bytes:
+    """The frame's rows in COPY's text format: tab-separated, without CSV's quotes around every record
+    and doubling of each of its JSON's quotes (work for polars, bytes to send, and work for the server).
+    """
+    texts = STAGED_SCHEMA.names[1:]
+    # One scan finds the columns with anything to escape (rarely any): escaping costs more than the scan.
+    escape = frame.select(pl.col(name).str.contains(_TEXT_SPECIAL).any() for name in texts).row(0)
+    buffer = io.BytesIO()
+    frame.select(
+        pl.lit(upload_id, dtype=pl.Int64).alias(_COLUMNS[0]),
+        pl.col("row_number"),
+        *(
+            _text_escaped(name) if needed else pl.col(name)
+            for name, needed in zip(texts, escape, strict=True)
+        ),
+    ).write_csv(buffer, include_header=False, separator="\t", quote_style="never")
+    return buffer.getvalue()
 
 
 def copy_rows(db: Session, upload_id: int, path: Path) -> int:
     """Load the cleansed rows file into PostgreSQL with COPY, in the session's transaction; the count."""
     driver = db.connection().connection.driver_connection
-    statement = (
-        f"COPY {StagedRow.__tablename__} ({', '.join(_COLUMNS)}) FROM STDIN "
-        "(FORMAT csv, FORCE_NOT_NULL (unique_id, entry_year, entry_term, record))"
-    )
+    statement = f"COPY {StagedRow.__tablename__} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT text)"
     count = 0
     with (
         staged_frames(path) as frames,
@@ -43,11 +69,7 @@ def copy_rows(db: Session, upload_id: int, path: Path) -> int:
         cursor.copy(statement) as copy,
     ):
         for frame in frames:
-            buffer = io.BytesIO()
-            frame.select(pl.lit(upload_id, dtype=pl.Int64).alias(_COLUMNS[0]), pl.all()).write_csv(
-                buffer, include_header=False
-            )
-            copy.write(buffer.getbuffer())
+            copy.write(_copy_text(frame, upload_id))
             count += frame.height
     return count
 

@@ -12,7 +12,7 @@ from datalab.db import transaction, utcnow
 from datalab.lifecycle import UploadStatus
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import move_upload
-from datalab.pipeline.staging import clear_staged
+from datalab.pipeline.staging import clear_processed
 from datalab.records.service import Outputs, apply_affinity, apply_ematch, apply_enrollment
 
 
@@ -33,7 +33,7 @@ def process(ctx: StageContext, job: ClaimedJob) -> None:
                 store=ctx.store, exports_bucket=ctx.exports_bucket, temp_dir=ctx.temp_dir, matcher=ctx.matcher
             )
             outcome = apply_ematch(db=db, upload=upload, outputs=outputs, now=now)
-        clear_staged(db, upload.id)
+        clear_processed(db, upload.id)
         move_upload(
             db=db,
             upload_id=upload.id,
