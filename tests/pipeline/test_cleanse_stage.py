@@ -293,6 +293,23 @@ def test_backslashes_tabs_line_breaks_and_quotes_reach_the_stored_record_unchang
     )
 
 
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+def test_a_run_of_blank_lines_longer_than_a_read_block_is_skipped(
+    client: httpx2.Client, working: InProcessApp, demo: LoggedIn, line_end: bytes
+) -> None:
+    # The file is read in blocks of a few MiB: one of them holds blank lines only.
+    blank_lines = line_end * (10 * 1024 * 1024 // len(line_end))
+    content = (
+        b"UniqueID,EntryYear,EntryTerm,Enrolled\r\n00123,2026,FA26,08/20/2026\r\n"
+        + blank_lines
+        + b"00456,2026,FA26,08/21/2026\r\n"
+    )
+    record = upload_and_wait(client, working, demo, content)
+    assert record["status"] == "done", record
+    assert record["meta"]["acceptedRows"] == 2
+    assert [unique_id for _, unique_id, _ in _records(working, record["id"])] == ["00123", "00456"]
+
+
 def test_the_row_report_is_not_found_before_cleansing(
     client: httpx2.Client, working: InProcessApp, demo: LoggedIn
 ) -> None:
