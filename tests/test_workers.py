@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 from tests.conftest import ServerFactory
 from tests.support.server import LiveServer, LoggedIn
 from tests.support.uploads import create_upload, form_parts, post_parts
+
+# How many times a request refused as overloaded is sent again before its answer is taken as it is.
+SHED_RETRIES = 10
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +41,31 @@ def test_two_processes_serve_one_data_directory(pair: LiveServer) -> None:
     assert len(workers) >= 2, workers
 
 
+class RetryingWhenShed(httpx2.HTTPTransport):
+    """Sends a request again after the Retry-After of a 503, as the campus client does.
+
+    Each server process refuses new requests while its event loop lags (here two server processes, the
+    test's threads and another test file share two cores): that is its documented back-pressure, not a
+    failure of two processes sharing one data directory, which is what the test looks for.
+    """
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        for _ in range(SHED_RETRIES):
+            response = super().handle_request(request)
+            retry_after = response.headers.get("retry-after")
+            if response.status_code != 503 or retry_after is None:
+                return response
+            response.read()
+            response.close()
+            time.sleep(float(retry_after))
+        return super().handle_request(request)
+
+
 def test_reads_and_writes_from_both_processes_all_succeed(pair: LiveServer) -> None:
     demo: LoggedIn = pair.login()
 
     def work(index: int) -> list[int]:
-        with httpx2.Client(timeout=60) as client:
+        with httpx2.Client(timeout=60, transport=RetryingWhenShed()) as client:
             statuses = []
             form = create_upload(client, pair, demo.headers, file_name=f"roster-{index}.csv")
             posted = post_parts(client, form.url, form_parts(form.fields, b"UniqueID\n1\n", filename="r.csv"))
@@ -60,7 +84,8 @@ def test_reads_and_writes_from_both_processes_all_succeed(pair: LiveServer) -> N
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = [status for statuses in pool.map(work, range(16)) for status in statuses]
     assert set(results) <= {200, 204}, sorted(set(results))
-    listed = httpx2.get(pair.base_url + "/files", params={"limit": "100"}, headers=demo.headers)
+    with httpx2.Client(timeout=60, transport=RetryingWhenShed()) as client:
+        listed = client.get(pair.base_url + "/files", params={"limit": "100"}, headers=demo.headers)
     assert listed.status_code == 200
     assert int(listed.headers["total-count"]) >= 16
     log = (pair.home / "server.log").read_text(errors="replace")
