@@ -430,7 +430,7 @@ def _block_frames(path: Path, start: int, table: _Table, width: int) -> Iterator
         except pl.exceptions.PolarsError as exc:
             raise _Fallback from exc
         frame = frame.with_columns(pl.col(names).fill_null(""))
-        if (frame.select(pl.max_horizontal(pl.col(names).str.len_bytes().max())).item() or 0) > field_limit:
+        if frame.select(pl.max_horizontal(pl.col(names).str.len_bytes().max())).item() > field_limit:
             raise _Fallback
         frame = frame.filter(has_text(frame, names))
         if raw_width > width and not has_text(frame, names[width:]).not_().all():
