@@ -13,7 +13,6 @@ Functional tests run in one of two tiers, each on a copy of the demo seeded once
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -180,14 +179,14 @@ def _copy_seeded_exports(
         return
     settings = settings_of(env)
     store = make_store(settings)
+    seeded_store = make_store(settings.model_copy(update={"storage_backend": "local", "home": seeded.home}))
     bucket = Settings.model_fields["exports_bucket"].default
-    metadata = objects / ".meta" / bucket
-    for meta in sorted(metadata.rglob("*.json")):
-        key = meta.relative_to(metadata).as_posix().removesuffix(".json")
-        content_type = json.loads(meta.read_text())["content_type"]
-        store.put_file(
-            bucket=settings.exports_bucket, key=key, source=objects / bucket / key, content_type=content_type
-        )
+    files = objects / bucket
+    for source in sorted(path for path in files.rglob("*") if path.is_file()):
+        key = source.relative_to(files).as_posix()
+        info = seeded_store.info(bucket=bucket, key=key)
+        assert info is not None, key
+        store.put_file(bucket=settings.exports_bucket, key=key, source=source, content_type=info.content_type)
 
 
 def _copied_demo(new: _NewHome, deployment: Deployment) -> DemoAccount | None:
