@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVarTuple
 
 from sqlalchemy import (
+    Connection,
     DateTime,
     Engine,
     ForeignKey,
@@ -29,6 +30,8 @@ Columns = TypeVarTuple("Columns")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Execution option marking a read-only engine view (see make_session_factory).
 READ_ONLY_OPTION = "datalab_read_only"
+# A pooled SQLite connection's `info` key: the schemas attach_sqlite attached to it.
+_ATTACHED_KEY = "datalab_attached"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -108,6 +111,13 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: sqlite3.Connection | None, record: Any) -> None:
+        # A database attached for one unit of work (see attach_sqlite) is not left on a pooled connection.
+        for schema in record.info.pop(_ATTACHED_KEY, ()):
+            if dbapi_connection is not None:
+                dbapi_connection.execute(f"DETACH DATABASE {schema}")
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         # A deferred transaction that reads and then writes fails at once (SQLITE_BUSY) when another
@@ -116,6 +126,12 @@ def _configure_sqlite(engine: Engine) -> None:
         # and never make one wait.
         read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def attach_sqlite(connection: Connection, path: Path, schema: str) -> None:
+    """Attach a SQLite database file to the connection as `schema` until it goes back to the pool."""
+    connection.exec_driver_sql(f"ATTACH DATABASE ? AS {schema}", (str(path),))
+    connection.info.setdefault(_ATTACHED_KEY, []).append(schema)
 
 
 def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20, pool_timeout: float = 30) -> Engine:

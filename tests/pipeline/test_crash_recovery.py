@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import distinct, func, select, text
 
 from datalab.demo.uploads import write_enrollment_csv
-from datalab.pipeline.models import PipelineJob, StagedRow
+from datalab.pipeline.models import PipelineJob
+from datalab.pipeline.staging import partial_staging_file, staged_count
 from datalab.records.models import EnrollmentRecord
 from datalab.uploads.models import Upload
 from tests.support.databases import postgres_url, queued_stage_jobs
@@ -50,16 +51,14 @@ def large_file(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 def _stored(server: LiveServer, uid: str) -> tuple[int, int, int]:
     """Production rows of the upload, distinct row numbers among them, and rows left in staging."""
     with server.db() as db:
-        upload_id = db.scalar(select(Upload.id).where(Upload.uid == uid))
+        upload_id = db.scalars(select(Upload.id).where(Upload.uid == uid)).one()
         rows = db.execute(
             select(func.count(), func.count(distinct(EnrollmentRecord.row_number))).where(
                 EnrollmentRecord.upload_id == upload_id
             )
         ).one()
-        staged = db.scalar(
-            select(func.count()).select_from(StagedRow).where(StagedRow.upload_id == upload_id)
-        )
-    return int(rows[0]), int(rows[1]), int(staged or 0)
+        staged = staged_count(db, upload_id)
+    return int(rows[0]), int(rows[1]), staged
 
 
 def _expected_accepted(record: dict[str, Any]) -> int:
@@ -80,8 +79,8 @@ def _caught_ingesting(
 def _wait_mid_ingest(server: LiveServer, uid: str) -> None:
     """Wait until rows of the upload are being loaded into staging (the moment to crash).
 
-    SQLite commits a batch at a time, so some staged rows are visible; PostgreSQL loads in one COPY, which
-    its activity view shows while it runs.
+    SQLite writes the upload's staging file under a partial name until it is complete; PostgreSQL loads in
+    one COPY, which its activity view shows while it runs.
     """
     deadline = time.monotonic() + 60
     while True:
@@ -96,10 +95,9 @@ def _wait_mid_ingest(server: LiveServer, uid: str) -> None:
                     )
                 )
             else:
-                upload_id = db.scalar(select(Upload.id).where(Upload.uid == uid))
-                loading = db.scalar(
-                    select(func.count()).select_from(StagedRow).where(StagedRow.upload_id == upload_id)
-                )
+                upload_id = db.scalars(select(Upload.id).where(Upload.uid == uid)).one()
+                part = partial_staging_file(db, upload_id)
+                loading = part.exists() and part.stat().st_size > 0
             status = db.scalar(select(Upload.status).where(Upload.uid == uid))
         assert status == "ingesting", f"the file went on to {status} before the crash"
         if loading:

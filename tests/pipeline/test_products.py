@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from datalab.accounts.models import Organization
 from datalab.db import utcnow
 from datalab.demo.service import demo_students
-from datalab.pipeline.models import StagedRow
+from datalab.pipeline.staging import staged_count
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
 from datalab.records.service import EMATCH_EXPORT_COLUMNS
 from datalab.students.models import Student
@@ -53,9 +53,7 @@ def _done(
     assert (record["status"], record["error"]) == ("done", None), record
     upload_id = upload_row(server, record["id"]).id
     with server.db() as db:
-        staged = db.scalar(
-            select(func.count()).select_from(StagedRow).where(StagedRow.upload_id == upload_id)
-        )
+        staged = staged_count(db, upload_id)
     assert staged == 0
     return record
 

@@ -1,17 +1,32 @@
-"""Clearing staged rows: only the upload's, whatever else staging holds or is being loaded into it."""
+"""Staged rows: PostgreSQL's staging table is cleared only of the upload's rows, whatever else it holds or is
+being loaded into it; SQLite's staging files are replaced only when complete, read through an attachment
+that does not outlive the unit of work, and deleted."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import make_engine, make_session_factory, transaction
+from datalab.pipeline.artifacts import STAGED_SCHEMA
 from datalab.pipeline.models import StagedRow
-from datalab.pipeline.staging import clear_processed, clear_staged
+from datalab.pipeline.staging import (
+    clear_processed,
+    clear_staged,
+    discard_staging,
+    leftover_staging,
+    partial_staging_file,
+    staged_count,
+    staged_rows,
+    staging_complete,
+    staging_file,
+    write_staging_file,
+)
 from tests.support.databases import DatabaseFactory
 
 
@@ -20,6 +35,20 @@ def factory(database_factory: DatabaseFactory, tmp_path: Path) -> Iterator[sessi
     engine = make_engine(database_factory.migrated_url(tmp_path))
     yield make_session_factory(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def table_factory(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    if factory.kw["bind"].dialect.name == "sqlite":
+        pytest.skip("SQLite stages rows in a file per upload, not in the staging table")
+    return factory
+
+
+@pytest.fixture
+def file_factory(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    if factory.kw["bind"].dialect.name != "sqlite":
+        pytest.skip("only SQLite stages rows in a file per upload")
+    return factory
 
 
 def _stage(db: Session, upload_id: int, rows: int = 3) -> None:
@@ -37,29 +66,118 @@ def _staged(factory: sessionmaker[Session]) -> dict[int, int]:
 
 @pytest.mark.parametrize("clear", [clear_staged, clear_processed])
 def test_clearing_an_upload_leaves_the_rows_of_the_others(
-    factory: sessionmaker[Session], clear: Callable[[Session, int], None]
+    table_factory: sessionmaker[Session], clear: Callable[[Session, int], None]
 ) -> None:
-    with transaction(factory) as db:
+    with transaction(table_factory) as db:
         _stage(db, 1)
         _stage(db, 2)
-    with transaction(factory) as db:
+    with transaction(table_factory) as db:
         clear(db, 1)
-    assert _staged(factory) == {2: 3}
-    with transaction(factory) as db:
+    assert _staged(table_factory) == {2: 3}
+    with transaction(table_factory) as db:
         clear(db, 2)
         clear(db, 3)
-    assert _staged(factory) == {}
+    assert _staged(table_factory) == {}
 
 
 def test_processed_rows_are_cleared_without_the_rows_of_a_load_not_yet_committed(
-    factory: sessionmaker[Session],
+    table_factory: sessionmaker[Session],
 ) -> None:
-    with transaction(factory) as db:
+    with transaction(table_factory) as db:
         _stage(db, 1)
-    if factory.kw["bind"].dialect.name == "sqlite":
-        pytest.skip("SQLite has one writer at a time: no load can be under way while rows are cleared")
-    with factory() as loading, loading.begin():
+    with table_factory() as loading, loading.begin():
         _stage(loading, 2)
-        with transaction(factory) as db:
+        with transaction(table_factory) as db:
             clear_processed(db, 1)
-    assert _staged(factory) == {2: 3}
+    assert _staged(table_factory) == {2: 3}
+
+
+def _frames(*row_numbers: int) -> Iterator[pl.DataFrame]:
+    """Frames of staging rows, one per argument's worth of rows (each argument: the rows in that frame)."""
+    start = 2
+    for count in row_numbers:
+        numbers = list(range(start, start + count))
+        start += count
+        yield pl.DataFrame(
+            {
+                "row_number": numbers,
+                "unique_id": [f"{n:07d}" for n in numbers],
+                "entry_year": ["2025"] * count,
+                "entry_term": ["Fall"] * count,
+                "record": [f'{{"UniqueID":"{n:07d}"}}' for n in numbers],
+            },
+            schema=pl.Schema(STAGED_SCHEMA),
+        )
+
+
+def test_a_staging_file_holds_the_rows_in_the_columns_processing_reads(
+    file_factory: sessionmaker[Session],
+) -> None:
+    with file_factory() as db:
+        assert write_staging_file(db, 7, _frames(2, 3)) == 5
+        assert staged_count(db, 7) == 5
+        assert staging_complete(db, 7, 5)
+        assert not staging_complete(db, 7, 4)
+        assert not partial_staging_file(db, 7).exists()
+    with transaction(file_factory) as db, staged_rows(db, 7) as staged:
+        rows = db.execute(select(staged).order_by(staged.c.row_number)).all()
+    assert [(row.upload_id, row.row_number, row.unique_id, row.record) for row in rows] == [
+        (7, n, f"{n:07d}", f'{{"UniqueID":"{n:07d}"}}') for n in range(2, 7)
+    ]
+
+
+def test_the_attachment_ends_with_the_unit_of_work(file_factory: sessionmaker[Session]) -> None:
+    """A pooled connection is not left with an upload's staging file attached, even after a failure."""
+    with file_factory() as db:
+        write_staging_file(db, 7, _frames(1))
+    with pytest.raises(RuntimeError, match="stop"), transaction(file_factory) as db, staged_rows(db, 7):
+        raise RuntimeError("stop")
+    with transaction(file_factory) as db, staged_rows(db, 7) as staged:
+        assert db.scalar(select(func.count()).select_from(staged)) == 1
+    for _ in range(3):
+        with file_factory() as db:
+            names = [row[1] for row in db.execute(text("PRAGMA database_list"))]
+        assert names == ["main"]
+
+
+def test_a_load_that_stops_half_way_leaves_the_earlier_file(file_factory: sessionmaker[Session]) -> None:
+    def failing() -> Iterator[pl.DataFrame]:
+        yield from _frames(4)
+        raise OSError("the disk is full")
+
+    with file_factory() as db:
+        write_staging_file(db, 7, _frames(2))
+        with pytest.raises(OSError, match="disk is full"):
+            write_staging_file(db, 7, failing())
+        assert staged_count(db, 7) == 2
+        assert staging_complete(db, 7, 2)
+        # the next load starts over from nothing
+        assert write_staging_file(db, 7, _frames(3)) == 3
+        assert staged_count(db, 7) == 3
+
+
+@pytest.mark.parametrize("content", [b"", b"not a database at all" * 100])
+def test_a_missing_or_unreadable_file_is_not_complete(
+    file_factory: sessionmaker[Session], content: bytes
+) -> None:
+    with file_factory() as db:
+        assert not staging_complete(db, 7, 0)
+        assert staged_count(db, 7) == 0
+        path = staging_file(db, 7)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        assert not staging_complete(db, 7, 3)
+        assert staged_count(db, 7) == 0
+
+
+def test_discarded_and_leftover_files(file_factory: sessionmaker[Session]) -> None:
+    with file_factory() as db:
+        for upload_id in (1, 2, 3):
+            write_staging_file(db, upload_id, _frames(1))
+        partial_staging_file(db, 4).write_bytes(b"")
+        (staging_file(db, 5).parent / "notes.txt").write_text("not a staging file")
+        assert sorted(path.name for path in leftover_staging(db, {2, 3})) == ["1.sqlite", "4.sqlite.part"]
+        discard_staging(db, 2)
+        assert not staging_file(db, 2).exists()
+        assert sorted(path.name for path in leftover_staging(db, {1, 3, 4})) == []
+        assert staged_count(db, 3) == 1

@@ -20,10 +20,11 @@ from sqlalchemy import func, select, update
 import datalab.pipeline.cleanse
 from datalab.db import transaction, utcnow
 from datalab.exports.models import Export
-from datalab.pipeline.models import STAGES, PipelineJob, StagedRow
+from datalab.pipeline.models import STAGES, PipelineJob
 from datalab.pipeline.readers import TableInfo, open_table
 from datalab.pipeline.service import enqueue_stage
 from datalab.pipeline.stages import STAGE_FUNCTIONS
+from datalab.pipeline.staging import staged_count, staging_file
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
 from datalab.students.service import load_students
 from datalab.uploads.models import Upload
@@ -120,10 +121,7 @@ def _status(client: httpx2.Client, server: InProcessApp, logged_in: LoggedIn, ui
 
 def _staged(server: InProcessApp, upload_id: int) -> int:
     with server.db() as db:
-        return (
-            db.scalar(select(func.count()).select_from(StagedRow).where(StagedRow.upload_id == upload_id))
-            or 0
-        )
+        return staged_count(db, upload_id)
 
 
 def _production(server: InProcessApp, product: str, upload_id: int) -> list[tuple[int, str, str]]:
@@ -214,6 +212,35 @@ def test_a_file_passes_through_every_status_of_the_pipeline_in_order(
     assert pipeline_jobs(idle, upload_id) == [(stage, "done") for stage in STAGES]
     meta = get_file(client, idle, logged_in, uid)["meta"]
     assert (meta["acceptedRows"], meta["stagedRows"], meta["loadedRows"]) == (3, 3, 3)
+
+
+@pytest.mark.parametrize("loss", ["deleted", "emptied", "overwritten"])
+def test_a_lost_staging_file_is_loaded_again_from_the_cleansed_rows(
+    client: httpx2.Client, idle: InProcessApp, logged_in: LoggedIn, stepper: StageStepper, loss: str
+) -> None:
+    """SQLite's staging files are written without syncs: one the machine lost is loaded again, not
+    taken for an empty or broken file."""
+    if not idle.database_url.startswith("sqlite"):
+        pytest.skip("only SQLite stages rows in files")
+    uid = send_file(client, idle, logged_in, ENROLLMENT_CSV)
+    upload_id = upload_row(idle, uid).id
+    for stage in ("analyze", "cleanse", "ingest"):
+        stepper.run(upload_id, stage)
+    with idle.db() as db:
+        path = staging_file(db, upload_id)
+    if loss == "deleted":
+        path.unlink()
+    else:
+        path.write_bytes(b"" if loss == "emptied" else b"\0" * 8192)
+    stepper.run(upload_id, "process")
+    record = get_file(client, idle, logged_in, uid)
+    assert (record["status"], record["meta"]["loadedRows"]) == ("done", 3)
+    assert [unique_id for _row, unique_id, _record in _production(idle, "enrollment", upload_id)] == [
+        "00123",
+        "00124",
+        "00125",
+    ]
+    assert not path.exists()
 
 
 def test_a_file_cannot_be_canceled_once_cleansing_started(
@@ -431,8 +458,8 @@ def test_a_stage_that_crashed_before_it_finished_is_retried_without_doubling_any
         assert crashes == [next_status]
         status = _status(client, idle, logged_in, uid)
         assert status == {"cleanse": "cleansing", "ingest": "ingesting", "process": "processing"}[stage]
-        # SQLite loads staging in short committed batches: a failed load leaves its rows for the retry to
-        # clear. PostgreSQL loads in the transaction that rolled back.
+        # SQLite's staging file is complete before the status moves: a failed move leaves it for the retry
+        # to replace. PostgreSQL loads in the transaction that rolled back.
         leftover = stage == "ingest" and idle.database_url.startswith("sqlite")
         assert _staged(idle, upload_id) == (3 if stage == "process" or leftover else 0)
         assert _production(idle, product, upload_id) == []

@@ -1,21 +1,22 @@
 """The `ingesting` stage: load the accepted rows into staging with each database's bulk path.
 
 Cleansing wrote them as an Arrow stream of staging rows, one record batch per frame: PostgreSQL gets the
-batches through COPY (each written in COPY's text format by polars); SQLite gets each with one executemany.
+batches through COPY (each written in COPY's text format by polars) into its staging table; SQLite gets
+each with one executemany into the upload's staging file (see `staging`).
 
-The upload's staged rows are cleared first and the status moves to `processing` only in the transaction
-that ends the load, so a stage run again after a crash never duplicates a row. On PostgreSQL the whole
-load is that one transaction (COPY); on SQLite rows go in short batches so that API requests are not
-held up by a large file.
+The status moves to `processing` only once the load is complete (on PostgreSQL, in the load's own
+transaction, after the upload's earlier staged rows were deleted in it; a SQLite staging file replaces any
+earlier one only when complete), so a stage run again after a crash never duplicates a row.
 """
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
+from collections.abc import Iterable
 
 import polars as pl
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from datalab.db import transaction, utcnow
 from datalab.lifecycle import UploadStatus
@@ -24,9 +25,12 @@ from datalab.pipeline.keys import cleansed_key
 from datalab.pipeline.models import StagedRow
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
-from datalab.pipeline.staging import clear_staged
+from datalab.pipeline.staging import clear_staged, leftover_staging, uses_staging_files, write_staging_file
+from datalab.uploads.models import Upload
 
 _COLUMNS = ("upload_id", *STAGED_SCHEMA.names)
+# The statuses of uploads whose staged rows a stage may still read.
+_STAGING_STATUSES = (UploadStatus.INGESTING, UploadStatus.PROCESSING)
 # What COPY's text format gives a meaning to, and its escape (the backslash first: the others add one).
 _TEXT_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 _TEXT_SPECIAL = r"[\\\t\n\r]"
@@ -58,45 +62,42 @@ def _copy_text(frame: pl.DataFrame, upload_id: int) -> bytes:
     return buffer.getvalue()
 
 
-def copy_rows(db: Session, upload_id: int, path: Path) -> int:
-    """Load the cleansed rows file into PostgreSQL with COPY, in the session's transaction; the count."""
+def copy_rows(db: Session, upload_id: int, frames: Iterable[pl.DataFrame]) -> int:
+    """COPY frames of staging rows into PostgreSQL's staging table in the session's transaction; the count."""
     driver = db.connection().connection.driver_connection
     statement = f"COPY {StagedRow.__tablename__} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT text)"
     count = 0
-    with (
-        staged_frames(path) as frames,
-        driver.cursor() as cursor,  # type: ignore[union-attr]
-        cursor.copy(statement) as copy,
-    ):
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
         for frame in frames:
             copy.write(_copy_text(frame, upload_id))
             count += frame.height
     return count
 
 
-def insert_rows(factory: sessionmaker[Session], upload_id: int, path: Path) -> int:
-    """Insert the cleansed rows file frame by frame, one short transaction each; the count.
+def load_staging(ctx: StageContext, db: Session, upload: Upload) -> int:
+    """Load the upload's cleansed rows into staging in place of any staged before; the rows loaded.
 
-    SQLite has one writer at a time: short transactions let API requests in between. Rows of a load that
-    stopped half-way are invisible (the status has not moved) and are cleared when the stage runs again.
+    PostgreSQL: in the session's transaction. SQLite: into the upload's staging file, outside it (see
+    `staging`).
     """
-    # The DB-API cursor directly, with the upload's id written into the statement (one value fewer to
-    # bind per row): going through the ORM costs more than the insert itself.
-    statement = (
-        f"INSERT INTO {StagedRow.__tablename__} ({', '.join(_COLUMNS)}) "
-        f"VALUES ({int(upload_id)}, {', '.join('?' * len(STAGED_SCHEMA.names))})"
-    )
-    count = 0
-    with staged_frames(path) as frames:
-        for frame in frames:
-            with transaction(factory) as db:
-                cursor = db.connection().connection.cursor()
-                try:
-                    cursor.executemany(statement, frame.rows())
-                finally:
-                    cursor.close()
-            count += frame.height
-    return count
+    with (
+        ctx.store.readable_path(
+            bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid), temp_dir=ctx.temp_dir
+        ) as path,
+        staged_frames(path) as frames,
+    ):
+        if uses_staging_files(db):
+            return write_staging_file(db, upload.id, frames)
+        clear_staged(db, upload.id)
+        return copy_rows(db, upload.id, frames)
+
+
+def _discard_leftovers(db: Session) -> None:
+    """Delete staging files of uploads that no stage will read again (a crash came between a processing
+    commit and the file's deletion, or the upload was canceled)."""
+    live = set(db.scalars(select(Upload.id).where(Upload.status.in_(_STAGING_STATUSES))))
+    for path in leftover_staging(db, live):
+        path.unlink(missing_ok=True)
 
 
 def ingest(ctx: StageContext, job: ClaimedJob) -> None:
@@ -106,31 +107,24 @@ def ingest(ctx: StageContext, job: ClaimedJob) -> None:
         if upload is None:
             return
         db.expunge(upload)
-        copy = db.get_bind().dialect.name == "postgresql"
-        if not copy:
-            clear_staged(db, upload.id)
-    with (
-        ctx.store.readable_path(
-            bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid), temp_dir=ctx.temp_dir
-        ) as path,
-    ):
-        staged = 0 if copy else insert_rows(ctx.session_factory, upload.id, path)
-        with transaction(ctx.session_factory) as db:
-            if copy:
-                clear_staged(db, upload.id)
-                staged = copy_rows(db, upload.id, path)
-            now = utcnow()
-            moved = move_upload(
-                db=db,
-                upload_id=upload.id,
-                from_status=UploadStatus.INGESTING,
-                status=UploadStatus.PROCESSING,
-                now=now,
-                meta={**upload.meta, "stagedRows": staged},
-            )
-            if moved:
-                enqueue_stage(db=db, upload_id=upload.id, stage="process", now=now)
-            finish_job(db=db, job=job, now=now)
-    if moved:
-        # The rows are in the database now; the cleansed copy was only the hand-off.
-        ctx.store.delete(bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid))
+        in_files = uses_staging_files(db)
+        if in_files:
+            _discard_leftovers(db)
+    with ctx.session_factory() as db:
+        # a staging file is written without holding the database's write lock
+        staged = load_staging(ctx, db, upload) if in_files else 0
+    with transaction(ctx.session_factory) as db:
+        if not in_files:
+            staged = load_staging(ctx, db, upload)
+        now = utcnow()
+        moved = move_upload(
+            db=db,
+            upload_id=upload.id,
+            from_status=UploadStatus.INGESTING,
+            status=UploadStatus.PROCESSING,
+            now=now,
+            meta={**upload.meta, "stagedRows": staged},
+        )
+        if moved:
+            enqueue_stage(db=db, upload_id=upload.id, stage="process", now=now)
+        finish_job(db=db, job=job, now=now)

@@ -5,18 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from sqlalchemy import delete, insert, literal, select, tuple_
+from sqlalchemy import Row, Table, delete, insert, literal, select, tuple_
 from sqlalchemy.orm import Session
 
 from datalab.exports.models import Export
 from datalab.exports.service import publish_export
-from datalab.pipeline.models import StagedRow
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectStore
@@ -62,71 +61,72 @@ def _owner(upload: Upload) -> OrgContext:
 
 
 def _copy_staged(
-    db: Session, model: type[EnrollmentRecord | AffinityRecord], upload: Upload, now: datetime
+    db: Session, model: type[EnrollmentRecord | AffinityRecord], upload: Upload, staged: Table, now: datetime
 ) -> int:
     columns = ["organization_id", "upload_id", "row_number", "unique_id", "record", "created_at"]
     sources: list[Any] = [
         literal(upload.organization_id),
-        StagedRow.upload_id,
-        StagedRow.row_number,
-        StagedRow.unique_id,
-        StagedRow.record,
+        staged.c.upload_id,
+        staged.c.row_number,
+        staged.c.unique_id,
+        staged.c.record,
         literal(now, type_=model.__table__.c.created_at.type),
     ]
     if model is EnrollmentRecord:
         columns += ["entry_year", "entry_term"]
-        sources += [StagedRow.entry_year, StagedRow.entry_term]
+        sources += [staged.c.entry_year, staged.c.entry_term]
     # Both drivers report the rows an INSERT ... SELECT wrote (kept by preserve_rowcount): no second pass
     # over a million rows to count them.
     copied = db.execute(
-        insert(model).from_select(columns, select(*sources).where(StagedRow.upload_id == upload.id)),
+        insert(model).from_select(columns, select(*sources).where(staged.c.upload_id == upload.id)),
         execution_options={"preserve_rowcount": True},
     )
     return int(copied.rowcount)  # type: ignore[attr-defined]
 
 
-def apply_enrollment(*, db: Session, upload: Upload, now: datetime) -> dict[str, int]:
-    """Replace the institution's earlier records for the entry terms in the file with the file's rows."""
+def apply_enrollment(*, db: Session, upload: Upload, staged: Table, now: datetime) -> dict[str, int]:
+    """Replace the institution's earlier records for the entry terms in the file with the file's rows
+    (`staged`: the table holding them, see `datalab.pipeline.staging.staged_rows`)."""
     db.execute(delete(EnrollmentRecord).where(EnrollmentRecord.upload_id == upload.id))
-    terms = (
-        select(StagedRow.entry_year, StagedRow.entry_term).where(StagedRow.upload_id == upload.id).distinct()
-    )
+    terms = select(staged.c.entry_year, staged.c.entry_term).where(staged.c.upload_id == upload.id).distinct()
     earlier = (
         scoped(EnrollmentRecord, _owner(upload))
         .where(tuple_(EnrollmentRecord.entry_year, EnrollmentRecord.entry_term).in_(terms))
         .with_only_columns(EnrollmentRecord.id)
     )
     replaced = db.execute(delete(EnrollmentRecord).where(EnrollmentRecord.id.in_(earlier)))
-    loaded = _copy_staged(db, EnrollmentRecord, upload, now)
+    loaded = _copy_staged(db, EnrollmentRecord, upload, staged, now)
     return {"loadedRows": loaded, "replacedRows": int(replaced.rowcount)}  # type: ignore[attr-defined]
 
 
-def apply_affinity(*, db: Session, upload: Upload, now: datetime) -> dict[str, int]:
+def apply_affinity(*, db: Session, upload: Upload, staged: Table, now: datetime) -> dict[str, int]:
     """Add the file's people to the institution's affinity records."""
     db.execute(delete(AffinityRecord).where(AffinityRecord.upload_id == upload.id))
-    return {"loadedRows": _copy_staged(db, AffinityRecord, upload, now)}
+    return {"loadedRows": _copy_staged(db, AffinityRecord, upload, staged, now)}
 
 
-def _staged_batches(db: Session, upload: Upload) -> Iterator[list[StagedRow]]:
+def _staged_batches(db: Session, upload: Upload, staged: Table) -> Iterator[Sequence[Row[Any]]]:
     after = 0
     while True:
-        batch = list(
-            db.scalars(
-                select(StagedRow)
-                .where(StagedRow.upload_id == upload.id, StagedRow.row_number > after)
-                .order_by(StagedRow.row_number)
-                .limit(MATCH_BATCH)
-            )
-        )
+        batch = db.execute(
+            select(staged)
+            .where(staged.c.upload_id == upload.id, staged.c.row_number > after)
+            .order_by(staged.c.row_number)
+            .limit(MATCH_BATCH)
+        ).all()
         if not batch:
             return
         yield batch
         after = batch[-1].row_number
 
 
-def _staged_chunks(db: Session, upload: Upload) -> Iterator[list[tuple[StagedRow, dict[str, str]]]]:
-    chunk: list[tuple[StagedRow, dict[str, str]]] = []
-    for batch in _staged_batches(db, upload):
+# a staged row with its record parsed
+_StagedPerson = tuple[Row[Any], dict[str, str]]
+
+
+def _staged_chunks(db: Session, upload: Upload, staged: Table) -> Iterator[list[_StagedPerson]]:
+    chunk: list[_StagedPerson] = []
+    for batch in _staged_batches(db, upload, staged):
         chunk.extend((row, json.loads(row.record)) for row in batch)
         if len(chunk) >= MATCH_CHUNK:
             yield chunk
@@ -181,7 +181,7 @@ def _match_chunk(
     db: Session,
     upload: Upload,
     outputs: Outputs,
-    chunk: list[tuple[StagedRow, dict[str, str]]],
+    chunk: list[_StagedPerson],
     writer: _RowWriter,
     tally: _MatchTally,
     now: datetime,
@@ -227,7 +227,9 @@ def _match_chunk(
         db.execute(insert(EmatchResult), results[start : start + MATCH_BATCH])
 
 
-def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime) -> dict[str, Any]:
+def apply_ematch(
+    *, db: Session, upload: Upload, staged: Table, outputs: Outputs, now: datetime
+) -> dict[str, Any]:
     """Match every person against the student database, keep the results and publish the matched rows."""
     db.execute(delete(EmatchResult).where(EmatchResult.upload_id == upload.id))
     # Processing the file again replaces its results export (same object key, see below).
@@ -243,7 +245,7 @@ def apply_ematch(*, db: Session, upload: Upload, outputs: Outputs, now: datetime
         with export_path.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\r\n")
             writer.writerow(EMATCH_EXPORT_COLUMNS)
-            for chunk in _staged_chunks(db, upload):
+            for chunk in _staged_chunks(db, upload, staged):
                 _match_chunk(
                     db=db, upload=upload, outputs=outputs, chunk=chunk, writer=writer, tally=tally, now=now
                 )
