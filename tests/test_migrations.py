@@ -5,13 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import Engine, func, inspect, select, text, update
 
-from datalab.db import make_engine, upgrade_database
+from datalab.db import MIGRATIONS_DIR, make_engine, make_session_factory, transaction, upgrade_database
 from datalab.models_registry import metadata
+from datalab.pipeline.models import PipelineJob, StagedRow
+from datalab.uploads.models import Upload
 from tests.support.databases import DatabaseFactory, postgres_url
+from tests.support.uploads import add_analyzing_upload
 
 
 def _assert_migrated(url: str) -> None:
@@ -55,3 +60,43 @@ def test_migrations_on_postgresql(tmp_path: Path) -> None:
         _assert_migrated(factory.new_url(tmp_path))
     finally:
         factory.drop_all()
+
+
+def _migrate(engine: Engine, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def test_uploads_staged_in_the_sqlite_table_are_cleansed_again(tmp_path: Path) -> None:
+    """SQLite stages rows in a file per upload since 0016: an upload whose rows were in the table when it
+    was upgraded is cleansed again from its file rather than processed from nothing."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'staged.db'}")
+    try:
+        _migrate(engine, "0015")
+        factory = make_session_factory(engine)
+        with transaction(factory) as db:
+            statuses = ("ingesting", "processing", "done")
+            ids = {status: add_analyzing_upload(db, f"u{status}") for status in statuses}
+            for status, upload_id in ids.items():
+                db.execute(update(Upload).where(Upload.id == upload_id).values(status=status))
+                db.add(PipelineJob(upload_id=upload_id, stage="cleanse", state="done", attempts=1))
+            db.execute(
+                text(
+                    "INSERT INTO staged_rows (upload_id, row_number, unique_id, entry_year, entry_term, "
+                    "record) VALUES (:upload, 2, '', '', '', '{}')"
+                ),
+                [{"upload": ids["ingesting"]}, {"upload": ids["processing"]}],
+            )
+        _migrate(engine, "head")
+        with factory() as db:
+            found = dict(db.execute(select(Upload.id, Upload.status)).all())
+            jobs = dict(db.execute(select(PipelineJob.upload_id, PipelineJob.state)).all())
+            staged = db.scalar(select(func.count()).select_from(StagedRow))
+        assert found == {ids["ingesting"]: "enqueued", ids["processing"]: "enqueued", ids["done"]: "done"}
+        assert jobs == {ids["ingesting"]: "pending", ids["processing"]: "pending", ids["done"]: "done"}
+        assert staged == 0
+    finally:
+        engine.dispose()

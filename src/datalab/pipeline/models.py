@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from types import MappingProxyType
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from datalab.db import Base, UTCDateTime, utcnow
@@ -35,12 +36,16 @@ class PipelineJob(Base):
 
 
 class StagedRow(Base):
-    """An accepted, cleansed row waiting in staging between `ingesting` and `processing`."""
+    """An accepted, cleansed row waiting in staging between `ingesting` and `processing` (PostgreSQL; see
+    `datalab.pipeline.staging`).
+
+    The table has neither a key nor an index: keeping them up to date was half the cost of loading a
+    million rows, and every read of staging is a whole upload's rows, in one pass. The mapper identifies a
+    row by its upload and row number.
+    """
 
     __tablename__ = "staged_rows"
-    __table_args__ = (UniqueConstraint("upload_id", "row_number"),)
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     # No foreign key: a check per row would dominate bulk loads, and uploads are never deleted.
     upload_id: Mapped[int] = mapped_column(Integer)
     # The record's row in the file as a spreadsheet shows it (the header is row 1).
@@ -50,3 +55,5 @@ class StagedRow(Base):
     entry_term: Mapped[str] = mapped_column(String(14), default="")
     # The cleansed record as a JSON object of its non-blank layout fields.
     record: Mapped[str] = mapped_column(Text)
+
+    __mapper_args__ = MappingProxyType({"primary_key": (upload_id, row_number)})

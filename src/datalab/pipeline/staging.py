@@ -28,7 +28,7 @@ from typing import cast
 
 import adbc_driver_sqlite.dbapi as adbc_sqlite
 import polars as pl
-from sqlalchemy import MetaData, Table, delete, func, select, text
+from sqlalchemy import MetaData, Table, delete, exists, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -40,11 +40,10 @@ ATTACHED_SCHEMA = "staging"
 # The staged rows as processing reads them from an attached staging file (the columns of StagedRow).
 _ATTACHED_TABLE = cast(Table, StagedRow.__table__).to_metadata(MetaData(), schema=ATTACHED_SCHEMA)
 # The file's one table has StagedRow's columns, so that processing reads either place the same way; the
-# row number is the rowid (rows go in in file order and are read back in it), and there is no other index.
+# row number is the rowid (rows go in in file order and are read back in it).
 _FILE_TABLE = (
-    f"CREATE TABLE {StagedRow.__tablename__} (id INTEGER PRIMARY KEY, upload_id INTEGER NOT NULL, "
-    "row_number INTEGER NOT NULL, unique_id TEXT NOT NULL, entry_year TEXT NOT NULL, "
-    "entry_term TEXT NOT NULL, record TEXT NOT NULL)"
+    f"CREATE TABLE {StagedRow.__tablename__} (upload_id INTEGER NOT NULL, row_number INTEGER PRIMARY KEY, "
+    "unique_id TEXT NOT NULL, entry_year TEXT NOT NULL, entry_term TEXT NOT NULL, record TEXT NOT NULL)"
 )
 _FILE_SUFFIX = ".sqlite"
 _PART_SUFFIX = ".part"
@@ -98,12 +97,7 @@ def write_staging_file(db: Session, upload_id: int, frames: Iterable[pl.DataFram
         cursor.execute("BEGIN")
         cursor.execute(_FILE_TABLE)
         for frame in frames:
-            rows = frame.select(
-                # the row number is both the rowid and the row_number column
-                pl.col("row_number").alias("id"),
-                pl.lit(upload_id, dtype=pl.Int64).alias("upload_id"),
-                pl.all(),
-            )
+            rows = frame.select(pl.lit(upload_id, dtype=pl.Int64).alias("upload_id"), pl.all())
             cursor.adbc_ingest(StagedRow.__tablename__, rows.to_arrow(), mode="append")
             count += frame.height
         # the count in the file's header: a file to trust holds as many rows as its header says
@@ -184,10 +178,8 @@ def leftover_staging(db: Session, live: set[int]) -> list[Path]:
 
 def _only_upload_staged(db: Session, upload_id: int) -> bool:
     """Whether the rows the transaction sees in staging, if any, are all the upload's."""
-    # two index probes (a lone min() or max() is answered from the index's ends)
-    lowest = db.scalar(select(func.min(StagedRow.upload_id)))
-    highest = db.scalar(select(func.max(StagedRow.upload_id)))
-    return lowest is None or lowest == highest == upload_id
+    # one pass that stops at the first row of another upload
+    return not db.scalar(select(exists().where(StagedRow.upload_id != upload_id)))
 
 
 def _staging_taken(db: Session) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -105,34 +105,19 @@ def apply_affinity(*, db: Session, upload: Upload, staged: Table, now: datetime)
     return {"loadedRows": _copy_staged(db, AffinityRecord, upload, staged, now)}
 
 
-def _staged_batches(db: Session, upload: Upload, staged: Table) -> Iterator[Sequence[Row[Any]]]:
-    after = 0
-    while True:
-        batch = db.execute(
-            select(staged)
-            .where(staged.c.upload_id == upload.id, staged.c.row_number > after)
-            .order_by(staged.c.row_number)
-            .limit(MATCH_BATCH)
-        ).all()
-        if not batch:
-            return
-        yield batch
-        after = batch[-1].row_number
-
-
 # a staged row with its record parsed
 _StagedPerson = tuple[Row[Any], dict[str, str]]
 
 
 def _staged_chunks(db: Session, upload: Upload, staged: Table) -> Iterator[list[_StagedPerson]]:
-    chunk: list[_StagedPerson] = []
-    for batch in _staged_batches(db, upload, staged):
-        chunk.extend((row, json.loads(row.record)) for row in batch)
-        if len(chunk) >= MATCH_CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    """The upload's staged rows in file order, MATCH_CHUNK at a time, read in one pass (a server-side
+    cursor on PostgreSQL: staging has no index to read it by batches of row numbers)."""
+    rows = db.execute(
+        select(staged).where(staged.c.upload_id == upload.id).order_by(staged.c.row_number),
+        execution_options={"yield_per": MATCH_BATCH},
+    )
+    for batch in rows.partitions(MATCH_CHUNK):
+        yield [(row, json.loads(row.record)) for row in batch]
 
 
 def _person(record: dict[str, str]) -> Person:
