@@ -1,7 +1,7 @@
 """Where an upload's accepted rows wait between `ingesting` and `processing`, on each database.
 
-PostgreSQL keeps them in the `staged_rows` table: loaded by COPY, read by processing's `INSERT … SELECT`,
-and cleared in the transaction that processes them.
+PostgreSQL keeps them in the unlogged `staged_rows` table: loaded by COPY, read by processing's
+`INSERT … SELECT`, and cleared in the transaction that processes them.
 
 SQLite keeps each upload's staged rows in a database file of its own beside the main one
 (`<database file>-staging/<upload id>.sqlite`), attached as `staging` to the transaction that processes
@@ -13,8 +13,8 @@ load that stops half-way leaves nothing a later stage could take for staged rows
 clears it.
 
 The cleansed rows file in the object store is kept until processing has committed: it is the durable
-hand-off, and a staging file that is missing or does not hold the rows ingest counted is loaded from it
-again.
+hand-off. Neither staging place is (a file written without syncs; a table whose rows the database's
+crash recovery empties), and rows found missing are loaded from it again.
 """
 
 from __future__ import annotations
@@ -129,11 +129,15 @@ def staged_count(db: Session, upload_id: int) -> int:
 
 
 def staging_complete(db: Session, upload_id: int, expected: int) -> bool:
-    """Whether the upload's staged rows are there, as many as ingest counted (a staging file is written
-    without syncs: the machine stopping can lose it). A staging table is as durable as the database."""
-    if not uses_staging_files(db):
-        return True
-    return _file_count(staging_file(db, upload_id), counted=False) == expected
+    """Whether the upload's staged rows are there, as many as ingest counted.
+
+    A staging file is written without syncs: the machine stopping can lose it. PostgreSQL empties an
+    unlogged table in its crash recovery (and a standby never has its rows), whole: any row of the upload
+    left means all of them are.
+    """
+    if uses_staging_files(db):
+        return _file_count(staging_file(db, upload_id), counted=False) == expected
+    return expected == 0 or bool(db.scalar(select(exists().where(StagedRow.upload_id == upload_id))))
 
 
 @contextmanager

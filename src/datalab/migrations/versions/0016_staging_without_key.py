@@ -1,4 +1,4 @@
-"""Staged rows without a key or an index; SQLite stages rows in a file per upload
+"""Staged rows without a key or an index, unlogged on PostgreSQL; SQLite stages rows in a file per upload
 
 Revision ID: 0016
 Revises: 0015
@@ -38,11 +38,14 @@ def upgrade() -> None:
         batch_op.drop_constraint(op.f("uq_staged_rows_upload_id"), type_="unique")
         batch_op.drop_constraint(op.f("pk_staged_rows"), type_="primary")
         batch_op.drop_column("id")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE staged_rows SET UNLOGGED")
 
 
 def downgrade() -> None:
     op.execute("DELETE FROM staged_rows")
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE staged_rows SET LOGGED")
         op.execute("ALTER TABLE staged_rows ADD COLUMN id BIGSERIAL")
     with op.batch_alter_table("staged_rows", schema=None) as batch_op:
         if op.get_bind().dialect.name == "sqlite":
