@@ -643,14 +643,16 @@ def _detect_encoding(part: _Part, limits: ReaderLimits) -> str:
             return "utf-16"
         decoder = codecs.getincrementaldecoder("utf-8")()
         facts = _ByteFacts(limits.max_line_chars)
-        piece = min(_BLOCK_BYTES // 8, limits.max_line_chars)
+        # Small reads: decoding a larger piece at once costs several times more (its text is a fresh
+        # allocation each time, too large for the allocator to reuse).
+        piece = min(_CHUNK, limits.max_line_chars)
         try:
             chunk = head
             while chunk:
                 decoder.decode(chunk)
                 for start in range(0, len(chunk), piece):
                     facts.feed(chunk[start : start + piece])
-                chunk = stream.read(piece)
+                chunk = stream.read(_CHUNK)
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             return "cp1252"
