@@ -2,7 +2,8 @@
 
 The rows come one list at a time (``for row in rows``) or as polars frames of text columns
 (``rows.frames()``). Frames of a well-formed text file are parsed by polars straight from disk, in blocks
-cut at record boundaries (text in another encoding is first transcoded to UTF-8 in one streaming pass);
+cut at record boundaries, a few blocks ahead on worker threads (text in another encoding is first
+transcoded to UTF-8 in one streaming pass);
 anything unusual (a ragged row, a stray quote, a lone carriage return, an overlong line) is read by the
 row reader instead, so both ways give the same rows and raise the same errors.
 """
@@ -18,7 +19,9 @@ import shutil
 import tempfile
 import zipfile
 import zlib
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -233,6 +236,7 @@ def open_table(
 
 FRAME_ROWS = 50_000
 _BLOCK_BYTES = 4 * 1024 * 1024
+_PARSERS = 2
 # What Python's str.strip() removes: the same characters decide what is blank in a frame.
 WHITESPACE = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
 NOT_BLANK = "[^" + "".join(f"\\x{{{ord(char):x}}}" for char in WHITESPACE) + "]"
@@ -411,36 +415,63 @@ def record_blocks(path: Path, start: int, *, max_record: int | None = None) -> I
 
 def _block_frames(path: Path, start: int, table: _Table, width: int) -> Iterator[pl.DataFrame]:
     assert table.delimiter is not None
-    raw_width = max(table.raw_width, width)
+    parse = partial(
+        _block_frame, delimiter=table.delimiter, raw_width=max(table.raw_width, width), width=width
+    )
+    # polars parses without holding the GIL, so the next blocks are parsed while the caller works on a
+    # frame; a few blocks in flight keep memory bounded, and the frames come out in the file's order.
+    with ThreadPoolExecutor(max_workers=_PARSERS, thread_name_prefix="read-block") as pool:
+        parsed: deque[Future[pl.DataFrame | None]] = deque()
+        for block in _blocks_until_fallback(path, start):
+            parsed.append(pool.submit(parse, block))
+            if len(parsed) > _PARSERS:
+                yield from _frame_of(parsed.popleft())
+        while parsed:
+            yield from _frame_of(parsed.popleft())
+
+
+def _blocks_until_fallback(path: Path, start: int) -> Iterator[bytes | None]:
+    """record_blocks, with None for a record too long to read as a block (and nothing after it)."""
+    try:
+        yield from record_blocks(path, start, max_record=4 * _BLOCK_BYTES)
+    except _Fallback:
+        yield None
+
+
+def _frame_of(parsed: Future[pl.DataFrame | None]) -> Iterator[pl.DataFrame]:
+    # A block of blank lines only gives no frame: the stages never see an empty one.
+    frame = parsed.result()
+    if frame is not None:
+        yield frame
+
+
+def _block_frame(block: bytes | None, *, delimiter: str, raw_width: int, width: int) -> pl.DataFrame | None:
+    if block is None:
+        raise _Fallback
     names = column_names(raw_width)
-    keep = [pl.col(name) for name in names[:width]]
+    try:
+        frame = pl.read_csv(
+            block,
+            has_header=False,
+            separator=delimiter,
+            quote_char='"',
+            schema=dict.fromkeys(names, pl.String),
+            empty_string_is_null=False,
+            missing_columns="insert",
+            truncate_ragged_lines=False,
+            raise_if_empty=False,
+            encoding="utf8",
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise _Fallback from exc
+    frame = frame.with_columns(pl.col(names).fill_null(""))
     # the row reader's csv module refuses longer fields; bytes are never fewer than characters
-    field_limit = csv.field_size_limit()
-    for block in record_blocks(path, start, max_record=4 * _BLOCK_BYTES):
-        try:
-            frame = pl.read_csv(
-                block,
-                has_header=False,
-                separator=table.delimiter,
-                quote_char='"',
-                schema=dict.fromkeys(names, pl.String),
-                empty_string_is_null=False,
-                missing_columns="insert",
-                truncate_ragged_lines=False,
-                raise_if_empty=False,
-                encoding="utf8",
-            )
-        except pl.exceptions.PolarsError as exc:
-            raise _Fallback from exc
-        frame = frame.with_columns(pl.col(names).fill_null(""))
-        if frame.select(pl.max_horizontal(pl.col(names).str.len_bytes().max())).item() > field_limit:
-            raise _Fallback
-        frame = frame.filter(has_text(frame, names))
-        if raw_width > width and not has_text(frame, names[width:]).not_().all():
-            raise _Fallback
-        # A block of blank lines only gives no frame: the stages never see an empty one.
-        if not frame.is_empty():
-            yield frame.select(keep)
+    if frame.select(pl.max_horizontal(pl.col(names).str.len_bytes().max())).item() > csv.field_size_limit():
+        raise _Fallback
+    frame = frame.filter(has_text(frame, names))
+    if raw_width > width and not has_text(frame, names[width:]).not_().all():
+        raise _Fallback
+    return None if frame.is_empty() else frame.select(names[:width])
 
 
 def has_text(frame: pl.DataFrame, names: list[str]) -> pl.Series:
