@@ -87,6 +87,11 @@ _REPORT_SCHEMA = {
 }
 
 
+def _every_row(value: bool, height: int, name: str = "") -> pl.Series:
+    # made by polars: built from a Python list of its height, it cost more than the rest of the bookkeeping
+    return pl.repeat(value, height, dtype=pl.Boolean, eager=True).alias(name)
+
+
 class Cleanser:
     """Cleans the frames of one file against one layout and mapping, column by column.
 
@@ -154,7 +159,7 @@ class Cleanser:
         self, frame: pl.DataFrame, warnings: list[ColumnWarnings], rows: pl.Series, lines: list[pl.DataFrame]
     ) -> pl.Series:
         """Which rows got a warning; each field's warnings are added to `lines`."""
-        warned = pl.Series("warned", [False] * frame.height)
+        warned = _every_row(False, frame.height, "warned")
         for index, (mapped, column) in enumerate(zip(self.plan, warnings, strict=True)):
             if column.position.null_count() == len(column.position):
                 continue
@@ -184,7 +189,7 @@ class Cleanser:
 
     def _unusable_wanted(self, values: pl.DataFrame, rows: pl.Series, lines: list[pl.DataFrame]) -> pl.Series:
         """Rows kept without a required field that only warns when blank (its lines added to `lines`)."""
-        warned = pl.Series("warned", [False] * values.height)
+        warned = _every_row(False, values.height, "warned")
         for seq, (wanted, name) in enumerate(self.wanted, start=len(self.plan)):
             blank = self._blank(values, wanted)
             if not blank.any():
@@ -206,7 +211,7 @@ class Cleanser:
     def _rejected(self, values: pl.DataFrame, rows: pl.Series, lines: list[pl.DataFrame]) -> pl.Series:
         """Rows missing a required field or every field of a "one of" group (their lines added to `lines`,
         the counts by field kept)."""
-        rejected = pl.Series("rejected", [False] * values.height)
+        rejected = _every_row(False, values.height, "rejected")
         first_seen: list[tuple[int, int, str]] = []
         first_problem = len(self.plan) + len(self.wanted)
         for seq, (header, name, code, message, missing) in enumerate(
@@ -240,7 +245,7 @@ class Cleanser:
     @staticmethod
     def _blank(values: pl.DataFrame, index: int | None) -> pl.Series:
         # An unmapped field is blank on every row.
-        return pl.Series([True] * values.height) if index is None else values.get_column(f"v{index}") == ""
+        return _every_row(True, values.height) if index is None else values.get_column(f"v{index}") == ""
 
     @staticmethod
     def _row_lines(
@@ -259,7 +264,7 @@ class Cleanser:
         )
 
     def _problems(self, values: pl.DataFrame) -> list[tuple[str, str, str, str, pl.Series]]:
-        everything = pl.Series([True] * values.height)
+        everything = _every_row(True, values.height)
         problems = []
         for index, name in self.required:
             missing = self._blank(values, index)
