@@ -10,7 +10,9 @@ the configured limit fails.
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Generator, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -87,6 +89,11 @@ _REPORT_SCHEMA = {
 }
 
 
+def _every_row(value: bool, height: int, name: str = "") -> pl.Series:
+    # made by polars: built from a Python list of its height, it cost more than the rest of the bookkeeping
+    return pl.repeat(value, height, dtype=pl.Boolean, eager=True).alias(name)
+
+
 class Cleanser:
     """Cleans the frames of one file against one layout and mapping, column by column.
 
@@ -154,7 +161,7 @@ class Cleanser:
         self, frame: pl.DataFrame, warnings: list[ColumnWarnings], rows: pl.Series, lines: list[pl.DataFrame]
     ) -> pl.Series:
         """Which rows got a warning; each field's warnings are added to `lines`."""
-        warned = pl.Series("warned", [False] * frame.height)
+        warned = _every_row(False, frame.height, "warned")
         for index, (mapped, column) in enumerate(zip(self.plan, warnings, strict=True)):
             if column.position.null_count() == len(column.position):
                 continue
@@ -184,7 +191,7 @@ class Cleanser:
 
     def _unusable_wanted(self, values: pl.DataFrame, rows: pl.Series, lines: list[pl.DataFrame]) -> pl.Series:
         """Rows kept without a required field that only warns when blank (its lines added to `lines`)."""
-        warned = pl.Series("warned", [False] * values.height)
+        warned = _every_row(False, values.height, "warned")
         for seq, (wanted, name) in enumerate(self.wanted, start=len(self.plan)):
             blank = self._blank(values, wanted)
             if not blank.any():
@@ -206,7 +213,7 @@ class Cleanser:
     def _rejected(self, values: pl.DataFrame, rows: pl.Series, lines: list[pl.DataFrame]) -> pl.Series:
         """Rows missing a required field or every field of a "one of" group (their lines added to `lines`,
         the counts by field kept)."""
-        rejected = pl.Series("rejected", [False] * values.height)
+        rejected = _every_row(False, values.height, "rejected")
         first_seen: list[tuple[int, int, str]] = []
         first_problem = len(self.plan) + len(self.wanted)
         for seq, (header, name, code, message, missing) in enumerate(
@@ -240,7 +247,7 @@ class Cleanser:
     @staticmethod
     def _blank(values: pl.DataFrame, index: int | None) -> pl.Series:
         # An unmapped field is blank on every row.
-        return pl.Series([True] * values.height) if index is None else values.get_column(f"v{index}") == ""
+        return _every_row(True, values.height) if index is None else values.get_column(f"v{index}") == ""
 
     @staticmethod
     def _row_lines(
@@ -259,7 +266,7 @@ class Cleanser:
         )
 
     def _problems(self, values: pl.DataFrame) -> list[tuple[str, str, str, str, pl.Series]]:
-        everything = pl.Series([True] * values.height)
+        everything = _every_row(True, values.height)
         problems = []
         for index, name in self.required:
             missing = self._blank(values, index)
@@ -296,6 +303,45 @@ def csv_bytes(frame: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def _read_ahead(frames: Iterator[pl.DataFrame]) -> Generator[pl.DataFrame, None, None]:
+    """The frames, each next one read by a thread of its own while the caller works on the one before."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanse-read") as reader:
+        pending = reader.submit(next, frames, None)
+        while (frame := pending.result()) is not None:
+            pending = reader.submit(next, frames, None)
+            yield frame
+
+
+def _cleanse_frames(
+    cleanser: Cleanser, frames: Iterator[pl.DataFrame], out: StagedRowsObject, report: CsvObject
+) -> None:
+    """Cleanse the frames into the cleansed rows and the row report.
+
+    Reading a frame, cleansing it and writing it (compressing and hashing the rows) run in three threads, one
+    frame apart, so that the work spreads over the cores (polars, Arrow, hashlib and file reads and writes
+    release the GIL); at most one frame waits between two of them, so memory stays bounded.
+    """
+
+    def write(staged: pl.DataFrame, lines: bytes) -> None:
+        out.write_frame(staged)
+        report.write_bytes(lines)
+
+    # closed on the way out (an error included) before the reader's files are: no read is left running
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanse-write") as writer,
+        closing(_read_ahead(frames)) as ahead,
+    ):
+        written: Future[None] | None = None
+        for frame in ahead:
+            staged, lines = cleanser.clean(frame)
+            report_lines = csv_bytes(lines)
+            if written is not None:
+                written.result()
+            written = writer.submit(write, staged, report_lines)
+        if written is not None:
+            written.result()
+
+
 def _outcome(counts: CleanseCounts, max_rejected_percent: float, uid: str) -> str | None:
     """The failure reason, or None when the file may go on to `ingesting`."""
     report = f"The row report (GET /v1/files/{uid}/errors) lists each rejected row and why."
@@ -326,10 +372,7 @@ def _cleanse_file(ctx: StageContext, upload: Upload) -> CleanseCounts:
                 store=ctx.store, bucket=ctx.uploads_bucket, key=report_key(upload.uid), header=REPORT_COLUMNS
             ) as report,
         ):
-            for frame in rows.frames(temp_dir=ctx.temp_dir):
-                staged, lines = cleanser.clean(frame)
-                out.write_frame(staged)
-                report.write_bytes(csv_bytes(lines))
+            _cleanse_frames(cleanser, rows.frames(temp_dir=ctx.temp_dir), out, report)
             out.commit()
             report.commit()
     return cleanser.counts
