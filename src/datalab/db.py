@@ -30,6 +30,10 @@ Columns = TypeVarTuple("Columns")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Execution option marking a read-only engine view (see make_session_factory).
 READ_ONLY_OPTION = "datalab_read_only"
+# Pages of new SQLite databases, in bytes (SQLite's default is 4096). Moving a file's million rows into
+# the production tables writes and indexes a quarter as many pages, in about 30% less time; reading one
+# row copies 16 KiB instead of 4 KiB from the operating system's cache.
+SQLITE_PAGE_SIZE = 16384
 # A pooled SQLite connection's `info` key: the schemas attach_sqlite attached to it.
 _ATTACHED_KEY = "datalab_attached"
 
@@ -105,6 +109,8 @@ def _configure_sqlite(engine: Engine) -> None:
         # Let SQLAlchemy's "begin" event issue BEGIN itself, so it can be IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # Only a new database takes it (before its first table): see SQLITE_PAGE_SIZE.
+        cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")

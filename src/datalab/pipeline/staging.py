@@ -32,7 +32,7 @@ from sqlalchemy import MetaData, Table, delete, exists, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from datalab.db import attach_sqlite
+from datalab.db import SQLITE_PAGE_SIZE, attach_sqlite
 from datalab.pipeline.models import StagedRow
 
 # The schema name of the upload's staging file while it is attached (SQLite).
@@ -91,6 +91,7 @@ def write_staging_file(db: Session, upload_id: int, frames: Iterable[pl.DataFram
         closing(adbc_sqlite.connect(str(part), autocommit=True)) as connection,
         closing(connection.cursor()) as cursor,
     ):
+        cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
         # Neither a journal nor syncs: the file is scratch until it is renamed complete (see the docstring).
         cursor.execute("PRAGMA journal_mode=OFF")
         cursor.execute("PRAGMA synchronous=OFF")
