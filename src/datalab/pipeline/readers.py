@@ -460,23 +460,29 @@ def _frame_of(parsed: Future[pl.DataFrame | None]) -> Iterator[pl.DataFrame]:
         yield frame
 
 
+def parse_block(block: bytes, names: list[str], delimiter: str) -> pl.DataFrame:
+    """A block of whole CSV records (UTF-8, no header) as a frame of text columns with these names: a
+    record with fewer fields gets nulls, one with more is refused (polars' error)."""
+    return pl.read_csv(
+        block,
+        has_header=False,
+        separator=delimiter,
+        quote_char='"',
+        schema=dict.fromkeys(names, pl.String),
+        empty_string_is_null=False,
+        missing_columns="insert",
+        truncate_ragged_lines=False,
+        raise_if_empty=False,
+        encoding="utf8",
+    )
+
+
 def _block_frame(block: bytes | None, *, delimiter: str, raw_width: int, width: int) -> pl.DataFrame | None:
     if block is None:
         raise _Fallback
     names = column_names(raw_width)
     try:
-        frame = pl.read_csv(
-            block,
-            has_header=False,
-            separator=delimiter,
-            quote_char='"',
-            schema=dict.fromkeys(names, pl.String),
-            empty_string_is_null=False,
-            missing_columns="insert",
-            truncate_ragged_lines=False,
-            raise_if_empty=False,
-            encoding="utf8",
-        )
+        frame = parse_block(block, names, delimiter)
     except pl.exceptions.PolarsError as exc:
         raise _Fallback from exc
     frame = frame.with_columns(pl.col(names).fill_null(""))

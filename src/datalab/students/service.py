@@ -22,7 +22,7 @@ from datalab.domain_errors import InvalidInput
 from datalab.layouts import LayoutField
 from datalab.layouts.cleansing import RULES
 from datalab.pipeline.columnar import ColumnCleaner
-from datalab.pipeline.readers import NOT_BLANK, WHITESPACE, column_names, record_blocks
+from datalab.pipeline.readers import NOT_BLANK, WHITESPACE, column_names, parse_block, record_blocks
 from datalab.pipeline.readers import _Fallback as _BlockTooLong
 from datalab.students.linkage import EMATCH_FIELDS, from_fields, prepare, train_model
 from datalab.students.matching import (
@@ -151,18 +151,7 @@ def _file_frames(path: Path) -> Iterator[pl.DataFrame]:
     try:
         for block in record_blocks(path, len(first_line), max_record=_MAX_RECORD_BYTES):
             try:
-                frame = pl.read_csv(
-                    block,
-                    has_header=False,
-                    separator=",",
-                    quote_char='"',
-                    schema=dict.fromkeys(names, pl.String),
-                    empty_string_is_null=False,
-                    missing_columns="insert",
-                    truncate_ragged_lines=False,
-                    raise_if_empty=False,
-                    encoding="utf8",
-                )
+                frame = parse_block(block, names, ",")
             except pl.exceptions.PolarsError:
                 raise _NotColumnar from None
             # polars reads a short row (and a blank line, which the row reader skips) as blank fields: every
