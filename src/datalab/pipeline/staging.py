@@ -26,7 +26,6 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import cast
 
-import adbc_driver_sqlite.dbapi as adbc_sqlite
 import polars as pl
 from sqlalchemy import MetaData, Table, delete, exists, func, select, text
 from sqlalchemy.exc import OperationalError
@@ -82,6 +81,9 @@ def write_staging_file(db: Session, upload_id: int, frames: Iterable[pl.DataFram
     in as Arrow through the ADBC SQLite driver, which binds its values in C: twice as fast as turning the
     rows into Python tuples for sqlite3's executemany.
     """
+    # Loaded by the processes that ingest on SQLite only: it brings in pyarrow.dataset (about 0.3 s).
+    import adbc_driver_sqlite.dbapi as adbc_sqlite  # noqa: PLC0415
+
     final = staging_file(db, upload_id)
     part = partial_staging_file(db, upload_id)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -160,16 +162,13 @@ def staged_rows(db: Session, upload_id: int) -> Iterator[Table]:
 
 def discard_staging(db: Session, upload_id: int) -> None:
     """Delete the upload's staging file and any partial one (SQLite)."""
-    if uses_staging_files(db):
-        staging_file(db, upload_id).unlink(missing_ok=True)
-        partial_staging_file(db, upload_id).unlink(missing_ok=True)
+    staging_file(db, upload_id).unlink(missing_ok=True)
+    partial_staging_file(db, upload_id).unlink(missing_ok=True)
 
 
 def leftover_staging(db: Session, live: set[int]) -> list[Path]:
     """Staging files (complete or partial) of uploads not in `live`, the uploads ingest or processing may
     still use (SQLite)."""
-    if not uses_staging_files(db):
-        return []
     folder = staging_dir(db)
     if not folder.is_dir():
         return []
