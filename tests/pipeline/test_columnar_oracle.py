@@ -18,7 +18,7 @@ from datalab.layouts import LayoutField, load_layout
 from datalab.layouts.cleansing import FieldWarning, clean_value
 from datalab.pipeline.analyze import summarize, summarize_frames
 from datalab.pipeline.artifacts import STAGED_SCHEMA
-from datalab.pipeline.cleanse import Cleanser, _plan, csv_bytes
+from datalab.pipeline.cleanse import Cleanser, _plan, cleansed_frames
 from datalab.pipeline.columnar import ColumnCleaner, json_records
 from datalab.pipeline.readers import ReadError, open_table
 from datalab.uploads.models import Upload
@@ -170,13 +170,12 @@ def columnar(path: Path, upload: Upload, upload_id: int) -> tuple[Cleanser, byte
         cleanser = Cleanser(layout=layout, plan=_plan(layout, info.headers, upload), today=TODAY)
         report = b""
         staged: list[tuple[object, ...]] = []
-        for frame in rows.frames():
-            accepted, lines = cleanser.clean(frame)
-            report += csv_bytes(lines)
-            staged.extend((upload_id, *row) for row in accepted.rows())
+        for cleansed in cleansed_frames(cleanser, rows.frames()):
+            report += cleansed.report
+            staged.extend((upload_id, *row) for row in cleansed.staged.rows())
             # the staging rows go to ingesting as an Arrow stream: they read back the same
-            read_back = pl.from_arrow(accepted.to_arrow().cast(STAGED_SCHEMA))
-            assert isinstance(read_back, pl.DataFrame) and read_back.equals(accepted)
+            read_back = pl.from_arrow(cleansed.staged.to_arrow().cast(STAGED_SCHEMA))
+            assert isinstance(read_back, pl.DataFrame) and read_back.equals(cleansed.staged)
     return cleanser, report, staged
 
 

@@ -10,6 +10,7 @@ the configured limit fails.
 from __future__ import annotations
 
 import io
+from collections import deque
 from collections.abc import Generator, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
@@ -30,6 +31,8 @@ from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, f
 from datalab.pipeline.service import enqueue_stage, move_upload
 from datalab.uploads.models import Upload
 
+# Frames cleaned at once: polars works on a frame's columns mostly one at a time (see cleansed_frames).
+CLEANING_THREADS = 2
 # The staging row's columns that repeat UniqueID, EntryYear and EntryTerm (the keys processing uses).
 _KEY_COLUMNS = ("unique_id", "entry_year", "entry_term")
 
@@ -57,6 +60,32 @@ class CleanseCounts:
     def total(self) -> int:
         """Rows read."""
         return self.accepted + self.rejected
+
+    def add(self, frame: FrameCounts) -> None:
+        """Count a frame's rows, the frames taken in the file's order."""
+        self.accepted += frame.accepted
+        self.warned += frame.warned
+        self.rejected += frame.rejected
+        self.warnings += frame.warnings
+        # a field is listed from the row where it was first missing, as a row-by-row pass would list it
+        for name in sorted(frame.rejected_by_field, key=frame.first_missing.__getitem__):
+            self.rejected_by_field[name] = self.rejected_by_field.get(name, 0) + frame.rejected_by_field[name]
+
+
+@dataclass
+class FrameCounts(CleanseCounts):
+    """What cleansing did to one frame's rows, with the first row (and check) where each field was missing."""
+
+    first_missing: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CleansedFrame:
+    """One frame cleansed: its accepted rows as staging rows, its report lines (CSV) and its counts."""
+
+    staged: pl.DataFrame
+    report: bytes
+    counts: FrameCounts
 
 
 def _plan(layout: Layout, headers: list[str], upload: Upload) -> list[_MappedField]:
@@ -100,13 +129,14 @@ class Cleanser:
     Each frame gives the accepted rows as staging rows (``artifacts.STAGED_SCHEMA``, the record as JSON of
     its non-blank fields) and its report lines, in row order and, within a row, in the order of the layout's
     fields: each field's warnings, then the missing required fields, then the unmet "one of" groups.
+    Frames may be cleaned by several threads at once (the column cleaners keep what they learn under a lock).
     """
 
     def __init__(self, *, layout: Layout, plan: list[_MappedField], today: date) -> None:
         self.layout = layout
         self.plan = plan
+        # the file's counts so far (see cleansed_frames)
         self.counts = CleanseCounts()
-        self.next_row = 2  # the header is row 1
         # each mapped field's cleaner and the frame column it cleans
         self.columns = [(ColumnCleaner(m.layout_field, m.value_map, today), f"c{m.column}") for m in plan]
         by_position = {mapped.position: index for index, mapped in enumerate(plan)}
@@ -133,29 +163,28 @@ class Cleanser:
         names = {mapped.layout_field.name: f"v{index}" for index, mapped in enumerate(plan)}
         self.key_columns = [names.get(name) for name in ("UniqueID", "EntryYear", "EntryTerm")]
 
-    def clean(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """The staging rows of the frame's accepted rows, and the frame's report lines."""
+    def clean(self, frame: pl.DataFrame, first_row: int) -> CleansedFrame:
+        """The frame cleansed; `first_row` is the file's row number of its first row (the header is row 1)."""
         height = frame.height
-        first = self.next_row
-        self.next_row += height
-        rows = pl.int_range(first, first + height, dtype=pl.Int64, eager=True).alias("row")
+        rows = pl.int_range(first_row, first_row + height, dtype=pl.Int64, eager=True).alias("row")
+        counts = FrameCounts()
         lines: list[pl.DataFrame] = []
         cleaned = clean_columns(frame, self.columns)
         values = pl.DataFrame([rows, *cleaned.values.get_columns()])
         warned = self._warning_lines(frame, cleaned.warnings, rows, lines)
         warned = warned | self._unusable_wanted(values, rows, lines)
-        self.counts.warnings += sum(part.height for part in lines)
-        rejected = self._rejected(values, rows, lines)
-        rejected_count = int(rejected.sum())
-        self.counts.rejected += rejected_count
-        self.counts.accepted += height - rejected_count
-        self.counts.warned += int((warned & rejected.not_()).sum())
+        counts.warnings = sum(part.height for part in lines)
+        rejected = self._rejected(values, rows, lines, counts)
+        counts.rejected = int(rejected.sum())
+        counts.accepted = height - counts.rejected
+        counts.warned = int((warned & rejected.not_()).sum())
         report = (
             pl.concat(lines).sort(["row", "seq"], maintain_order=True)
             if lines
             else pl.DataFrame(schema=_REPORT_SCHEMA)
         )
-        return self._staged(values.filter(rejected.not_()), cleaned.escaped), report.drop("seq")
+        staged = self._staged(values.filter(rejected.not_()), cleaned.escaped)
+        return CleansedFrame(staged, csv_bytes(report.drop("seq")), counts)
 
     def _warning_lines(
         self, frame: pl.DataFrame, warnings: list[ColumnWarnings], rows: pl.Series, lines: list[pl.DataFrame]
@@ -210,11 +239,12 @@ class Cleanser:
             )
         return warned
 
-    def _rejected(self, values: pl.DataFrame, rows: pl.Series, lines: list[pl.DataFrame]) -> pl.Series:
+    def _rejected(
+        self, values: pl.DataFrame, rows: pl.Series, lines: list[pl.DataFrame], counts: FrameCounts
+    ) -> pl.Series:
         """Rows missing a required field or every field of a "one of" group (their lines added to `lines`,
-        the counts by field kept)."""
+        the counts by field to `counts`)."""
         rejected = _every_row(False, values.height, "rejected")
-        first_seen: list[tuple[int, int, str]] = []
         first_problem = len(self.plan) + len(self.wanted)
         for seq, (header, name, code, message, missing) in enumerate(
             self._problems(values), start=first_problem
@@ -222,9 +252,7 @@ class Cleanser:
             if not missing.any():
                 continue
             rejected = rejected | missing
-            if name not in self.counts.rejected_by_field:
-                first_seen.append((int(rows.filter(missing)[0]), seq, name))
-            self.counts.rejected_by_field.setdefault(name, 0)
+            counts.first_missing.setdefault(name, (int(rows.filter(missing)[0]), seq))
             lines.append(
                 self._row_lines(
                     rows.filter(missing),
@@ -236,12 +264,7 @@ class Cleanser:
                     seq=seq,
                 )
             )
-            self.counts.rejected_by_field[name] += int(missing.sum())
-        # a field's count is listed from the row where it was first missing, as a row-by-row pass would
-        ordered = dict(self.counts.rejected_by_field)
-        for _row, _seq, name in sorted(first_seen):
-            ordered[name] = ordered.pop(name)
-        self.counts.rejected_by_field = ordered
+            counts.rejected_by_field[name] = counts.rejected_by_field.get(name, 0) + int(missing.sum())
         return rejected
 
     @staticmethod
@@ -312,32 +335,53 @@ def _read_ahead(frames: Iterator[pl.DataFrame]) -> Generator[pl.DataFrame, None,
             yield frame
 
 
+def cleansed_frames(
+    cleanser: Cleanser, frames: Iterator[pl.DataFrame]
+) -> Generator[CleansedFrame, None, None]:
+    """The frames cleansed, in order, their counts added to `cleanser.counts` as they come out.
+
+    Reading a frame and cleaning frames run in threads of their own (polars, Arrow and file reads release
+    the GIL), CLEANING_THREADS frames at a time, so that the work spreads over the cores; no more frames
+    than that wait, so memory stays bounded.
+    """
+    # closed on the way out (an error included) before the reader's files are: no read is left running
+    with (
+        ThreadPoolExecutor(max_workers=CLEANING_THREADS, thread_name_prefix="cleanse") as cleaners,
+        closing(_read_ahead(frames)) as ahead,
+    ):
+        pending: deque[Future[CleansedFrame]] = deque()
+        first_row = 2  # the header is row 1
+        for frame in ahead:
+            pending.append(cleaners.submit(cleanser.clean, frame, first_row))
+            first_row += frame.height
+            if len(pending) >= CLEANING_THREADS:
+                yield _counted(cleanser, pending.popleft())
+        while pending:
+            yield _counted(cleanser, pending.popleft())
+
+
+def _counted(cleanser: Cleanser, cleaning: Future[CleansedFrame]) -> CleansedFrame:
+    cleansed = cleaning.result()
+    cleanser.counts.add(cleansed.counts)
+    return cleansed
+
+
 def _cleanse_frames(
     cleanser: Cleanser, frames: Iterator[pl.DataFrame], out: StagedRowsObject, report: CsvObject
 ) -> None:
-    """Cleanse the frames into the cleansed rows and the row report.
+    """Cleanse the frames into the cleansed rows and the row report; each frame is written (compressed and
+    hashed) by a thread of its own while the next ones are cleaned."""
 
-    Reading a frame, cleansing it and writing it (compressing and hashing the rows) run in three threads, one
-    frame apart, so that the work spreads over the cores (polars, Arrow, hashlib and file reads and writes
-    release the GIL); at most one frame waits between two of them, so memory stays bounded.
-    """
+    def write(cleansed: CleansedFrame) -> None:
+        out.write_frame(cleansed.staged)
+        report.write_bytes(cleansed.report)
 
-    def write(staged: pl.DataFrame, lines: bytes) -> None:
-        out.write_frame(staged)
-        report.write_bytes(lines)
-
-    # closed on the way out (an error included) before the reader's files are: no read is left running
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanse-write") as writer,
-        closing(_read_ahead(frames)) as ahead,
-    ):
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanse-write") as writer:
         written: Future[None] | None = None
-        for frame in ahead:
-            staged, lines = cleanser.clean(frame)
-            report_lines = csv_bytes(lines)
+        for cleansed in cleansed_frames(cleanser, frames):
             if written is not None:
                 written.result()
-            written = writer.submit(write, staged, report_lines)
+            written = writer.submit(write, cleansed)
         if written is not None:
             written.result()
 

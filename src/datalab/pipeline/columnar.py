@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -289,6 +290,8 @@ class ColumnCleaner:
     today: date
 
     def __post_init__(self) -> None:
+        # what plan() learns from each frame, kept for the next ones, is changed by one thread at a time
+        self._lock = threading.Lock()
         self._expression = None if self.value_map else expression_for(self.layout_field)
         self._distinct = _DistinctValues(self.layout_field, self.value_map, self.today)
         self._planned: tuple[tuple[object, ...], _Planned] | None = None
@@ -320,6 +323,10 @@ class ColumnCleaner:
     def plan(self, frame: pl.DataFrame, name: str, probed: object, prefix: str) -> _Planned:
         """The cleaning of the frame's column `name`, given what `probe` found; its steps are named from
         `prefix`."""
+        with self._lock:
+            return self._plan(frame, name, probed, prefix)
+
+    def _plan(self, frame: pl.DataFrame, name: str, probed: object, prefix: str) -> _Planned:
         raw = pl.col(name)
         if self._expression is None:
             assert isinstance(probed, list)
