@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from datalab.pipeline.models import PipelineJob
-from datalab.pipeline.staging import staged_count
+from datalab.pipeline.staging import staging_for
 from datalab.records.models import EnrollmentRecord
 from tests.conftest import AppFactory
 from tests.support.accounts import login_as, unique
@@ -101,7 +101,7 @@ def test_warnings_and_rejections_are_counted_and_reported_row_by_row(
     upload_id = upload_row(working, uid).id
     with working.db() as db:
         stages = db.scalars(select(PipelineJob.stage).where(PipelineJob.upload_id == upload_id)).all()
-        staged = staged_count(db, upload_id)
+        staged = staging_for(db).count(upload_id)
     assert sorted(stages) == ["analyze", "cleanse"]
     assert staged == 0
     assert _records(working, uid) == []

@@ -18,7 +18,7 @@ from sqlalchemy import distinct, func, select, text
 
 from datalab.demo.uploads import write_enrollment_csv
 from datalab.pipeline.models import PipelineJob
-from datalab.pipeline.staging import partial_staging_file, staged_count
+from datalab.pipeline.staging import FileStaging, staging_for
 from datalab.records.models import EnrollmentRecord
 from datalab.uploads.models import Upload
 from tests.support.databases import postgres_url, queued_stage_jobs
@@ -57,7 +57,7 @@ def _stored(server: LiveServer, uid: str) -> tuple[int, int, int]:
                 EnrollmentRecord.upload_id == upload_id
             )
         ).one()
-        staged = staged_count(db, upload_id)
+        staged = staging_for(db).count(upload_id)
     return int(rows[0]), int(rows[1]), staged
 
 
@@ -96,7 +96,7 @@ def _wait_mid_ingest(server: LiveServer, uid: str) -> None:
                 )
             else:
                 upload_id = db.scalars(select(Upload.id).where(Upload.uid == uid)).one()
-                part = partial_staging_file(db, upload_id)
+                part = FileStaging(db).partial_file(upload_id)
                 loading = part.exists() and part.stat().st_size > 0
             status = db.scalar(select(Upload.status).where(Upload.uid == uid))
         assert status == "ingesting", f"the file went on to {status} before the crash"

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from datalab.accounts.models import Organization
 from datalab.db import utcnow
 from datalab.demo.service import demo_students
-from datalab.pipeline.staging import staged_count
+from datalab.pipeline.staging import staging_for
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
 from datalab.records.service import EMATCH_EXPORT_COLUMNS
 from datalab.students.models import Student
@@ -53,7 +53,7 @@ def _done(
     assert (record["status"], record["error"]) == ("done", None), record
     upload_id = upload_row(server, record["id"]).id
     with server.db() as db:
-        staged = staged_count(db, upload_id)
+        staged = staging_for(db).count(upload_id)
     assert staged == 0
     return record
 

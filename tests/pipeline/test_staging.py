@@ -15,18 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from datalab.db import make_engine, make_session_factory, transaction
 from datalab.pipeline.artifacts import STAGED_SCHEMA
 from datalab.pipeline.models import StagedRow
-from datalab.pipeline.staging import (
-    clear_processed,
-    clear_staged,
-    discard_staging,
-    leftover_staging,
-    partial_staging_file,
-    staged_count,
-    staged_rows,
-    staging_complete,
-    staging_file,
-    write_staging_file,
-)
+from datalab.pipeline.staging import FileStaging, TableStaging, staging_for
 from tests.support.databases import DatabaseFactory
 
 
@@ -64,19 +53,34 @@ def _staged(factory: sessionmaker[Session]) -> dict[int, int]:
         return {row[0]: row[1] for row in counts}
 
 
-@pytest.mark.parametrize("clear", [clear_staged, clear_processed])
+def _table(db: Session) -> TableStaging:
+    """The session's staging, which must be the staging table."""
+    staging = staging_for(db)
+    assert isinstance(staging, TableStaging)
+    return staging
+
+
+def _files(db: Session) -> FileStaging:
+    """The session's staging, which must be files of their own."""
+    staging = staging_for(db)
+    assert isinstance(staging, FileStaging)
+    return staging
+
+
+@pytest.mark.parametrize("clear", [TableStaging.discard, TableStaging.clear_processed])
 def test_clearing_an_upload_leaves_the_rows_of_the_others(
-    table_factory: sessionmaker[Session], clear: Callable[[Session, int], None]
+    table_factory: sessionmaker[Session], clear: Callable[[TableStaging, int], None]
 ) -> None:
     with transaction(table_factory) as db:
         _stage(db, 1)
         _stage(db, 2)
     with transaction(table_factory) as db:
-        clear(db, 1)
+        clear(_table(db), 1)
     assert _staged(table_factory) == {2: 3}
     with transaction(table_factory) as db:
-        clear(db, 2)
-        clear(db, 3)
+        staging = _table(db)
+        clear(staging, 2)
+        clear(staging, 3)
     assert _staged(table_factory) == {}
 
 
@@ -88,7 +92,7 @@ def test_processed_rows_are_cleared_without_the_rows_of_a_load_not_yet_committed
     with table_factory() as loading, loading.begin():
         _stage(loading, 2)
         with transaction(table_factory) as db:
-            clear_processed(db, 1)
+            _table(db).clear_processed(1)
     assert _staged(table_factory) == {2: 3}
 
 
@@ -114,12 +118,13 @@ def test_a_staging_file_holds_the_rows_in_the_columns_processing_reads(
     file_factory: sessionmaker[Session],
 ) -> None:
     with file_factory() as db:
-        assert write_staging_file(db, 7, _frames(2, 3)) == 5
-        assert staged_count(db, 7) == 5
-        assert staging_complete(db, 7, 5)
-        assert not staging_complete(db, 7, 4)
-        assert not partial_staging_file(db, 7).exists()
-    with transaction(file_factory) as db, staged_rows(db, 7) as staged:
+        staging = _files(db)
+        assert staging.load(7, _frames(2, 3)) == 5
+        assert staging.count(7) == 5
+        assert staging.complete(7, 5)
+        assert not staging.complete(7, 4)
+        assert not staging.partial_file(7).exists()
+    with transaction(file_factory) as db, _files(db).rows(7) as staged:
         rows = db.execute(select(staged).order_by(staged.c.row_number)).all()
     assert [(row.upload_id, row.row_number, row.unique_id, row.record) for row in rows] == [
         (7, n, f"{n:07d}", f'{{"UniqueID":"{n:07d}"}}') for n in range(2, 7)
@@ -129,10 +134,10 @@ def test_a_staging_file_holds_the_rows_in_the_columns_processing_reads(
 def test_the_attachment_ends_with_the_unit_of_work(file_factory: sessionmaker[Session]) -> None:
     """A pooled connection is not left with an upload's staging file attached, even after a failure."""
     with file_factory() as db:
-        write_staging_file(db, 7, _frames(1))
-    with pytest.raises(RuntimeError, match="stop"), transaction(file_factory) as db, staged_rows(db, 7):
+        _files(db).load(7, _frames(1))
+    with pytest.raises(RuntimeError, match="stop"), transaction(file_factory) as db, _files(db).rows(7):
         raise RuntimeError("stop")
-    with transaction(file_factory) as db, staged_rows(db, 7) as staged:
+    with transaction(file_factory) as db, _files(db).rows(7) as staged:
         assert db.scalar(select(func.count()).select_from(staged)) == 1
     for _ in range(3):
         with file_factory() as db:
@@ -146,14 +151,15 @@ def test_a_load_that_stops_half_way_leaves_the_earlier_file(file_factory: sessio
         raise OSError("the disk is full")
 
     with file_factory() as db:
-        write_staging_file(db, 7, _frames(2))
+        staging = _files(db)
+        staging.load(7, _frames(2))
         with pytest.raises(OSError, match="disk is full"):
-            write_staging_file(db, 7, failing())
-        assert staged_count(db, 7) == 2
-        assert staging_complete(db, 7, 2)
+            staging.load(7, failing())
+        assert staging.count(7) == 2
+        assert staging.complete(7, 2)
         # the next load starts over from nothing
-        assert write_staging_file(db, 7, _frames(3)) == 3
-        assert staged_count(db, 7) == 3
+        assert staging.load(7, _frames(3)) == 3
+        assert staging.count(7) == 3
 
 
 @pytest.mark.parametrize("content", [b"", b"not a database at all" * 100])
@@ -161,23 +167,25 @@ def test_a_missing_or_unreadable_file_is_not_complete(
     file_factory: sessionmaker[Session], content: bytes
 ) -> None:
     with file_factory() as db:
-        assert not staging_complete(db, 7, 0)
-        assert staged_count(db, 7) == 0
-        path = staging_file(db, 7)
+        staging = _files(db)
+        assert not staging.complete(7, 0)
+        assert staging.count(7) == 0
+        path = staging.file(7)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
-        assert not staging_complete(db, 7, 3)
-        assert staged_count(db, 7) == 0
+        assert not staging.complete(7, 3)
+        assert staging.count(7) == 0
 
 
 def test_discarded_and_leftover_files(file_factory: sessionmaker[Session]) -> None:
     with file_factory() as db:
+        staging = _files(db)
         for upload_id in (1, 2, 3):
-            write_staging_file(db, upload_id, _frames(1))
-        partial_staging_file(db, 4).write_bytes(b"")
-        (staging_file(db, 5).parent / "notes.txt").write_text("not a staging file")
-        assert sorted(path.name for path in leftover_staging(db, {2, 3})) == ["1.sqlite", "4.sqlite.part"]
-        discard_staging(db, 2)
-        assert not staging_file(db, 2).exists()
-        assert sorted(path.name for path in leftover_staging(db, {1, 3, 4})) == []
-        assert staged_count(db, 3) == 1
+            staging.load(upload_id, _frames(1))
+        staging.partial_file(4).write_bytes(b"")
+        (staging.file(5).parent / "notes.txt").write_text("not a staging file")
+        assert sorted(path.name for path in staging.leftovers({2, 3})) == ["1.sqlite", "4.sqlite.part"]
+        staging.discard(2)
+        assert not staging.file(2).exists()
+        assert sorted(path.name for path in staging.leftovers({1, 3, 4})) == []
+        assert staging.count(3) == 1

@@ -24,7 +24,7 @@ from datalab.pipeline.models import STAGES, PipelineJob
 from datalab.pipeline.readers import TableInfo, open_table
 from datalab.pipeline.service import enqueue_stage
 from datalab.pipeline.stages import STAGE_FUNCTIONS
-from datalab.pipeline.staging import staged_count, staging_file, uses_staging_files
+from datalab.pipeline.staging import FileStaging, staging_for
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
 from datalab.students.service import load_students
 from datalab.uploads.models import Upload
@@ -121,7 +121,7 @@ def _status(client: httpx2.Client, server: InProcessApp, logged_in: LoggedIn, ui
 
 def _staged(server: InProcessApp, upload_id: int) -> int:
     with server.db() as db:
-        return staged_count(db, upload_id)
+        return staging_for(db).count(upload_id)
 
 
 def _production(server: InProcessApp, product: str, upload_id: int) -> list[tuple[int, str, str]]:
@@ -217,13 +217,14 @@ def test_a_file_passes_through_every_status_of_the_pipeline_in_order(
 def _lose_staged_rows(server: InProcessApp, upload_id: int, loss: str) -> Path | None:
     """Lose the upload's staged rows as the machine or the database can; the staging file, if any."""
     with server.db() as db:
-        if not uses_staging_files(db):
+        staging = staging_for(db)
+        if not isinstance(staging, FileStaging):
             # PostgreSQL's crash recovery empties the unlogged staging table
             assert db.scalar(text("SELECT relpersistence FROM pg_class WHERE relname = 'staged_rows'")) == "u"
             db.execute(text("TRUNCATE staged_rows"))
             db.commit()
             return None
-        path = staging_file(db, upload_id)
+        path = staging.file(upload_id)
     if loss == "deleted":
         path.unlink()
     else:

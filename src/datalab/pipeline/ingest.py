@@ -2,7 +2,8 @@
 
 Cleansing wrote them as an Arrow stream of staging rows, one record batch per frame: PostgreSQL gets the
 batches through COPY (each written in COPY's text format by polars) into its staging table; SQLite gets
-each with one executemany into the upload's staging file (see `staging`).
+each as Arrow through the ADBC SQLite driver into the upload's staging file. Both loads are in `staging`;
+this stage uses them through its `Staging` interface.
 
 The status moves to `processing` only once the load is complete (on PostgreSQL, in the load's own
 transaction, after the upload's earlier staged rows were deleted in it; a SQLite staging file replaces any
@@ -11,33 +12,21 @@ earlier one only when complete), so a stage run again after a crash never duplic
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from datalab.db import transaction, utcnow
 from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import staged_frames
 from datalab.pipeline.keys import cleansed_key
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
-from datalab.pipeline.staging import (
-    clear_staged,
-    copy_rows,
-    leftover_staging,
-    uses_staging_files,
-    write_staging_file,
-)
+from datalab.pipeline.staging import Staging, staging_for
 from datalab.uploads.models import Upload
 
-# The statuses of uploads whose staged rows a stage may still read.
-_STAGING_STATUSES = (UploadStatus.INGESTING, UploadStatus.PROCESSING)
 
-
-def load_staging(ctx: StageContext, db: Session, upload: Upload) -> int:
+def load_staging(ctx: StageContext, staging: Staging, upload: Upload) -> int:
     """Load the upload's cleansed rows into staging in place of any staged before; the rows loaded.
 
-    PostgreSQL: in the session's transaction. SQLite: into the upload's staging file, outside it (see
-    `staging`).
+    PostgreSQL: in the transaction of the staging's session. SQLite: into the upload's staging file,
+    outside it (see `staging`).
     """
     with (
         ctx.store.readable_path(
@@ -45,18 +34,7 @@ def load_staging(ctx: StageContext, db: Session, upload: Upload) -> int:
         ) as path,
         staged_frames(path) as frames,
     ):
-        if uses_staging_files(db):
-            return write_staging_file(db, upload.id, frames)
-        clear_staged(db, upload.id)
-        return copy_rows(db, upload.id, frames)
-
-
-def _discard_leftovers(db: Session) -> None:
-    """Delete staging files of uploads that no stage will read again (a crash came between a processing
-    commit and the file's deletion, or the upload was canceled)."""
-    live = set(db.scalars(select(Upload.id).where(Upload.status.in_(_STAGING_STATUSES))))
-    for path in leftover_staging(db, live):
-        path.unlink(missing_ok=True)
+        return staging.load(upload.id, frames)
 
 
 def ingest(ctx: StageContext, job: ClaimedJob) -> None:
@@ -66,15 +44,15 @@ def ingest(ctx: StageContext, job: ClaimedJob) -> None:
         if upload is None:
             return
         db.expunge(upload)
-        in_files = uses_staging_files(db)
-        if in_files:
-            _discard_leftovers(db)
+        staging = staging_for(db)
+        staging.discard_leftovers()
+        in_status_transaction = staging.loads_in_status_transaction
     with ctx.session_factory() as db:
         # a staging file is written without holding the database's write lock
-        staged = load_staging(ctx, db, upload) if in_files else 0
+        staged = 0 if in_status_transaction else load_staging(ctx, staging_for(db), upload)
     with transaction(ctx.session_factory) as db:
-        if not in_files:
-            staged = load_staging(ctx, db, upload)
+        if in_status_transaction:
+            staged = load_staging(ctx, staging_for(db), upload)
         now = utcnow()
         moved = move_upload(
             db=db,

@@ -17,17 +17,17 @@ from datalab.pipeline.ingest import load_staging
 from datalab.pipeline.keys import cleansed_key
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import move_upload
-from datalab.pipeline.staging import clear_processed, staged_rows, staging_complete
+from datalab.pipeline.staging import Staging, staging_for
 from datalab.records.service import Outputs, apply_affinity, apply_ematch, apply_enrollment
 from datalab.uploads.models import Upload
 
 
-def _apply(ctx: StageContext, db: Session, upload: Upload) -> dict[str, Any]:
+def _apply(ctx: StageContext, db: Session, staging: Staging, upload: Upload) -> dict[str, Any]:
     """Move the upload's staged rows into its product's tables; what processing did, for `meta`."""
-    if not staging_complete(db, upload.id, int(upload.meta["stagedRows"])):
-        load_staging(ctx, db, upload)
+    if not staging.complete(upload.id, int(upload.meta["stagedRows"])):
+        load_staging(ctx, staging, upload)
     now = utcnow()
-    with staged_rows(db, upload.id) as staged:
+    with staging.rows(upload.id) as staged:
         if upload.product_type == "enrollment":
             return apply_enrollment(db=db, upload=upload, staged=staged, now=now)
         if upload.product_type == "affinity":
@@ -44,7 +44,8 @@ def process(ctx: StageContext, job: ClaimedJob) -> None:
         upload = upload_waiting(db=db, job=job, status=UploadStatus.PROCESSING)
         if upload is None:
             return
-        outcome = _apply(ctx, db, upload)
+        staging = staging_for(db)
+        outcome = _apply(ctx, db, staging, upload)
         move_upload(
             db=db,
             upload_id=upload.id,
@@ -55,6 +56,6 @@ def process(ctx: StageContext, job: ClaimedJob) -> None:
         )
         finish_job(db=db, job=job, now=utcnow())
         # last: a SQLite staging file is deleted at once, not when the transaction commits
-        clear_processed(db, upload.id)
+        staging.clear_processed(upload.id)
     # The rows are in the production tables now; the cleansed copy was the hand-off.
     ctx.store.delete(bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid))

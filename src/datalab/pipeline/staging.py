@@ -1,5 +1,8 @@
 """Where an upload's accepted rows wait between `ingesting` and `processing`, on each database.
 
+The stages use one interface, `Staging`, whose implementation `staging_for` chooses from the session's
+database: `TableStaging` on PostgreSQL, `FileStaging` on SQLite.
+
 PostgreSQL keeps them in the unlogged `staged_rows` table: loaded by COPY, read by processing's
 `INSERT … SELECT`, and cleared in the transaction that processes them.
 
@@ -22,8 +25,9 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from typing import cast
 
@@ -33,8 +37,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from datalab.db import SQLITE_PAGE_SIZE, attach_sqlite
+from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import STAGED_SCHEMA
 from datalab.pipeline.models import StagedRow
+from datalab.uploads.models import Upload
 
 # The schema name of the upload's staging file while it is attached (SQLite).
 ATTACHED_SCHEMA = "staging"
@@ -48,6 +54,8 @@ _FILE_TABLE = (
 )
 _FILE_SUFFIX = ".sqlite"
 _PART_SUFFIX = ".part"
+# The statuses of uploads whose staged rows a stage may still read.
+_STAGING_STATUSES = (UploadStatus.INGESTING, UploadStatus.PROCESSING)
 # The columns COPY loads into PostgreSQL's staging table.
 _COLUMNS = ("upload_id", *STAGED_SCHEMA.names)
 # What COPY's text format gives a meaning to, and its escape (the backslash first: the others add one).
@@ -55,178 +63,53 @@ _TEXT_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 _TEXT_SPECIAL = r"[\\\t\n\r]"
 
 
-def uses_staging_files(db: Session) -> bool:
-    """Whether the session's database stages rows in files of their own (SQLite)."""
-    return db.get_bind().dialect.name == "sqlite"
+class Staging(ABC):
+    """The staged rows of the session's database, as the stages use them."""
+
+    def __init__(self, db: Session) -> None:
+        self._db = db
+
+    @property
+    @abstractmethod
+    def loads_in_status_transaction(self) -> bool:
+        """Whether `load` runs in the transaction that then moves the upload to `processing` (the rows and
+        the status commit together), rather than before it, without holding the database's write lock."""
+
+    @abstractmethod
+    def load(self, upload_id: int, frames: Iterable[pl.DataFrame]) -> int:
+        """Stage the upload's rows from frames of staging rows (STAGED_SCHEMA) in place of any staged
+        before; the rows staged."""
+
+    @abstractmethod
+    def count(self, upload_id: int) -> int:
+        """How many rows of the upload are staged."""
+
+    @abstractmethod
+    def complete(self, upload_id: int, expected: int) -> bool:
+        """Whether the upload's staged rows are there, as many as ingest counted."""
+
+    @abstractmethod
+    def rows(self, upload_id: int) -> AbstractContextManager[Table]:
+        """The table the upload's staged rows are in, for statements in the session's transaction."""
+
+    @abstractmethod
+    def clear_processed(self, upload_id: int) -> None:
+        """Clear the staged rows of an upload processed in the session's transaction, which then ends."""
+
+    @abstractmethod
+    def discard(self, upload_id: int) -> None:
+        """Delete the upload's staged rows."""
+
+    @abstractmethod
+    def discard_leftovers(self) -> None:
+        """Delete staged rows of uploads that no stage will read again, before an ingest."""
 
 
-def staging_dir(db: Session) -> Path:
-    """The directory of the staging files of the session's SQLite database."""
-    bind = db.get_bind()
-    database = bind.engine.url.database
-    if not database or database == ":memory:":
-        raise ValueError("staging files need a SQLite database in a file")
-    main = Path(database).resolve()
-    return main.with_name(f"{main.name}-staging")
-
-
-def staging_file(db: Session, upload_id: int) -> Path:
-    """The upload's staging file (SQLite), whether or not it exists yet."""
-    return staging_dir(db) / f"{int(upload_id)}{_FILE_SUFFIX}"
-
-
-def partial_staging_file(db: Session, upload_id: int) -> Path:
-    """Where the upload's staging file is written until it is complete (SQLite)."""
-    final = staging_file(db, upload_id)
-    return final.with_name(final.name + _PART_SUFFIX)
-
-
-def write_staging_file(db: Session, upload_id: int, frames: Iterable[pl.DataFrame]) -> int:
-    """Write the upload's staging file from frames of staging rows (STAGED_SCHEMA); the rows written.
-
-    Any earlier file of the upload, complete or not, is replaced once this one is complete. Each frame goes
-    in as Arrow through the ADBC SQLite driver, which binds its values in C: twice as fast as turning the
-    rows into Python tuples for sqlite3's executemany.
-    """
-    # Loaded by the processes that ingest on SQLite only: it brings in pyarrow.dataset (about 0.3 s).
-    import adbc_driver_sqlite.dbapi as adbc_sqlite  # noqa: PLC0415
-
-    final = staging_file(db, upload_id)
-    part = partial_staging_file(db, upload_id)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    part.unlink(missing_ok=True)
-    count = 0
-    with (
-        closing(adbc_sqlite.connect(str(part), autocommit=True)) as connection,
-        closing(connection.cursor()) as cursor,
-    ):
-        cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-        # Neither a journal nor syncs: the file is scratch until it is renamed complete (see the docstring).
-        cursor.execute("PRAGMA journal_mode=OFF")
-        cursor.execute("PRAGMA synchronous=OFF")
-        cursor.execute("BEGIN")
-        cursor.execute(_FILE_TABLE)
-        for frame in frames:
-            rows = frame.select(pl.lit(upload_id, dtype=pl.Int64).alias("upload_id"), pl.all())
-            cursor.adbc_ingest(StagedRow.__tablename__, rows.to_arrow(), mode="append")
-            count += frame.height
-        # the count in the file's header: a file to trust holds as many rows as its header says
-        cursor.execute(f"PRAGMA user_version={count}")
-        cursor.execute("COMMIT")
-    os.replace(part, final)
-    return count
-
-
-def _file_count(path: Path, *, counted: bool) -> int | None:
-    """The rows of a staging file, counted or as its header says; None when there is no such file or it
-    cannot be read."""
-    if not path.exists():
-        return None
-    query = f"SELECT count(*) FROM {StagedRow.__tablename__}" if counted else "PRAGMA user_version"
-    try:
-        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as connection:
-            return int(connection.execute(query).fetchone()[0])
-    except sqlite3.DatabaseError:
-        return None
-
-
-def staged_count(db: Session, upload_id: int) -> int:
-    """How many rows of the upload are staged."""
-    if uses_staging_files(db):
-        return _file_count(staging_file(db, upload_id), counted=True) or 0
-    staged = db.scalar(select(func.count()).select_from(StagedRow).where(StagedRow.upload_id == upload_id))
-    return int(staged or 0)
-
-
-def staging_complete(db: Session, upload_id: int, expected: int) -> bool:
-    """Whether the upload's staged rows are there, as many as ingest counted.
-
-    A staging file is written without syncs: the machine stopping can lose it. PostgreSQL empties an
-    unlogged table in its crash recovery (and a standby never has its rows), whole: any row of the upload
-    left means all of them are.
-    """
-    if uses_staging_files(db):
-        return _file_count(staging_file(db, upload_id), counted=False) == expected
-    return expected == 0 or bool(db.scalar(select(exists().where(StagedRow.upload_id == upload_id))))
-
-
-@contextmanager
-def staged_rows(db: Session, upload_id: int) -> Iterator[Table]:
-    """The table the upload's staged rows are in, for statements in the session's transaction.
-
-    On SQLite the upload's staging file is attached for the rest of the connection's use by this session;
-    the connection detaches it when it goes back to the pool.
-    """
-    if not uses_staging_files(db):
-        yield cast(Table, StagedRow.__table__)
-        return
-    path = staging_file(db, upload_id)
-    if not path.exists():
-        raise FileNotFoundError(f"no staged rows for upload {upload_id}: {path} is missing")
-    attach_sqlite(db.connection(), path, ATTACHED_SCHEMA)
-    yield _ATTACHED_TABLE
-
-
-def discard_staging(db: Session, upload_id: int) -> None:
-    """Delete the upload's staging file and any partial one (SQLite)."""
-    staging_file(db, upload_id).unlink(missing_ok=True)
-    partial_staging_file(db, upload_id).unlink(missing_ok=True)
-
-
-def leftover_staging(db: Session, live: set[int]) -> list[Path]:
-    """Staging files (complete or partial) of uploads not in `live`, the uploads ingest or processing may
-    still use (SQLite)."""
-    folder = staging_dir(db)
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.iterdir():
-        stem = path.name.removesuffix(_PART_SUFFIX).removesuffix(_FILE_SUFFIX)
-        if stem.isdigit() and int(stem) not in live:
-            found.append(path)
-    return found
-
-
-def _only_upload_staged(db: Session, upload_id: int) -> bool:
-    """Whether the rows the transaction sees in staging, if any, are all the upload's."""
-    # one pass that stops at the first row of another upload
-    return not db.scalar(select(exists().where(StagedRow.upload_id != upload_id)))
-
-
-def _staging_taken(db: Session) -> bool:
-    """Take PostgreSQL's staging table for the rest of the transaction if no one else is using it now."""
-    try:
-        # A savepoint: a lock refused would otherwise end the transaction. The lock outlives it.
-        with db.begin_nested():
-            db.execute(text(f"LOCK TABLE {StagedRow.__tablename__} IN ACCESS EXCLUSIVE MODE NOWAIT"))
-    except OperationalError:
-        return False
-    return True
-
-
-def clear_staged(db: Session, upload_id: int) -> None:
-    """Delete an upload's rows from the staging table in the session's transaction (PostgreSQL)."""
-    db.execute(delete(StagedRow).where(StagedRow.upload_id == upload_id))
-
-
-def clear_processed(db: Session, upload_id: int) -> None:
-    """Clear the staged rows of an upload processed in the session's transaction, which then ends.
-
-    SQLite: the staging file is deleted (the attached file stays readable until it is detached). Should
-    the transaction then fail, the processing run again loads the rows from the cleansed rows file.
-
-    PostgreSQL: when the table can be locked at once against every other use (no load, no reader) and then
-    holds only the upload's rows, it is truncated: deleting a million rows one by one writes each of them
-    to the log again. The lock is held only until the transaction ends, moments later; when another
-    transaction holds the table, it is not waited for and the rows are deleted by upload.
-    """
-    if uses_staging_files(db):
-        discard_staging(db, upload_id)
-        return
-    if _staging_taken(db) and _only_upload_staged(db, upload_id):
-        db.execute(text(f"TRUNCATE {StagedRow.__tablename__}"))
-        return
-    clear_staged(db, upload_id)
+def staging_for(db: Session) -> Staging:
+    """The staging of the session's database: files of their own on SQLite, the staging table otherwise."""
+    if db.get_bind().dialect.name == "sqlite":
+        return FileStaging(db)
+    return TableStaging(db)
 
 
 def _text_escaped(name: str) -> pl.Expr:
@@ -255,13 +138,201 @@ def _copy_text(frame: pl.DataFrame, upload_id: int) -> bytes:
     return buffer.getvalue()
 
 
-def copy_rows(db: Session, upload_id: int, frames: Iterable[pl.DataFrame]) -> int:
-    """COPY frames of staging rows into PostgreSQL's staging table in the session's transaction; the count."""
-    driver = db.connection().connection.driver_connection
-    statement = f"COPY {StagedRow.__tablename__} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT text)"
-    count = 0
-    with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
-        for frame in frames:
-            copy.write(_copy_text(frame, upload_id))
-            count += frame.height
-    return count
+class TableStaging(Staging):
+    """PostgreSQL's unlogged staging table, loaded by COPY in the session's transaction."""
+
+    @property
+    def loads_in_status_transaction(self) -> bool:
+        return True
+
+    def load(self, upload_id: int, frames: Iterable[pl.DataFrame]) -> int:
+        """COPY frames of staging rows into the staging table in the session's transaction, after deleting
+        the upload's earlier staged rows in it; the count."""
+        self.discard(upload_id)
+        driver = self._db.connection().connection.driver_connection
+        statement = f"COPY {StagedRow.__tablename__} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT text)"
+        count = 0
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            for frame in frames:
+                copy.write(_copy_text(frame, upload_id))
+                count += frame.height
+        return count
+
+    def count(self, upload_id: int) -> int:
+        staged = self._db.scalar(
+            select(func.count()).select_from(StagedRow).where(StagedRow.upload_id == upload_id)
+        )
+        return int(staged or 0)
+
+    def complete(self, upload_id: int, expected: int) -> bool:
+        """Whether the upload's staged rows are there: PostgreSQL empties an unlogged table in its crash
+        recovery (and a standby never has its rows), whole: any row of the upload left means all of them
+        are."""
+        return expected == 0 or bool(
+            self._db.scalar(select(exists().where(StagedRow.upload_id == upload_id)))
+        )
+
+    @contextmanager
+    def rows(self, upload_id: int) -> Iterator[Table]:
+        yield cast(Table, StagedRow.__table__)
+
+    def clear_processed(self, upload_id: int) -> None:
+        """Clear the processed upload's staged rows in the session's transaction.
+
+        When the table can be locked at once against every other use (no load, no reader) and then holds
+        only the upload's rows, it is truncated: deleting a million rows one by one writes each of them to
+        the log again. The lock is held only until the transaction ends, moments later; when another
+        transaction holds the table, it is not waited for and the rows are deleted by upload.
+        """
+        if self._taken() and self._only_upload_staged(upload_id):
+            self._db.execute(text(f"TRUNCATE {StagedRow.__tablename__}"))
+            return
+        self.discard(upload_id)
+
+    def discard(self, upload_id: int) -> None:
+        """Delete the upload's rows from the staging table in the session's transaction."""
+        self._db.execute(delete(StagedRow).where(StagedRow.upload_id == upload_id))
+
+    def discard_leftovers(self) -> None:
+        """Nothing to do: a table's rows are deleted by the transactions that load and process them."""
+
+    def _only_upload_staged(self, upload_id: int) -> bool:
+        """Whether the rows the transaction sees in staging, if any, are all the upload's."""
+        # one pass that stops at the first row of another upload
+        return not self._db.scalar(select(exists().where(StagedRow.upload_id != upload_id)))
+
+    def _taken(self) -> bool:
+        """Take the staging table for the rest of the transaction if no one else is using it now."""
+        try:
+            # A savepoint: a lock refused would otherwise end the transaction. The lock outlives it.
+            with self._db.begin_nested():
+                self._db.execute(
+                    text(f"LOCK TABLE {StagedRow.__tablename__} IN ACCESS EXCLUSIVE MODE NOWAIT")
+                )
+        except OperationalError:
+            return False
+        return True
+
+
+def _file_count(path: Path, *, counted: bool) -> int | None:
+    """The rows of a staging file, counted or as its header says; None when there is no such file or it
+    cannot be read."""
+    if not path.exists():
+        return None
+    query = f"SELECT count(*) FROM {StagedRow.__tablename__}" if counted else "PRAGMA user_version"
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as connection:
+            return int(connection.execute(query).fetchone()[0])
+    except sqlite3.DatabaseError:
+        return None
+
+
+class FileStaging(Staging):
+    """SQLite's staging files, one per upload, written before the status moves."""
+
+    @property
+    def loads_in_status_transaction(self) -> bool:
+        # a staging file is written without holding the database's write lock
+        return False
+
+    @property
+    def directory(self) -> Path:
+        """The directory of the staging files of the session's SQLite database."""
+        database = self._db.get_bind().engine.url.database
+        if not database or database == ":memory:":
+            raise ValueError("staging files need a SQLite database in a file")
+        main = Path(database).resolve()
+        return main.with_name(f"{main.name}-staging")
+
+    def file(self, upload_id: int) -> Path:
+        """The upload's staging file, whether or not it exists yet."""
+        return self.directory / f"{int(upload_id)}{_FILE_SUFFIX}"
+
+    def partial_file(self, upload_id: int) -> Path:
+        """Where the upload's staging file is written until it is complete."""
+        final = self.file(upload_id)
+        return final.with_name(final.name + _PART_SUFFIX)
+
+    def load(self, upload_id: int, frames: Iterable[pl.DataFrame]) -> int:
+        """Write the upload's staging file from frames of staging rows; the rows written.
+
+        Any earlier file of the upload, complete or not, is replaced once this one is complete. Each frame
+        goes in as Arrow through the ADBC SQLite driver, which binds its values in C: twice as fast as
+        turning the rows into Python tuples for sqlite3's executemany.
+        """
+        # Loaded by the processes that ingest on SQLite only: it brings in pyarrow.dataset (about 0.3 s).
+        import adbc_driver_sqlite.dbapi as adbc_sqlite  # noqa: PLC0415
+
+        final = self.file(upload_id)
+        part = self.partial_file(upload_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        part.unlink(missing_ok=True)
+        count = 0
+        with (
+            closing(adbc_sqlite.connect(str(part), autocommit=True)) as connection,
+            closing(connection.cursor()) as cursor,
+        ):
+            cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
+            # Neither a journal nor syncs: the file is scratch until it is renamed complete (see the module's
+            # docstring).
+            cursor.execute("PRAGMA journal_mode=OFF")
+            cursor.execute("PRAGMA synchronous=OFF")
+            cursor.execute("BEGIN")
+            cursor.execute(_FILE_TABLE)
+            for frame in frames:
+                rows = frame.select(pl.lit(upload_id, dtype=pl.Int64).alias("upload_id"), pl.all())
+                cursor.adbc_ingest(StagedRow.__tablename__, rows.to_arrow(), mode="append")
+                count += frame.height
+            # the count in the file's header: a file to trust holds as many rows as its header says
+            cursor.execute(f"PRAGMA user_version={count}")
+            cursor.execute("COMMIT")
+        os.replace(part, final)
+        return count
+
+    def count(self, upload_id: int) -> int:
+        return _file_count(self.file(upload_id), counted=True) or 0
+
+    def complete(self, upload_id: int, expected: int) -> bool:
+        """Whether the upload's staging file holds as many rows as its header says and ingest counted: it
+        is written without syncs, and the machine stopping can lose it."""
+        return _file_count(self.file(upload_id), counted=False) == expected
+
+    @contextmanager
+    def rows(self, upload_id: int) -> Iterator[Table]:
+        """The upload's staging file, attached for the rest of the connection's use by this session; the
+        connection detaches it when it goes back to the pool."""
+        path = self.file(upload_id)
+        if not path.exists():
+            raise FileNotFoundError(f"no staged rows for upload {upload_id}: {path} is missing")
+        attach_sqlite(self._db.connection(), path, ATTACHED_SCHEMA)
+        yield _ATTACHED_TABLE
+
+    def clear_processed(self, upload_id: int) -> None:
+        """Delete the staging file (the attached file stays readable until it is detached). Should the
+        transaction then fail, the processing run again loads the rows from the cleansed rows file."""
+        self.discard(upload_id)
+
+    def discard(self, upload_id: int) -> None:
+        """Delete the upload's staging file and any partial one."""
+        self.file(upload_id).unlink(missing_ok=True)
+        self.partial_file(upload_id).unlink(missing_ok=True)
+
+    def leftovers(self, live: set[int]) -> list[Path]:
+        """Staging files (complete or partial) of uploads not in `live`, the uploads ingest or processing
+        may still use."""
+        folder = self.directory
+        if not folder.is_dir():
+            return []
+        found = []
+        for path in folder.iterdir():
+            stem = path.name.removesuffix(_PART_SUFFIX).removesuffix(_FILE_SUFFIX)
+            if stem.isdigit() and int(stem) not in live:
+                found.append(path)
+        return found
+
+    def discard_leftovers(self) -> None:
+        """Delete staging files of uploads that no stage will read again (a crash came between a processing
+        commit and the file's deletion, or the upload was canceled)."""
+        live = set(self._db.scalars(select(Upload.id).where(Upload.status.in_(_STAGING_STATUSES))))
+        for path in self.leftovers(live):
+            path.unlink(missing_ok=True)

@@ -86,7 +86,7 @@ def _copy_staged(
 
 def apply_enrollment(*, db: Session, upload: Upload, staged: Table, now: datetime) -> dict[str, int]:
     """Replace the institution's earlier records for the entry terms in the file with the file's rows
-    (`staged`: the table holding them, see `datalab.pipeline.staging.staged_rows`)."""
+    (`staged`: the table holding them, see `datalab.pipeline.staging.Staging.rows`)."""
     db.execute(delete(EnrollmentRecord).where(EnrollmentRecord.upload_id == upload.id))
     terms = select(staged.c.entry_year, staged.c.entry_term).where(staged.c.upload_id == upload.id).distinct()
     earlier = (
