@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, inspect, select, text, update
 from datalab.db import MIGRATIONS_DIR, make_engine, make_session_factory, transaction, upgrade_database
 from datalab.models_registry import metadata
 from datalab.pipeline.models import PipelineJob, StagedRow
+from datalab.records.models import EnrollmentTerm
 from datalab.uploads.models import Upload
 from tests.support.databases import DatabaseFactory, postgres_url
 from tests.support.uploads import add_analyzing_upload
@@ -98,5 +99,54 @@ def test_uploads_staged_in_the_sqlite_table_are_cleansed_again(tmp_path: Path) -
         assert found == {ids["ingesting"]: "enqueued", ids["processing"]: "enqueued", ids["done"]: "done"}
         assert jobs == {ids["ingesting"]: "pending", ids["processing"]: "pending", ids["done"]: "done"}
         assert staged == 0
+    finally:
+        engine.dispose()
+
+
+def test_enrollment_terms_are_recorded_for_the_records_kept_before_0017(tmp_path: Path) -> None:
+    """0017 finds a term's earlier records through the terms each upload holds: the records already kept
+    get theirs, and the index of every record by organization and term goes."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'terms.db'}")
+    try:
+        _migrate(engine, "0016")
+        factory = make_session_factory(engine)
+        with transaction(factory) as db:
+            first, second = add_analyzing_upload(db, "first"), add_analyzing_upload(db, "second")
+            owners = dict(db.execute(select(Upload.id, Upload.organization_id)).all())
+            db.execute(
+                text(
+                    "INSERT INTO enrollment_records (organization_id, upload_id, row_number, unique_id, "
+                    "record, created_at, entry_year, entry_term) VALUES (:org, :upload, :row, '', '{}', "
+                    "CURRENT_TIMESTAMP, :year, :term)"
+                ),
+                [
+                    {"org": owners[upload], "upload": upload, "row": row, "year": year, "term": term}
+                    for upload, row, year, term in [
+                        (first, 2, "2027", "FALL"),
+                        (first, 3, "2027", "FALL"),
+                        (first, 4, "2028", "SPRING"),
+                        (second, 2, "2027", "FALL"),
+                    ]
+                ],
+            )
+        _migrate(engine, "head")
+        with factory() as db:
+            terms = db.execute(
+                select(
+                    EnrollmentTerm.organization_id,
+                    EnrollmentTerm.upload_id,
+                    EnrollmentTerm.entry_year,
+                    EnrollmentTerm.entry_term,
+                )
+            ).all()
+        assert sorted(terms) == sorted(
+            [
+                (owners[first], first, "2027", "FALL"),
+                (owners[first], first, "2028", "SPRING"),
+                (owners[second], second, "2027", "FALL"),
+            ]
+        )
+        indexes = {index["name"] for index in inspect(engine).get_indexes("enrollment_records")}
+        assert "ix_enrollment_records_org_term" not in indexes
     finally:
         engine.dispose()

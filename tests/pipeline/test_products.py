@@ -15,7 +15,7 @@ from datalab.accounts.models import Organization
 from datalab.db import utcnow
 from datalab.demo.service import demo_students
 from datalab.pipeline.staging import staging_for
-from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
+from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord, EnrollmentTerm
 from datalab.records.service import EMATCH_EXPORT_COLUMNS
 from datalab.students.models import Student
 from datalab.students.service import STUDENT_COLUMNS, load_students
@@ -71,6 +71,19 @@ def _enrollment(server: LiveServer, entry_year: str) -> list[tuple[str, str, str
     return sorted(found)
 
 
+def _terms(server: LiveServer, entry_year: str) -> list[tuple[str, str, str]]:
+    """(organization uid, upload uid, EntryTerm) of the enrollment terms recorded for an entry year."""
+    with server.db() as db:
+        rows = db.execute(
+            select(Organization.uid, Upload.uid, EnrollmentTerm.entry_term)
+            .join(Upload, Upload.id == EnrollmentTerm.upload_id)
+            .join(Organization, Organization.id == EnrollmentTerm.organization_id)
+            .where(EnrollmentTerm.entry_year == entry_year)
+        ).all()
+        found = [(org_uid, uid, term) for org_uid, uid, term in rows]
+    return sorted(found)
+
+
 def test_an_enrollment_file_replaces_the_same_terms_of_its_organization_only(
     client: httpx2.Client, working: LiveServer, demo: LoggedIn
 ) -> None:
@@ -113,6 +126,14 @@ def test_an_enrollment_file_replaces_the_same_terms_of_its_organization_only(
             (org, second["id"], "00001", "FALL"),
             (org, second["id"], "00009", "FALL"),
             (other_organization.uid, theirs["id"], "00001", "FALL"),
+        ]
+    )
+    # the terms each upload still holds: what a later file of the term replaces
+    assert _terms(working, "2027") == sorted(
+        [
+            (org, first["id"], "SPRING"),
+            (org, second["id"], "FALL"),
+            (other_organization.uid, theirs["id"], "FALL"),
         ]
     )
     with working.db() as db:

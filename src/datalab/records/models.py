@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from datalab.db import Base, OrgOwned, UTCDateTime, utcnow
@@ -34,13 +34,31 @@ class _ImportedRow(OrgOwned):
 
 
 class EnrollmentRecord(_ImportedRow, Base):
-    """An institution's funnel record for one student and entry term; a newer file replaces the term."""
+    """An institution's funnel record for one student and entry term; a newer file replaces the term.
+
+    The rows of a term are found through EnrollmentTerm and the upload index, not through an index of their
+    own by organization and term: keeping that index cost as much as the rest of a file's insert.
+    """
 
     __tablename__ = "enrollment_records"
-    __table_args__ = (Index("ix_enrollment_records_org_term", "organization_id", "entry_year", "entry_term"),)
 
     entry_year: Mapped[str] = mapped_column(String(4), default="")
     entry_term: Mapped[str] = mapped_column(String(14), default="")
+
+
+class EnrollmentTerm(OrgOwned, Base):
+    """An entry term that an upload's enrollment records hold: a later file of the term replaces them."""
+
+    __tablename__ = "enrollment_terms"
+    __table_args__ = (
+        UniqueConstraint("upload_id", "entry_year", "entry_term"),
+        Index("ix_enrollment_terms_org_term", "organization_id", "entry_year", "entry_term"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id"))
+    entry_year: Mapped[str] = mapped_column(String(4))
+    entry_term: Mapped[str] = mapped_column(String(14))
 
 
 class AffinityRecord(_ImportedRow, Base):

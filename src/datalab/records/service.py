@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from datalab.exports.models import Export
 from datalab.exports.service import publish_export
-from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord
+from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord, EnrollmentTerm
 from datalab.scoping import OrgContext, scoped
 from datalab.storage.base import ObjectStore
 from datalab.students.linkage import CERTAIN
@@ -87,14 +87,43 @@ def _copy_staged(
 def apply_enrollment(*, db: Session, upload: Upload, staged: Table, now: datetime) -> dict[str, int]:
     """Replace the institution's earlier records for the entry terms in the file with the file's rows
     (`staged`: the table holding them, see `datalab.pipeline.staging.Staging.rows`)."""
+    owner = _owner(upload)
     db.execute(delete(EnrollmentRecord).where(EnrollmentRecord.upload_id == upload.id))
-    terms = select(staged.c.entry_year, staged.c.entry_term).where(staged.c.upload_id == upload.id).distinct()
+    db.execute(delete(EnrollmentTerm).where(EnrollmentTerm.upload_id == upload.id))
+    db.execute(
+        insert(EnrollmentTerm).from_select(
+            ["organization_id", "upload_id", "entry_year", "entry_term"],
+            select(
+                literal(upload.organization_id), staged.c.upload_id, staged.c.entry_year, staged.c.entry_term
+            )
+            .where(staged.c.upload_id == upload.id)
+            .distinct(),
+        )
+    )
+    terms = (
+        scoped(EnrollmentTerm, owner)
+        .where(EnrollmentTerm.upload_id == upload.id)
+        .with_only_columns(EnrollmentTerm.entry_year, EnrollmentTerm.entry_term)
+    )
+    # the other uploads holding a term of the file, whose rows of those terms the file replaces
+    earlier_terms = scoped(EnrollmentTerm, owner).where(
+        EnrollmentTerm.upload_id != upload.id,
+        tuple_(EnrollmentTerm.entry_year, EnrollmentTerm.entry_term).in_(terms),
+    )
     earlier = (
-        scoped(EnrollmentRecord, _owner(upload))
-        .where(tuple_(EnrollmentRecord.entry_year, EnrollmentRecord.entry_term).in_(terms))
+        scoped(EnrollmentRecord, owner)
+        .where(
+            EnrollmentRecord.upload_id.in_(earlier_terms.with_only_columns(EnrollmentTerm.upload_id)),
+            tuple_(EnrollmentRecord.entry_year, EnrollmentRecord.entry_term).in_(terms),
+        )
         .with_only_columns(EnrollmentRecord.id)
     )
     replaced = db.execute(delete(EnrollmentRecord).where(EnrollmentRecord.id.in_(earlier)))
+    db.execute(
+        delete(EnrollmentTerm).where(
+            EnrollmentTerm.id.in_(earlier_terms.with_only_columns(EnrollmentTerm.id))
+        )
+    )
     loaded = _copy_staged(db, EnrollmentRecord, upload, staged, now)
     return {"loadedRows": loaded, "replacedRows": int(replaced.rowcount)}  # type: ignore[attr-defined]
 
