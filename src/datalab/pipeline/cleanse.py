@@ -26,7 +26,7 @@ from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import REPORT_COLUMNS, CsvObject, StagedRowsObject
 from datalab.pipeline.columnar import ColumnCleaner, ColumnWarnings, clean_columns, json_records
 from datalab.pipeline.keys import cleansed_key, report_key
-from datalab.pipeline.readers import ReadError, open_table
+from datalab.pipeline.readers import ReadError, open_table, read_ahead
 from datalab.pipeline.runner import ClaimedJob, StageContext, fail_unreadable, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
 from datalab.uploads.models import Upload
@@ -326,15 +326,6 @@ def csv_bytes(frame: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _read_ahead(frames: Iterator[pl.DataFrame]) -> Generator[pl.DataFrame, None, None]:
-    """The frames, each next one read by a thread of its own while the caller works on the one before."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanse-read") as reader:
-        pending = reader.submit(next, frames, None)
-        while (frame := pending.result()) is not None:
-            pending = reader.submit(next, frames, None)
-            yield frame
-
-
 def cleansed_frames(
     cleanser: Cleanser, frames: Iterator[pl.DataFrame]
 ) -> Generator[CleansedFrame, None, None]:
@@ -347,7 +338,7 @@ def cleansed_frames(
     # closed on the way out (an error included) before the reader's files are: no read is left running
     with (
         ThreadPoolExecutor(max_workers=CLEANING_THREADS, thread_name_prefix="cleanse") as cleaners,
-        closing(_read_ahead(frames)) as ahead,
+        closing(read_ahead(frames)) as ahead,
     ):
         pending: deque[Future[CleansedFrame]] = deque()
         first_row = 2  # the header is row 1

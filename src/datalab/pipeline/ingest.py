@@ -12,10 +12,13 @@ earlier one only when complete), so a stage run again after a crash never duplic
 
 from __future__ import annotations
 
+from contextlib import closing
+
 from datalab.db import transaction, utcnow
 from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import staged_frames
 from datalab.pipeline.keys import cleansed_key
+from datalab.pipeline.readers import read_ahead
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
 from datalab.pipeline.service import enqueue_stage, move_upload
 from datalab.pipeline.staging import Staging, staging_for
@@ -33,8 +36,10 @@ def load_staging(ctx: StageContext, staging: Staging, upload: Upload) -> int:
             bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid), temp_dir=ctx.temp_dir
         ) as path,
         staged_frames(path) as frames,
+        # the next frame is read and decompressed while one is loaded
+        closing(read_ahead(frames)) as ahead,
     ):
-        return staging.load(upload.id, frames)
+        return staging.load(upload.id, ahead)
 
 
 def ingest(ctx: StageContext, job: ClaimedJob) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import partial
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -245,6 +245,7 @@ def open_table(
 
 
 FRAME_ROWS = 50_000
+_Item = TypeVar("_Item")
 _BLOCK_BYTES = 4 * 1024 * 1024
 _PARSERS = 2
 # What Python's str.strip() removes: the same characters decide what is blank in a frame.
@@ -451,6 +452,16 @@ def _blocks_until_fallback(path: Path, start: int) -> Iterator[bytes | None]:
         yield from record_blocks(path, start, max_record=4 * _BLOCK_BYTES)
     except _Fallback:
         yield None
+
+
+def read_ahead(items: Iterator[_Item]) -> Generator[_Item, None, None]:
+    """The items, each next one produced by a thread of its own while the caller works on the one before
+    (reading and decompressing release the GIL); close the generator before what `items` reads from."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as reader:
+        pending = reader.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = reader.submit(next, items, None)
+            yield item
 
 
 def _frame_of(parsed: Future[pl.DataFrame | None]) -> Iterator[pl.DataFrame]:
