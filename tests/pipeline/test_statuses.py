@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 import datalab.pipeline.cleanse
-from datalab.db import transaction, utcnow
+from datalab.db import SQLITE_PAGE_SIZE, transaction, utcnow
 from datalab.exports.models import Export
 from datalab.pipeline.models import STAGES, PipelineJob
 from datalab.pipeline.readers import TableInfo, open_table
@@ -257,6 +257,44 @@ def test_lost_staged_rows_are_loaded_again_from_the_cleansed_rows(
     ]
     assert _staged(idle, upload_id) == 0
     assert path is None or not path.exists()
+
+
+def test_a_torn_staging_file_is_loaded_again_on_the_next_attempt(
+    client: httpx2.Client, idle: InProcessApp, logged_in: LoggedIn
+) -> None:
+    """The machine stopping can tear a staging file (written without syncs) and keep its header, with the
+    count in it, over lost pages: processing finds the file damaged, deletes it, and its next attempt loads
+    the rows again from the cleansed rows."""
+    if not idle.database_url.startswith("sqlite"):
+        pytest.skip("only SQLite stages rows in a file per upload")
+    uid = send_file(client, idle, logged_in, ENROLLMENT_CSV)
+    upload_id = upload_row(idle, uid).id
+    with stage_stepper(idle, max_attempts=2) as stepper:
+        for stage in ("analyze", "cleanse", "ingest"):
+            stepper.run(upload_id, stage)
+        with idle.db() as db:
+            staging = staging_for(db)
+            assert isinstance(staging, FileStaging) and staging.complete(upload_id, 3)
+            path = staging.file(upload_id)
+        with path.open("r+b") as torn:
+            header = torn.read(SQLITE_PAGE_SIZE)
+            torn.write(b"\0" * (path.stat().st_size - len(header)))
+        with idle.db() as db:
+            assert staging_for(db).complete(upload_id, 3)
+        stepper.run(upload_id, "process")
+        assert not path.exists()
+        assert _status(client, idle, logged_in, uid) == "processing"
+        assert _production(idle, "enrollment", upload_id) == []
+        _retry_now(stepper, upload_id, "process")
+        stepper.run(upload_id, "process")
+    record = get_file(client, idle, logged_in, uid)
+    assert (record["status"], record["meta"]["loadedRows"]) == ("done", 3)
+    assert [unique_id for _row, unique_id, _record in _production(idle, "enrollment", upload_id)] == [
+        "00123",
+        "00124",
+        "00125",
+    ]
+    assert not path.exists()
 
 
 def test_a_file_cannot_be_canceled_once_cleansing_started(

@@ -33,7 +33,7 @@ from typing import cast
 
 import polars as pl
 from sqlalchemy import MetaData, Table, delete, exists, func, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from datalab.db import SQLITE_PAGE_SIZE, attach_sqlite
@@ -234,6 +234,13 @@ def _file_count(path: Path, *, counted: bool) -> int | None:
         return None
 
 
+def _damaged_file(error: DBAPIError) -> bool:
+    """Whether SQLite refused a database file as damaged or as not a database at all."""
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    # extended result codes keep the primary code in their low byte
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 class FileStaging(Staging):
     """SQLite's staging files, one per upload, written before the status moves."""
 
@@ -307,12 +314,21 @@ class FileStaging(Staging):
     @contextmanager
     def rows(self, upload_id: int) -> Iterator[Table]:
         """The upload's staging file, attached for the rest of the connection's use by this session; the
-        connection detaches it when it goes back to the pool."""
+        connection detaches it when it goes back to the pool.
+
+        A file the machine stopping tore can keep an intact header over lost pages: SQLite then finds it
+        damaged, and it is deleted, so that the stage's next attempt loads the rows again.
+        """
         path = self.file(upload_id)
         if not path.exists():
             raise FileNotFoundError(f"no staged rows for upload {upload_id}: {path} is missing")
         attach_sqlite(self._db.connection(), path, ATTACHED_SCHEMA)
-        yield _ATTACHED_TABLE
+        try:
+            yield _ATTACHED_TABLE
+        except DBAPIError as exc:
+            if _damaged_file(exc):
+                self.discard(upload_id)
+            raise
 
     def clear_processed(self, upload_id: int) -> None:
         """Delete the staging file (the attached file stays readable until it is detached). Should the
