@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import polars as pl
+import pyarrow as pa
 import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -96,13 +96,13 @@ def test_processed_rows_are_cleared_without_the_rows_of_a_load_not_yet_committed
     assert _staged(table_factory) == {2: 3}
 
 
-def _frames(*row_numbers: int) -> Iterator[pl.DataFrame]:
-    """Frames of staging rows, one per argument's worth of rows (each argument: the rows in that frame)."""
+def _batches(*row_numbers: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of staging rows, one per argument (each argument: the rows in that batch)."""
     start = 2
     for count in row_numbers:
         numbers = list(range(start, start + count))
         start += count
-        yield pl.DataFrame(
+        yield pa.RecordBatch.from_pydict(
             {
                 "row_number": numbers,
                 "unique_id": [f"{n:07d}" for n in numbers],
@@ -110,7 +110,7 @@ def _frames(*row_numbers: int) -> Iterator[pl.DataFrame]:
                 "entry_term": ["Fall"] * count,
                 "record": [f'{{"UniqueID":"{n:07d}"}}' for n in numbers],
             },
-            schema=pl.Schema(STAGED_SCHEMA),
+            schema=STAGED_SCHEMA,
         )
 
 
@@ -119,7 +119,7 @@ def test_a_staging_file_holds_the_rows_in_the_columns_processing_reads(
 ) -> None:
     with file_factory() as db:
         staging = _files(db)
-        assert staging.load(7, _frames(2, 3)) == 5
+        assert staging.load(7, _batches(2, 3)) == 5
         assert staging.count(7) == 5
         assert staging.complete(7, 5)
         assert not staging.complete(7, 4)
@@ -134,7 +134,7 @@ def test_a_staging_file_holds_the_rows_in_the_columns_processing_reads(
 def test_the_attachment_ends_with_the_unit_of_work(file_factory: sessionmaker[Session]) -> None:
     """A pooled connection is not left with an upload's staging file attached, even after a failure."""
     with file_factory() as db:
-        _files(db).load(7, _frames(1))
+        _files(db).load(7, _batches(1))
     with pytest.raises(RuntimeError, match="stop"), transaction(file_factory) as db, _files(db).rows(7):
         raise RuntimeError("stop")
     with transaction(file_factory) as db, _files(db).rows(7) as staged:
@@ -146,19 +146,19 @@ def test_the_attachment_ends_with_the_unit_of_work(file_factory: sessionmaker[Se
 
 
 def test_a_load_that_stops_half_way_leaves_the_earlier_file(file_factory: sessionmaker[Session]) -> None:
-    def failing() -> Iterator[pl.DataFrame]:
-        yield from _frames(4)
+    def failing() -> Iterator[pa.RecordBatch]:
+        yield from _batches(4)
         raise OSError("the disk is full")
 
     with file_factory() as db:
         staging = _files(db)
-        staging.load(7, _frames(2))
+        staging.load(7, _batches(2))
         with pytest.raises(OSError, match="disk is full"):
             staging.load(7, failing())
         assert staging.count(7) == 2
         assert staging.complete(7, 2)
         # the next load starts over from nothing
-        assert staging.load(7, _frames(3)) == 3
+        assert staging.load(7, _batches(3)) == 3
         assert staging.count(7) == 3
 
 
@@ -181,7 +181,7 @@ def test_discarded_and_leftover_files(file_factory: sessionmaker[Session]) -> No
     with file_factory() as db:
         staging = _files(db)
         for upload_id in (1, 2, 3):
-            staging.load(upload_id, _frames(1))
+            staging.load(upload_id, _batches(1))
         staging.partial_file(4).write_bytes(b"")
         (staging.file(5).parent / "notes.txt").write_text("not a staging file")
         assert sorted(path.name for path in staging.leftovers({2, 3})) == ["1.sqlite", "4.sqlite.part"]

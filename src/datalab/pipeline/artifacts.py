@@ -138,8 +138,8 @@ class StagedRowsObject(_PendingObject):
 
 
 @contextmanager
-def staged_frames(path: Path) -> Iterator[Iterator[pl.DataFrame]]:
-    """The frames of a cleansed rows file, one per record batch, read one at a time.
+def staged_batches(path: Path) -> Iterator[Iterator[pa.RecordBatch]]:
+    """The record batches of a cleansed rows file (one per frame, STAGED_SCHEMA), read one at a time.
 
     Read, not memory-mapped: the pages of a mapped file count towards the process's resident memory,
     which would then grow with the file.
@@ -148,4 +148,4 @@ def staged_frames(path: Path) -> Iterator[Iterator[pl.DataFrame]]:
         reader = pa.ipc.open_stream(source)
         if reader.schema != STAGED_SCHEMA:
             raise ValueError(f"{path.name} is not a file of staging rows")
-        yield (pl.from_arrow(pa.Table.from_batches([batch])) for batch in reader)  # type: ignore[misc]
+        yield iter(reader)

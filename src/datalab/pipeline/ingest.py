@@ -16,7 +16,7 @@ from contextlib import closing
 
 from datalab.db import transaction, utcnow
 from datalab.lifecycle import UploadStatus
-from datalab.pipeline.artifacts import staged_frames
+from datalab.pipeline.artifacts import staged_batches
 from datalab.pipeline.keys import cleansed_key
 from datalab.pipeline.readers import read_ahead
 from datalab.pipeline.runner import ClaimedJob, StageContext, finish_job, upload_waiting
@@ -35,9 +35,9 @@ def load_staging(ctx: StageContext, staging: Staging, upload: Upload) -> int:
         ctx.store.readable_path(
             bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid), temp_dir=ctx.temp_dir
         ) as path,
-        staged_frames(path) as frames,
-        # the next frame is read and decompressed while one is loaded
-        closing(read_ahead(frames)) as ahead,
+        staged_batches(path) as batches,
+        # the next batch is read and decompressed while one is loaded
+        closing(read_ahead(batches)) as ahead,
     ):
         return staging.load(upload.id, ahead)
 

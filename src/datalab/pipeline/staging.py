@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import cast
 
 import polars as pl
+import pyarrow as pa
 from sqlalchemy import MetaData, Table, delete, exists, func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -76,9 +77,9 @@ class Staging(ABC):
         the status commit together), rather than before it, without holding the database's write lock."""
 
     @abstractmethod
-    def load(self, upload_id: int, frames: Iterable[pl.DataFrame]) -> int:
-        """Stage the upload's rows from frames of staging rows (STAGED_SCHEMA) in place of any staged
-        before; the rows staged."""
+    def load(self, upload_id: int, batches: Iterable[pa.RecordBatch]) -> int:
+        """Stage the upload's rows from record batches of staging rows (STAGED_SCHEMA) in place of any
+        staged before; the rows staged."""
 
     @abstractmethod
     def count(self, upload_id: int) -> int:
@@ -145,8 +146,8 @@ class TableStaging(Staging):
     def loads_in_status_transaction(self) -> bool:
         return True
 
-    def load(self, upload_id: int, frames: Iterable[pl.DataFrame]) -> int:
-        """COPY frames of staging rows into the staging table in the session's transaction, after deleting
+    def load(self, upload_id: int, batches: Iterable[pa.RecordBatch]) -> int:
+        """COPY batches of staging rows into the staging table in the session's transaction, after deleting
         the upload's earlier staged rows in it; the count."""
         # Loaded by the processes that ingest on PostgreSQL only (psycopg takes about 0.1 s to import).
         from psycopg.copy import QueuedLibpqWriter  # noqa: PLC0415
@@ -160,7 +161,8 @@ class TableStaging(Staging):
             # a thread of psycopg's sends each frame's text while the next one is written
             cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy,
         ):
-            for frame in frames:
+            for batch in batches:
+                frame = pl.DataFrame(batch)
                 copy.write(_copy_text(frame, upload_id))
                 count += frame.height
         return count
@@ -267,12 +269,13 @@ class FileStaging(Staging):
         final = self.file(upload_id)
         return final.with_name(final.name + _PART_SUFFIX)
 
-    def load(self, upload_id: int, frames: Iterable[pl.DataFrame]) -> int:
-        """Write the upload's staging file from frames of staging rows; the rows written.
+    def load(self, upload_id: int, batches: Iterable[pa.RecordBatch]) -> int:
+        """Write the upload's staging file from batches of staging rows; the rows written.
 
-        Any earlier file of the upload, complete or not, is replaced once this one is complete. Each frame
-        goes in as Arrow through the ADBC SQLite driver, which binds its values in C: twice as fast as
-        turning the rows into Python tuples for sqlite3's executemany.
+        Any earlier file of the upload, complete or not, is replaced once this one is complete. Each batch
+        goes in as it was read, through the ADBC SQLite driver, which binds its values in C: twice as fast
+        as turning the rows into Python tuples for sqlite3's executemany (and a round trip through polars
+        would copy every string twice).
         """
         # Loaded by the processes that ingest on SQLite only: it brings in pyarrow.dataset (about 0.3 s).
         import adbc_driver_sqlite.dbapi as adbc_sqlite  # noqa: PLC0415
@@ -293,10 +296,12 @@ class FileStaging(Staging):
             cursor.execute("PRAGMA synchronous=OFF")
             cursor.execute("BEGIN")
             cursor.execute(_FILE_TABLE)
-            for frame in frames:
-                rows = frame.select(pl.lit(upload_id, dtype=pl.Int64).alias("upload_id"), pl.all())
-                cursor.adbc_ingest(StagedRow.__tablename__, rows.to_arrow(), mode="append")
-                count += frame.height
+            for batch in batches:
+                owner = pa.repeat(pa.scalar(upload_id, pa.int64()), batch.num_rows)
+                cursor.adbc_ingest(
+                    StagedRow.__tablename__, batch.add_column(0, "upload_id", owner), mode="append"
+                )
+                count += batch.num_rows
             # the count in the file's header: a file to trust holds as many rows as its header says
             cursor.execute(f"PRAGMA user_version={count}")
             cursor.execute("COMMIT")
