@@ -13,7 +13,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.db import make_engine, make_session_factory, transaction
-from datalab.pipeline.artifacts import STAGED_SCHEMA
+from datalab.pipeline.artifacts import STAGED_SCHEMA, staged_batches
 from datalab.pipeline.models import StagedRow
 from datalab.pipeline.staging import FileStaging, TableStaging, staging_for
 from tests.support.databases import DatabaseFactory
@@ -189,3 +189,39 @@ def test_discarded_and_leftover_files(file_factory: sessionmaker[Session]) -> No
         assert not staging.file(2).exists()
         assert sorted(path.name for path in staging.leftovers({1, 3, 4})) == []
         assert staging.count(3) == 1
+
+
+@pytest.mark.parametrize("strings", ["string views", "large strings"])
+def test_a_cleansed_rows_file_is_staged_whichever_strings_it_holds(
+    factory: sessionmaker[Session], tmp_path: Path, strings: str
+) -> None:
+    """Cleansing writes string views; files it wrote in large strings before are staged the same."""
+    schema = STAGED_SCHEMA
+    if strings == "large strings":
+        schema = pa.schema(
+            [
+                (field.name, pa.large_string() if field.type == pa.string_view() else field.type)
+                for field in schema
+            ]
+        )
+    path = tmp_path / "cleansed.arrows"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for batch in _batches(2, 1):
+            writer.write_batch(batch.cast(schema))
+    with transaction(factory) as db, staged_batches(path) as batches:
+        staging = staging_for(db)
+        assert staging.load(7, batches) == 3
+        with staging.rows(7) as staged:
+            rows = db.execute(
+                select(staged.c.row_number, staged.c.record).order_by(staged.c.row_number)
+            ).all()
+    assert [tuple(row) for row in rows] == [(n, f'{{"UniqueID":"{n:07d}"}}') for n in range(2, 5)]
+
+
+def test_a_file_of_other_rows_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.arrows"
+    schema = pa.schema([("row_number", pa.int64())])
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema):
+        pass
+    with pytest.raises(ValueError, match="not a file of staging rows"), staged_batches(path):
+        pass

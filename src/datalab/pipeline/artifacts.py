@@ -23,14 +23,22 @@ from datalab.pipeline.keys import CSV_CONTENT_TYPE
 from datalab.storage.base import ObjectInfo, ObjectStore, ObjectWriter
 
 ARROW_STREAM_CONTENT_TYPE = "application/vnd.apache.arrow.stream"
-# What the cleansed rows file holds for each accepted row: its staging row, without the upload's id.
+# What the cleansed rows file holds for each accepted row: its staging row, without the upload's id. Its
+# strings are string views, polars' own layout: a frame goes out and comes back without a copy of them.
 STAGED_SCHEMA = pa.schema(
     [
         ("row_number", pa.int64()),
-        ("unique_id", pa.large_string()),
-        ("entry_year", pa.large_string()),
-        ("entry_term", pa.large_string()),
-        ("record", pa.large_string()),
+        ("unique_id", pa.string_view()),
+        ("entry_year", pa.string_view()),
+        ("entry_term", pa.string_view()),
+        ("record", pa.string_view()),
+    ]
+)
+# The same rows as files written before string views hold them (still read).
+_LARGE_STRING_STAGED_SCHEMA = pa.schema(
+    [
+        (name, pa.large_string() if type_ == pa.string_view() else type_)
+        for name, type_ in zip(STAGED_SCHEMA.names, STAGED_SCHEMA.types, strict=True)
     ]
 )
 REPORT_COLUMNS = ("row", "column", "field", "value", "severity", "code", "message")
@@ -128,7 +136,7 @@ class StagedRowsObject(_PendingObject):
         """Append the frame's rows (the columns of STAGED_SCHEMA)."""
         if frame.is_empty():
             return
-        table = frame.to_arrow()
+        table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
         # polars gives these types already: a cast would only copy the columns
         self._stream.write_table(table if table.schema == STAGED_SCHEMA else table.cast(STAGED_SCHEMA))
         self.rows += frame.height
@@ -146,6 +154,6 @@ def staged_batches(path: Path) -> Iterator[Iterator[pa.RecordBatch]]:
     """
     with pa.OSFile(str(path), "rb") as source:
         reader = pa.ipc.open_stream(source)
-        if reader.schema != STAGED_SCHEMA:
+        if reader.schema not in (STAGED_SCHEMA, _LARGE_STRING_STAGED_SCHEMA):
             raise ValueError(f"{path.name} is not a file of staging rows")
         yield iter(reader)
