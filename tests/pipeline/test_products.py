@@ -71,6 +71,18 @@ def _enrollment(server: LiveServer, entry_year: str) -> list[tuple[str, str, str
     return sorted(found)
 
 
+def _enrollment_record(server: LiveServer, upload_uid: str, unique_id: str) -> object:
+    """The record of an upload's enrollment row, parsed."""
+    with server.db() as db:
+        record = db.scalars(
+            select(EnrollmentRecord.record).where(
+                EnrollmentRecord.upload_id == upload_row(server, upload_uid).id,
+                EnrollmentRecord.unique_id == unique_id,
+            )
+        ).one()
+    return json.loads(record)
+
+
 def _terms(server: LiveServer, entry_year: str) -> list[tuple[str, str, str]]:
     """(organization uid, upload uid, EntryTerm) of the enrollment terms recorded for an entry year."""
     with server.db() as db:
@@ -136,14 +148,7 @@ def test_an_enrollment_file_replaces_the_same_terms_of_its_organization_only(
             (other_organization.uid, theirs["id"], "FALL"),
         ]
     )
-    with working.db() as db:
-        replaced = db.scalars(
-            select(EnrollmentRecord.record).where(
-                EnrollmentRecord.upload_id == upload_row(working, second["id"]).id,
-                EnrollmentRecord.unique_id == "00001",
-            )
-        ).one()
-    assert json.loads(replaced) == {
+    assert _enrollment_record(working, second["id"], "00001") == {
         "UniqueID": "00001",
         "EntryTerm": "FALL",
         "EntryYear": "2027",

@@ -232,6 +232,14 @@ def _lose_staged_rows(server: InProcessApp, upload_id: int, loss: str) -> Path |
     return path
 
 
+def _assert_loaded_once(client: httpx2.Client, server: InProcessApp, logged_in: LoggedIn, uid: str) -> None:
+    """The enrollment file ENROLLMENT_CSV is done, its three rows loaded once each."""
+    record = get_file(client, server, logged_in, uid)
+    assert (record["status"], record["meta"]["loadedRows"]) == ("done", 3)
+    production = _production(server, "enrollment", upload_row(server, uid).id)
+    assert [unique_id for _row, unique_id, _record in production] == ["00123", "00124", "00125"]
+
+
 @pytest.mark.parametrize("loss", ["emptied", "deleted", "overwritten"])
 def test_lost_staged_rows_are_loaded_again_from_the_cleansed_rows(
     client: httpx2.Client, idle: InProcessApp, logged_in: LoggedIn, stepper: StageStepper, loss: str
@@ -248,13 +256,7 @@ def test_lost_staged_rows_are_loaded_again_from_the_cleansed_rows(
     path = _lose_staged_rows(idle, upload_id, loss)
     assert _staged(idle, upload_id) == 0
     stepper.run(upload_id, "process")
-    record = get_file(client, idle, logged_in, uid)
-    assert (record["status"], record["meta"]["loadedRows"]) == ("done", 3)
-    assert [unique_id for _row, unique_id, _record in _production(idle, "enrollment", upload_id)] == [
-        "00123",
-        "00124",
-        "00125",
-    ]
+    _assert_loaded_once(client, idle, logged_in, uid)
     assert _staged(idle, upload_id) == 0
     assert path is None or not path.exists()
 
@@ -287,13 +289,7 @@ def test_a_torn_staging_file_is_loaded_again_on_the_next_attempt(
         assert _production(idle, "enrollment", upload_id) == []
         _retry_now(stepper, upload_id, "process")
         stepper.run(upload_id, "process")
-    record = get_file(client, idle, logged_in, uid)
-    assert (record["status"], record["meta"]["loadedRows"]) == ("done", 3)
-    assert [unique_id for _row, unique_id, _record in _production(idle, "enrollment", upload_id)] == [
-        "00123",
-        "00124",
-        "00125",
-    ]
+    _assert_loaded_once(client, idle, logged_in, uid)
     assert not path.exists()
 
 
