@@ -4,7 +4,9 @@ that does not outlive the unit of work, and deleted."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pyarrow as pa
@@ -107,7 +109,7 @@ def _batches(*row_numbers: int) -> Iterator[pa.RecordBatch]:
                 "row_number": numbers,
                 "unique_id": [f"{n:07d}" for n in numbers],
                 "entry_year": ["2025"] * count,
-                "entry_term": ["Fall"] * count,
+                "entry_term": ["Fall" if n % 2 else "Spring" for n in numbers],
                 "record": [f'{{"UniqueID":"{n:07d}"}}' for n in numbers],
             },
             schema=STAGED_SCHEMA,
@@ -124,21 +126,24 @@ def test_a_staging_file_holds_the_rows_in_the_columns_processing_reads(
         assert staging.complete(7, 5)
         assert not staging.complete(7, 4)
         assert not staging.partial_file(7).exists()
-    with transaction(file_factory) as db, _files(db).rows(7) as staged:
-        rows = db.execute(select(staged).order_by(staged.c.row_number)).all()
+    with transaction(file_factory) as db, _files(db).tables(7) as staged:
+        rows = db.execute(select(staged.rows).order_by(staged.rows.c.row_number)).all()
+        terms = db.execute(select(staged.terms)).all()
     assert [(row.upload_id, row.row_number, row.unique_id, row.record) for row in rows] == [
         (7, n, f"{n:07d}", f'{{"UniqueID":"{n:07d}"}}') for n in range(2, 7)
     ]
+    # the distinct entry terms of the rows, staged with them
+    assert sorted(terms) == [(7, "2025", "Fall"), (7, "2025", "Spring")]
 
 
 def test_the_attachment_ends_with_the_unit_of_work(file_factory: sessionmaker[Session]) -> None:
     """A pooled connection is not left with an upload's staging file attached, even after a failure."""
     with file_factory() as db:
         _files(db).load(7, _batches(1))
-    with pytest.raises(RuntimeError, match="stop"), transaction(file_factory) as db, _files(db).rows(7):
+    with pytest.raises(RuntimeError, match="stop"), transaction(file_factory) as db, _files(db).tables(7):
         raise RuntimeError("stop")
-    with transaction(file_factory) as db, _files(db).rows(7) as staged:
-        assert db.scalar(select(func.count()).select_from(staged)) == 1
+    with transaction(file_factory) as db, _files(db).tables(7) as staged:
+        assert db.scalar(select(func.count()).select_from(staged.rows)) == 1
     for _ in range(3):
         with file_factory() as db:
             names = [row[1] for row in db.execute(text("PRAGMA database_list"))]
@@ -177,6 +182,18 @@ def test_a_missing_or_unreadable_file_is_not_complete(
         assert staging.count(7) == 0
 
 
+def test_a_file_of_an_earlier_layout_is_not_complete(file_factory: sessionmaker[Session]) -> None:
+    """A staging file written before the terms were staged with the rows (its header has no layout mark)
+    is loaded again rather than read."""
+    with file_factory() as db:
+        staging = _files(db)
+        staging.load(7, _batches(3))
+        with closing(sqlite3.connect(staging.file(7))) as earlier:
+            earlier.execute("PRAGMA application_id=0")
+        assert not staging.complete(7, 3)
+        assert staging.count(7) == 3
+
+
 def test_discarded_and_leftover_files(file_factory: sessionmaker[Session]) -> None:
     with file_factory() as db:
         staging = _files(db)
@@ -211,11 +228,13 @@ def test_a_cleansed_rows_file_is_staged_whichever_strings_it_holds(
     with transaction(factory) as db, staged_batches(path) as batches:
         staging = staging_for(db)
         assert staging.load(7, batches) == 3
-        with staging.rows(7) as staged:
+        with staging.tables(7) as staged:
             rows = db.execute(
-                select(staged.c.row_number, staged.c.record).order_by(staged.c.row_number)
+                select(staged.rows.c.row_number, staged.rows.c.record).order_by(staged.rows.c.row_number)
             ).all()
+            terms = db.execute(select(staged.terms)).all()
     assert [tuple(row) for row in rows] == [(n, f'{{"UniqueID":"{n:07d}"}}') for n in range(2, 5)]
+    assert sorted(terms) == [(7, "2025", "Fall"), (7, "2025", "Spring")]
 
 
 def test_a_file_of_other_rows_is_refused(tmp_path: Path) -> None:

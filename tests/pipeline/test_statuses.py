@@ -221,7 +221,7 @@ def _lose_staged_rows(server: InProcessApp, upload_id: int, loss: str) -> Path |
         if not isinstance(staging, FileStaging):
             # PostgreSQL's crash recovery empties the unlogged staging table
             assert db.scalar(text("SELECT relpersistence FROM pg_class WHERE relname = 'staged_rows'")) == "u"
-            db.execute(text("TRUNCATE staged_rows"))
+            db.execute(text("TRUNCATE staged_rows, staged_terms"))
             db.commit()
             return None
         path = staging.file(upload_id)

@@ -59,3 +59,15 @@ class StagedRow(Base):
     record: Mapped[str] = mapped_column(Text)
 
     __mapper_args__ = MappingProxyType({"primary_key": (upload_id, row_number)})
+
+
+class StagedTerm(Base):
+    """An entry term (year and term) that an upload's staged rows hold, staged with them: processing finds
+    the earlier rows a file replaces from these few rows rather than from a pass over every staged row.
+    UNLOGGED on PostgreSQL, like StagedRow, and emptied with it by crash recovery."""
+
+    __tablename__ = "staged_terms"
+
+    upload_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_year: Mapped[str] = mapped_column(String(4), primary_key=True)
+    entry_term: Mapped[str] = mapped_column(String(14), primary_key=True)

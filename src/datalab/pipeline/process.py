@@ -27,15 +27,15 @@ def _apply(ctx: StageContext, db: Session, staging: Staging, upload: Upload) -> 
     if not staging.complete(upload.id, int(upload.meta["stagedRows"])):
         load_staging(ctx, staging, upload)
     now = utcnow()
-    with staging.rows(upload.id) as staged:
+    with staging.tables(upload.id) as staged:
         if upload.product_type == "enrollment":
-            return apply_enrollment(db=db, upload=upload, staged=staged, now=now)
+            return apply_enrollment(db=db, upload=upload, staged=staged.rows, terms=staged.terms, now=now)
         if upload.product_type == "affinity":
-            return apply_affinity(db=db, upload=upload, staged=staged, now=now)
+            return apply_affinity(db=db, upload=upload, staged=staged.rows, now=now)
         outputs = Outputs(
             store=ctx.store, exports_bucket=ctx.exports_bucket, temp_dir=ctx.temp_dir, matcher=ctx.matcher
         )
-        return apply_ematch(db=db, upload=upload, staged=staged, outputs=outputs, now=now)
+        return apply_ematch(db=db, upload=upload, staged=staged.rows, outputs=outputs, now=now)
 
 
 def process(ctx: StageContext, job: ClaimedJob) -> None:

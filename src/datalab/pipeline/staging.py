@@ -15,6 +15,10 @@ The file is written without a journal under a `.part` name and renamed into plac
 load that stops half-way leaves nothing a later stage could take for staged rows; deleting the file
 clears it.
 
+Each place also holds the distinct entry terms (year and term) of the upload's rows, gathered while they
+load: processing finds the earlier rows a file replaces from these few rows, not from a pass over every
+staged row.
+
 The cleansed rows file in the object store is kept until processing has committed: it is the durable
 hand-off. Neither staging place is (a file written without syncs; a table whose rows the database's
 crash recovery empties), and rows found missing are loaded from it again.
@@ -28,31 +32,39 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import polars as pl
 import pyarrow as pa
-from sqlalchemy import MetaData, Table, delete, exists, func, select, text
+from sqlalchemy import MetaData, Table, delete, exists, func, insert, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from datalab.db import SQLITE_PAGE_SIZE, attach_sqlite
 from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import STAGED_SCHEMA
-from datalab.pipeline.models import StagedRow
+from datalab.pipeline.models import StagedRow, StagedTerm
 from datalab.uploads.models import Upload
 
 # The schema name of the upload's staging file while it is attached (SQLite).
 ATTACHED_SCHEMA = "staging"
-# The staged rows as processing reads them from an attached staging file (the columns of StagedRow).
-_ATTACHED_TABLE = cast(Table, StagedRow.__table__).to_metadata(MetaData(), schema=ATTACHED_SCHEMA)
-# The file's one table has StagedRow's columns, so that processing reads either place the same way; the
-# row number is the rowid (rows go in in file order and are read back in it).
-_FILE_TABLE = (
+# The staged rows and terms as processing reads them from an attached staging file.
+_ATTACHED = MetaData()
+_ATTACHED_ROWS = cast(Table, StagedRow.__table__).to_metadata(_ATTACHED, schema=ATTACHED_SCHEMA)
+_ATTACHED_TERMS = cast(Table, StagedTerm.__table__).to_metadata(_ATTACHED, schema=ATTACHED_SCHEMA)
+# The file's tables have the columns of StagedRow and StagedTerm, so that processing reads either place
+# the same way; the row number is the rowid (rows go in in file order and are read back in it).
+_FILE_TABLES = (
     f"CREATE TABLE {StagedRow.__tablename__} (upload_id INTEGER NOT NULL, row_number INTEGER PRIMARY KEY, "
-    "unique_id TEXT NOT NULL, entry_year TEXT NOT NULL, entry_term TEXT NOT NULL, record TEXT NOT NULL)"
+    "unique_id TEXT NOT NULL, entry_year TEXT NOT NULL, entry_term TEXT NOT NULL, record TEXT NOT NULL)",
+    f"CREATE TABLE {StagedTerm.__tablename__} (upload_id INTEGER NOT NULL, entry_year TEXT NOT NULL, "
+    "entry_term TEXT NOT NULL)",
 )
+# Marks a staging file of this layout in its header (SQLite's application_id): files of an earlier one
+# are loaded again.
+_FILE_LAYOUT = 2
 _FILE_SUFFIX = ".sqlite"
 _PART_SUFFIX = ".part"
 # The statuses of uploads whose staged rows a stage may still read.
@@ -62,6 +74,23 @@ _COLUMNS = ("upload_id", *STAGED_SCHEMA.names)
 # What COPY's text format gives a meaning to, and its escape (the backslash first: the others add one).
 _TEXT_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 _TEXT_SPECIAL = r"[\\\t\n\r]"
+
+
+@dataclass(frozen=True)
+class StagedTables:
+    """The tables of an upload's staged rows and of their entry terms, for statements in a transaction."""
+
+    rows: Table
+    terms: Table
+
+
+def _with_terms(batches: Iterable[pa.RecordBatch], into: set[tuple[str, str]]) -> Iterator[pa.RecordBatch]:
+    """The batches, each one's distinct (entry year, entry term) added to `into` as it goes by."""
+    for batch in batches:
+        terms = pa.Table.from_batches([batch]).group_by(["entry_year", "entry_term"]).aggregate([])
+        years, names = terms.column("entry_year").to_pylist(), terms.column("entry_term").to_pylist()
+        into.update(zip(years, names, strict=True))
+        yield batch
 
 
 class Staging(ABC):
@@ -90,8 +119,9 @@ class Staging(ABC):
         """Whether the upload's staged rows are there, as many as ingest counted."""
 
     @abstractmethod
-    def rows(self, upload_id: int) -> AbstractContextManager[Table]:
-        """The table the upload's staged rows are in, for statements in the session's transaction."""
+    def tables(self, upload_id: int) -> AbstractContextManager[StagedTables]:
+        """The tables the upload's staged rows and terms are in, for statements in the session's
+        transaction."""
 
     @abstractmethod
     def clear_processed(self, upload_id: int) -> None:
@@ -153,6 +183,7 @@ class TableStaging(Staging):
         from psycopg.copy import QueuedLibpqWriter  # noqa: PLC0415
 
         self.discard(upload_id)
+        terms: set[tuple[str, str]] = set()
         driver = self._db.connection().connection.driver_connection
         statement = f"COPY {StagedRow.__tablename__} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT text)"
         count = 0
@@ -161,10 +192,15 @@ class TableStaging(Staging):
             # a thread of psycopg's sends each frame's text while the next one is written
             cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy,
         ):
-            for batch in batches:
+            for batch in _with_terms(batches, terms):
                 frame = pl.DataFrame(batch)
                 copy.write(_copy_text(frame, upload_id))
                 count += frame.height
+        if terms:
+            self._db.execute(
+                insert(StagedTerm),
+                [{"upload_id": upload_id, "entry_year": year, "entry_term": term} for year, term in terms],
+            )
         return count
 
     def count(self, upload_id: int) -> int:
@@ -182,8 +218,8 @@ class TableStaging(Staging):
         )
 
     @contextmanager
-    def rows(self, upload_id: int) -> Iterator[Table]:
-        yield cast(Table, StagedRow.__table__)
+    def tables(self, upload_id: int) -> Iterator[StagedTables]:
+        yield StagedTables(cast(Table, StagedRow.__table__), cast(Table, StagedTerm.__table__))
 
     def clear_processed(self, upload_id: int) -> None:
         """Clear the processed upload's staged rows in the session's transaction.
@@ -195,12 +231,17 @@ class TableStaging(Staging):
         """
         if self._taken() and self._only_upload_staged(upload_id):
             self._db.execute(text(f"TRUNCATE {StagedRow.__tablename__}"))
+            self._discard_terms(upload_id)
             return
         self.discard(upload_id)
 
     def discard(self, upload_id: int) -> None:
-        """Delete the upload's rows from the staging table in the session's transaction."""
+        """Delete the upload's rows and terms from the staging tables in the session's transaction."""
         self._db.execute(delete(StagedRow).where(StagedRow.upload_id == upload_id))
+        self._discard_terms(upload_id)
+
+    def _discard_terms(self, upload_id: int) -> None:
+        self._db.execute(delete(StagedTerm).where(StagedTerm.upload_id == upload_id))
 
     def discard_leftovers(self) -> None:
         """Nothing to do: a table's rows are deleted by the transactions that load and process them."""
@@ -224,16 +265,32 @@ class TableStaging(Staging):
 
 
 def _file_count(path: Path, *, counted: bool) -> int | None:
-    """The rows of a staging file, counted or as its header says; None when there is no such file or it
-    cannot be read."""
+    """The rows of a staging file, counted or as its header says (None for a file of another layout); None
+    when there is no such file or it cannot be read."""
     if not path.exists():
         return None
-    query = f"SELECT count(*) FROM {StagedRow.__tablename__}" if counted else "PRAGMA user_version"
     try:
         with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as connection:
-            return int(connection.execute(query).fetchone()[0])
+            if counted:
+                return int(
+                    connection.execute(f"SELECT count(*) FROM {StagedRow.__tablename__}").fetchone()[0]
+                )
+            (layout,) = connection.execute("PRAGMA application_id").fetchone()
+            (rows,) = connection.execute("PRAGMA user_version").fetchone()
     except sqlite3.DatabaseError:
         return None
+    return int(rows) if layout == _FILE_LAYOUT else None
+
+
+def _terms_table(upload_id: int, terms: set[tuple[str, str]]) -> pa.Table:
+    years, names = zip(*sorted(terms), strict=True)
+    return pa.table(
+        {
+            "upload_id": pa.array([upload_id] * len(terms), pa.int64()),
+            "entry_year": pa.array(years, pa.string()),
+            "entry_term": pa.array(names, pa.string()),
+        }
+    )
 
 
 def _damaged_file(error: DBAPIError) -> bool:
@@ -295,15 +352,20 @@ class FileStaging(Staging):
             cursor.execute("PRAGMA journal_mode=OFF")
             cursor.execute("PRAGMA synchronous=OFF")
             cursor.execute("BEGIN")
-            cursor.execute(_FILE_TABLE)
-            for batch in batches:
+            for table in _FILE_TABLES:
+                cursor.execute(table)
+            terms: set[tuple[str, str]] = set()
+            for batch in _with_terms(batches, terms):
                 owner = pa.repeat(pa.scalar(upload_id, pa.int64()), batch.num_rows)
                 cursor.adbc_ingest(
                     StagedRow.__tablename__, batch.add_column(0, "upload_id", owner), mode="append"
                 )
                 count += batch.num_rows
             # the count in the file's header: a file to trust holds as many rows as its header says
+            if terms:
+                cursor.adbc_ingest(StagedTerm.__tablename__, _terms_table(upload_id, terms), mode="append")
             cursor.execute(f"PRAGMA user_version={count}")
+            cursor.execute(f"PRAGMA application_id={_FILE_LAYOUT}")
             cursor.execute("COMMIT")
         os.replace(part, final)
         return count
@@ -317,7 +379,7 @@ class FileStaging(Staging):
         return _file_count(self.file(upload_id), counted=False) == expected
 
     @contextmanager
-    def rows(self, upload_id: int) -> Iterator[Table]:
+    def tables(self, upload_id: int) -> Iterator[StagedTables]:
         """The upload's staging file, attached for the rest of the connection's use by this session; the
         connection detaches it when it goes back to the pool.
 
@@ -329,7 +391,7 @@ class FileStaging(Staging):
             raise FileNotFoundError(f"no staged rows for upload {upload_id}: {path} is missing")
         attach_sqlite(self._db.connection(), path, ATTACHED_SCHEMA)
         try:
-            yield _ATTACHED_TABLE
+            yield StagedTables(_ATTACHED_ROWS, _ATTACHED_TERMS)
         except DBAPIError as exc:
             if _damaged_file(exc):
                 self.discard(upload_id)

@@ -84,9 +84,12 @@ def _copy_staged(
     return int(copied.rowcount)  # type: ignore[attr-defined]
 
 
-def apply_enrollment(*, db: Session, upload: Upload, staged: Table, now: datetime) -> dict[str, int]:
+def apply_enrollment(
+    *, db: Session, upload: Upload, staged: Table, terms: Table, now: datetime
+) -> dict[str, int]:
     """Replace the institution's earlier records for the entry terms in the file with the file's rows
-    (`staged`: the table holding them, see `datalab.pipeline.staging.Staging.rows`)."""
+    (`staged` and `terms`: the tables holding them and their entry terms, see
+    `datalab.pipeline.staging.Staging.tables`)."""
     owner = _owner(upload)
     db.execute(delete(EnrollmentRecord).where(EnrollmentRecord.upload_id == upload.id))
     db.execute(delete(EnrollmentTerm).where(EnrollmentTerm.upload_id == upload.id))
@@ -94,13 +97,11 @@ def apply_enrollment(*, db: Session, upload: Upload, staged: Table, now: datetim
         insert(EnrollmentTerm).from_select(
             ["organization_id", "upload_id", "entry_year", "entry_term"],
             select(
-                literal(upload.organization_id), staged.c.upload_id, staged.c.entry_year, staged.c.entry_term
-            )
-            .where(staged.c.upload_id == upload.id)
-            .distinct(),
+                literal(upload.organization_id), terms.c.upload_id, terms.c.entry_year, terms.c.entry_term
+            ).where(terms.c.upload_id == upload.id),
         )
     )
-    terms = (
+    file_terms = (
         scoped(EnrollmentTerm, owner)
         .where(EnrollmentTerm.upload_id == upload.id)
         .with_only_columns(EnrollmentTerm.entry_year, EnrollmentTerm.entry_term)
@@ -108,13 +109,13 @@ def apply_enrollment(*, db: Session, upload: Upload, staged: Table, now: datetim
     # the other uploads holding a term of the file, whose rows of those terms the file replaces
     earlier_terms = scoped(EnrollmentTerm, owner).where(
         EnrollmentTerm.upload_id != upload.id,
-        tuple_(EnrollmentTerm.entry_year, EnrollmentTerm.entry_term).in_(terms),
+        tuple_(EnrollmentTerm.entry_year, EnrollmentTerm.entry_term).in_(file_terms),
     )
     earlier = (
         scoped(EnrollmentRecord, owner)
         .where(
             EnrollmentRecord.upload_id.in_(earlier_terms.with_only_columns(EnrollmentTerm.upload_id)),
-            tuple_(EnrollmentRecord.entry_year, EnrollmentRecord.entry_term).in_(terms),
+            tuple_(EnrollmentRecord.entry_year, EnrollmentRecord.entry_term).in_(file_terms),
         )
         .with_only_columns(EnrollmentRecord.id)
     )
