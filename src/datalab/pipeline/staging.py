@@ -87,9 +87,8 @@ class StagedTables:
 def _with_terms(batches: Iterable[pa.RecordBatch], into: set[tuple[str, str]]) -> Iterator[pa.RecordBatch]:
     """The batches, each one's distinct (entry year, entry term) added to `into` as it goes by."""
     for batch in batches:
-        terms = pa.Table.from_batches([batch]).group_by(["entry_year", "entry_term"]).aggregate([])
-        years, names = terms.column("entry_year").to_pylist(), terms.column("entry_term").to_pylist()
-        into.update(zip(years, names, strict=True))
+        # polars rather than Arrow's group_by, whose engine takes a third of a second to start in a process
+        into.update(pl.DataFrame(batch.select(["entry_year", "entry_term"])).unique().iter_rows())
         yield batch
 
 
