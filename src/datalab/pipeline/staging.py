@@ -46,6 +46,7 @@ from datalab.db import SQLITE_PAGE_SIZE, attach_sqlite
 from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import STAGED_SCHEMA
 from datalab.pipeline.models import StagedRow, StagedTerm
+from datalab.pipeline.readers import read_ahead
 from datalab.uploads.models import Upload
 
 # The schema name of the upload's staging file while it is attached (SQLite).
@@ -178,23 +179,25 @@ class TableStaging(Staging):
     def load(self, upload_id: int, batches: Iterable[pa.RecordBatch]) -> int:
         """COPY batches of staging rows into the staging table in the session's transaction, after deleting
         the upload's earlier staged rows in it; the count."""
-        # Loaded by the processes that ingest on PostgreSQL only (psycopg takes about 0.1 s to import).
-        from psycopg.copy import QueuedLibpqWriter  # noqa: PLC0415
-
         self.discard(upload_id)
         terms: set[tuple[str, str]] = set()
+
+        def texts() -> Iterator[tuple[bytes, int]]:
+            for batch in _with_terms(batches, terms):
+                yield _copy_text(pl.DataFrame(batch), upload_id), batch.num_rows
+
         driver = self._db.connection().connection.driver_connection
         statement = f"COPY {StagedRow.__tablename__} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT text)"
         count = 0
         with (
             driver.cursor() as cursor,  # type: ignore[union-attr]
-            # a thread of psycopg's sends each frame's text while the next one is written
-            cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy,
+            cursor.copy(statement) as copy,
+            # each batch's text is written by a thread of its own while the one before is sent: one waits
+            closing(read_ahead(texts())) as ahead,
         ):
-            for batch in _with_terms(batches, terms):
-                frame = pl.DataFrame(batch)
-                copy.write(_copy_text(frame, upload_id))
-                count += frame.height
+            for text, rows in ahead:
+                copy.write(text)
+                count += rows
         if terms:
             self._db.execute(
                 insert(StagedTerm),
