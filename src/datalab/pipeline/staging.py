@@ -363,9 +363,9 @@ class FileStaging(Staging):
                     StagedRow.__tablename__, batch.add_column(0, "upload_id", owner), mode="append"
                 )
                 count += batch.num_rows
-            # the count in the file's header: a file to trust holds as many rows as its header says
             if terms:
                 cursor.adbc_ingest(StagedTerm.__tablename__, _terms_table(upload_id, terms), mode="append")
+            # the count in the file's header: a file to trust holds as many rows as its header says
             cursor.execute(f"PRAGMA user_version={count}")
             cursor.execute(f"PRAGMA application_id={_FILE_LAYOUT}")
             cursor.execute("COMMIT")
