@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import IntEnum
 from pathlib import Path
 from typing import Any, TypeVarTuple
 
@@ -21,6 +22,8 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    func,
+    select,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -199,6 +202,24 @@ def first_unclaimed(db: Session, candidates: Select[*Columns]) -> Row[*Columns] 
     if db.get_bind().dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
     return db.execute(candidates).first()
+
+
+class TransactionLock(IntEnum):
+    """What a transaction may need to do alone (see hold_lock); the values are PostgreSQL advisory lock
+    classes, never reused."""
+
+    # An organization's enrollment terms: a file replaces the rows that earlier files hold of its terms.
+    ENROLLMENT_TERMS = 1
+
+
+def hold_lock(db: Session, lock: TransactionLock, key: int) -> None:
+    """Wait until no other transaction holds the lock on `key`, then hold it until this one ends.
+
+    On PostgreSQL an advisory transaction lock (a lock class and a key; no row is locked, so nothing
+    else waits for it). SQLite's write transactions run one at a time already (BEGIN IMMEDIATE).
+    """
+    if db.get_bind().dialect.name == "postgresql":
+        db.execute(select(func.pg_advisory_xact_lock(int(lock), key)))
 
 
 def upgrade_database(engine: Engine) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from sqlalchemy import Row, Table, delete, insert, literal, select, tuple_
 from sqlalchemy.orm import Session
 
+from datalab.db import TransactionLock, hold_lock
 from datalab.exports.models import Export
 from datalab.exports.service import publish_export
 from datalab.records.models import AffinityRecord, EmatchResult, EnrollmentRecord, EnrollmentTerm
@@ -90,6 +91,9 @@ def apply_enrollment(
     """Replace the institution's earlier records for the entry terms in the file with the file's rows
     (`staged` and `terms`: the tables holding them and their entry terms, see
     `datalab.pipeline.staging.Staging.tables`)."""
+    # Two files of the organization processed at once would each miss the other's uncommitted rows and
+    # both keep theirs: the second waits for the first, then replaces what it committed.
+    hold_lock(db, TransactionLock.ENROLLMENT_TERMS, upload.organization_id)
     owner = _owner(upload)
     db.execute(delete(EnrollmentRecord).where(EnrollmentRecord.upload_id == upload.id))
     db.execute(delete(EnrollmentTerm).where(EnrollmentTerm.upload_id == upload.id))
