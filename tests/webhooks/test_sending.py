@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import socket
 
 import httpx2
 import pytest
@@ -82,6 +83,80 @@ def test_a_host_resolving_to_a_non_public_address_is_refused_at_delivery(url: st
         )
     assert outcome.status is None
     assert outcome.error == f"refused: the webhook's host resolves to {address}, not a public address"
+
+
+def _resolving(monkeypatch: pytest.MonkeyPatch, answers: list[list[str]]) -> list[str]:
+    """DNS for the test: each lookup gets the next of the answers (addresses); the names looked up."""
+    looked_up: list[str] = []
+
+    def getaddrinfo(host: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        looked_up.append(host)
+        if not answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 0)) for address in answers.pop(0)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return looked_up
+
+
+@pytest.mark.parametrize(
+    ("url", "address", "sent_to", "host", "server_name"),
+    [
+        (
+            "https://hooks.college.example/in?x=1",
+            "93.184.215.14",
+            "https://93.184.215.14/in?x=1",
+            "hooks.college.example",
+            "hooks.college.example",
+        ),
+        (
+            "http://hooks.college.example:8080/in",
+            "2606:2800:21f:cb07::1",
+            "http://[2606:2800:21f:cb07::1]:8080/in",
+            "hooks.college.example:8080",
+            None,
+        ),
+        (
+            "https://bücher.example/in",
+            "93.184.215.14",
+            "https://93.184.215.14/in",
+            "xn--bcher-kva.example",
+            "xn--bcher-kva.example",
+        ),
+    ],
+)
+def test_a_delivery_goes_to_the_address_checked_without_a_second_lookup(
+    monkeypatch: pytest.MonkeyPatch, url: str, address: str, sent_to: str, host: str, server_name: str | None
+) -> None:
+    # the name's second answer is the server's own network: a client resolving again would go there
+    looked_up = _resolving(monkeypatch, [[address], ["127.0.0.1"]])
+    seen: list[httpx2.Request] = []
+
+    def accept(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(204)
+
+    with httpx2.Client(transport=httpx2.MockTransport(accept)) as client:
+        outcome = send(
+            _claimed(url, BOX.seal("whsec_s")), client=client, sending=Sending(box=BOX, allow_private=False)
+        )
+    assert outcome.delivered
+    assert len(looked_up) == 1
+    (request,) = seen
+    assert str(request.url) == sent_to
+    assert request.headers["host"] == host
+    assert request.extensions.get("sni_hostname") == server_name
+
+
+def test_a_host_that_does_not_resolve_is_refused_at_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
+    _resolving(monkeypatch, [])
+    with httpx2.Client(transport=httpx2.MockTransport(_refuse_everything)) as client:
+        outcome = send(
+            _claimed("https://gone.college.example/in", BOX.seal("whsec_s")),
+            client=client,
+            sending=Sending(box=BOX, allow_private=False),
+        )
+    assert (outcome.status, outcome.error) == (None, "refused: the webhook's host does not resolve")
 
 
 def test_allowed_private_targets_get_the_request_signed_with_the_decrypted_secret() -> None:

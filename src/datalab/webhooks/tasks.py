@@ -32,7 +32,7 @@ from datalab.settings import Settings
 from datalab.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 from datalab.webhooks.sealing import SecretBox, UnreadableSecret
 from datalab.webhooks.service import is_deliverable_url, sign
-from datalab.webhooks.targets import non_public_address
+from datalab.webhooks.targets import Destination, RefusedTarget, destination
 
 log = logging.getLogger(__name__)
 
@@ -140,30 +140,28 @@ def delivery_headers(claimed: ClaimedDelivery, timestamp: str, secret: str) -> d
     }
 
 
-def refusal(claimed: ClaimedDelivery, sending: Sending) -> str:
-    """Why the delivery must not be sent (its URL, its target address), or empty."""
+def _destination(claimed: ClaimedDelivery, sending: Sending) -> Destination:
+    """Where the delivery is sent (see `targets.destination`); raises RefusedTarget."""
     if not is_deliverable_url(claimed.url):
-        return "refused: the webhook's URL is not http(s)"
-    address = None if sending.allow_private else non_public_address(claimed.url)
-    if address is not None:
-        return f"refused: the webhook's host resolves to {address}, not a public address"
-    return ""
+        raise RefusedTarget("the webhook's URL is not http(s)")
+    return destination(claimed.url, allow_private=sending.allow_private)
 
 
 def send(claimed: ClaimedDelivery, *, client: httpx2.Client, sending: Sending) -> Outcome:
     """POST the delivery's body, signed now, to its webhook; never raises."""
     started = time.monotonic()
-    refused = refusal(claimed, sending)
-    if refused:
-        return Outcome(status=None, error=refused, duration_ms=0)
     try:
+        target = _destination(claimed, sending)
         secret = sending.box.open(claimed.secret)
-    except UnreadableSecret as exc:
+    except (RefusedTarget, UnreadableSecret) as exc:
         return Outcome(status=None, error=f"refused: {exc}", duration_ms=0)
     timestamp = str(int(time.time()))
     try:
         response = client.post(
-            claimed.url, content=claimed.body.encode(), headers=delivery_headers(claimed, timestamp, secret)
+            target.url,
+            content=claimed.body.encode(),
+            headers={**delivery_headers(claimed, timestamp, secret), **target.headers},
+            extensions=target.extensions,
         )
         error = "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
         status: int | None = response.status_code
