@@ -143,9 +143,7 @@ def main() -> None:
                 print(f"  {stage:<8} {seconds:7.2f} s  {seconds / read:5.1f}x  (queued to finished)")
             # a stage's finish is stamped before its transaction commits: the last commit is in no stage
             rest = elapsed - posted - sum(stages.values())
-            print(
-                f"  {'rest':<8} {rest:7.2f} s  {rest / read:5.1f}x  (the last commit, the polling of the file)"
-            )
+            print(f"  {'rest':<8} {rest:7.2f} s  {rest / read:5.1f}x  (last commit, polling)")
             print(peak_report(server.process.pid, peak_before, f"the pipeline of {args.rows:,} rows"))
         finally:
             server.stop()
