@@ -353,6 +353,11 @@ class Settings(BaseSettings):
         return base64.urlsafe_b64encode(self._derive("stored-secret-encryption"))
 
     @property
+    def unsubscribe_key(self) -> bytes:
+        """The key the unsubscribe links of e-mail digests are signed with, derived from the secret key."""
+        return self._derive("digest-unsubscribe")
+
+    @property
     def temp_dir(self) -> Path:
         """Scratch space for files being assembled or read (downloads, archives, pipeline work)."""
         return self.home / "tmp"

@@ -23,6 +23,7 @@ from datalab.audit.models import AuditEvent
 from datalab.db import make_engine, make_session_factory, utcnow
 from datalab.demo.service import DEMO_USER
 from datalab.digests.models import DigestEntry
+from datalab.digests.service import unsubscribe_token
 from datalab.digests.tasks import send_digests
 from datalab.exports.models import Export
 from datalab.settings import Settings
@@ -167,6 +168,11 @@ def test_one_digest_per_user_lists_every_new_export_once(
             assert name in text.get_content() and name in html.get_content()
         assert "prospect" in text.get_content()
         assert f"{PUBLIC_URL}/datacenter/exports" in text.get_content()
+        link = _unsubscribe_link(message)
+        assert link.startswith(f"{PUBLIC_URL}/datacenter/unsubscribe/")
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert f"Stop these e-mails: {link}" in text.get_content()
+        assert f'href="{link}"' in html.get_content()
     assert smtp.inbox.to(stranger.user_name) == []
     assert len(smtp.inbox.received) == 2
 
@@ -245,6 +251,114 @@ def test_a_user_who_opts_out_gets_no_digest(
 
     turned_on = httpx2.put(url, headers=leaving.headers, json={"subscribed": True})
     assert turned_on.json() == {"subscribed": True}
+
+
+def _unsubscribe_link(message: EmailMessage) -> str:
+    header = str(message["List-Unsubscribe"])
+    assert header.startswith("<") and header.endswith(">")
+    return header[1:-1]
+
+
+def _on(server: LiveServer, link: str) -> str:
+    """The link of a message (made with the public URL) on the test's server."""
+    return server.root + link.removeprefix(PUBLIC_URL)
+
+
+def _link_events(server: LiveServer, user_uid: str) -> list[dict[str, Any]]:
+    with server.db() as db:
+        events = db.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == "email.digest_subscription", AuditEvent.target_id == user_uid
+            )
+        ).all()
+        return [
+            {"actor": event.actor_uid, "organization": event.organization_id, **event.detail}
+            for event in events
+        ]
+
+
+def test_the_unsubscribe_link_stops_the_digest_without_signing_in(
+    quiet: LiveServer, smtp: SmtpServer, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    reader = add_account(quiet)
+    later = utcnow() + timedelta(hours=2)
+    _published(quiet, tmp_path, "Linked")
+    send_digests(session_factory=sessions, settings=_mailing(quiet, smtp), now=later)
+    [message] = smtp.inbox.to(reader.user_name)
+    link = _on(quiet, _unsubscribe_link(message))
+    digest_url = quiet.base_url + "/email-digest"
+    api = login_as(quiet, reader)
+
+    # opening the link (as a mail scanner does) changes nothing
+    shown = httpx2.get(link)
+    assert shown.status_code == 200
+    assert f"{reader.user_name} gets an e-mail listing the new export files" in shown.text
+    assert "Stop the e-mails" in shown.text
+    assert httpx2.get(digest_url, headers=api.headers).json() == {"subscribed": True}
+
+    waiting = _published(quiet, tmp_path, "Waiting")
+    # a mail program's one-click request (RFC 8058), without a session or a CSRF token
+    clicked = httpx2.post(
+        link,
+        content=b"List-Unsubscribe=One-Click",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert clicked.status_code == 200
+    assert f"{reader.user_name} gets no more e-mail digests" in clicked.text
+    assert httpx2.get(digest_url, headers=api.headers).json() == {"subscribed": False}
+    with quiet.db() as db:
+        reader_states = db.scalars(
+            select(DigestEntry.state)
+            .join(User, User.id == DigestEntry.user_id)
+            .join(Export, Export.id == DigestEntry.export_id)
+            .where(User.uid == reader.uid, Export.uid == waiting[0]["uid"])
+        ).all()
+    assert reader_states == ["skipped"]
+    # the page's button again: nothing more to stop, nothing more recorded
+    assert httpx2.post(link).status_code == 200
+    assert "gets no more e-mail digests" in httpx2.get(link).text
+    assert _link_events(quiet, reader.uid) == [
+        {"actor": reader.uid, "organization": None, "subscribed": False, "from": "unsubscribe link"}
+    ]
+
+
+def test_an_unsubscribe_link_changed_or_made_for_another_user_is_refused(
+    quiet: LiveServer, smtp: SmtpServer, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    reader = add_account(quiet)
+    other = add_account(quiet)
+    _published(quiet, tmp_path, "Guarded")
+    send_digests(session_factory=sessions, settings=_mailing(quiet, smtp), now=utcnow() + timedelta(hours=2))
+    [message] = smtp.inbox.to(reader.user_name)
+    link = _on(quiet, _unsubscribe_link(message))
+    prefix, token = link.rsplit("/", 1)
+    changed = token[:-1] + ("A" if token[-1] != "A" else "B")
+    for forged in (
+        f"{prefix}/{changed}",
+        link.replace(reader.uid, other.uid),
+        f"{prefix}/{token[:-1]}",
+        link.replace(reader.uid, "no-such-user"),
+    ):
+        for method in ("GET", "POST"):
+            refused = httpx2.request(method, forged)
+            assert refused.status_code == 404, forged
+            assert "This unsubscribe link is not valid" in refused.text
+    for person in (reader, other):
+        api = login_as(quiet, person)
+        assert httpx2.get(quiet.base_url + "/email-digest", headers=api.headers).json() == {
+            "subscribed": True
+        }
+        assert _link_events(quiet, person.uid) == []
+
+
+def test_unsubscribe_tokens_depend_on_the_secret_key() -> None:
+    first = Settings(secret_key="a" * 40)
+    second = Settings(secret_key="b" * 40)
+    token = unsubscribe_token(first.unsubscribe_key, "user-1")
+    assert len(token) == 32
+    assert token == unsubscribe_token(first.unsubscribe_key, "user-1")
+    assert token != unsubscribe_token(first.unsubscribe_key, "user-2")
+    assert token != unsubscribe_token(second.unsubscribe_key, "user-1")
 
 
 def test_a_recipient_the_smtp_server_refuses_for_good_is_not_tried_again(

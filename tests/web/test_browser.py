@@ -28,8 +28,11 @@ from playwright.sync_api import (
 from sqlalchemy import func, select
 
 from datalab.accounts.models import User
+from datalab.digests.models import DigestOptOut
+from datalab.digests.service import unsubscribe_token
 from datalab.exports.models import Delivery, Export
 from datalab.records.models import EnrollmentRecord
+from datalab.settings import Settings
 from datalab.uploads.models import FieldMapping
 from tests.support.accounts import DEMO_DISPLAY_NAME, unique
 from tests.support.admin import PageOperator, make_page_operator
@@ -133,6 +136,28 @@ def test_sign_in(browser: Browser, site: LiveServer) -> None:
         assert session.get("httpOnly") is True
         assert session.get("sameSite") == "Lax"
         assert session.get("path") == "/datacenter"
+    finally:
+        context.close()
+
+
+def test_the_digest_unsubscribe_link_works_without_signing_in(browser: Browser, site: LiveServer) -> None:
+    person = add_account(site)
+    token = unsubscribe_token(Settings(secret_key=site.env["DATALAB_SECRET_KEY"]).unsubscribe_key, person.uid)
+    context = new_context(browser, site)
+    try:
+        page = context.new_page()
+        page.goto(f"/datacenter/unsubscribe/{person.uid}/{token}")
+        expect(page.locator("#unsubscribe-state")).to_contain_text(
+            "gets an e-mail listing the new export files"
+        )
+        page.get_by_role("button", name="Stop the e-mails").click()
+        expect(page.get_by_role("status")).to_have_text(
+            f"{person.user_name} gets no more e-mail digests of new export files."
+        )
+        with site.db() as db:
+            user_id = db.scalars(select(User.id).where(User.uid == person.uid)).one()
+            assert db.get(DigestOptOut, user_id) is not None
+        assert not any(cookie.get("name") == "datalab_session" for cookie in context.cookies())
     finally:
         context.close()
 

@@ -9,6 +9,9 @@ that runs out, and the digest is sent again by the next round (at least once, ne
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +22,7 @@ from sqlalchemy.orm import Session
 from datalab.accounts.models import Membership, Organization, User
 from datalab.audit.service import record, record_for
 from datalab.db import first_unclaimed, new_uid
-from datalab.digests.errors import DigestsNeedAUser
+from datalab.digests.errors import DigestsNeedAUser, UnknownUnsubscribeLink
 from datalab.digests.models import DigestEntry, DigestOptOut
 from datalab.exports.models import Export
 from datalab.scoping import OrgContext, across_organizations
@@ -82,15 +85,19 @@ def _person(org: OrgContext) -> User:
     return org.user
 
 
+def receives_digests(*, db: Session, user: User) -> bool:
+    """Whether the user gets digests (the default)."""
+    return db.get(DigestOptOut, user.id) is None
+
+
 def is_subscribed(*, db: Session, org: OrgContext) -> bool:
     """Whether the context's user gets digests (the default)."""
-    return db.get(DigestOptOut, _person(org).id) is None
+    return receives_digests(db=db, user=_person(org))
 
 
-def set_subscribed(*, db: Session, org: OrgContext, subscribed: bool, now: datetime) -> bool:
-    """Turn the context's user's digests on or off, in every organization; exports waiting for their next
-    digest are dropped when they turn them off."""
-    user = _person(org)
+def _subscribe(*, db: Session, user: User, subscribed: bool, now: datetime) -> bool:
+    """Turn the user's digests on or off, in every organization (exports waiting for their next digest are
+    dropped when they turn them off); whether anything changed."""
     opt_out = db.get(DigestOptOut, user.id)
     if subscribed and opt_out is not None:
         db.delete(opt_out)
@@ -102,17 +109,55 @@ def set_subscribed(*, db: Session, org: OrgContext, subscribed: bool, now: datet
             .values(state="skipped")
         )
     else:
-        return subscribed
+        return False
     db.flush()
-    record_for(
-        db,
-        org,
-        action="email.digest_subscription",
-        now=now,
-        target=("user", user.uid),
-        detail={"subscribed": subscribed},
-    )
+    return True
+
+
+def set_subscribed(*, db: Session, org: OrgContext, subscribed: bool, now: datetime) -> bool:
+    """Turn the context's user's digests on or off, in every organization; exports waiting for their next
+    digest are dropped when they turn them off."""
+    user = _person(org)
+    if _subscribe(db=db, user=user, subscribed=subscribed, now=now):
+        record_for(
+            db,
+            org,
+            action="email.digest_subscription",
+            now=now,
+            target=("user", user.uid),
+            detail={"subscribed": subscribed},
+        )
     return subscribed
+
+
+def unsubscribe_token(key: bytes, user_uid: str) -> str:
+    """The token of a user's unsubscribe link (an HMAC of their id): the link stops their digests without
+    signing in, and no one can make it for another user without the server's key."""
+    digest = hmac.new(key, f"digest-unsubscribe:{user_uid}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
+
+
+def unsubscribing_user(*, db: Session, key: bytes, user_uid: str, token: str) -> User:
+    """The user an unsubscribe link is for; raises UnknownUnsubscribeLink when the token is not theirs."""
+    expected = unsubscribe_token(key, user_uid)
+    user = db.scalar(select(User).where(User.uid == user_uid))
+    if not hmac.compare_digest(expected.encode(), token.encode()) or user is None:
+        raise UnknownUnsubscribeLink()
+    return user
+
+
+def unsubscribe(*, db: Session, user: User, now: datetime) -> None:
+    """Stop the user's digests from their unsubscribe link (nothing changes when they are stopped)."""
+    if _subscribe(db=db, user=user, subscribed=False, now=now):
+        record(
+            db,
+            action="email.digest_subscription",
+            organization_id=None,
+            now=now,
+            actor=user,
+            target=("user", user.uid),
+            detail={"subscribed": False, "from": "unsubscribe link"},
+        )
 
 
 def _claimable(now: datetime) -> object:

@@ -28,6 +28,7 @@ from datalab.digests.service import (
     finish_digest,
     release_digest,
     skip_pending,
+    unsubscribe_token,
 )
 from datalab.settings import Settings
 
@@ -44,12 +45,21 @@ def exports_page_url(settings: Settings) -> str:
     return settings.base_url("") + "/datacenter/exports"
 
 
+def unsubscribe_url(settings: Settings, user_uid: str) -> str:
+    """The link that stops a user's digests without signing in (a page, and RFC 8058's one-click POST)."""
+    token = unsubscribe_token(settings.unsubscribe_key, user_uid)
+    return settings.base_url("") + f"/datacenter/unsubscribe/{user_uid}/{token}"
+
+
 def _published(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def build_message(*, claimed: ClaimedDigest, sender: str, exports_url: str, now: datetime) -> EmailMessage:
-    """The digest as a multipart/alternative message (plain text, then HTML)."""
+def build_message(
+    *, claimed: ClaimedDigest, sender: str, exports_url: str, unsubscribe_url: str, now: datetime
+) -> EmailMessage:
+    """The digest as a multipart/alternative message (plain text, then HTML), with its unsubscribe link in
+    the text and in the headers mail programs show as an unsubscribe button (RFC 2369, RFC 8058)."""
     count = len(claimed.items)
     noun = "export" if count == 1 else "exports"
     message = EmailMessage()
@@ -60,6 +70,8 @@ def build_message(*, claimed: ClaimedDigest, sender: str, exports_url: str, now:
     domain = parseaddr(sender)[1].rpartition("@")[2] or "datalab"
     # Stable per digest: a digest sent again after a crash carries the same id.
     message["Message-ID"] = f"<digest-{claimed.uid}@{domain}>"
+    message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     greeting = f"Hello {claimed.first_name}," if claimed.first_name else "Hello,"
     lines = [
         f"  - {item.file_name} ({item.product_key}, published {_published(item.published_at)})"
@@ -77,6 +89,8 @@ def build_message(*, claimed: ClaimedDigest, sender: str, exports_url: str, now:
                 "",
                 f"Download them from Data Center: {exports_url}",
                 "",
+                f"Stop these e-mails: {unsubscribe_url}",
+                "",
             ]
         )
     )
@@ -88,7 +102,8 @@ def build_message(*, claimed: ClaimedDigest, sender: str, exports_url: str, now:
     message.add_alternative(
         f"<p>{html.escape(greeting)}</p><p>{count} new {noun} published to "
         f"{html.escape(claimed.organization_name)}:</p><ul>{rows}</ul>"
-        f'<p><a href="{html.escape(exports_url)}">Download them from Data Center</a></p>',
+        f'<p><a href="{html.escape(exports_url)}">Download them from Data Center</a></p>'
+        f'<p style="font-size:small"><a href="{html.escape(unsubscribe_url)}">Stop these e-mails</a></p>',
         subtype="html",
     )
     return message
@@ -187,7 +202,13 @@ def _send(
     server refused the recipient for good), never tried again; or `retry` (the server failed or refused
     for now), in the next round."""
     try:
-        message = build_message(claimed=claimed, sender=settings.email_from, exports_url=exports_url, now=now)
+        message = build_message(
+            claimed=claimed,
+            sender=settings.email_from,
+            exports_url=exports_url,
+            unsubscribe_url=unsubscribe_url(settings, claimed.user_uid),
+            now=now,
+        )
     except ValueError as exc:
         log.warning("e-mail digest %s not sent: no valid message for its recipient: %s", claimed.uid, exc)
         return "undeliverable"
