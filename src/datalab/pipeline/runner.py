@@ -30,6 +30,7 @@ from datalab.lifecycle import TERMINAL, UploadStatus, status_values
 from datalab.operations.metrics import observe_stage
 from datalab.pipeline.models import PipelineJob
 from datalab.pipeline.service import move_upload, record_status_change, wake_on_queued_stages
+from datalab.pipeline.staging import preload_bulk_driver
 from datalab.storage.base import ObjectStore
 from datalab.uploads.models import Upload
 
@@ -298,6 +299,7 @@ class EmbeddedRunner:
 
     def start(self) -> None:
         """Start the worker threads."""
+        preload_bulk_driver(self.context.session_factory)
         for thread in self._threads:
             thread.start()
 
