@@ -333,6 +333,115 @@ def test_user_and_key_actions_reach_only_members_of_the_organization_in_the_addr
     assert [tuple(key) for key in keys] == [("CRM", None)]
 
 
+def _memberships(api: InProcessApp, user_name: str) -> dict[str, str]:
+    """The organizations (by uid) the user belongs to, with their role in each."""
+    with api.db() as db:
+        rows = db.execute(
+            select(Organization.uid, Membership.role)
+            .join(Membership, Membership.organization_id == Organization.id)
+            .join(User, User.id == Membership.user_id)
+            .where(User.user_name == user_name)
+        ).all()
+    return {row.uid: row.role for row in rows}
+
+
+def test_an_operator_adds_an_existing_user_changes_their_role_and_removes_them(
+    api: InProcessApp, operator: PageOperator, operator_page: PageClient
+) -> None:
+    home_uid = _create_organization(operator_page, unique("First College"), unique_fice())
+    second_uid = _create_organization(operator_page, unique("Second College"), unique_fice())
+    user_name, password = _add_user(operator_page, home_uid)
+    user = _user(api, user_name)
+    second = f"/datacenter/admin/organizations/{second_uid}"
+
+    added = operator_page.post(f"{second}/members", {"user": user_name, "role": "member"})
+    assert added.status_code == 303 and added.headers["location"] == second
+    assert _memberships(api, user_name) == {home_uid: "member", second_uid: "member"}
+    assert user_name in operator_page.get(second).text
+    promoted = operator_page.post(f"{second}/members", {"user": user.uid, "role": "admin"})
+    assert promoted.status_code == 303
+    assert _memberships(api, user_name) == {home_uid: "member", second_uid: "admin"}
+
+    member = sign_in(api, user_name, password)
+    try:
+        assert member.get("/datacenter/exports").status_code == 200
+        removed = operator_page.post(f"{second}/users/{user.uid}/remove")
+        assert removed.status_code == 303 and removed.headers["location"] == second
+        assert _memberships(api, user_name) == {home_uid: "member"}
+        assert user_name not in operator_page.get(second).text
+        again = operator_page.post(f"{second}/users/{user.uid}/remove")
+        assert again.status_code == 404, again.text
+    finally:
+        member.close()
+    assert _actions(api, operator.uid, user.uid) == [
+        ("user.created", "DataCenter"),
+        ("membership.added", "DataCenter"),
+        ("membership.role_changed", "DataCenter"),
+        ("membership.removed", "DataCenter"),
+    ]
+
+
+def test_adding_an_unknown_user_or_role_changes_nothing(api: InProcessApp, operator_page: PageClient) -> None:
+    organization_uid = _create_organization(operator_page, unique("Careful College"), unique_fice())
+    user_name, _password = _add_user(operator_page, organization_uid)
+    other_uid = _create_organization(operator_page, unique("Elsewhere College"), unique_fice())
+    path = f"/datacenter/admin/organizations/{other_uid}/members"
+    unknown = operator_page.post(path, {"user": unique("nobody"), "role": "member"})
+    assert unknown.status_code == 404, unknown.text
+    bad_role = operator_page.post(path, {"user": user_name, "role": "owner"})
+    assert bad_role.status_code == 400, bad_role.text
+    assert "role must be one of member, admin" in bad_role.text
+    assert _memberships(api, user_name) == {organization_uid: "member"}
+
+
+def test_an_operator_grants_and_revokes_the_operator_role_of_a_member(
+    api: InProcessApp, operator: PageOperator, operator_page: PageClient
+) -> None:
+    organization_uid = _create_organization(operator_page, unique("Trusted College"), unique_fice())
+    user_name, password = _add_user(operator_page, organization_uid)
+    user = _user(api, user_name)
+    path = f"/datacenter/admin/organizations/{organization_uid}/users/{user.uid}/operator"
+
+    granted = operator_page.post(path, {"operator": "grant"})
+    assert granted.status_code == 303, granted.text
+    assert _user(api, user_name).is_operator
+    promoted = sign_in(api, user_name, password)
+    try:
+        assert promoted.get("/datacenter/admin").status_code == 200
+        revoked = operator_page.post(path, {"operator": "revoke"})
+        assert revoked.status_code == 303, revoked.text
+        assert not _user(api, user_name).is_operator
+        # revoking the role ends the user's sessions at once
+        assert signin_next(promoted.get("/datacenter/admin")) == "/datacenter/admin"
+    finally:
+        promoted.close()
+    refused = operator_page.post(path, {"operator": "maybe"})
+    assert refused.status_code == 400, refused.text
+    assert "The operator role is granted or revoked, not &#39;maybe&#39;" in refused.text
+    assert not _user(api, user_name).is_operator
+    assert _actions(api, operator.uid, user.uid)[-2:] == [
+        ("user.operator_granted", "DataCenter"),
+        ("user.operator_revoked", "DataCenter"),
+    ]
+
+
+def test_membership_and_operator_actions_reach_only_members_of_the_organization_in_the_address(
+    api: InProcessApp, operator_page: PageClient
+) -> None:
+    home_uid = _create_organization(operator_page, unique("Own College"), unique_fice())
+    other_uid = _create_organization(operator_page, unique("Foreign College"), unique_fice())
+    user_name, _password = _add_user(operator_page, home_uid)
+    user = _user(api, user_name)
+    elsewhere = f"/datacenter/admin/organizations/{other_uid}/users/{user.uid}"
+    for answer in (
+        operator_page.post(f"{elsewhere}/remove"),
+        operator_page.post(f"{elsewhere}/operator", {"operator": "grant"}),
+    ):
+        assert answer.status_code == 404, answer.text
+    assert _memberships(api, user_name) == {home_uid: "member"}
+    assert not _user(api, user_name).is_operator
+
+
 def test_an_operator_creates_a_key_shown_once_and_revokes_it(
     api: InProcessApp, operator: PageOperator, operator_page: PageClient
 ) -> None:
@@ -441,6 +550,9 @@ def test_forms_without_the_session_token_are_refused(api: InProcessApp, operator
         (f"{path}/users", {"userName": unique("forged"), "password": "long enough password"}),
         (f"{path}/users/{user_uid}/status", {"status": "Inactive"}),
         (f"{path}/users/{user_uid}/api-keys", {"name": "forged"}),
+        (f"{path}/members", {"user": user_uid, "role": "admin"}),
+        (f"{path}/users/{user_uid}/operator", {"operator": "grant"}),
+        (f"{path}/users/{user_uid}/remove", {}),
         (f"{path}/exports", {"productKey": "prospect", "fileName": "x.csv"}),
     ]
     for action, data in attempts:
@@ -456,3 +568,5 @@ def test_forms_without_the_session_token_are_refused(api: InProcessApp, operator
         assert db.scalar(select(func.count()).select_from(Organization)) == organizations
     assert _organization(api, organization_uid).deactivated_at is None
     assert _user(api, user_name).status == "Active"
+    assert not _user(api, user_name).is_operator
+    assert _memberships(api, user_name) == {organization_uid: "member"}

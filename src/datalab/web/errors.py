@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datalab.domain_errors import Forbidden
+from datalab.domain_errors import Forbidden, InvalidInput
 
 
 class NoOrganization(Forbidden):
@@ -21,3 +21,12 @@ class NotAMember(Forbidden):
 
     def __init__(self) -> None:
         super().__init__("You are not a member of that organization.")
+
+
+class UnknownOperatorChoice(InvalidInput):
+    """An operator page's form asking for the operator role to be neither granted nor revoked."""
+
+    code = "invalid_operator_choice"
+
+    def __init__(self, choice: str) -> None:
+        super().__init__(f"The operator role is granted or revoked, not {choice!r}")

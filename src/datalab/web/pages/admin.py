@@ -25,6 +25,7 @@ from datalab.exports.models import PRODUCT_KEYS
 from datalab.exports.service import list_exports
 from datalab.pagination import MAX_OFFSET, paginate
 from datalab.scoping import OrgContext
+from datalab.web.errors import UnknownOperatorChoice
 from datalab.web.models import WebSession
 from datalab.web.pages.common import (
     BodyDep,
@@ -212,6 +213,50 @@ def set_user_status(
     organization = accounts.find_organization(db=db, ref=org)
     member = accounts.find_member(db=db, organization=organization, ref=user)
     accounts.set_user_status(db=db, user=member, status=one(form, "status"), now=now, by=session.user)
+    return RedirectResponse(_organization_path(organization), status_code=303)
+
+
+@router.post("/organizations/{org}/members")
+def add_member(
+    org: str, session: OperatorSessionDep, body: BodyDep, db: DbDep, now: NowDep
+) -> RedirectResponse:
+    """Add an existing user (by user name or uid) to the organization with a role, or change a member's
+    role."""
+    form = checked_form(session, body)
+    organization = accounts.find_organization(db=db, ref=org)
+    role = accounts.check_role(one(form, "role"))
+    user = accounts.find_user(db=db, ref=one(form, "user").strip())
+    accounts.add_membership(db=db, user=user, organization=organization, role=role, now=now, by=session.user)
+    return RedirectResponse(_organization_path(organization), status_code=303)
+
+
+@router.post("/organizations/{org}/users/{user}/remove")
+def remove_member(
+    org: str, user: str, session: OperatorSessionDep, body: BodyDep, db: DbDep, now: NowDep
+) -> RedirectResponse:
+    """Take a member out of the organization (their account and other memberships stay)."""
+    checked_form(session, body)
+    organization = accounts.find_organization(db=db, ref=org)
+    member = accounts.find_member(db=db, organization=organization, ref=user)
+    accounts.remove_membership(db=db, user=member, organization=organization, now=now, by=session.user)
+    return RedirectResponse(_organization_path(organization), status_code=303)
+
+
+_OPERATOR_CHOICES = {"grant": True, "revoke": False}
+
+
+@router.post("/organizations/{org}/users/{user}/operator")
+def set_operator(
+    org: str, user: str, session: OperatorSessionDep, body: BodyDep, db: DbDep, now: NowDep
+) -> RedirectResponse:
+    """Grant a member the operator role or revoke it (revoking ends their sessions at once)."""
+    form = checked_form(session, body)
+    organization = accounts.find_organization(db=db, ref=org)
+    member = accounts.find_member(db=db, organization=organization, ref=user)
+    choice = one(form, "operator")
+    if choice not in _OPERATOR_CHOICES:
+        raise UnknownOperatorChoice(choice)
+    accounts.set_operator(db=db, user=member, on=_OPERATOR_CHOICES[choice], now=now, by=session.user)
     return RedirectResponse(_organization_path(organization), status_code=303)
 
 
