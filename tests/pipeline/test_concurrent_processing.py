@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from datalab.accounts.service import create_organization
 from datalab.db import make_engine, make_session_factory, transaction, utcnow
+from datalab.lifecycle import UploadStatus
 from datalab.pipeline.models import StagedRow, StagedTerm
 from datalab.pipeline.staging import staging_for
 from datalab.records.models import EnrollmentRecord, EnrollmentTerm
@@ -25,6 +25,7 @@ from datalab.records.service import apply_enrollment
 from datalab.uploads.models import Upload
 from tests.support.accounts import unique, unique_fice
 from tests.support.databases import DatabaseFactory
+from tests.support.factories import add_upload_row
 
 # How long the second transaction is given to reach the lock (a bound on a hang, not a speed measure).
 _REACH_LOCK_SECONDS = 60
@@ -42,23 +43,12 @@ def factory(database_factory: DatabaseFactory, tmp_path: Path) -> Iterator[sessi
 
 def _staged_upload(db: Session, organization_id: int, unique_ids: list[str]) -> int:
     """An enrollment upload in `processing` whose staged rows are these students of fall 2027."""
-    now = utcnow()
-    upload = Upload(
-        organization_id=organization_id,
-        file_name="enrollment.csv",
-        object_key=f"uploads/{unique('key')}",
-        product_type="enrollment",
-        status="processing",
-        form_token=unique("token"),
-        form_expires_at=now + timedelta(hours=1),
-    )
-    db.add(upload)
-    db.flush()
+    upload_id = add_upload_row(db, organization_id=organization_id, status=UploadStatus.PROCESSING)
     db.execute(
         insert(StagedRow),
         [
             {
-                "upload_id": upload.id,
+                "upload_id": upload_id,
                 "row_number": row,
                 "unique_id": unique_id,
                 "entry_year": "2027",
@@ -68,8 +58,8 @@ def _staged_upload(db: Session, organization_id: int, unique_ids: list[str]) -> 
             for row, unique_id in enumerate(unique_ids, start=2)
         ],
     )
-    db.execute(insert(StagedTerm).values(upload_id=upload.id, entry_year="2027", entry_term="FALL"))
-    return upload.id
+    db.execute(insert(StagedTerm).values(upload_id=upload_id, entry_year="2027", entry_term="FALL"))
+    return upload_id
 
 
 def _apply(db: Session, upload_id: int) -> dict[str, int]:

@@ -80,7 +80,7 @@ def _wait_mid_ingest(server: LiveServer, uid: str) -> None:
     """Wait until rows of the upload are being loaded into staging (the moment to crash).
 
     SQLite writes the upload's staging file under a partial name until it is complete; PostgreSQL loads in
-    one COPY, which its activity view shows while it runs.
+    one COPY (its table name quoted by the driver), which its activity view shows while it runs.
     """
     deadline = time.monotonic() + 60
     while True:
@@ -91,7 +91,7 @@ def _wait_mid_ingest(server: LiveServer, uid: str) -> None:
                     text(
                         "SELECT count(*) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND state = 'active' "
-                        "AND query LIKE 'COPY staged_rows%'"
+                        "AND query LIKE 'COPY %staged_rows%'"
                     )
                 )
             else:

@@ -14,11 +14,15 @@ import pytest
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from datalab.accounts.service import create_organization
 from datalab.db import make_engine, make_session_factory, transaction
+from datalab.lifecycle import UploadStatus
 from datalab.pipeline.artifacts import STAGED_SCHEMA, staged_batches
-from datalab.pipeline.models import StagedRow
+from datalab.pipeline.models import StagedRow, StagedTerm
 from datalab.pipeline.staging import FileStaging, TableStaging, staging_for
+from tests.support.accounts import unique, unique_fice
 from tests.support.databases import DatabaseFactory
+from tests.support.factories import add_upload_row
 
 
 @pytest.fixture
@@ -114,6 +118,50 @@ def _batches(*row_numbers: int) -> Iterator[pa.RecordBatch]:
             },
             schema=STAGED_SCHEMA,
         )
+
+
+def _terms_staged(factory: sessionmaker[Session]) -> list[tuple[int, str, str]]:
+    with factory() as db:
+        terms = db.execute(select(StagedTerm.upload_id, StagedTerm.entry_year, StagedTerm.entry_term))
+        return sorted((row[0], row[1], row[2]) for row in terms)
+
+
+def test_a_table_load_replaces_the_uploads_rows_whole_or_not_at_all(
+    table_factory: sessionmaker[Session],
+) -> None:
+    def failing() -> Iterator[pa.RecordBatch]:
+        yield from _batches(4)
+        raise OSError("the cleansed rows file ends early")
+
+    with table_factory() as db:
+        staging = _table(db)
+        assert staging.load(7, _batches(2, 3)) == 5
+        assert staging.load(8, _batches(1)) == 1
+        # committed by the load itself: visible to every session at once
+        assert _staged(table_factory) == {7: 5, 8: 1}
+        with pytest.raises(OSError, match="ends early"):
+            staging.load(7, failing())
+        assert _staged(table_factory) == {7: 5, 8: 1}
+        assert staging.load(7, _batches(3)) == 3
+    assert _staged(table_factory) == {7: 3, 8: 1}
+    assert _terms_staged(table_factory) == [(7, "2025", "Fall"), (7, "2025", "Spring"), (8, "2025", "Spring")]
+
+
+def test_rows_of_uploads_no_stage_will_read_are_discarded_before_an_ingest(
+    table_factory: sessionmaker[Session],
+) -> None:
+    """A load commits before the status moves: rows of an upload that then failed are not kept."""
+    with transaction(table_factory) as db:
+        organization_id = create_organization(db=db, name=unique("Staging College"), fice=unique_fice()).id
+        waiting = add_upload_row(db, organization_id=organization_id, status=UploadStatus.PROCESSING)
+        failed = add_upload_row(db, organization_id=organization_id, status=UploadStatus.FAILURE)
+    with table_factory() as db:
+        for upload_id in (waiting, failed):
+            _table(db).load(upload_id, _batches(2))
+    with transaction(table_factory) as db:
+        _table(db).discard_leftovers()
+    assert _staged(table_factory) == {waiting: 2}
+    assert _terms_staged(table_factory) == [(waiting, "2025", "Fall"), (waiting, "2025", "Spring")]
 
 
 def test_a_staging_file_holds_the_rows_in_the_columns_processing_reads(

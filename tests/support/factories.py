@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -20,8 +21,10 @@ from datalab.accounts.models import Organization as OrganizationRow
 from datalab.accounts.models import User
 from datalab.db import make_session_factory, transaction, utcnow
 from datalab.exports.service import publish_export
+from datalab.lifecycle import UploadStatus
 from datalab.runtime import make_store
 from datalab.scoping import OrgContext
+from datalab.uploads.models import Upload
 from datalab.uploads.schemas import UploadRequest
 from datalab.uploads.service import create_upload
 from tests.support.accounts import Account, Organization, unique, unique_fice
@@ -132,3 +135,22 @@ def add_upload(
             now=utcnow(),
         )
         return form.upload.uid
+
+
+def add_upload_row(
+    db: Session, *, organization_id: int, status: UploadStatus, product_type: str = "enrollment"
+) -> int:
+    """An upload row in the status given, written straight into the session (for tests of the stages' tables
+    that need no file); its id."""
+    upload = Upload(
+        organization_id=organization_id,
+        file_name=f"{product_type}.csv",
+        object_key=f"uploads/{unique('key')}",
+        product_type=product_type,
+        status=status.value,
+        form_token=unique("token"),
+        form_expires_at=utcnow() + timedelta(hours=1),
+    )
+    db.add(upload)
+    db.flush()
+    return upload.id

@@ -1,13 +1,15 @@
 """The `ingesting` stage: load the accepted rows into staging with each database's bulk path.
 
-Cleansing wrote them as an Arrow stream of staging rows, one record batch per frame: PostgreSQL gets the
-batches through COPY (each written in COPY's text format by polars) into its staging table; SQLite gets
-each as Arrow through the ADBC SQLite driver into the upload's staging file. Both loads are in `staging`;
-this stage uses them through its `Staging` interface.
+Cleansing wrote them as an Arrow stream of staging rows, one record batch per frame. Both databases take
+the batches as they are read, through an ADBC driver that binds Arrow's columns in C: PostgreSQL into its
+staging table by binary COPY, SQLite into the upload's staging file. Both loads are in `staging`; this
+stage uses them through its `Staging` interface.
 
-The status moves to `processing` only once the load is complete (on PostgreSQL, in the load's own
-transaction, after the upload's earlier staged rows were deleted in it; a SQLite staging file replaces any
-earlier one only when complete), so a stage run again after a crash never duplicates a row.
+A load replaces the upload's earlier staged rows whole, in a transaction (or a file) of its own, before
+the transaction that moves the upload to `processing`: a stage run again after a crash loads them again
+and never duplicates a row, and the rows of a load whose upload then failed are discarded by the next
+ingest. On SQLite the load holds no lock of the main database; on PostgreSQL it holds none the status
+change needs.
 """
 
 from __future__ import annotations
@@ -26,11 +28,8 @@ from datalab.uploads.models import Upload
 
 
 def load_staging(ctx: StageContext, staging: Staging, upload: Upload) -> int:
-    """Load the upload's cleansed rows into staging in place of any staged before; the rows loaded.
-
-    PostgreSQL: in the transaction of the staging's session. SQLite: into the upload's staging file,
-    outside it (see `staging`).
-    """
+    """Load the upload's cleansed rows into staging in place of any staged before (outside the session's
+    transaction, see `staging`); the rows loaded."""
     with (
         ctx.store.readable_path(
             bucket=ctx.uploads_bucket, key=cleansed_key(upload.uid), temp_dir=ctx.temp_dir
@@ -49,15 +48,10 @@ def ingest(ctx: StageContext, job: ClaimedJob) -> None:
         if upload is None:
             return
         db.expunge(upload)
-        staging = staging_for(db)
-        staging.discard_leftovers()
-        in_status_transaction = staging.loads_in_status_transaction
+        staging_for(db).discard_leftovers()
     with ctx.session_factory() as db:
-        # a staging file is written without holding the database's write lock
-        staged = 0 if in_status_transaction else load_staging(ctx, staging_for(db), upload)
+        staged = load_staging(ctx, staging_for(db), upload)
     with transaction(ctx.session_factory) as db:
-        if in_status_transaction:
-            staged = load_staging(ctx, staging_for(db), upload)
         now = utcnow()
         moved = move_upload(
             db=db,
