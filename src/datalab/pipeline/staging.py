@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import ClassVar, cast
 
 import polars as pl
 import pyarrow as pa
@@ -105,6 +105,9 @@ class Staging(ABC):
     def __init__(self, db: Session) -> None:
         self._db = db
 
+    # The module of the ADBC driver `load` writes with (see preload_bulk_driver).
+    bulk_driver: ClassVar[str]
+
     @abstractmethod
     def load(self, upload_id: int, batches: Iterable[pa.RecordBatch]) -> int:
         """Stage the upload's rows from record batches of staging rows (STAGED_SCHEMA) in place of any
@@ -172,6 +175,8 @@ def _failures_kept(batches: Iterator[pa.RecordBatch], failures: list[Exception])
 class TableStaging(Staging):
     """PostgreSQL's unlogged staging table, loaded by binary COPY from Arrow (the ADBC PostgreSQL driver)."""
 
+    bulk_driver = "adbc_driver_postgresql.dbapi"
+
     def load(self, upload_id: int, batches: Iterable[pa.RecordBatch]) -> int:
         """Load batches of staging rows into the staging table, with their terms, in a transaction of its own
         that first deletes the upload's earlier staged rows and terms; the count.
@@ -180,7 +185,7 @@ class TableStaging(Staging):
         connection of its own: about half the time of COPY's text format written by polars, sent by
         psycopg and parsed by the server.
         """
-        # Loaded by the processes that ingest on PostgreSQL only.
+        # Loaded by the processes that ingest on PostgreSQL only (see preload_bulk_driver).
         import adbc_driver_postgresql.dbapi as adbc_postgresql  # noqa: PLC0415
 
         terms: set[tuple[str, str]] = set()
@@ -316,6 +321,8 @@ def _damaged_file(error: DBAPIError) -> bool:
 class FileStaging(Staging):
     """SQLite's staging files, one per upload, written before the status moves."""
 
+    bulk_driver = "adbc_driver_sqlite.dbapi"
+
     @property
     def directory(self) -> Path:
         """The directory of the staging files of the session's SQLite database."""
@@ -439,16 +446,11 @@ class FileStaging(Staging):
 
 
 def preload_bulk_driver(session_factory: sessionmaker[Session]) -> None:
-    """On SQLite, import the ADBC driver staging files are written with on a thread of its own.
+    """Import the ADBC driver the database's staging loads with, on a thread of its own.
 
     The import takes about 0.4 s (it brings in pyarrow.dataset and pandas): a process that runs pipeline
     stages does it as it starts rather than in the first file's ingest. Other processes never import it.
     """
     with session_factory() as db:
-        if isinstance(staging_for(db), FileStaging):
-            threading.Thread(
-                target=importlib.import_module,
-                args=("adbc_driver_sqlite.dbapi",),
-                name="preload",
-                daemon=True,
-            ).start()
+        driver = staging_for(db).bulk_driver
+    threading.Thread(target=importlib.import_module, args=(driver,), name="preload", daemon=True).start()

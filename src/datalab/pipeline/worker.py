@@ -38,6 +38,7 @@ from datalab.pipeline.pgqueue import (
 from datalab.pipeline.runner import ClaimedJob, StageContext, StageFunction, give_up
 from datalab.pipeline.service import QUEUE_INFO_KEY
 from datalab.pipeline.stages import STAGE_FUNCTIONS, make_stage_context
+from datalab.pipeline.staging import preload_bulk_driver
 from datalab.runtime import make_store
 from datalab.settings import Settings
 from datalab.webhooks.sealing import seal_plaintext_secrets
@@ -185,6 +186,7 @@ def run_worker(*, settings: Settings) -> None:
     context = make_stage_context(
         settings=settings, session_factory=session_factory, store=make_store(settings)
     )
+    preload_bulk_driver(session_factory)
     name = f"{socket.gethostname()}:{os.getpid()}"
     app = make_worker_app(settings=settings, context=context, stages=STAGE_FUNCTIONS, name=name)
     stall_seconds = settings.pipeline_lease_seconds
