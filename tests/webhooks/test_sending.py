@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx2
 import pytest
@@ -85,6 +87,19 @@ def test_a_host_resolving_to_a_non_public_address_is_refused_at_delivery(url: st
     assert outcome.error == f"refused: the webhook's host resolves to {address}, not a public address"
 
 
+@contextmanager
+def _receiver() -> Iterator[tuple[httpx2.Client, list[httpx2.Request]]]:
+    """A client whose every request is answered 204, and the requests it sent."""
+    seen: list[httpx2.Request] = []
+
+    def accept(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(204)
+
+    with httpx2.Client(transport=httpx2.MockTransport(accept)) as client:
+        yield client, seen
+
+
 def _resolving(monkeypatch: pytest.MonkeyPatch, answers: list[list[str]]) -> list[str]:
     """DNS for the test: each lookup gets the next of the answers (addresses); the names looked up."""
     looked_up: list[str] = []
@@ -130,13 +145,7 @@ def test_a_delivery_goes_to_the_address_checked_without_a_second_lookup(
 ) -> None:
     # the name's second answer is the server's own network: a client resolving again would go there
     looked_up = _resolving(monkeypatch, [[address], ["127.0.0.1"]])
-    seen: list[httpx2.Request] = []
-
-    def accept(request: httpx2.Request) -> httpx2.Response:
-        seen.append(request)
-        return httpx2.Response(204)
-
-    with httpx2.Client(transport=httpx2.MockTransport(accept)) as client:
+    with _receiver() as (client, seen):
         outcome = send(
             _claimed(url, BOX.seal("whsec_s")), client=client, sending=Sending(box=BOX, allow_private=False)
         )
@@ -160,13 +169,7 @@ def test_a_host_that_does_not_resolve_is_refused_at_delivery(monkeypatch: pytest
 
 
 def test_allowed_private_targets_get_the_request_signed_with_the_decrypted_secret() -> None:
-    seen: list[httpx2.Request] = []
-
-    def accept(request: httpx2.Request) -> httpx2.Response:
-        seen.append(request)
-        return httpx2.Response(204)
-
-    with httpx2.Client(transport=httpx2.MockTransport(accept)) as client:
+    with _receiver() as (client, seen):
         outcome = send(
             _claimed("http://127.0.0.1:9/hook", BOX.seal("whsec_s")),
             client=client,
