@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, func, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from datalab.db import MIGRATIONS_DIR, make_engine, make_session_factory, transaction, upgrade_database
 from datalab.models_registry import metadata
@@ -63,12 +64,12 @@ def test_migrations_on_postgresql(tmp_path: Path) -> None:
         factory.drop_all()
 
 
-def _migrate(engine: Engine, revision: str) -> None:
+def _migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        (command.downgrade if down else command.upgrade)(config, revision)
 
 
 def test_uploads_staged_in_the_sqlite_table_are_cleansed_again(tmp_path: Path) -> None:
@@ -148,5 +149,65 @@ def test_enrollment_terms_are_recorded_for_the_records_kept_before_0017(tmp_path
         )
         indexes = {index["name"] for index in inspect(engine).get_indexes("enrollment_records")}
         assert "ix_enrollment_records_org_term" not in indexes
+    finally:
+        engine.dispose()
+
+
+def _insert_enrollment_records(engine: Engine, rows: list[tuple[int, int, int, str]]) -> None:
+    """(organization id, upload id, row number, record) rows, written as any revision's table takes them."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO enrollment_records (organization_id, upload_id, row_number, unique_id, record, "
+                "created_at, entry_year, entry_term) VALUES (:org, :upload, :row, '', :record, "
+                "CURRENT_TIMESTAMP, '2027', 'FALL')"
+            ),
+            [
+                {"org": org, "upload": upload, "row": row, "record": record}
+                for org, upload, row, record in rows
+            ],
+        )
+
+
+def _enrollment_records(engine: Engine) -> list[tuple[int, int, int, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT organization_id, upload_id, row_number, record FROM enrollment_records")
+        )
+        return sorted((row[0], row[1], row[2], row[3]) for row in rows)
+
+
+def test_enrollment_records_keep_their_rows_when_keyed_by_upload_and_row_0019(
+    database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    """0019 keys enrollment records by upload and row number (no number of their own, no upload index);
+    the rows kept stay, and going back numbers them again."""
+    engine = make_engine(database_factory.new_url(tmp_path))
+    try:
+        _migrate(engine, "0018")
+        kept = [(1, 5, 2, '{"UniqueID":"1"}'), (1, 5, 3, '{"UniqueID":"2"}'), (2, 6, 2, '{"UniqueID":"3"}')]
+        _insert_enrollment_records(engine, kept)
+        _migrate(engine, "head")
+        assert _enrollment_records(engine) == kept
+        table = inspect(engine)
+        assert table.get_pk_constraint("enrollment_records")["constrained_columns"] == [
+            "upload_id",
+            "row_number",
+        ]
+        assert "id" not in {column["name"] for column in table.get_columns("enrollment_records")}
+        assert "ix_enrollment_records_upload_id" not in {
+            index["name"] for index in table.get_indexes("enrollment_records")
+        }
+        with pytest.raises(IntegrityError):
+            _insert_enrollment_records(engine, [(1, 5, 3, "{}")])
+
+        _migrate(engine, "0018", down=True)
+        assert _enrollment_records(engine) == kept
+        with engine.connect() as connection:
+            numbers = connection.execute(text("SELECT id FROM enrollment_records")).scalars().all()
+        assert len(set(numbers)) == len(kept)
+        _insert_enrollment_records(engine, [(1, 5, 4, "{}")])
+        _migrate(engine, "head")
+        assert len(_enrollment_records(engine)) == len(kept) + 1
     finally:
         engine.dispose()

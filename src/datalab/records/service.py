@@ -115,15 +115,16 @@ def apply_enrollment(
         EnrollmentTerm.upload_id != upload.id,
         tuple_(EnrollmentTerm.entry_year, EnrollmentTerm.entry_term).in_(file_terms),
     )
-    earlier = (
-        scoped(EnrollmentRecord, owner)
-        .where(
+    # the organization's condition from the scoping helper, in a DELETE of the rows themselves
+    organization_rows = scoped(EnrollmentRecord, owner).whereclause
+    assert organization_rows is not None
+    replaced = db.execute(
+        delete(EnrollmentRecord).where(
+            organization_rows,
             EnrollmentRecord.upload_id.in_(earlier_terms.with_only_columns(EnrollmentTerm.upload_id)),
             tuple_(EnrollmentRecord.entry_year, EnrollmentRecord.entry_term).in_(file_terms),
         )
-        .with_only_columns(EnrollmentRecord.id)
     )
-    replaced = db.execute(delete(EnrollmentRecord).where(EnrollmentRecord.id.in_(earlier)))
     db.execute(
         delete(EnrollmentTerm).where(
             EnrollmentTerm.id.in_(earlier_terms.with_only_columns(EnrollmentTerm.id))
