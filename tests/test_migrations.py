@@ -153,14 +153,14 @@ def test_enrollment_terms_are_recorded_for_the_records_kept_before_0017(tmp_path
         engine.dispose()
 
 
-def _insert_enrollment_records(engine: Engine, rows: list[tuple[int, int, int, str]]) -> None:
+def _insert_records(engine: Engine, table: str, rows: list[tuple[int, int, int, str]]) -> None:
     """(organization id, upload id, row number, record) rows, written as any revision's table takes them."""
+    terms = (", entry_year, entry_term", ", '2027', 'FALL'") if table == "enrollment_records" else ("", "")
     with engine.begin() as connection:
         connection.execute(
             text(
-                "INSERT INTO enrollment_records (organization_id, upload_id, row_number, unique_id, record, "
-                "created_at, entry_year, entry_term) VALUES (:org, :upload, :row, '', :record, "
-                "CURRENT_TIMESTAMP, '2027', 'FALL')"
+                f"INSERT INTO {table} (organization_id, upload_id, row_number, unique_id, record, created_at"
+                f"{terms[0]}) VALUES (:org, :upload, :row, '', :record, CURRENT_TIMESTAMP{terms[1]})"
             ),
             [
                 {"org": org, "upload": upload, "row": row, "record": record}
@@ -169,45 +169,39 @@ def _insert_enrollment_records(engine: Engine, rows: list[tuple[int, int, int, s
         )
 
 
-def _enrollment_records(engine: Engine) -> list[tuple[int, int, int, str]]:
+def _records(engine: Engine, table: str) -> list[tuple[int, int, int, str]]:
     with engine.connect() as connection:
-        rows = connection.execute(
-            text("SELECT organization_id, upload_id, row_number, record FROM enrollment_records")
-        )
+        rows = connection.execute(text(f"SELECT organization_id, upload_id, row_number, record FROM {table}"))
         return sorted((row[0], row[1], row[2], row[3]) for row in rows)
 
 
-def test_enrollment_records_keep_their_rows_when_keyed_by_upload_and_row_0019(
-    database_factory: DatabaseFactory, tmp_path: Path
+@pytest.mark.parametrize("table", ["enrollment_records", "affinity_records"])
+def test_records_keep_their_rows_when_keyed_by_upload_and_row_0019(
+    database_factory: DatabaseFactory, tmp_path: Path, table: str
 ) -> None:
-    """0019 keys enrollment records by upload and row number (no number of their own, no upload index);
-    the rows kept stay, and going back numbers them again."""
+    """0019 keys the records processing copies from staging by upload and row number (no number of their
+    own, no upload index); the rows kept stay, and going back numbers them again."""
     engine = make_engine(database_factory.new_url(tmp_path))
     try:
         _migrate(engine, "0018")
         kept = [(1, 5, 2, '{"UniqueID":"1"}'), (1, 5, 3, '{"UniqueID":"2"}'), (2, 6, 2, '{"UniqueID":"3"}')]
-        _insert_enrollment_records(engine, kept)
+        _insert_records(engine, table, kept)
         _migrate(engine, "head")
-        assert _enrollment_records(engine) == kept
-        table = inspect(engine)
-        assert table.get_pk_constraint("enrollment_records")["constrained_columns"] == [
-            "upload_id",
-            "row_number",
-        ]
-        assert "id" not in {column["name"] for column in table.get_columns("enrollment_records")}
-        assert "ix_enrollment_records_upload_id" not in {
-            index["name"] for index in table.get_indexes("enrollment_records")
-        }
+        assert _records(engine, table) == kept
+        schema = inspect(engine)
+        assert schema.get_pk_constraint(table)["constrained_columns"] == ["upload_id", "row_number"]
+        assert "id" not in {column["name"] for column in schema.get_columns(table)}
+        assert f"ix_{table}_upload_id" not in {index["name"] for index in schema.get_indexes(table)}
         with pytest.raises(IntegrityError):
-            _insert_enrollment_records(engine, [(1, 5, 3, "{}")])
+            _insert_records(engine, table, [(1, 5, 3, "{}")])
 
         _migrate(engine, "0018", down=True)
-        assert _enrollment_records(engine) == kept
+        assert _records(engine, table) == kept
         with engine.connect() as connection:
-            numbers = connection.execute(text("SELECT id FROM enrollment_records")).scalars().all()
+            numbers = connection.execute(text(f"SELECT id FROM {table}")).scalars().all()
         assert len(set(numbers)) == len(kept)
-        _insert_enrollment_records(engine, [(1, 5, 4, "{}")])
+        _insert_records(engine, table, [(1, 5, 4, "{}")])
         _migrate(engine, "head")
-        assert len(_enrollment_records(engine)) == len(kept) + 1
+        assert len(_records(engine, table)) == len(kept) + 1
     finally:
         engine.dispose()

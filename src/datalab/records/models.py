@@ -81,10 +81,12 @@ class EnrollmentTerm(OrgOwned, Base):
     entry_term: Mapped[str] = mapped_column(String(14))
 
 
-class AffinityRecord(_NumberedRow, Base):
-    """A person an institution sent in an affinity file."""
+class AffinityRecord(_ImportedRow, Base):
+    """A person an institution sent in an affinity file, keyed by its upload and row number (as an
+    EnrollmentRecord is)."""
 
     __tablename__ = "affinity_records"
+    __table_args__ = (PrimaryKeyConstraint("upload_id", "row_number"),)
 
 
 class EmatchResult(_NumberedRow, Base):
