@@ -372,6 +372,18 @@ def test_a_scrape_sees_every_server_process(pair: LiveServer) -> None:
         assert request_count(after, "/healthz", "200") == before + sent
 
 
+def test_a_metrics_file_still_being_created_does_not_fail_the_scrape(pair: LiveServer) -> None:
+    """A process creates its metrics file and sizes it a moment later: a scrape in between still answers,
+    with every other process's values."""
+    before = request_count(scrape(pair), "/metrics", "200")
+    being_created = pair.home / "metrics" / "counter_4194304.db"
+    being_created.touch()
+    try:
+        assert request_count(scrape(pair), "/metrics", "200") >= before + 1
+    finally:
+        being_created.unlink()
+
+
 def test_pipeline_stages_are_timed(pair: LiveServer) -> None:
     demo = pair.login()
     with httpx2.Client(timeout=30) as client:

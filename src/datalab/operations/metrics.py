@@ -8,6 +8,7 @@ outside the standard ones are `other`, stage names outside the pipeline's are `u
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -128,6 +129,31 @@ def process_exited() -> None:
         multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
 
+class _SizedFiles(multiprocess.MultiProcessCollector):
+    """prometheus-client's collector of the processes' files, without a file its process is still creating.
+
+    A process creates its file and sizes it a moment later: read in between, the empty file failed the
+    whole scrape, every metric with it (prometheus/client_python#1199). It holds nothing yet.
+    """
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        super().__init__(registry, path=path)  # type: ignore[no-untyped-call]
+        self._directory = path
+
+    def collect(self) -> Iterable[Metric]:
+        files = [path for path in glob.glob(os.path.join(self._directory, "*.db")) if _has_bytes(path)]
+        metrics: Iterable[Metric] = self.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return metrics
+
+
+def _has_bytes(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except FileNotFoundError:
+        # a live gauge's file, deleted as its process ended
+        return False
+
+
 class _ThisProcess(Collector):
     """The in-memory metrics of this process, when it keeps no shared directory."""
 
@@ -140,7 +166,7 @@ def exposition(accept: str | None, extra: Iterable[Collector] = ()) -> tuple[byt
     registry = CollectorRegistry()
     directory = metrics_dir()
     if directory is not None:
-        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        _SizedFiles(registry, path=str(directory))
     else:
         registry.register(_ThisProcess())
     for collector in extra:
