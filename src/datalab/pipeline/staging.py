@@ -80,7 +80,8 @@ _TABLE_ROWS = pa.schema(
         *((name, pa.string_view()) for name in STAGED_SCHEMA.names[1:]),
     ]
 )
-_TABLE_ROWS_READ = list(_TABLE_ROWS)[1:]
+# The columns of a cleansed rows file's batch, as the staging table takes them.
+_TABLE_COLUMNS_OF_A_BATCH = list(_TABLE_ROWS)[1:]
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,8 @@ def _table_rows(batches: Iterable[pa.RecordBatch], upload_id: int) -> Iterator[p
         owner = pa.repeat(pa.scalar(upload_id, pa.int32()), batch.num_rows)
         # the row number to 32 bits; the strings as they are, unless a file of large strings holds them
         columns = [
-            column.cast(field.type) for column, field in zip(batch.columns, _TABLE_ROWS_READ, strict=True)
+            column.cast(field.type)
+            for column, field in zip(batch.columns, _TABLE_COLUMNS_OF_A_BATCH, strict=True)
         ]
         yield pa.RecordBatch.from_arrays([owner, *columns], schema=_TABLE_ROWS)
 
